@@ -1,0 +1,57 @@
+"""Composition of conf/ and the one-line errors for unknown keys and options."""
+
+from __future__ import annotations
+
+import pytest
+
+from refrain.config import compose_config, config_keys, group_options
+from refrain.errors import RefrainInputError
+
+
+def test_base_config_composes_with_defaults() -> None:
+    cfg = compose_config([])
+    assert cfg.trainer._target_ == "lightning.pytorch.Trainer"
+    assert cfg.trainer.gradient_clip_val == cfg.gradient_clip_val
+    assert "tensorboard" in cfg.logger
+    assert cfg.get("task") is None and cfg.get("data") is None
+
+
+def test_unknown_key_suggests_closest() -> None:
+    with pytest.raises(RefrainInputError) as info:
+        compose_config(["trainer.max_stesp=10"])
+    message = str(info.value)
+    assert message.startswith("trainer.max_stesp:") and "trainer.max_steps" in message and "\n" not in message
+
+
+def test_unknown_top_level_key_suggests_closest() -> None:
+    with pytest.raises(RefrainInputError, match="every_plot_step"):
+        compose_config(["every_plot_steps=10"])
+
+
+def test_unknown_group_option_lists_available() -> None:
+    with pytest.raises(RefrainInputError) as info:
+        compose_config(["logger=tensorbord"])
+    assert "tensorboard" in str(info.value)
+
+
+def test_several_loggers_can_be_selected() -> None:
+    cfg = compose_config(["logger=[tensorboard,csv]"])
+    assert set(cfg.logger) == {"tensorboard", "csv"}
+
+
+def test_wandb_is_offline_without_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert compose_config(["logger=wandb"]).logger.wandb.offline is True
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert compose_config(["logger=wandb"]).logger.wandb.offline is False
+
+
+def test_config_keys_walks_nested_paths() -> None:
+    keys = set(config_keys(compose_config([])))
+    assert {"trainer.max_steps", "callbacks.checkpoint.dirpath", "exp_name"} <= keys
+
+
+def test_group_options_lists_yaml_files() -> None:
+    assert {"tensorboard", "csv", "wandb"} <= set(group_options("logger"))
