@@ -16,7 +16,11 @@ EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
 def tiny_overrides(name: str, tmp_path: Path) -> list[str]:
     """Shrink whatever model groups the recipe selects to their tiny presets."""
     selected = compose_config([f"experiment={name}"])
-    overrides = [f"experiment={name}", f"run_dir={tmp_path / name}", "dataset_path=" + str(tmp_path / "dataset")]
+    overrides = [
+        f"experiment={name}",
+        f"run_dir={tmp_path / name}",
+        "dataset_path=" + str(tmp_path / "dataset"),
+    ]
     model = selected.get("model") or {}
     overrides += [f"model/{part}=tiny" for part in ("vae", "dit") if model.get(part) is not None]
     return overrides

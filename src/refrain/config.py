@@ -41,7 +41,9 @@ def conf_dir() -> Path:
         if (candidate / "train.yaml").is_file():
             return candidate.resolve()
     raise RefrainInputError(
-        candidates[-1], "no conf/train.yaml found", "run from the refrain checkout or set REFRAIN_CONF=/path/to/conf"
+        candidates[-1],
+        "no conf/train.yaml found",
+        "run from the refrain checkout or set REFRAIN_CONF=/path/to/conf",
     )
 
 
@@ -79,8 +81,12 @@ def explain_composition_error(error: Exception, overrides: Sequence[str]) -> Ref
     missing_option = re.search(r"Could not find '([^']+)/([^'/]+)'", message)
     if missing_option:
         group, option = missing_option.groups()
-        close = difflib.get_close_matches(option, group_options(group), n=3, cutoff=0.3) or group_options(group)
-        return RefrainInputError(f"{group}={option}", f"no such option in conf/{group}/", f"use one of: {', '.join(close)}")
+        close = difflib.get_close_matches(option, group_options(group), n=3, cutoff=0.3) or group_options(
+            group
+        )
+        return RefrainInputError(
+            f"{group}={option}", f"no such option in conf/{group}/", f"use one of: {', '.join(close)}"
+        )
     bad_key = re.search(r"Could not (?:override|append to|delete from) '([^']+)'", message) or re.search(
         r"Key '([^']+)' (?:is not in struct|not in)", message
     )
@@ -95,4 +101,6 @@ def explain_composition_error(error: Exception, overrides: Sequence[str]) -> Ref
         hint = f"did you mean {', '.join(close)}?" if close else "add it with +" + key + "=VALUE if it is new"
         return RefrainInputError(key, "not a key of the composed config", hint)
     first_line = message.strip().splitlines()[0] if message.strip() else type(error).__name__
-    return RefrainInputError("overrides", first_line.rstrip("."), "check the override syntax: key=value, group=option")
+    return RefrainInputError(
+        "overrides", first_line.rstrip("."), "check the override syntax: key=value, group=option"
+    )

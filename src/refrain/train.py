@@ -53,14 +53,20 @@ def check_selected(cfg: DictConfig) -> None:
     """Fail early, in one line, when the config cannot train anything."""
     if cfg.get("task") is None or cfg.get("data") is None:
         raise RefrainInputError(
-            "config", "no task/data selected", "pick a recipe, e.g. `python trainer.py experiment=vae_mp3 --dataset_path PATH`"
+            "config",
+            "no task/data selected",
+            "pick a recipe, e.g. `python trainer.py experiment=vae_mp3 --dataset_path PATH`",
         )
     if cfg.get("lora_config_path") and cfg.get("lora") is None:
         raise RefrainInputError(
-            cfg.lora_config_path, "LoRA fine-tuning is not part of this build yet", "train without --lora_config_path"
+            cfg.lora_config_path,
+            "LoRA fine-tuning is not part of this build yet",
+            "train without --lora_config_path",
         )
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
-        raise RefrainInputError(cfg.ckpt_path, "checkpoint to resume from does not exist", "pass an existing .ckpt file")
+        raise RefrainInputError(
+            cfg.ckpt_path, "checkpoint to resume from does not exist", "pass an existing .ckpt file"
+        )
 
 
 def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
@@ -77,7 +83,11 @@ def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
     trainer: pl.Trainer = instantiate(
-        cfg.trainer, logger=loggers or False, callbacks=callbacks, plugins=[AtomicCheckpointIO()], **trainer_kwargs
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        **trainer_kwargs,
     )
     trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
 

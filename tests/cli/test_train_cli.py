@@ -15,7 +15,14 @@ def test_every_acestep_flag_translates_to_its_key() -> None:
 
 
 def test_flags_mix_with_plain_overrides_in_order() -> None:
-    argv = ["experiment=vae_mp3", "--dataset_path", "/data/songs", "trainer.log_every_n_steps=5", "--max_steps", "100"]
+    argv = [
+        "experiment=vae_mp3",
+        "--dataset_path",
+        "/data/songs",
+        "trainer.log_every_n_steps=5",
+        "--max_steps",
+        "100",
+    ]
     assert translate_argv(argv) == [
         "experiment=vae_mp3",
         "dataset_path=/data/songs",

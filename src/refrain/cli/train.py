@@ -35,8 +35,28 @@ ACESTEP_FLAGS: dict[str, str] = {
 }
 
 # Hydra's own flags pass through untouched.
-HYDRA_FLAGS = {"--multirun", "-m", "--cfg", "-c", "--resolve", "--package", "-p", "--info", "-i", "--hydra-help",
-               "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--run", "-r", "--shell-completion", "-sc"}
+HYDRA_FLAGS = {
+    "--multirun",
+    "-m",
+    "--cfg",
+    "-c",
+    "--resolve",
+    "--package",
+    "-p",
+    "--info",
+    "-i",
+    "--hydra-help",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--run",
+    "-r",
+    "--shell-completion",
+    "-sc",
+}
 
 _PLAIN_VALUE = re.compile(r"^[A-Za-z0-9_./:+\-]*$")
 
@@ -60,7 +80,11 @@ def translate_argv(argv: Sequence[str]) -> list[str]:
             name, has_value, value = arg[2:].partition("=")
             if name not in ACESTEP_FLAGS:
                 close = difflib.get_close_matches(name, ACESTEP_FLAGS, n=3, cutoff=0.5)
-                hint = f"did you mean {', '.join('--' + c for c in close)}?" if close else "see `python trainer.py --help`"
+                hint = (
+                    f"did you mean {', '.join('--' + c for c in close)}?"
+                    if close
+                    else "see `python trainer.py --help`"
+                )
                 raise RefrainInputError(f"--{name}", "unknown flag", hint)
             if not has_value:
                 if index >= len(args):
@@ -77,7 +101,19 @@ def help_text() -> str:
     """The --help page: both command-line styles, the flag table and the config groups."""
     from refrain.config import conf_dir, group_options
 
-    groups = ["experiment", "model/vae", "model/dit", "task", "data", "trainer", "logger", "callbacks", "repa", "lora", "sampler"]
+    groups = [
+        "experiment",
+        "model/vae",
+        "model/dit",
+        "task",
+        "data",
+        "trainer",
+        "logger",
+        "callbacks",
+        "repa",
+        "lora",
+        "sampler",
+    ]
     lines = [
         "usage: python trainer.py [--FLAG VALUE ...] [key=value ...] [group=option ...]",
         "",

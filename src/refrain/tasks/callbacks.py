@@ -18,7 +18,9 @@ class CheckpointMetadata(Callback):
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         checkpoint["refrain"] = {"config": self.config, "format_version": FORMAT_VERSION}
 
 
@@ -34,7 +36,9 @@ class LossCurvePlot(Callback):
         self.every_n_steps = every_n_steps
         self.history: dict[str, list[tuple[int, float]]] = defaultdict(list)
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         step = trainer.global_step
         for name, value in trainer.callback_metrics.items():
             if "loss" in name and not name.startswith("val") and value.numel() == 1:
@@ -44,7 +48,9 @@ class LossCurvePlot(Callback):
         if self.every_n_steps and step and step % self.every_n_steps == 0:
             self.write()
 
-    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         if trainer.is_global_zero:
             self.write()
 

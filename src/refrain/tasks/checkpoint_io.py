@@ -20,7 +20,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     Loading goes through ``torch.load(weights_only=True)`` so a crafted pickle cannot run code.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -34,5 +36,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
-    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
