@@ -1,0 +1,143 @@
+"""Transformer pieces of the DiT: attention, the adaLN-zero block and the final layer.
+
+Kept parts are reused where they fit: diffusers' ``RMSNorm`` (affine-free for the modulated norms),
+its SwiGLU ``FeedForward`` and its rotary helpers; attention runs through PyTorch's
+``scaled_dot_product_attention`` so flash/memory-efficient kernels apply on GPU. Projection names follow
+diffusers/ACE-Step (``to_q``, ``to_k``, ``to_v``, ``to_out.0``) so ACE-Step's LoRA target lists apply.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention import FeedForward
+from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
+from diffusers.models.normalization import RMSNorm
+from torch import Tensor, nn
+
+Rope = tuple[Tensor, Tensor]
+
+
+def rotary_tables(head_dim: int, num_positions: int, theta: float, device: torch.device) -> Rope:
+    """(cos, sin), each (T, head_dim), in the half-split layout LLaMA's ``rotate_half`` uses."""
+    pos = torch.arange(num_positions, device=device, dtype=torch.float32)
+    cos, sin = get_1d_rotary_pos_embed(
+        head_dim, pos, theta=theta, use_real=True, repeat_interleave_real=False
+    )
+    return cos, sin
+
+
+class Attention(nn.Module):
+    """Multi-head attention over (B, T, D); self-attention when ``context`` is None."""
+
+    def __init__(
+        self, dim: int, num_heads: int, qk_norm: bool = True, eps: float = 1e-6, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"hidden size {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim, bias=False), nn.Dropout(dropout)])
+        self.norm_q: nn.Module = RMSNorm(self.head_dim, eps) if qk_norm else nn.Identity()
+        self.norm_k: nn.Module = RMSNorm(self.head_dim, eps) if qk_norm else nn.Identity()
+
+    def _heads(self, x: Tensor) -> Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(
+        self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None, rope: Rope | None = None
+    ) -> Tensor:
+        """mask: bool (B, 1, 1, S), True = key may be attended (bidirectional, no causal mask)."""
+        kv = x if context is None else context
+        q = self.norm_q(self._heads(self.to_q(x)))
+        k = self.norm_k(self._heads(self.to_k(kv)))
+        v = self._heads(self.to_v(kv))
+        if rope is not None:
+            q = apply_rotary_emb(q, rope, use_real=True, use_real_unbind_dim=-2)
+            k = apply_rotary_emb(k, rope, use_real=True, use_real_unbind_dim=-2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out.transpose(1, 2).flatten(2)
+        return self.to_out[1](self.to_out[0](out))
+
+
+def zero_linear(layer: nn.Linear) -> nn.Linear:
+    nn.init.zeros_(layer.weight)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+class DiTBlock(nn.Module):
+    """Pre-norm LLaMA-style block with adaLN-zero modulation.
+
+    self-attention (RoPE, padding mask) -> cross-attention to the style prompt -> SwiGLU MLP. The
+    modulation is ``scale_shift_table + m(c)`` where ``m`` is either one projection shared by all blocks
+    (PixArt's adaLN-single: saves 6 d^2 parameters per block) or the block's own. The table, ``m`` and
+    the cross-attention output are zero at init, so a fresh block is exactly the identity.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        intermediate_size: int,
+        qk_norm: bool = True,
+        shared_adaln: bool = True,
+        eps: float = 1e-6,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.dim = dim
+        self.norm1 = RMSNorm(dim, eps, elementwise_affine=False)
+        self.attn = Attention(dim, num_heads, qk_norm, eps, dropout)
+        self.norm2 = RMSNorm(dim, eps, elementwise_affine=True)
+        self.cross_attn = Attention(dim, num_heads, qk_norm, eps, dropout)
+        zero_linear(self.cross_attn.to_out[0])
+        self.norm3 = RMSNorm(dim, eps, elementwise_affine=False)
+        self.ff = FeedForward(
+            dim, inner_dim=intermediate_size, activation_fn="swiglu", bias=False, dropout=dropout
+        )
+        self.scale_shift_table = nn.Parameter(torch.zeros(6, dim))
+        self.adaLN_modulation: nn.Module | None = None
+        if not shared_adaln:
+            self.adaLN_modulation = nn.Sequential(nn.SiLU(), zero_linear(nn.Linear(dim, 6 * dim)))
+
+    def forward(
+        self,
+        h: Tensor,
+        c: Tensor,
+        shared_mod: Tensor | None,
+        rope: Rope,
+        self_mask: Tensor,
+        style: Tensor,
+        style_mask: Tensor,
+    ) -> Tensor:
+        mod = shared_mod if self.adaLN_modulation is None else self.adaLN_modulation(c)
+        assert mod is not None, "a block without its own modulation needs the shared one"
+        mod = mod.view(-1, 6, self.dim) + self.scale_shift_table[None].to(mod.dtype)
+        shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = (m.unsqueeze(1) for m in mod.unbind(1))
+        x = self.norm1(h) * (1 + scale_a) + shift_a
+        h = h + gate_a * self.attn(x, mask=self_mask, rope=rope)
+        h = h + self.cross_attn(self.norm2(h), context=style, mask=style_mask)
+        x = self.norm3(h) * (1 + scale_f) + shift_f
+        return h + gate_f * self.ff(x)
+
+
+class FinalLayer(nn.Module):
+    """adaLN-modulated norm and projection back to latent channels (DiT's zero-initialised head)."""
+
+    def __init__(self, dim: int, out_channels: int, eps: float = 1e-6, zero_init: bool = True) -> None:
+        super().__init__()
+        self.norm = RMSNorm(dim, eps, elementwise_affine=False)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), zero_linear(nn.Linear(dim, 2 * dim)))
+        self.proj_out = nn.Linear(dim, out_channels)
+        if zero_init:
+            zero_linear(self.proj_out)
+
+    def forward(self, h: Tensor, c: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation(c).unsqueeze(1).chunk(2, dim=-1)
+        return self.proj_out(self.norm(h) * (1 + scale) + shift)

@@ -1,0 +1,295 @@
+"""What a DiT is conditioned on, as one batch object, and the module that embeds it.
+
+``DiTConditioning`` is the contract between the data pipeline, the training loss, the sampler and the
+backbone. Conventions it fixes:
+
+- ``lyrics`` are frame-aligned phoneme ids at the latent frame rate (0 = no token / padding), as
+  DiffRhythm's sentence-level alignment produces them.
+- ``context`` is a reference latent; ``context_mask`` is 1 where a frame is *given*. A sample whose
+  mask gives no frame is treated exactly like a sample with no context (learned null embedding).
+- ``speaker`` rows that are all zero mean "no speaker" and get the learned null speaker embedding, so a
+  batch can mix records with and without ``speaker_emb_path`` and the loss can drop speakers per sample.
+- The drop flags are classifier-free-guidance switches: the model replaces that input by a learned null
+  embedding. ``drop_style`` also drops the speaker (the unconditional branch drops everything, as
+  ACE-Step's does).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from refrain.errors import RefrainInputError
+from refrain.models.dit.lyrics import LyricEmbedder
+
+_FLAG_NAMES = ("drop_style", "drop_lyrics", "drop_context")
+
+
+@dataclass
+class DiTConditioning:
+    """A batch of conditioning. Shapes: B batch, S prompt tokens, T latent frames.
+
+    ``frame_mask`` defaults to all frames valid and the drop flags to all False.
+    """
+
+    style: Tensor  # (B, S, D_text) text-encoder hidden states
+    style_mask: Tensor  # (B, S) bool, True = real token
+    lyrics: Tensor  # (B, T) long, frame-aligned phoneme ids, 0 = pad
+    speaker: Tensor | None = None  # (B, D_speaker); all-zero row = none
+    context: Tensor | None = None  # (B, C, T) reference latent
+    context_mask: Tensor | None = None  # (B, 1, T), 1 = frame given
+    frame_mask: Tensor = field(default=None)  # type: ignore[assignment]  # (B, T) bool, True = valid
+    drop_style: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool
+    drop_lyrics: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool
+    drop_context: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool
+
+    def __post_init__(self) -> None:
+        batch, frames = self.lyrics.shape[0], self.lyrics.shape[-1]
+        device = self.lyrics.device
+        if self.frame_mask is None:
+            self.frame_mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
+        for name in _FLAG_NAMES:
+            if getattr(self, name) is None:
+                setattr(self, name, torch.zeros(batch, dtype=torch.bool, device=device))
+        if self.context is not None and self.context_mask is None:
+            self.context_mask = torch.ones(batch, 1, frames, dtype=self.context.dtype, device=device)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.lyrics.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.lyrics.shape[-1])
+
+    def validate(self, latent: Tensor | None = None) -> None:
+        """Raise RefrainInputError on inconsistent shapes, so a collate bug names its field."""
+        b, t = self.batch_size, self.num_frames
+        if latent is not None and (latent.shape[0] != b or latent.shape[-1] != t):
+            raise RefrainInputError(
+                "DiTConditioning", f"latent shape {tuple(latent.shape)} does not match (B={b}, T={t})",
+                "crop the latent and the aligned lyrics to the same number of frames",
+            )  # fmt: skip
+        expect: dict[str, tuple[int, ...]] = {
+            "style": (b, self.style.shape[1], self.style.shape[-1]),
+            "style_mask": (b, self.style.shape[1]),
+            "frame_mask": (b, t),
+            "drop_style": (b,),
+            "drop_lyrics": (b,),
+            "drop_context": (b,),
+        }
+        if self.style.dim() != 3:
+            expect["style"] = (b, -1, -1)
+        if self.context is not None:
+            expect["context"] = (b, self.context.shape[1], t)
+            expect["context_mask"] = (b, 1, t)
+        if self.speaker is not None:
+            expect["speaker"] = (b, self.speaker.shape[-1])
+        for name, shape in expect.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise RefrainInputError(
+                    f"DiTConditioning.{name}", f"shape {got} does not match {shape}",
+                    "build every conditioning tensor from the same batch and crop",
+                )  # fmt: skip
+        if not bool(self.frame_mask.any(dim=1).all()):
+            raise RefrainInputError(
+                "DiTConditioning.frame_mask", "a sample has no valid frame",
+                "drop empty items in the dataset or collate",
+            )  # fmt: skip
+
+    def with_dropped(
+        self, style: bool | None = None, lyrics: bool | None = None, context: bool | None = None
+    ) -> DiTConditioning:
+        """Copy with whole-batch drop flags set (True/False) or kept (None); used for CFG branches."""
+        updates: dict[str, Tensor] = {}
+        for name, value in zip(_FLAG_NAMES, (style, lyrics, context), strict=True):
+            if value is not None:
+                updates[name] = torch.full_like(getattr(self, name), bool(value))
+        return replace(self, **updates)
+
+    def repeat(self, n: int) -> DiTConditioning:
+        """Tile the batch n times ([b0, b1, b0, b1, ...]), like ``Tensor.repeat`` on dim 0."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                value = value.repeat(n, *([1] * (value.dim() - 1)))
+            values[f.name] = value
+        return DiTConditioning(**values)
+
+    @classmethod
+    def cat(cls, items: Sequence[DiTConditioning]) -> DiTConditioning:
+        """Concatenate along the batch; prompts are right-padded to the longest, missing optionals filled.
+
+        A missing context becomes zeros with an all-zero mask and a missing speaker becomes zero rows,
+        which the model treats exactly as "absent" (see the module docstring).
+        """
+        if not items:
+            raise RefrainInputError("DiTConditioning.cat", "empty list", "pass at least one conditioning")
+        max_s = max(c.style.shape[1] for c in items)
+        styles, masks = [], []
+        for c in items:
+            pad = max_s - c.style.shape[1]
+            styles.append(F.pad(c.style, (0, 0, 0, pad)))
+            masks.append(F.pad(c.style_mask, (0, pad), value=False))
+        out: dict[str, Tensor | None] = {
+            "style": torch.cat(styles),
+            "style_mask": torch.cat(masks),
+        }
+        for name in ("lyrics", "frame_mask", *_FLAG_NAMES):
+            out[name] = torch.cat([getattr(c, name) for c in items])
+        ref_speaker = next((c.speaker for c in items if c.speaker is not None), None)
+        out["speaker"] = None
+        if ref_speaker is not None:
+            out["speaker"] = torch.cat(
+                [
+                    c.speaker
+                    if c.speaker is not None
+                    else ref_speaker.new_zeros(c.batch_size, ref_speaker.shape[1])
+                    for c in items
+                ]
+            )
+        ref_ctx = next((c for c in items if c.context is not None), None)
+        out["context"] = out["context_mask"] = None
+        if ref_ctx is not None:
+            ctx, cmask = [], []
+            for c in items:
+                if c.context is not None:
+                    ctx.append(c.context)
+                    cmask.append(c.context_mask)
+                else:
+                    ctx.append(
+                        ref_ctx.context.new_zeros(c.batch_size, ref_ctx.context.shape[1], c.num_frames)
+                    )
+                    cmask.append(ref_ctx.context_mask.new_zeros(c.batch_size, 1, c.num_frames))
+            out["context"], out["context_mask"] = torch.cat(ctx), torch.cat(cmask)
+        return cls(**out)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> DiTConditioning:
+        """Move to a device; ``dtype`` applies to floating tensors only (ids and masks keep theirs)."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                cast = dtype if (dtype is not None and value.is_floating_point()) else None
+                value = value.to(device=device, dtype=cast)
+            values[f.name] = value
+        return DiTConditioning(**values)
+
+    def context_present(self) -> Tensor:
+        """(B,) bool: the sample has a reference latent with at least one given frame and is not dropped."""
+        if self.context is None or self.context_mask is None:
+            return torch.zeros_like(self.drop_context)
+        given = (self.context_mask[:, 0] > 0) & self.frame_mask
+        return given.any(dim=1) & ~self.drop_context
+
+
+@dataclass
+class EmbeddedConditioning:
+    """The conditioning after embedding, in model space (d = hidden size)."""
+
+    frame: Tensor  # (B, T, d) added to the projected latent (lyrics + context)
+    style: Tensor  # (B, S', d) cross-attention keys/values
+    style_mask: Tensor  # (B, S') bool
+    vector: Tensor  # (B, d) pooled style + speaker, added to the timestep embedding
+
+
+class ConditionEmbedder(nn.Module):
+    """Embeds a DiTConditioning; learned null embeddings stand in for dropped or absent inputs."""
+
+    def __init__(
+        self,
+        hidden_size: int,
+        latent_channels: int,
+        text_dim: int,
+        lyric_vocab_size: int,
+        lyric_dim: int,
+        lyric_conv_layers: int = 4,
+        lyric_kernel_size: int = 7,
+        speaker_dim: int | None = None,
+        use_context: bool = True,
+    ) -> None:
+        super().__init__()
+        d = hidden_size
+        self.lyric_embedder = LyricEmbedder(lyric_vocab_size, lyric_dim, lyric_conv_layers, lyric_kernel_size)
+        self.lyric_proj = nn.Linear(lyric_dim, d)
+        self.style_proj = nn.Sequential(nn.Linear(text_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.pooled_proj = nn.Sequential(nn.Linear(text_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.null_lyrics = nn.Parameter(torch.zeros(d))
+        self.null_style = nn.Parameter(torch.zeros(d))
+        self.null_pooled = nn.Parameter(torch.zeros(d))
+        self.speaker_dim = speaker_dim
+        self.speaker_proj = nn.Linear(speaker_dim, d) if speaker_dim else None
+        self.null_speaker = nn.Parameter(torch.zeros(d)) if speaker_dim else None
+        self.use_context = use_context
+        self.context_proj = nn.Linear(latent_channels + 1, d) if use_context else None
+        self.null_context = nn.Parameter(torch.zeros(d)) if use_context else None
+        for null in (
+            self.null_lyrics,
+            self.null_style,
+            self.null_pooled,
+            self.null_speaker,
+            self.null_context,
+        ):
+            if null is not None:
+                nn.init.normal_(null, std=0.02)
+
+    def forward(self, cond: DiTConditioning) -> EmbeddedConditioning:
+        frame_mask = cond.frame_mask
+        frame = self._lyrics(cond)
+        if self.use_context:
+            frame = frame + self._context(cond)
+        elif cond.context_present().any():
+            raise RefrainInputError(
+                "model.dit.use_context", "the batch carries a context latent but the model has no context input",
+                "set use_context: true or stop passing context",
+            )  # fmt: skip
+        frame = frame * frame_mask.unsqueeze(-1).to(frame.dtype)
+        style, style_mask, pooled = self._style(cond)
+        vector = pooled + self._speaker(cond, pooled)
+        return EmbeddedConditioning(frame=frame, style=style, style_mask=style_mask, vector=vector)
+
+    def _lyrics(self, cond: DiTConditioning) -> Tensor:
+        emb = self.lyric_proj(self.lyric_embedder(cond.lyrics, cond.frame_mask))
+        return torch.where(cond.drop_lyrics[:, None, None], self.null_lyrics.to(emb.dtype), emb)
+
+    def _context(self, cond: DiTConditioning) -> Tensor:
+        assert self.context_proj is not None and self.null_context is not None
+        b, t = cond.batch_size, cond.num_frames
+        null = self.null_context.expand(b, t, -1)
+        if cond.context is None or cond.context_mask is None:
+            return null
+        mask = cond.context_mask.to(cond.context.dtype)
+        feats = torch.cat([cond.context * mask, mask], dim=1).transpose(1, 2)
+        emb = self.context_proj(feats.to(self.context_proj.weight.dtype))
+        return torch.where(cond.context_present()[:, None, None], emb, null.to(emb.dtype))
+
+    def _style(self, cond: DiTConditioning) -> tuple[Tensor, Tensor, Tensor]:
+        style_in = cond.style.to(self.style_proj[0].weight.dtype)
+        mask = cond.style_mask.bool()
+        dropped = cond.drop_style | ~mask.any(dim=1)
+        tokens = self.style_proj(style_in)
+        tokens = torch.where(dropped[:, None, None], self.null_style.to(tokens.dtype), tokens)
+        first_only = torch.zeros_like(mask)
+        first_only[:, 0] = True
+        mask = torch.where(dropped[:, None], first_only, mask)
+        weights = cond.style_mask.to(style_in.dtype).unsqueeze(-1)
+        mean = (style_in * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        pooled = self.pooled_proj(mean)
+        pooled = torch.where(dropped[:, None], self.null_pooled.to(pooled.dtype), pooled)
+        return tokens, mask, pooled
+
+    def _speaker(self, cond: DiTConditioning, like: Tensor) -> Tensor:
+        if self.speaker_proj is None or self.null_speaker is None:
+            return torch.zeros_like(like)
+        null = self.null_speaker.to(like.dtype).expand_as(like)
+        if cond.speaker is None:
+            return null
+        present = (cond.speaker != 0).any(dim=1) & ~cond.drop_style
+        emb = self.speaker_proj(cond.speaker.to(self.speaker_proj.weight.dtype))
+        return torch.where(present[:, None], emb, null)

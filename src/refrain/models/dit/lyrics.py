@@ -1,0 +1,70 @@
+"""Frame-aligned lyric embedding (DiffRhythm's sentence-level alignment).
+
+Phoneme ids already sit at the latent frame rate, so the embedding is added to the DiT input frame by
+frame rather than read through cross-attention: DiffRhythm reports that cross-attention to unaligned
+text failed to give intelligible vocals. A token embedding plus a sinusoidal position table is refined
+by a few ConvNeXt-style depthwise 1-D blocks, which let a phoneme see its neighbours (co-articulation)
+at the frame rate. Padded frames are zeroed before every convolution so they never leak into valid ones.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from refrain.errors import RefrainInputError
+
+
+def sinusoidal_positions(num_positions: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """(T, dim) sin/cos table over frame indices, computed for any length (no maximum to outgrow)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=device, dtype=torch.float32) / half)
+    angles = torch.arange(num_positions, device=device, dtype=torch.float32)[:, None] * freqs[None]
+    table = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    if dim % 2:
+        table = torch.nn.functional.pad(table, (0, 1))
+    return table.to(dtype)
+
+
+class ConvNeXtBlock1d(nn.Module):
+    """Depthwise conv -> LayerNorm -> pointwise MLP (GELU) -> residual, over (B, T, D)."""
+
+    def __init__(self, dim: int, kernel_size: int = 7, mult: int = 2) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv1d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
+        self.norm = nn.LayerNorm(dim)
+        self.pw1 = nn.Linear(dim, dim * mult)
+        self.act = nn.GELU()
+        self.pw2 = nn.Linear(dim * mult, dim)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        x = x * mask
+        h = self.dwconv(x.transpose(1, 2)).transpose(1, 2)
+        h = self.pw2(self.act(self.pw1(self.norm(h))))
+        return (x + h) * mask
+
+
+class LyricEmbedder(nn.Module):
+    """(B, T) phoneme ids (0 = none) -> (B, T, dim) frame features."""
+
+    def __init__(self, vocab_size: int, dim: int, num_layers: int = 4, kernel_size: int = 7) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.token = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.blocks = nn.ModuleList(ConvNeXtBlock1d(dim, kernel_size) for _ in range(num_layers))
+
+    def forward(self, ids: Tensor, frame_mask: Tensor) -> Tensor:
+        if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
+            raise RefrainInputError(
+                "model.dit.lyric_vocab_size",
+                f"phoneme id range [{int(ids.min())}, {int(ids.max())}] exceeds the embedding size {self.vocab_size}",
+                "set lyric_vocab_size to at least len(phoneme_vocab.json) (ids only grow, so leave headroom)",
+            )
+        x = self.token(ids)
+        x = x + sinusoidal_positions(ids.shape[1], x.shape[-1], x.device, x.dtype)[None]
+        mask = frame_mask.unsqueeze(-1).to(x.dtype)
+        for block in self.blocks:
+            x = block(x, mask)
+        return x * mask

@@ -1,0 +1,145 @@
+"""LLaMA-style diffusion transformer over VAE latents, the default ``VelocityModel``.
+
+Data path: latent (B, C, T) -> linear -> + frame conditioning (aligned lyrics, context latent + mask)
+-> N x [adaLN-zero self-attention with RoPE and the padding mask, cross-attention to the style prompt,
+SwiGLU MLP] -> adaLN final layer -> velocity (B, C, T). The timestep (sigma scaled to [0, 1000]) goes
+through diffusers' ``Timesteps``/``TimestepEmbedding``; pooled style and speaker are added to it and
+drive every block's modulation.
+
+Why cross-attention for the style prompt (not in-context tokens): the prompt then never changes the
+frame sequence, so RoPE positions, the padding mask and the REPA hidden state stay one token per latent
+frame; a long song (6144 frames) does not pay for prompt length in self-attention; and it matches
+ACE-Step v1, whose LoRA target list (``to_q/to_k/to_v/to_out.0`` in self *and* cross attention) then
+applies unchanged. DiffRhythm's finding against cross-attention concerns unaligned *lyrics*, which this
+model adds frame by frame instead.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from refrain.errors import RefrainInputError
+from refrain.models.dit.blocks import DiTBlock, FinalLayer, rotary_tables, zero_linear
+from refrain.models.dit.conditioning import ConditionEmbedder, DiTConditioning
+from refrain.models.dit.velocity import VelocityOutput
+
+
+def llama_intermediate_size(hidden_size: int, multiple_of: int = 256) -> int:
+    """LLaMA's SwiGLU width: 2/3 of 4d, rounded up, so the MLP costs about what a 4d GELU MLP does."""
+    width = int(8 * hidden_size / 3)
+    return multiple_of * ((width + multiple_of - 1) // multiple_of)
+
+
+class DiffusionTransformer(nn.Module):
+    """Flow-matching DiT. All sizes come from config (conf/model/dit/*.yaml)."""
+
+    def __init__(
+        self,
+        latent_channels: int = 64,
+        hidden_size: int = 1024,
+        num_layers: int = 12,
+        num_heads: int = 16,
+        intermediate_size: int | None = None,
+        text_dim: int = 384,
+        lyric_vocab_size: int = 1024,
+        lyric_dim: int = 512,
+        lyric_conv_layers: int = 4,
+        lyric_kernel_size: int = 7,
+        speaker_dim: int | None = None,
+        use_context: bool = True,
+        repa_layer: int = 4,
+        qk_norm: bool = True,
+        shared_adaln: bool = True,
+        rope_theta: float = 10000.0,
+        norm_eps: float = 1e-6,
+        dropout: float = 0.0,
+        timestep_scale: float = 1000.0,
+        frequency_embedding_size: int = 256,
+        zero_init_output: bool = True,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        if not 0 <= repa_layer <= num_layers:
+            raise RefrainInputError(
+                "model.dit.repa_layer", f"{repa_layer} is outside [0, num_layers={num_layers}]",
+                "pick the block whose output REPA aligns (ACE-Step: 8 of 24)",
+            )  # fmt: skip
+        if hidden_size % num_heads or (hidden_size // num_heads) % 2:
+            raise RefrainInputError(
+                "model.dit.num_heads", f"hidden_size {hidden_size} / num_heads {num_heads} is not an even integer",
+                "choose num_heads so that the head size is even (RoPE rotates pairs)",
+            )  # fmt: skip
+        self._latent_channels = latent_channels
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.repa_layer = repa_layer
+        self.rope_theta = rope_theta
+        self.timestep_scale = timestep_scale
+        self.gradient_checkpointing = gradient_checkpointing
+        ff = intermediate_size or llama_intermediate_size(hidden_size)
+
+        self.proj_in = nn.Linear(latent_channels, hidden_size)
+        self.conditioner = ConditionEmbedder(
+            hidden_size, latent_channels, text_dim, lyric_vocab_size, lyric_dim,
+            lyric_conv_layers, lyric_kernel_size, speaker_dim, use_context,
+        )  # fmt: skip
+        self.time_proj = Timesteps(frequency_embedding_size, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(frequency_embedding_size, hidden_size)
+        self.adaLN_modulation: nn.Module | None = None
+        if shared_adaln:
+            self.adaLN_modulation = nn.Sequential(
+                nn.SiLU(), zero_linear(nn.Linear(hidden_size, 6 * hidden_size))
+            )
+        self.blocks = nn.ModuleList(
+            DiTBlock(hidden_size, num_heads, ff, qk_norm, shared_adaln, norm_eps, dropout)
+            for _ in range(num_layers)
+        )
+        self.final_layer = FinalLayer(hidden_size, latent_channels, norm_eps, zero_init_output)
+
+    @property
+    def latent_channels(self) -> int:
+        return self._latent_channels
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute block activations in backward: trades ~30% step time for activation memory."""
+        self.gradient_checkpointing = enabled
+
+    def embed(self, x: Tensor, sigma: Tensor, cond: DiTConditioning) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Input tokens h (B, T, d), conditioning vector c (B, d), style tokens and style key mask."""
+        dtype = self.proj_in.weight.dtype
+        emb = self.conditioner(cond)
+        h = self.proj_in(x.transpose(1, 2).to(dtype)) + emb.frame.to(dtype)
+        sigma = sigma.to(x.device).reshape(-1).expand(x.shape[0])
+        t = self.time_proj(sigma.float() * self.timestep_scale).to(dtype)
+        c = self.time_embed(t) + emb.vector.to(dtype)
+        return h, c, emb.style.to(dtype), emb.style_mask
+
+    def forward(
+        self, x: Tensor, sigma: Tensor, cond: DiTConditioning, return_hidden: bool = False
+    ) -> VelocityOutput:
+        """x: (B, C, T) noisy latent, sigma: (B,) or scalar; returns velocity (B, C, T), zero on padding."""
+        if x.dim() != 3 or x.shape[1] != self.latent_channels:
+            raise RefrainInputError(
+                "DiffusionTransformer input", f"latent shape {tuple(x.shape)} is not (B, {self.latent_channels}, T)",
+                "set model.dit.latent_channels to the VAE's latent channel count",
+            )  # fmt: skip
+        cond.validate(x)
+        h, c, style, style_mask = self.embed(x, sigma, cond)
+        shared = self.adaLN_modulation(c) if self.adaLN_modulation is not None else None
+        rope = rotary_tables(self.head_dim, x.shape[-1], self.rope_theta, x.device)
+        self_mask = cond.frame_mask[:, None, None, :]
+        style_key_mask = style_mask[:, None, None, :]
+        hidden = h if (return_hidden and self.repa_layer == 0) else None
+        use_ckpt = self.gradient_checkpointing and torch.is_grad_enabled()
+        for index, block in enumerate(self.blocks):
+            args = (h, c, shared, rope, self_mask, style, style_key_mask)
+            h = checkpoint(block, *args, use_reentrant=False) if use_ckpt else block(*args)
+            if return_hidden and index + 1 == self.repa_layer:
+                hidden = h
+        velocity = self.final_layer(h, c).transpose(1, 2)
+        velocity = velocity * cond.frame_mask[:, None, :].to(velocity.dtype)
+        return VelocityOutput(velocity=velocity.to(x.dtype), hidden=hidden)
