@@ -1,0 +1,122 @@
+"""Log-mel spectrograms (torch, differentiable) and the PNG rows every run writes next to its checkpoints."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_DB_FLOOR = 1e-10  # power floor before log10: -100 dB, far below 16-bit quantisation noise
+_DB_RANGE = 80.0  # dynamic range shown in PNGs
+_PNG_HOP = 512
+
+
+@lru_cache(maxsize=32)
+def mel_filters(sample_rate: int, n_fft: int, n_mels: int, device: str = "cpu") -> torch.Tensor:
+    """(n_mels, n_fft // 2 + 1) Slaney-scale, Slaney-normalised filters (librosa's defaults), cached."""
+    from transformers.audio_utils import mel_filter_bank  # imported here: transformers loads slowly
+
+    bank = mel_filter_bank(
+        num_frequency_bins=n_fft // 2 + 1,
+        num_mel_filters=n_mels,
+        min_frequency=0.0,
+        max_frequency=sample_rate / 2,
+        sampling_rate=sample_rate,
+        norm="slaney",
+        mel_scale="slaney",
+    )
+    return torch.from_numpy(np.ascontiguousarray(bank.T, dtype=np.float32)).to(device)
+
+
+def mel_spectrogram(
+    audio: torch.Tensor,
+    sample_rate: int,
+    n_fft: int = 2048,
+    hop_length: int = 512,
+    n_mels: int = 128,
+    log: bool = True,
+) -> torch.Tensor:
+    """(..., T) waveform -> (..., n_mels, frames) mel power spectrogram; in dB (10 log10) when `log`.
+
+    Hann window, centred frames (zero-padded, so clips shorter than the window work too). Computed
+    in float32 and differentiable, so losses can use it as well as plots.
+    """
+    if audio.shape[-1] == 0:
+        raise ValueError("mel_spectrogram got an empty waveform")
+    lead = audio.shape[:-1]
+    flat = audio.reshape(-1, audio.shape[-1]).float()
+    window = torch.hann_window(n_fft, device=flat.device, dtype=flat.dtype)
+    spec = torch.stft(
+        flat,
+        n_fft,
+        hop_length=hop_length,
+        window=window,
+        center=True,
+        pad_mode="constant",
+        return_complex=True,
+    )
+    power = spec.real.square() + spec.imag.square()
+    mel = torch.matmul(mel_filters(sample_rate, n_fft, n_mels, str(flat.device)), power)
+    if log:
+        mel = 10.0 * torch.log10(mel.clamp_min(_DB_FLOOR))
+    return mel.reshape(*lead, n_mels, mel.shape[-1])
+
+
+def save_spectrogram_png(
+    path: str | os.PathLike, items: list[tuple[str, np.ndarray | torch.Tensor]], sample_rate: int
+) -> Path:
+    """Write one log-mel row per (title, waveform) item, all on one colour scale, as a PNG.
+
+    Waveforms may be (T,), (C, T) or (1, C, T); channels are averaged for display. The file is
+    written to a temporary name and moved into place, so a viewer never sees half a PNG.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not items:
+        raise ValueError("save_spectrogram_png needs at least one (title, waveform) item")
+    mels = [(title, _display_mel(wave, sample_rate)) for title, wave in items]
+    top = max(float(mel.max()) for _, mel in mels)
+    fig = Figure(figsize=(10, 2.4 * len(mels)), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(mels), 1, squeeze=False)[:, 0]
+    for ax, (title, mel) in zip(axes, mels, strict=True):
+        seconds = mel.shape[1] * _PNG_HOP / sample_rate
+        image = ax.imshow(
+            mel,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=top - _DB_RANGE,
+            vmax=top,
+            extent=(0.0, seconds, 0, mel.shape[0]),
+        )
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("mel bin")
+        fig.colorbar(image, ax=ax, label="dB")
+    axes[-1].set_xlabel("seconds")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=100)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _display_mel(wave: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:
+    """Channel-averaged log-mel (n_mels, frames) of one waveform, as numpy for matplotlib."""
+    tensor = torch.as_tensor(wave).detach().float().cpu()
+    while tensor.ndim > 2 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim == 2:
+        tensor = tensor.mean(dim=0)
+    if tensor.ndim != 1:
+        raise ValueError(f"expected a waveform shaped (T,), (C, T) or (1, C, T), got {tuple(wave.shape)}")
+    return mel_spectrogram(tensor, sample_rate, hop_length=_PNG_HOP).numpy()
