@@ -1,0 +1,120 @@
+"""Grapheme-to-phoneme for lyrics in en zh ja ko es fr de pt it ru, code-switching included.
+
+Per line: the language is the one given, else detected by script (`scripts.detect_language`);
+the line is split into script runs, each read in its own language:
+- en es fr de pt it ru: espeak-ng IPA through phonemizer (no stress marks; voices in
+  `ESPEAK_VOICES`: American English, Latin-American Spanish, Brazilian Portuguese);
+- zh: pypinyin initials + finals with tone digits (`chinese.py`, DiffRhythm's scheme);
+- ja: pykakasi kanji -> hiragana, then espeak-ng 'ja' (`japanese.py`);
+- ko: jamo decomposition with Korean sound rules (`korean.py`; espeak 'ko' tested poor).
+Words are separated by `WORD_BOUNDARY`; punctuation is dropped. All runs of one espeak voice in
+a batch of lines go through a single phonemizer call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from refrain.text.chinese import chinese_words
+from refrain.text.espeak import espeak_backend, espeak_words
+from refrain.text.japanese import kana_words
+from refrain.text.korean import korean_words
+from refrain.text.scripts import (
+    LANGUAGES,
+    UnsupportedScriptError,
+    check_language,
+    detect_language,
+    split_runs,
+)
+from refrain.text.vocab import WORD_BOUNDARY
+
+__all__ = ["ESPEAK_VOICES", "G2P", "LANGUAGES", "UnsupportedScriptError", "WORD_BOUNDARY", "detect_language"]
+
+ESPEAK_VOICES: dict[str, str] = {
+    "en": "en-us",
+    "es": "es-419",
+    "fr": "fr-fr",
+    "de": "de",
+    "pt": "pt-br",
+    "it": "it",
+    "ru": "ru",
+    "ja": "ja",
+}
+
+# A line that is only a structure tag ("[Chorus]") is not sung.
+_TAG_LINE = re.compile(r"^\s*\[[^\[\]]*\]\s*$")
+# What espeak gets: letters, digits, marks, in-word apostrophes/hyphens, and symbols it verbalises.
+_NOT_SPOKEN = re.compile(r"[^\w\s'+&%@$-]|_")
+
+
+def _espeak_text(text: str) -> str:
+    text = _NOT_SPOKEN.sub(" ", text.replace("’", "'"))
+    text = re.sub(r"(?<!\w)['-]+|['-]+(?!\w)", " ", text)  # quotes and dashes not inside a word
+    return " ".join(text.split())
+
+
+class G2P:
+    """Phonemizer for lyric lines. Build once and reuse: espeak voices are cached per language."""
+
+    def __init__(self, default_language: str = "en", espeak_voices: Mapping[str, str] | None = None) -> None:
+        self.default_language = check_language(default_language, "default language")
+        self.espeak_voices = {**ESPEAK_VOICES, **(espeak_voices or {})}
+
+    def warm_up(self, languages: Sequence[str] = LANGUAGES) -> None:
+        """Create the espeak backends now (about 10-30 ms each) rather than on first use."""
+        for language in languages:
+            voice = self.espeak_voices.get(check_language(language))
+            if voice:
+                espeak_backend(voice)
+
+    def phonemize(self, text: str, language: str | None = None) -> list[str]:
+        """Phones of `text` (several lines allowed, joined by a word boundary); `language` None detects
+        per line. Raises UnsupportedScriptError for a script no language here covers."""
+        lines = [line for line in text.splitlines() if line.strip()]
+        out: list[str] = []
+        for phones in self.phonemize_lines(lines, language=language):
+            if phones and out:
+                out.append(WORD_BOUNDARY)
+            out.extend(phones)
+        return out
+
+    def phonemize_lines(self, lines: Sequence[str], language: str | None = None) -> list[list[str]]:
+        """Phones per line, batching every espeak voice into one call. Tag-only lines give []."""
+        if language is not None:
+            check_language(language)
+        # (line index, run order) -> words; espeak jobs are filled in after their batched calls.
+        words_of: dict[tuple[int, int], list[list[str]]] = {}
+        jobs: dict[str, list[tuple[tuple[int, int], str]]] = {}
+        run_keys: list[list[tuple[int, int]]] = []
+        for index, line in enumerate(lines):
+            keys: list[tuple[int, int]] = []
+            runs = [] if _TAG_LINE.match(line) else split_runs(line, language, self.default_language)
+            for order, run in enumerate(runs):
+                key = (index, order)
+                keys.append(key)
+                if run.language == "zh":
+                    words_of[key] = chinese_words(run.text)
+                elif run.language == "ko":
+                    words_of[key] = korean_words(run.text)
+                else:
+                    spoken = (
+                        " ".join(kana_words(run.text)) if run.language == "ja" else _espeak_text(run.text)
+                    )
+                    if spoken:
+                        jobs.setdefault(self.espeak_voices[run.language], []).append((key, spoken))
+            run_keys.append(keys)
+        for voice, items in jobs.items():
+            results = espeak_words(voice, [spoken for _, spoken in items])
+            for (key, _), words in zip(items, results, strict=True):
+                words_of[key] = words
+        return [self._join([w for key in keys for w in words_of.get(key, [])]) for keys in run_keys]
+
+    @staticmethod
+    def _join(words: list[list[str]]) -> list[str]:
+        out: list[str] = []
+        for word in words:
+            if out:
+                out.append(WORD_BOUNDARY)
+            out.extend(word)
+        return out
