@@ -154,3 +154,12 @@ def test_schedule_rejects_bad_settings(kwargs: dict, subject: str) -> None:
     with pytest.raises(RefrainInputError) as info:
         GuidanceSchedule(**args)
     assert info.value.subject == subject
+
+
+def test_apg_momentum_advances_once_per_step_index() -> None:
+    # a second evaluation at step 1 (Heun's end slope) builds on step 0's average, not on itself
+    buffer = MomentumBuffer(-0.75)
+    buffer.update(t(4.0), step_index=0)
+    assert buffer.update(t(2.0), step_index=1).tolist() == [[[-1.0]]]  # 2 - 0.75 * 4
+    assert buffer.update(t(6.0), step_index=1).tolist() == [[[3.0]]]  # 6 - 0.75 * 4
+    assert buffer.update(t(1.0), step_index=2).tolist() == [[[-1.25]]]  # 1 - 0.75 * 3

@@ -9,7 +9,7 @@ from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.dit.velocity import VelocityOutput
 from refrain.sampling.guidance import APG, CFG, CFGZeroStar, GuidanceSchedule
-from refrain.sampling.guided import GuidedVelocity
+from refrain.sampling.guided import GuidedVelocity, sample_guided
 from refrain.sampling.solvers import sample
 
 
@@ -111,3 +111,19 @@ def test_batched_passes_match_separate_passes_on_a_real_dit() -> None:
     expected = v_u + 3.0 * (v_nl - v_u) + 5.0 * (v_full - v_nl)
     assert not torch.allclose(v_full, v_nl) and not torch.allclose(v_nl, v_u)
     torch.testing.assert_close(guided, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_sample_guided_equals_the_composed_pieces() -> None:
+    sigmas = torch.linspace(1.0, 0.0, 7, dtype=torch.float64)
+    noise = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(4))
+    composed = sample(
+        GuidedVelocity(CountingModel(), make_cond(), APG(), 4.0, 2.0, GuidanceSchedule(6, 0.5, "cosine")),
+        noise,
+        sigmas,
+        "heun",
+    )
+    one_call = sample_guided(
+        CountingModel(), make_cond(), noise, sigmas, "heun",
+        guidance=APG(), scale=4.0, lyrics_scale=2.0, interval=0.5, decay="cosine",
+    )  # fmt: skip
+    assert torch.equal(composed, one_call)

@@ -31,7 +31,7 @@ from refrain.sampling.guidance import (
     cfg_zero_star,
     style_lyrics_cfg,
 )
-from refrain.sampling.guided import GuidedVelocity, velocity_of
+from refrain.sampling.guided import GuidedVelocity, sample_guided, velocity_of
 from refrain.sampling.modes import (
     apply_crossfade,
     audio2audio,
@@ -97,6 +97,7 @@ __all__ = [
     "repaint_start_index",
     "retake_noise",
     "sample",
+    "sample_guided",
     "shift_sigmas",
     "sigma_batch",
     "sigma_schedule",

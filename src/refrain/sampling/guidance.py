@@ -70,20 +70,30 @@ def cfg_zero_star(
 
 @dataclass
 class MomentumBuffer:
-    """APG's running average: avg <- d + momentum * avg (momentum -0.75 damps oscillation across steps)."""
+    """APG's running average: avg <- d + momentum * avg (momentum -0.75 damps oscillation across steps).
+
+    Given a ``step_index``, the average advances once per step: a second evaluation in the same
+    step (Heun's end-point slope) builds on the same previous average and replaces the first,
+    so the momentum means the same thing for every solver.
+    """
 
     momentum: float = -0.75
     running_average: Tensor | None = None
+    previous: Tensor | None = None
+    step_index: int | None = None
 
-    def update(self, diff: Tensor) -> Tensor:
-        if self.running_average is None:
+    def update(self, diff: Tensor, step_index: int | None = None) -> Tensor:
+        if step_index is None or step_index != self.step_index:
+            self.previous = self.running_average
+        self.step_index = step_index
+        if self.previous is None:
             self.running_average = diff
         else:
-            self.running_average = diff + self.momentum * self.running_average
+            self.running_average = diff + self.momentum * self.previous
         return self.running_average
 
     def reset(self) -> None:
-        self.running_average = None
+        self.running_average = self.previous = self.step_index = None
 
 
 def apg_direction(
@@ -93,6 +103,7 @@ def apg_direction(
     norm_threshold: float = 2.5,
     eta: float = 0.0,
     dims: Sequence[int] = DEFAULT_DIMS,
+    step_index: int | None = None,
 ) -> Tensor:
     """Momentum, norm clip and projection of a guidance direction ``diff`` (returns the update).
 
@@ -102,7 +113,7 @@ def apg_direction(
     work_dtype = torch.float32 if diff.dtype in (torch.float16, torch.bfloat16) else diff.dtype
     d = diff.to(work_dtype)
     if momentum is not None:
-        d = momentum.update(d)
+        d = momentum.update(d, step_index)
     dims = tuple(dims)
     if norm_threshold > 0:
         norm = d.norm(p=2, dim=dims, keepdim=True)
@@ -122,9 +133,10 @@ def apg(
     norm_threshold: float = 2.5,
     eta: float = 0.0,
     dims: Sequence[int] = DEFAULT_DIMS,
+    step_index: int | None = None,
 ) -> Tensor:
     """Adaptive projected guidance: v_c + (w - 1) * orth(clip(momentum(v_c - v_u)))."""
-    update = apg_direction(v_cond - v_uncond, v_cond, momentum, norm_threshold, eta, dims)
+    update = apg_direction(v_cond - v_uncond, v_cond, momentum, norm_threshold, eta, dims, step_index)
     return v_cond + (scale - 1.0) * update
 
 
@@ -233,7 +245,10 @@ class CFG:
 
 @dataclass
 class APG:
-    """Adaptive projected guidance with momentum kept across steps (call ``reset`` between runs)."""
+    """Adaptive projected guidance with momentum kept across steps (call ``reset`` between runs).
+
+    The momentum advances once per step index, so Heun's two evaluations of a step share it.
+    """
 
     norm_threshold: float = 2.5
     momentum: float = -0.75
@@ -262,12 +277,14 @@ class APG:
         lyrics_scale: float | None = None,
     ) -> Tensor:
         if v_no_lyrics is None:
-            return apg(v_cond, v_uncond, scale, self._buffer(0), self.norm_threshold, self.eta, self.dims)
+            return apg(
+                v_cond, v_uncond, scale, self._buffer(0), self.norm_threshold, self.eta, self.dims, step_index
+            )
         directions = ((v_no_lyrics - v_uncond, scale), (v_cond - v_no_lyrics, _lyrics(scale, lyrics_scale)))
         guided = v_cond
         for index, (diff, weight) in enumerate(directions):
             update = apg_direction(
-                diff, v_cond, self._buffer(index), self.norm_threshold, self.eta, self.dims
+                diff, v_cond, self._buffer(index), self.norm_threshold, self.eta, self.dims, step_index
             )
             guided = guided + (weight - 1.0) * update
         return guided

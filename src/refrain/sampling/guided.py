@@ -12,7 +12,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from refrain.sampling.guidance import CFG, Guidance, GuidanceSchedule
+from refrain.sampling.guidance import CFG, DecayKind, Guidance, GuidanceSchedule
+from refrain.sampling.solvers import StepCallback, sample
 
 
 class Conditioning(Protocol):
@@ -45,7 +46,7 @@ class GuidedVelocity:
     def __init__(
         self,
         model: Any,
-        cond: Any,
+        cond: Conditioning,
         guidance: Guidance | None = None,
         scale: float = 1.0,
         lyrics_scale: float | None = None,
@@ -98,3 +99,25 @@ class GuidedVelocity:
         return self.guidance(
             parts[0], parts[2], scale, step_index, v_no_lyrics=parts[1], lyrics_scale=lyrics_scale
         )
+
+
+def sample_guided(
+    model: Any,
+    cond: Conditioning,
+    noise: Tensor,
+    sigmas: Tensor,
+    solver: str = "euler",
+    *,
+    guidance: Guidance | None = None,
+    scale: float = 1.0,
+    lyrics_scale: float | None = None,
+    interval: float = 1.0,
+    decay: DecayKind = "none",
+    min_scale: float = 1.0,
+    generator: torch.Generator | None = None,
+    callback: StepCallback | None = None,
+) -> Tensor:
+    """text2music at the latent level in one call (what validation sampling during training uses)."""
+    schedule = GuidanceSchedule(len(sigmas) - 1, interval, decay, min_scale)
+    velocity = GuidedVelocity(model, cond, guidance, scale, lyrics_scale, schedule)
+    return sample(velocity, noise, sigmas, solver, generator=generator, callback=callback)
