@@ -56,6 +56,12 @@ def test_english_phones(g2p: G2P) -> None:
     ]
 
 
+def test_spelled_capitals_are_read_as_letters(g2p: G2P) -> None:
+    assert g2p.phonemize("A I", language="en") == ["eɪ", "aɪ"]
+    assert g2p.phonemize("G.P.U.", language="en") == g2p.phonemize("GPU", language="en")
+    assert g2p.phonemize("OK I see", language="en") != g2p.phonemize("OKI see", language="en")
+
+
 def test_chinese_phones_are_pinyin_with_tones(g2p: G2P) -> None:
     assert g2p.phonemize("你好 世界") == ["n", "i3", "h", "ao3", WORD_BOUNDARY, "sh", "i4", "j", "ie4"]
     assert chinese_words("长大 长度 一儿 嗯") == [
@@ -114,6 +120,7 @@ def test_batched_throughput(g2p: G2P) -> None:
 
 def test_tags_punctuation_and_empty(g2p: G2P) -> None:
     assert g2p.phonemize("[Chorus]") == []
+    assert g2p.phonemize("[Verse 1] [00:12.00] hello") == g2p.phonemize("hello")
     assert g2p.phonemize("  ...  ") == []
     assert g2p.phonemize_lines(["", "[verse]", "(yeah!)"], language="en")[:2] == [[], []]
     assert g2p.phonemize("(yeah!)") == g2p.phonemize("yeah")

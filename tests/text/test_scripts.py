@@ -76,11 +76,17 @@ def test_detect_language_defaults() -> None:
 )
 def test_unsupported_script(text: str, script: str) -> None:
     with pytest.raises(UnsupportedScriptError) as info:
-        detect_language(text)
+        split_runs(text)
     message = str(info.value)
     assert script in message and "--language" in message and "drop the line" in message
     assert "\n" not in message
     assert isinstance(info.value, RefrainInputError)
+
+
+def test_detect_language_ignores_a_stray_unsupported_line() -> None:
+    assert detect_language("I love you\nสวัสดีครับ\nyou love me") == "en"
+    with pytest.raises(UnsupportedScriptError, match="THAI"):
+        detect_language("สวัสดีครับ")
 
 
 def test_split_runs_code_switched() -> None:

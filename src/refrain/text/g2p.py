@@ -42,13 +42,20 @@ ESPEAK_VOICES: dict[str, str] = {
     "ja": "ja",
 }
 
-# A line that is only a structure tag ("[Chorus]") is not sung.
-_TAG_LINE = re.compile(r"^\s*\[[^\[\]]*\]\s*$")
+# Leading bracket groups (a structure tag "[Chorus]", a stray LRC timestamp) are not sung.
+_LEADING_TAGS = re.compile(r"^\s*(?:\[[^\[\]]*\]\s*)+")
 # What espeak gets: letters, digits, marks, in-word apostrophes/hyphens, and symbols it verbalises.
 _NOT_SPOKEN = re.compile(r"[^\w\s'+&%@$-]|_")
+# Spelled-out capitals ("A I", "G.P.U.") are joined so espeak spells them ("A" alone reads as "a").
+_SPACED_CAPITALS = re.compile(r"\b[A-Z]\b(?:(?:\.\s*|\s+)[A-Z]\b)+\.?")
+
+
+def _join_capitals(match: re.Match[str]) -> str:
+    return "".join(ch for ch in match[0] if ch.isalpha())
 
 
 def _espeak_text(text: str) -> str:
+    text = _SPACED_CAPITALS.sub(_join_capitals, text)
     text = _NOT_SPOKEN.sub(" ", text.replace("’", "'"))
     text = re.sub(r"(?<!\w)['-]+|['-]+(?!\w)", " ", text)  # quotes and dashes not inside a word
     return " ".join(text.split())
@@ -62,7 +69,7 @@ class G2P:
         self.espeak_voices = {**ESPEAK_VOICES, **(espeak_voices or {})}
 
     def warm_up(self, languages: Sequence[str] = LANGUAGES) -> None:
-        """Create the espeak backends now (about 10-30 ms each) rather than on first use."""
+        """Create the espeak backends now (30-50 ms each) rather than on the first line that needs them."""
         for language in languages:
             voice = self.espeak_voices.get(check_language(language))
             if voice:
@@ -80,7 +87,8 @@ class G2P:
         return out
 
     def phonemize_lines(self, lines: Sequence[str], language: str | None = None) -> list[list[str]]:
-        """Phones per line, batching every espeak voice into one call. Tag-only lines give []."""
+        """Phones per line, batching every espeak voice into one call. Leading `[...]` groups (section
+        tags, timestamps) are skipped, so tag-only lines give []."""
         if language is not None:
             check_language(language)
         # (line index, run order) -> words; espeak jobs are filled in after their batched calls.
@@ -89,7 +97,7 @@ class G2P:
         run_keys: list[list[tuple[int, int]]] = []
         for index, line in enumerate(lines):
             keys: list[tuple[int, int]] = []
-            runs = [] if _TAG_LINE.match(line) else split_runs(line, language, self.default_language)
+            runs = split_runs(_LEADING_TAGS.sub("", line), language, self.default_language)
             for order, run in enumerate(runs):
                 key = (index, order)
                 keys.append(key)

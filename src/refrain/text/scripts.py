@@ -77,14 +77,18 @@ def _raise_unsupported(text: str, index: int, script: str) -> None:
     raise UnsupportedScriptError(snippet, script)
 
 
-def script_counts(text: str) -> dict[str, int]:
-    """Letters per supported script; raises UnsupportedScriptError on the first unsupported letter."""
+SUPPORTED_SCRIPTS = (LATIN, HAN, KANA, HANGUL, CYRILLIC)
+
+
+def script_counts(text: str, strict: bool = True) -> dict[str, int]:
+    """Letters per script. `strict` raises UnsupportedScriptError on the first letter of an
+    unsupported script; otherwise those are counted under their script name too."""
     counts: dict[str, int] = {}
     for index, ch in enumerate(text):
         script = char_script(ch)
         if script is None:
             continue
-        if script not in (LATIN, HAN, KANA, HANGUL, CYRILLIC):
+        if strict and script not in SUPPORTED_SCRIPTS:
             _raise_unsupported(text, index, script)
         counts[script] = counts.get(script, 0) + 1
     return counts
@@ -172,9 +176,15 @@ def detect_latin_language(text: str, default: str = "en") -> str:
 def detect_language(text: str, default: str = "en") -> str:
     """The language of a line (or whole lyrics) by script: kana -> ja, else Hangul -> ko, else Han ->
     zh (ja when `default` is ja), else Cyrillic -> ru, else Latin -> `detect_latin_language`; text
-    with no letters -> `default`. Raises UnsupportedScriptError for letters of other scripts."""
+    with no letters -> `default`. Letters of other scripts are ignored when supported ones are
+    present (a whole song with one Thai line is still, say, English); text with only unsupported
+    letters raises UnsupportedScriptError. `G2P.phonemize` is strict per line."""
     check_language(default, "default language")
-    return _language_from_counts(script_counts(unicodedata.normalize("NFKC", text)), text, default)
+    text = unicodedata.normalize("NFKC", text)
+    counts = script_counts(text, strict=False)
+    if counts and not any(counts.get(script) for script in SUPPORTED_SCRIPTS):
+        script_counts(text)  # raises, naming the first unsupported letter
+    return _language_from_counts(counts, text, default)
 
 
 def _language_from_counts(counts: dict[str, int], text: str, default: str) -> str:
