@@ -27,6 +27,10 @@ REASONS: dict[str, tuple[Severity, str]] = {
     "upmixed_at_load": ("note", "mono audio; it is duplicated to stereo at load"),
     "downmixed_at_load": ("note", "more than two channels; they are mixed down to stereo at load"),
     "no_lyrics": ("note", "no lyrics (missing or empty); kept as instrumental"),
+    "lyrics_past_end": (
+        "note",
+        "some timed lyric lines start after the audio ends; training crops ignore them",
+    ),
     "no_tags": ("note", "no tags found; the record has an empty tag list"),
 }
 

@@ -113,7 +113,7 @@ def render_text(report: dict[str, Any]) -> str:
         f"source: {report['source']}  input: {report['input']}",
         f"files: found {counts['found']}, kept {counts['kept']} (of which repaired {counts['repaired']}), "
         f"skipped {counts['skipped']}",
-        f"work: decoded {counts['decoded']}, reused unchanged {counts['reused']}, {report['seconds']:.1f} s",
+        f"work: decoded {counts['decoded']}, reused unchanged {counts['reused']}, {report['seconds']:.2f} s",
         f"audio kept: {report['total_hours']:.3f} h",
     ]
     if report["dataset_written"]:
@@ -164,6 +164,7 @@ def render_png(report: dict[str, Any], path: Path) -> Path:
     for index, name in enumerate(names):
         if name in languages:
             right.text(languages[name]["hours"], index, f" {languages[name]['files']} files", va="center")
+    right.set_xlim(0, 1.3 * max([e["hours"] for e in languages.values()] + [1e-3]))  # room for labels
     right.invert_yaxis()
     right.set_xlabel("hours")
     right.set_title("languages")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_DIGITS = 15  # 60 bits of the sha256 hex digest, exact in a float's mantissa
+_DIGITS = 13  # 52 bits of the sha256 hex digest: exact in a float, so the position stays below 1
 
 
 def hash_position(content_hash: str) -> float:
@@ -22,12 +22,13 @@ def assign_splits(
     """(train, validation); `split` is set on each record.
 
     Records whose hash position is below `val_fraction` validate. With two or more records and a
-    positive fraction there is at least one validation record and at least one training record.
+    positive fraction there is at least one validation record; there is always a training record.
     """
     ordered = sorted(records, key=lambda r: (hash_position(r["content_hash"]), r["keys"]))
     n_val = sum(1 for r in ordered if hash_position(r["content_hash"]) < val_fraction)
     if len(ordered) >= 2 and val_fraction > 0:
-        n_val = min(max(n_val, 1), len(ordered) - 1)
+        n_val = max(n_val, 1)
+    n_val = min(n_val, len(ordered) - 1)  # something always trains
     validation_ids = {id(r) for r in ordered[:n_val]}
     train, validation = [], []
     for record in records:
