@@ -1,0 +1,143 @@
+"""The LLaMA-style DiT: shapes, padding isolation, adaLN-zero identity, checkpointing, presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from refrain.errors import RefrainInputError
+from refrain.models.dit.conditioning import DiTConditioning
+from refrain.models.dit.transformer import DiffusionTransformer
+from refrain.models.dit.velocity import VelocityModel, VelocityOutput
+
+CONF = Path(__file__).resolve().parents[3] / "conf" / "model" / "dit"
+C, TEXT, SPK = 8, 16, 6
+
+
+def tiny(**kw: object) -> DiffusionTransformer:
+    torch.manual_seed(0)
+    args = dict(
+        latent_channels=C, hidden_size=32, num_layers=3, num_heads=4, intermediate_size=64, text_dim=TEXT,
+        lyric_vocab_size=40, lyric_dim=16, lyric_conv_layers=2, speaker_dim=SPK, repa_layer=2,
+    )  # fmt: skip
+    args.update(kw)
+    return DiffusionTransformer(**args)
+
+
+def randomize(model: torch.nn.Module) -> torch.nn.Module:
+    """Give every parameter (gates and zero-initialised heads too) non-zero values."""
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def batch(b: int = 2, t: int = 12, valid: tuple[int, ...] = (12, 8)) -> tuple[torch.Tensor, DiTConditioning]:
+    g = torch.Generator().manual_seed(7)
+    frame_mask = torch.arange(t)[None] < torch.tensor(valid)[:, None]
+    cond = DiTConditioning(
+        style=torch.randn(b, 5, TEXT, generator=g),
+        style_mask=torch.tensor([[True] * 5, [True] * 3 + [False] * 2]),
+        lyrics=torch.randint(0, 40, (b, t), generator=g),
+        speaker=torch.randn(b, SPK, generator=g),
+        context=torch.randn(b, C, t, generator=g),
+        context_mask=(torch.rand(b, 1, t, generator=g) > 0.5).float(),
+        frame_mask=frame_mask,
+    )
+    return torch.randn(b, C, t, generator=g), cond
+
+
+def test_shapes_hidden_and_interface() -> None:
+    model = tiny()
+    x, cond = batch()
+    out = model(x, torch.tensor([0.3, 0.9]), cond, return_hidden=True)
+    assert isinstance(model, VelocityModel) and isinstance(out, VelocityOutput)
+    assert model.latent_channels == C
+    assert out.velocity.shape == (2, C, 12) and out.hidden.shape == (2, 12, 32)
+    assert model(x, torch.tensor(0.5), cond).hidden is None  # scalar sigma broadcasts
+
+
+def test_padding_never_reaches_valid_frames() -> None:
+    model = randomize(tiny()).eval()
+    x, cond = batch()
+    sigma = torch.tensor([0.4, 0.7])
+    ref = model(x, sigma, cond, return_hidden=True)
+    x2, cond2 = x.clone(), DiTConditioning(**{k: getattr(cond, k) for k in cond.__dataclass_fields__})
+    x2[1, :, 8:] = 100.0
+    cond2.lyrics = cond.lyrics.clone()
+    cond2.lyrics[1, 8:] = 39
+    cond2.context = cond.context.clone()
+    cond2.context[1, :, 8:] = -50.0
+    out = model(x2, sigma, cond2, return_hidden=True)
+    assert torch.allclose(out.velocity[1, :, :8], ref.velocity[1, :, :8], atol=1e-5)
+    assert torch.allclose(out.hidden[1, :8], ref.hidden[1, :8], atol=1e-5)
+    assert torch.equal(out.velocity[1, :, 8:], torch.zeros(C, 4))  # padded velocity is zeroed
+    assert torch.allclose(out.velocity[0], ref.velocity[0], atol=1e-6)
+    # and the model does see valid frames: changing one moves the output
+    x2[1, :, 3] += 1.0
+    assert not torch.allclose(model(x2, sigma, cond2).velocity[1, :, :8], ref.velocity[1, :, :8], atol=1e-4)
+
+
+@pytest.mark.parametrize("shared_adaln", [True, False])
+def test_fresh_blocks_are_identity(shared_adaln: bool) -> None:
+    """adaLN-zero: gates, modulation and cross-attention output start at zero, so every block returns its
+    input exactly; the velocity is then the final layer applied to the embedded input. With the default
+    zero-initialised head that velocity is exactly zero."""
+    model = tiny(zero_init_output=False, shared_adaln=shared_adaln)
+    torch.nn.init.normal_(model.final_layer.adaLN_modulation[1].weight)
+    x, cond = batch()
+    sigma = torch.tensor([0.2, 0.8])
+    h0, c, _, _ = model.embed(x, sigma, cond)
+    for layer in range(4):
+        model.repa_layer = layer
+        assert torch.equal(model(x, sigma, cond, return_hidden=True).hidden, h0)
+    expected = model.final_layer(h0, c).transpose(1, 2) * cond.frame_mask[:, None]
+    got = model(x, sigma, cond).velocity
+    assert torch.allclose(got, expected, atol=1e-6) and got.abs().amax() > 0
+    assert torch.equal(tiny()(x, sigma, cond).velocity, torch.zeros_like(x))
+
+
+def test_gradient_checkpointing_matches() -> None:
+    x, cond = batch()
+    sigma = torch.tensor([0.5, 0.5])
+    grads = []
+    for ckpt in (False, True):
+        model = randomize(tiny(gradient_checkpointing=ckpt))
+        model(x, sigma, cond).velocity.square().sum().backward()
+        grads.append(model.blocks[0].attn.to_q.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-5)
+
+
+def test_bad_config_and_input_are_errors() -> None:
+    with pytest.raises(RefrainInputError, match="repa_layer"):
+        tiny(repa_layer=9)
+    x, cond = batch()
+    with pytest.raises(RefrainInputError, match="latent_channels"):
+        tiny()(x[:, :4], torch.zeros(2), cond)
+
+
+def test_tiny_preset_runs() -> None:
+    model = instantiate(OmegaConf.load(CONF / "tiny.yaml"))
+    cond = DiTConditioning(
+        style=torch.randn(1, 3, 384),
+        style_mask=torch.ones(1, 3, dtype=torch.bool),
+        lyrics=torch.zeros(1, 6).long(),
+    )
+    assert model(torch.randn(1, 64, 6), torch.rand(1), cond).velocity.shape == (1, 64, 6)
+
+
+def test_presets_on_meta_device() -> None:
+    counts = {}
+    for name in ("small", "base_1b"):
+        with torch.device("meta"):
+            model = instantiate(OmegaConf.load(CONF / f"{name}.yaml"))
+        counts[name] = sum(p.numel() for p in model.parameters())
+        assert all(p.is_meta for p in model.parameters())
+    print(f"\nDiT parameters: small {counts['small'] / 1e6:.1f} M, base_1b {counts['base_1b'] / 1e9:.3f} B")
+    assert 1.05e9 < counts["base_1b"] < 1.15e9  # DiffRhythm-base: about 1.1 B
+    assert 1e8 < counts["small"] < 4e8
