@@ -196,3 +196,12 @@ def test_tiny_model_overfits_a_fixed_batch() -> None:
         losses.append(float(loss.detach()))
     print(f"\noverfit: loss {losses[0]:.3f} -> {losses[-1]:.3f} in 25 steps")
     assert losses[-1] < 0.3 * losses[0]
+
+
+def test_span_sample_with_dropped_context_scores_every_frame() -> None:
+    model = tiny_model()
+    x0, cond = make_batch()
+    both = FlowMatchingLoss(drop_context_prob=1.0, masked_span_prob=1.0)(model, x0, cond)
+    assert torch.equal(both.loss_mask, cond.frame_mask) and both.cond.drop_context.all()
+    span = FlowMatchingLoss(drop_context_prob=0.0, masked_span_prob=1.0)(model, x0, cond)
+    assert span.loss_mask.sum() < cond.frame_mask.sum() and span.cond.context_present().all()

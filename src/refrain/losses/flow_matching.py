@@ -6,7 +6,8 @@ logit-normal, then shifted by sigma' = s sigma / (1 + (s - 1) sigma) (ACE-Step's
 which moves training towards the noisy end where a long song's structure is decided.
 
 Classifier-free-guidance dropout is drawn per sample and independently for style, lyrics, context and
-speaker. Masked-span training (with probability ``masked_span_prob`` per sample) hands part of the clean
+speaker, after the masked span is chosen (a span sample whose context is dropped is scored on every valid
+frame, as plain generation). Masked-span training (with probability ``masked_span_prob`` per sample) hands part of the clean
 latent to the model as context (latent + mask) and scores only the missing span, so repaint and extend
 are trained abilities. Spans are taken over the valid prefix of each sample (collate pads on the right).
 """
@@ -138,9 +139,10 @@ class FlowMatchingLoss:
         b, t = cond.batch_size, cond.num_frames
         dev = x0.device
         lengths = cond.frame_mask.sum(dim=1)
-        eligible = (
-            (self._rand(b, dev, generator) < self.masked_span_prob) & ~cond.context_present() & (lengths >= 2)
-        )
+        has_context = torch.zeros_like(cond.drop_context)
+        if cond.context_mask is not None:  # a given reference (e.g. StemGen's) is kept, dropped or not
+            has_context = ((cond.context_mask[:, 0] > 0) & cond.frame_mask).any(dim=1)
+        eligible = (self._rand(b, dev, generator) < self.masked_span_prob) & ~has_context & (lengths >= 2)
         if self.masked_span_prob == 0.0 or not bool(eligible.any()):
             return cond, cond.frame_mask
         fraction = self.span_min_fraction + (self.span_max_fraction - self.span_min_fraction) * self._rand(
@@ -178,8 +180,10 @@ class FlowMatchingLoss:
         """One training loss. ``noise``/``sigma`` override the random draws (tests, fixed validation)."""
         cond.validate(x0)
         b = x0.shape[0]
-        cond = self.apply_dropout(cond, generator)
         cond, loss_mask = self.apply_masked_span(x0, cond, generator)
+        cond = self.apply_dropout(cond, generator)
+        # a span sample whose context is dropped is plain generation: score every valid frame
+        loss_mask = torch.where(cond.drop_context[:, None], cond.frame_mask, loss_mask)
         if sigma is None:
             sigma = sample_sigma(b, self.shift, self.logit_mean, self.logit_std, x0.device, generator)
         if noise is None:
