@@ -181,3 +181,49 @@ def test_no_usable_file_raises_after_the_report_and_keeps_the_old_dataset(
     assert "empty_file" in (out / "report.txt").read_text(encoding="utf-8")
     assert sorted(p.name for p in (out / "hf").rglob("*")) == before
     assert len(load_prepared(out)["train"]) == 1
+
+
+def test_an_unexpected_failure_skips_only_that_file(tmp_path: Path, write_audio, monkeypatch) -> None:
+    import refrain.data.process as process
+
+    real = process.build_lyric_fields
+
+    def explode_on_b(text, *args, **kwargs):
+        if text and "boom" in text:
+            raise RuntimeError("espeak crashed")
+        return real(text, *args, **kwargs)
+
+    monkeypatch.setattr(process, "build_lyric_fields", explode_on_b)
+    music = tmp_path / "music"
+    for name, line in (("a", "fine"), ("b", "boom")):
+        write_audio(music / f"{name}.wav", seconds=1.5)
+        (music / f"{name}.lrc").write_text(f"[00:00.10]{line}\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = prepare_dataset(PrepareOptions(output_dir=out, input_dir=music, progress=False))
+    assert result.report["skipped_by_reason"] == {"failed": 1}
+    assert "RuntimeError: espeak crashed" in result.report["skipped"][0]["issues"][0]["message"]
+    monkeypatch.setattr(process, "build_lyric_fields", real)
+    again = prepare_dataset(PrepareOptions(output_dir=out, input_dir=music, progress=False))
+    assert (again.decoded, again.reused) == (1, 1) and again.report["counts"]["kept"] == 2  # failures retry
+
+
+def test_csv_with_an_unknown_language_names_the_row(tmp_path: Path, write_audio) -> None:
+    write_audio(tmp_path / "music" / "a.wav", seconds=1.5)
+    csv_path = tmp_path / "tags.csv"
+    csv_path.write_text("filename,tags,language\na.wav,pop,klingon\n", encoding="utf-8")
+    with pytest.raises(RefrainInputError, match=r"tags\.csv: row 1 has the unknown language 'klingon'"):
+        prepare_dataset(
+            PrepareOptions(
+                output_dir=tmp_path / "out", source="lrc", input_dir=tmp_path / "music", tags_csv=csv_path
+            )
+        )
+
+
+def test_acestep_lyrics_file_with_timestamps_keeps_them(tmp_path: Path, write_audio) -> None:
+    music = tmp_path / "music"
+    write_audio(music / "s.wav", seconds=3.0)
+    (music / "s_lyrics.txt").write_text("[00:00.50]first line\n[00:01.75]second line\n", encoding="utf-8")
+    result = prepare_dataset(PrepareOptions(output_dir=tmp_path / "out", input_dir=music, progress=False))
+    row = result.dataset["train"][0]
+    assert row["lrc_source"] == "lrc" and [x["time"] for x in row["lrc"]] == [0.5, 1.75]
+    assert row["norm_lyrics"] == "first line\nsecond line"

@@ -84,6 +84,7 @@ def test_real_diffrhythm_lrc_folder(tmp_path: Path, fixtures_dir: Path, write_au
     assert notes["resampled_at_load"] == 2 and notes["upmixed_at_load"] == 2
 
 
+@pytest.mark.slow
 def test_embedded_corpus(tmp_path: Path) -> None:
     result = prepare_dataset(PrepareOptions(output_dir=tmp_path / "ds", source="embedded", progress=False))
     counts = result.report["counts"]

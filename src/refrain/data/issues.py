@@ -19,6 +19,7 @@ REASONS: dict[str, tuple[Severity, str]] = {
     "too_short": ("skip", "the audio is shorter than --min_seconds"),
     "silent": ("skip", "more than 95% of the samples are exact zeros"),
     "all_nonfinite": ("skip", "every sample is NaN or infinite"),
+    "failed": ("skip", "preparing it failed unexpectedly (see the log; please report it)"),
     "truncated": ("repair", "the file ends early; the decodable part is kept"),
     "nonfinite_repaired": ("repair", "NaN/infinite samples were replaced by zeros"),
     "malformed_lrc": ("repair", "LRC lines without a valid timestamp were dropped"),

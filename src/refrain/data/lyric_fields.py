@@ -8,6 +8,7 @@ sentence end (its span stays assigned to it rather than stretching the previous 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from refrain.text.g2p import G2P, UnsupportedScriptError, detect_language
 from refrain.text.lrc import LrcLine, parse_lrc
 from refrain.text.lyrics import estimate_line_times, normalize_lyrics, parse_structured_lyrics
 from refrain.text.vocab import PhonemeVocab
+
+_LRC_STAMP = re.compile(r"^\s*\[\d+:\d+")
 
 
 @dataclass
@@ -32,9 +35,15 @@ class LyricFields:
     issues: list[Issue] = field(default_factory=list)
 
 
+def looks_like_lrc(text: str) -> bool:
+    """Most non-blank lines start with `[mm:ss...]`: a lyrics .txt that is really LRC keeps its times."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    return bool(lines) and sum(1 for line in lines if _LRC_STAMP.match(line)) * 2 >= len(lines)
+
+
 def _timed_lines(text: str, fmt: str, duration: float, source: str) -> tuple[list[LrcLine], str, list[Issue]]:
     """(lines, lrc_source, issues) for LRC or structured lyrics."""
-    if fmt == "lrc":
+    if fmt == "lrc" or looks_like_lrc(text):
         parsed = parse_lrc(text, source=source)
         issues = []
         if parsed.malformed:
@@ -114,7 +123,7 @@ def build_lyric_fields(
     readable = "\n".join(line.text for i, line in enumerate(lines) if i not in skipped)
     song_language = fixed or _song_language(readable)
     # ACE-Step keeps structure tags in norm_lyrics; LRC lyrics become their plain lines.
-    norm = normalize_lyrics(text if fmt == "structured" else "\n".join(line.text for line in sung))
+    norm = normalize_lyrics(text if lrc_source == "estimated" else "\n".join(line.text for line in sung))
     return LyricFields(
         norm_lyrics=norm,
         lrc=[{"time": float(line.time), "text": line.text} for line in lines],

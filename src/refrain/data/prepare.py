@@ -19,6 +19,7 @@ import datasets
 from datasets import DatasetDict
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from refrain.data.issues import make_issue
 from refrain.data.outcome import FileOutcome
 from refrain.data.process import ProcessContext, process_item
 from refrain.data.report import RunFacts, build_report, write_report
@@ -122,35 +123,58 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+def _reuse(entry: dict[str, Any], item: SourceItem) -> FileOutcome:
+    """The stored outcome, with key and path refreshed (a new file with the same stem renames keys)."""
+    outcome = FileOutcome.from_dict(entry["outcome"])
+    outcome.key = item.key
+    if outcome.record is not None:
+        outcome.record.update(keys=item.key, filename=str(item.audio))
+    return outcome
+
+
+def _process(item: SourceItem, digest: str, ctx: ProcessContext) -> FileOutcome:
+    """process_item, with a last safety net: an unexpected failure skips the file, never the run."""
+    try:
+        return process_item(item, digest, ctx)
+    except Exception as err:  # noqa: BLE001 - one bad file must not end a long run
+        log.warning("%s: unexpected failure while preparing it", item.audio, exc_info=True)
+        detail = f"{type(err).__name__}: {err}"
+        return FileOutcome(audio=str(item.audio), key=item.key, issues=[make_issue("failed", detail)])
+
+
 def _outcomes(
     items: list[SourceItem], state: PrepState, ctx: ProcessContext, progress: bool
-) -> tuple[list[FileOutcome], dict[str, dict[str, Any]], int]:
-    """Per-item outcomes (reused when unchanged), the new state entries, and how many were decoded."""
-    outcomes, entries, decoded = [], {}, 0
+) -> tuple[list[FileOutcome], dict[str, dict[str, Any]], tuple[int, int]]:
+    """Per-item outcomes (reused when unchanged), the new state entries, and (decoded, reused) counts."""
+    outcomes, entries, decoded, reused = [], {}, 0, 0
     with _progress(progress) as bar:
         task = bar.add_task("", total=len(items))
         for item in items:
             bar.update(task, description=item.key[:40])
-            print_ = fingerprint(item)
-            entry = state.reusable(item, print_)
+            try:
+                print_ = fingerprint(item)
+                entry = state.reusable(item, print_)
+                digest = entry["content_hash"] if entry is not None else content_hash(item)
+            except OSError as err:  # vanished or unreadable since the scan: retried next run
+                issue = make_issue("unreadable", f"{err.filename}: {err.strerror}")
+                outcomes.append(FileOutcome(audio=str(item.audio), key=item.key, issues=[issue]))
+                bar.advance(task)
+                continue
             if entry is not None:
-                outcome = FileOutcome.from_dict(entry["outcome"])
-                digest = entry["content_hash"]
-                if outcome.record is not None:
-                    outcome.record.update(keys=item.key, filename=str(item.audio))
-                outcome.key = item.key
+                outcome = _reuse(entry, item)
+                reused += 1
             else:
-                digest = content_hash(item)
-                outcome = process_item(item, digest, ctx)
+                outcome = _process(item, digest, ctx)
                 decoded += 1
             outcomes.append(outcome)
-            entries[str(item.audio)] = {
-                "fingerprint": print_,
-                "content_hash": digest,
-                "outcome": outcome.to_dict(),
-            }
+            if not any(i.code == "failed" for i in outcome.issues):  # failures are retried next run
+                entries[str(item.audio)] = {
+                    "fingerprint": print_,
+                    "content_hash": digest,
+                    "outcome": outcome.to_dict(),
+                }
             bar.advance(task)
-    return outcomes, entries, decoded
+    return outcomes, entries, (decoded, reused)
 
 
 def prepare_dataset(options: PrepareOptions) -> PrepareResult:
@@ -171,7 +195,8 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
     state_options = {"source": source, "min_seconds": options.min_seconds, "language": options.language}
     state = PrepState.load(output_dir / STATE_FILE, state_options, file_sha256(vocab_file))
     ctx = ProcessContext(min_seconds=options.min_seconds, language=options.language, vocab=vocab)
-    outcomes, entries, decoded = _outcomes(items, state, ctx, options.progress)
+    outcomes, entries, (decoded, reused) = _outcomes(items, state, ctx, options.progress)
+
     records = sorted((o.record for o in outcomes if o.record is not None), key=lambda r: r["keys"])
     train, validation = assign_splits(records, options.val_fraction)
     dataset = None
@@ -192,7 +217,7 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
         output_dir=str(output_dir),
         seconds=seconds,
         decoded=decoded,
-        reused=len(items) - decoded,
+        reused=reused,
         split_sizes={"train": len(train), "validation": len(validation)},
         repeat_count=options.repeat_count,
         dataset_written=dataset is not None,
@@ -205,4 +230,4 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
         raise NoUsableAudioError(
             where, problem, f"see {output_dir / 'report.txt'} for each file's reason", text
         )
-    return PrepareResult(output_dir, dataset, report, text, decoded, len(items) - decoded, seconds)
+    return PrepareResult(output_dir, dataset, report, text, decoded, reused, seconds)

@@ -17,6 +17,7 @@ from typing import Literal
 
 from refrain.data.embedded import embedded_tags, embedded_tracks_dir
 from refrain.errors import RefrainInputError
+from refrain.text.scripts import LANGUAGES
 
 AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".opus")
 SOURCES = ("auto", "acestep", "lrc", "embedded")
@@ -109,7 +110,15 @@ def load_tags_csv(path: Path) -> dict[str, tuple[tuple[str, ...], str | None]]:
                 f"row {number} has {len(row)} column(s), expected filename,tags[,language]",
                 "give every row a filename and a quoted, comma-separated tag list",
             )
-        language = row[2].strip() if len(row) > 2 and row[2].strip() else None
+        language = row[2].strip().lower() if len(row) > 2 and row[2].strip() else None
+        if language == "auto":
+            language = None
+        if language is not None and language not in LANGUAGES:
+            raise RefrainInputError(
+                path,
+                f"row {number} has the unknown language {row[2].strip()!r}",
+                f"use one of {', '.join(LANGUAGES)} or auto (or leave it empty)",
+            )
         table[row[0].strip()] = (tuple(split_tags(row[1])), language)
     return table
 
