@@ -73,6 +73,14 @@ def vocab_path(path: str | Path) -> Path:
     return Path(path) / VOCAB_FILE
 
 
+def _typed(split: datasets.Dataset) -> datasets.Dataset:
+    """The split with exactly FEATURES (extra columns dropped; a cast only when the types differ)."""
+    extra = [name for name in split.column_names if name not in FEATURES]
+    if extra:
+        split = split.remove_columns(extra)
+    return split if split.features == FEATURES else split.cast(FEATURES)
+
+
 def _not_prepared(path: Path, problem: str) -> RefrainInputError:
     return RefrainInputError(
         path,
@@ -98,7 +106,7 @@ def load_prepared(path: str | Path) -> DatasetDict:
     if isinstance(loaded, DatasetDict):
         complete = all(name in loaded and set(FEATURES) <= set(loaded[name].column_names) for name in SPLITS)
         if complete:
-            return DatasetDict({name: loaded[name].cast(FEATURES) for name in SPLITS})
+            return DatasetDict({name: _typed(loaded[name]) for name in SPLITS})
     splits = dict(loaded) if isinstance(loaded, DatasetDict) else {"train": loaded}
     for split, part in splits.items():
         missing = [name for name in ACESTEP_FIELDS if name not in part.column_names]
