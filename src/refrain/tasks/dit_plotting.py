@@ -1,0 +1,145 @@
+"""What the DiT task writes when it listens to itself: audio, spectrograms and the lyrics it sang.
+
+Files go to ``<run_dir>/plots/step_XXXXXX/`` (``sample_<i>.flac``, ``reference_<i>.flac``,
+``spectrograms.png`` or ``latents.png``, ``lyrics.txt``) so a run can be judged without a logger, and the
+same material goes to every active logger (TensorBoard audio/image/text, the W&B equivalents).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from torch import Tensor
+
+
+@dataclass
+class PlotSample:
+    """One validation prompt: its text, the sampled and the data latent, and their audio when decoded."""
+
+    key: str
+    prompt: str
+    lyrics: str
+    latent: Tensor  # (C, T) sampled latent, valid frames only
+    reference: Tensor  # (C, T) the data latent of the same crop (posterior mean)
+    audio: np.ndarray | None = None  # (channels, samples) decoded sample
+    reference_audio: np.ndarray | None = None  # (channels, samples) decoded data latent
+
+
+@dataclass
+class PlotFiles:
+    folder: Path
+    image: Path
+    lyrics: Path
+    audio: list[Path]
+
+
+def save_latent_png(path: str | Path, items: Sequence[tuple[str, Tensor]]) -> Path:
+    """One row per (title, (C, T) latent) on a shared symmetric colour scale (no VAE to decode with)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    arrays = [(title, latent.detach().float().cpu().numpy()) for title, latent in items]
+    scale = max(float(np.abs(a).max()) for _, a in arrays) or 1.0
+    fig = Figure(figsize=(10, 2.0 * len(arrays)))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(arrays), 1, squeeze=False)[:, 0]
+    for ax, (title, array) in zip(axes, arrays, strict=True):
+        image = ax.imshow(array, origin="lower", aspect="auto", cmap="coolwarm", vmin=-scale, vmax=scale)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylabel("channel")
+        fig.colorbar(image, ax=ax, fraction=0.02)
+    axes[-1].set_xlabel("latent frame")
+    fig.subplots_adjust(left=0.07, right=0.97, top=0.95, bottom=0.08, hspace=0.5)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.png")
+    fig.savefig(tmp, dpi=90)
+    tmp.replace(out)
+    return out
+
+
+def lyrics_text(samples: Sequence[PlotSample]) -> str:
+    """The prompts and lyric lines the samples were conditioned on, as readable text."""
+    parts = []
+    for index, sample in enumerate(samples):
+        lyrics = sample.lyrics.strip() or "(instrumental / no lyric lines in this crop)"
+        parts.append(f"## sample {index}: {sample.key}\nprompt: {sample.prompt}\nlyrics:\n{lyrics}\n")
+    return "\n".join(parts)
+
+
+def write_plot_files(folder: str | Path, samples: Sequence[PlotSample], sample_rate: int | None) -> PlotFiles:
+    """Write audio (when decoded), one image and lyrics.txt for a plotting step."""
+    from refrain.audio.io import save_audio
+    from refrain.audio.spectrogram import save_spectrogram_png
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    audio_paths: list[Path] = []
+    decoded = sample_rate is not None and all(s.audio is not None for s in samples)
+    if decoded:
+        rows: list[tuple[str, np.ndarray]] = []
+        for index, sample in enumerate(samples):
+            for name, wave in (("sample", sample.audio), ("reference", sample.reference_audio)):
+                if wave is None:
+                    continue
+                clean = np.nan_to_num(np.asarray(wave, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+                audio_paths.append(save_audio(out / f"{name}_{index}.flac", clean, int(sample_rate)))
+                rows.append((f"{name} {index}: {sample.prompt[:80]}", clean))
+        image = save_spectrogram_png(out / "spectrograms.png", rows, int(sample_rate))
+    else:
+        latent_rows: list[tuple[str, Tensor]] = []
+        for index, sample in enumerate(samples):
+            latent_rows.append((f"sample {index} latent: {sample.prompt[:80]}", sample.latent))
+            latent_rows.append((f"reference {index} latent", sample.reference))
+        image = save_latent_png(out / "latents.png", latent_rows)
+    text_path = out / "lyrics.txt"
+    text_path.write_text(lyrics_text(samples), encoding="utf-8")
+    return PlotFiles(out, image, text_path, audio_paths)
+
+
+def log_plot_files(
+    loggers: Sequence[Logger],
+    step: int,
+    samples: Sequence[PlotSample],
+    files: PlotFiles,
+    sample_rate: int | None,
+) -> None:
+    """Send audio, the image and the lyrics to TensorBoard and/or W&B (other loggers get the files only)."""
+    text = lyrics_text(samples)
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            import matplotlib.pyplot as plt
+
+            writer = logger.experiment
+            if sample_rate is not None:
+                for index, sample in enumerate(samples):
+                    if sample.audio is not None:
+                        mono = torch.from_numpy(np.nan_to_num(sample.audio.mean(0, keepdims=True)))
+                        writer.add_audio(f"samples/audio_{index}", mono.clamp(-1, 1), step, sample_rate)
+            writer.add_image(
+                f"samples/{files.image.stem}", plt.imread(str(files.image))[..., :3], step, dataformats="HWC"
+            )
+            writer.add_text("samples/lyrics", text.replace("\n", "  \n"), step)
+        elif isinstance(logger, WandbLogger):
+            if sample_rate is not None:
+                decoded = [s for s in samples if s.audio is not None]
+                if decoded:
+                    logger.log_audio(
+                        "samples/audio",
+                        [np.nan_to_num(s.audio).T for s in decoded],
+                        step=step,
+                        sample_rate=[sample_rate] * len(decoded),
+                        caption=[s.prompt[:200] for s in decoded],
+                    )
+            logger.log_image(f"samples/{files.image.stem}", [str(files.image)], step=step)
+            logger.log_text(
+                "samples/lyrics",
+                columns=["key", "prompt", "lyrics"],
+                data=[[s.key, s.prompt, s.lyrics] for s in samples],
+                step=step,
+            )

@@ -1,0 +1,399 @@
+"""Flow-matching DiT training with REPA, EMA and listening plots, as a LightningModule.
+
+Automatic optimisation: the Trainer owns backward, ``accumulate_grad_batches`` and gradient clipping
+(``gradient_clip_val`` in conf/train.yaml). The task adds what Lightning does not: a fresh posterior
+sample of the cached latent every step (x0 = mean + std * eps), REPA on the backbone's hidden state,
+an EMA of the DiT updated after every real optimiser step, a skip (counted and logged) of any step whose
+loss or gradient is not finite, validation flow loss in fixed-noise sigma bins, and periodic samples
+from the EMA weights decoded with the VAE bundle.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor, nn
+
+from refrain.errors import RefrainInputError
+from refrain.losses.flow_matching import FlowMatchingLoss, binned_flow_loss
+from refrain.losses.repa import REPALoss
+from refrain.models.dit.conditioning import DiTConditioning
+from refrain.models.dit.lyrics import LyricEmbedder
+from refrain.models.teachers import TeacherSpec
+from refrain.models.vae.ema import EMA
+from refrain.sampling import Guidance, sample_guided, sigma_schedule
+from refrain.tasks.dit_plotting import PlotSample, log_plot_files, write_plot_files
+from refrain.tasks.lr_schedule import WarmupDecay
+
+OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+
+
+def lyric_capacity(model: nn.Module) -> int | None:
+    """Size of the backbone's phoneme embedding table (None for a backbone without one)."""
+    sizes = [m.vocab_size for m in model.modules() if isinstance(m, LyricEmbedder)]
+    return min(sizes) if sizes else None
+
+
+def check_phoneme_vocab(model: nn.Module, dataset_path: str | Path | None) -> None:
+    """One-line error when the dataset's phoneme vocabulary outgrew the model's embedding table."""
+    capacity = lyric_capacity(model)
+    vocab_file = Path(dataset_path) / "phoneme_vocab.json" if dataset_path else None
+    if capacity is None or vocab_file is None or not vocab_file.is_file():
+        return
+    from refrain.text.vocab import PhonemeVocab
+
+    size = len(PhonemeVocab.load(vocab_file))
+    if size > capacity:
+        raise RefrainInputError(
+            vocab_file, f"{size} phonemes but model.dit.lyric_vocab_size is {capacity}",
+            f"set model.dit.lyric_vocab_size={size} or more (leave headroom: the vocabulary only grows)",
+        )  # fmt: skip
+
+
+def batch_conditioning(batch: Mapping[str, Any]) -> DiTConditioning:
+    """The DiTConditioning of a DiT batch (see the batch contract in refrain.data.dit_dataset)."""
+    return DiTConditioning(
+        style=batch["style"],
+        style_mask=batch["style_mask"].bool(),
+        lyrics=batch["lyrics"].long(),
+        speaker=batch.get("speaker"),
+        frame_mask=batch["frame_mask"].bool(),
+    )
+
+
+def _default_optimizer(params: Iterable[Any]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-4)
+
+
+class DiTTask(pl.LightningModule):
+    """Trains any ``VelocityModel`` (default: ``DiffusionTransformer``) on cached DiT batches."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: FlowMatchingLoss | None = None,
+        optimizer: OptimizerFactory | None = None,
+        lr_schedule: WarmupDecay | None = None,
+        repa_teachers: Mapping[str, TeacherSpec] | None = None,
+        repa_weight: float = 1.0,
+        repa_projector_dim: int = 2048,
+        ema_decay: float | None = 0.9999,
+        ema_warmup: bool = True,
+        validation_bins: int = 5,
+        validation_seed: int = 1234,
+        validate_with_ema: bool = True,
+        every_plot_step: int | None = None,
+        plot_num_samples: int = 2,
+        plot_num_steps: int = 30,
+        plot_solver: str = "euler",
+        plot_guidance: Guidance | None = None,
+        plot_guidance_scale: float = 15.0,
+        plot_guidance_interval: float = 0.5,
+        plot_shift: float = 3.0,
+        plot_seed: int = 0,
+        vae_bundle: str | Path | None = None,
+        dataset_path: str | Path | None = None,
+        run_dir: str | Path = "exps/dit",
+        max_consecutive_skips: int = 100,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss or FlowMatchingLoss()
+        self.optimizer_factory = optimizer or _default_optimizer
+        self.lr_schedule = lr_schedule
+        self.repa: REPALoss | None = None
+        self.repa_weight = float(repa_weight)
+        if repa_teachers and self.repa_weight > 0:
+            hidden = getattr(model, "hidden_size", None)
+            if hidden is None:
+                raise RefrainInputError(
+                    "repa", f"{type(model).__name__} exposes no hidden_size for the REPA projectors",
+                    "give the backbone a hidden_size attribute or select repa=null",
+                )  # fmt: skip
+            self.repa = REPALoss(int(hidden), dict(repa_teachers), repa_projector_dim)
+        self.ema = EMA(model, copy.deepcopy(model), ema_decay, ema_warmup) if ema_decay else None
+        self.validation_bins = validation_bins
+        self.validation_seed = validation_seed
+        self.validate_with_ema = validate_with_ema
+        self.every_plot_step = int(every_plot_step or 0)
+        self.plot_num_samples = plot_num_samples
+        self.plot_num_steps = plot_num_steps
+        self.plot_solver = plot_solver
+        self.plot_guidance = plot_guidance
+        self.plot_guidance_scale = plot_guidance_scale
+        self.plot_guidance_interval = plot_guidance_interval
+        self.plot_shift = plot_shift
+        self.plot_seed = plot_seed
+        self.vae_bundle = str(vae_bundle) if vae_bundle else None
+        self.dataset_path = dataset_path
+        self.run_dir = Path(run_dir)
+        self.max_consecutive_skips = max_consecutive_skips
+        self.nonfinite_skips = 0
+        self._consecutive_skips = 0
+        self._skip_pending = False
+        self._step_skipped = False
+        self._last_plot_step = -1
+        self._plot_batch: dict[str, Any] | None = None
+        self._vae_cache: dict[str, Any] = {}  # a plain dict: the VAE is never a submodule or in a checkpoint
+        self._said_no_vae = False
+
+    # ----- set-up -----
+    def setup(self, stage: str) -> None:
+        check_phoneme_vocab(self.model, self.dataset_path)
+        if self.vae_bundle:
+            from refrain.models.vae.bundle import read_manifest
+
+            channels = int(read_manifest(self.vae_bundle)["latent_channels"])
+            if channels != self.model.latent_channels:
+                raise RefrainInputError(
+                    "model.dit.latent_channels", f"{self.model.latent_channels} but the VAE bundle {self.vae_bundle} has {channels}",
+                    f"set model.dit.latent_channels={channels}",
+                )  # fmt: skip
+
+    def configure_optimizers(self) -> Any:
+        """AdamW (from config) with weight decay on matrices only; warm-up + decay per optimiser step."""
+        trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        decay = [p for n, p in trainable if p.ndim >= 2 and "null_" not in n]
+        no_decay = [p for n, p in trainable if not (p.ndim >= 2 and "null_" not in n)]
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        optimizer = self.optimizer_factory([g for g in groups if g["params"]])
+        if self.lr_schedule is None:
+            return optimizer
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else None
+        scheduler = self.lr_schedule.build(optimizer, int(total) if total and total != float("inf") else None)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "name": "lr"},
+        }
+
+    def sampling_model(self) -> nn.Module:
+        """The weights to sample, validate and export with: the EMA when kept, else the live model."""
+        return self.ema.shadow if self.ema is not None else self.model
+
+    # ----- training -----
+    def compute_loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Named terms (``flow``, ``repa/<teacher>``, ``repa``) and their weighted sum ``loss``."""
+        mean, std = batch["latent_mean"], batch["latent_std"]
+        x0 = mean + std * torch.randn_like(mean)
+        features = batch.get("teacher_features") or {}
+        use_repa = self.repa is not None and bool(features)
+        out = self.loss_fn(self.model, x0, batch_conditioning(batch), return_hidden=use_repa)
+        terms = dict(out.terms)
+        total = out.loss
+        if self.repa is not None:
+            if use_repa:
+                repa_terms = self.repa(out.hidden, out.cond.frame_mask, features, batch.get("teacher_masks"))
+                terms.update(repa_terms)
+                total = total + self.repa_weight * repa_terms["repa"]
+            # Projectors of teachers absent from this batch get an exact zero, so DDP sees every parameter used.
+            idle = [
+                p
+                for name, proj in self.repa.projectors.items()
+                if name not in features
+                for p in proj.parameters()
+            ]
+            if idle:
+                total = total + 0.0 * sum(p.sum() for p in idle)
+        terms["loss"] = total
+        return terms
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        terms = self.compute_loss(batch)
+        total = terms["loss"]
+        batch_size = int(batch["latent_mean"].shape[0])
+        if not bool(torch.isfinite(total)):
+            self._skip_pending = True
+            bad = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            rank_zero_warn(f"non-finite DiT loss at step {self.global_step} ({bad}): the update is skipped")
+            # One process may return None; with several, every process must run backward (grads are dropped later).
+            return total if self._trainer is not None and self.trainer.world_size > 1 else None
+        named = {f"train/{k}": v.detach() for k, v in terms.items() if k != "loss"}
+        self.log_dict(named, batch_size=batch_size)
+        self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
+        return total
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drop the whole (accumulated) update when a loss or a gradient is not finite on any process."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        local = self._skip_pending
+        if not local and grads:
+            local = not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+        self._skip_pending = False
+        self._step_skipped = self.trainer.strategy.reduce_boolean_decision(local, all=False)
+        if self._step_skipped:
+            self.nonfinite_skips += 1
+            self._consecutive_skips += 1
+            if getattr(self.trainer.precision_plugin, "scaler", None) is None:
+                optimizer.zero_grad(set_to_none=True)  # fp16's GradScaler skips non-finite steps itself
+            if self._consecutive_skips > self.max_consecutive_skips:
+                raise RuntimeError(
+                    f"{self._consecutive_skips} consecutive non-finite DiT updates; lower learning_rate, "
+                    "lengthen the warm-up or lower gradient_clip_val"
+                )
+        else:
+            self._consecutive_skips = 0
+        self.log("train/nonfinite_skips", float(self.nonfinite_skips))
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        self._step_skipped = False
+        optimizer.step(closure=optimizer_closure)
+        if self.ema is not None and not self._step_skipped:
+            self.ema.update(self.model)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = self.global_step
+        if (
+            self.every_plot_step
+            and step
+            and step % self.every_plot_step == 0
+            and step != self._last_plot_step
+        ):
+            self.plot(step, batch)
+
+    def on_train_end(self) -> None:
+        if self.every_plot_step and self.global_step != self._last_plot_step:
+            self.plot(self.global_step)
+        if self.nonfinite_skips:
+            rank_zero_info(f"DiT training skipped {self.nonfinite_skips} non-finite updates in total")
+
+    # ----- validation -----
+    def binned_validation(self, batch: Mapping[str, Any], batch_idx: int = 0) -> dict[str, Tensor]:
+        """``flow_bin_<lo>_<hi>`` per sigma bin plus their mean ``flow``; same noise and sigmas every time."""
+        x0 = batch["latent_mean"]
+        generator = torch.Generator(device=x0.device)
+        generator.manual_seed(self.validation_seed + 1_000_003 * self.global_rank + batch_idx)
+        model = self.sampling_model() if self.validate_with_ema else self.model
+        raw = binned_flow_loss(model, x0, batch_conditioning(batch), self.validation_bins, generator)
+        terms = {"flow_bin_" + k.removeprefix("flow_sigma_"): v for k, v in raw.items()}
+        terms["flow"] = torch.stack(list(terms.values())).mean()
+        return terms
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        terms = self.binned_validation(batch, batch_idx)
+        size = int(batch["latent_mean"].shape[0])
+        self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=size, sync_dist=True)
+
+    # ----- listening -----
+    def _vae(self) -> Any | None:
+        if not self.vae_bundle:
+            if not self._said_no_vae:
+                rank_zero_info("no vae_bundle configured: DiT plots show latents only (no audio)")
+                self._said_no_vae = True
+            return None
+        if "vae" not in self._vae_cache:
+            from refrain.models.vae.bundle import load_vae_bundle
+
+            self._vae_cache["vae"] = load_vae_bundle(self.vae_bundle, device=self.device).model
+        return self._vae_cache["vae"]
+
+    def _plot_source(self, fallback: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The first few validation items (kept on the CPU); the training batch when there is no validation."""
+        if self._plot_batch is None:
+            batch = None
+            datamodule = self.trainer.datamodule if self._trainer is not None else None
+            loaders = (
+                [datamodule.val_dataloader]
+                if datamodule is not None and hasattr(datamodule, "val_dataloader")
+                else []
+            )
+            for make in loaders:
+                try:
+                    batch = next(iter(make()))
+                except (StopIteration, RefrainInputError, TypeError, NotImplementedError):
+                    batch = None
+            batch = batch if batch is not None else fallback
+            if batch is None:
+                return None
+            n = self.plot_num_samples
+            self._plot_batch = {
+                k: (v[:n].detach().cpu() if isinstance(v, Tensor) else v[:n] if isinstance(v, list) else v)
+                for k, v in batch.items()
+                if k not in ("teacher_features", "teacher_masks")
+            }
+        return self._plot_batch
+
+    @torch.no_grad()
+    def generate(self, batch: Mapping[str, Any]) -> Tensor:
+        """Sample latents (B, C, T) for a batch's prompts and lyrics with the sampling weights."""
+        model = self.sampling_model()
+        was_training = model.training
+        model.eval()
+        cond = batch_conditioning(batch)
+        generator = torch.Generator().manual_seed(self.plot_seed)
+        noise = torch.randn(batch["latent_mean"].shape, generator=generator).to(self.device)
+        if self.plot_guidance is not None:
+            self.plot_guidance.reset()
+        context = (
+            self.trainer.precision_plugin.forward_context() if self._trainer is not None else nullcontext()
+        )
+        with context:
+            latents = sample_guided(
+                model, cond, noise, sigma_schedule(self.plot_num_steps, self.plot_shift), self.plot_solver,
+                guidance=self.plot_guidance, scale=self.plot_guidance_scale,
+                interval=self.plot_guidance_interval, generator=generator,
+            )  # fmt: skip
+        model.train(was_training)
+        return latents.float()
+
+    def plot(self, step: int, fallback: Mapping[str, Any] | None = None) -> Path | None:
+        """Sample, decode and write/log the validation prompts; returns the plot folder."""
+        self._last_plot_step = step
+        if self._trainer is not None and not self.trainer.is_global_zero:
+            return None
+        source = self._plot_source(fallback)
+        if source is None:
+            return None
+        batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in source.items()}
+        latents = self.generate(batch)
+        vae = self._vae()
+        samples = []
+        for i in range(latents.shape[0]):
+            valid = batch["frame_mask"][i].bool()
+            sample = PlotSample(
+                key=str(_item(batch, "keys", i, f"item {i}")),
+                prompt=str(_item(batch, "prompts", i, "")),
+                lyrics=str(_item(batch, "lyrics_text", i, "")),
+                latent=latents[i][:, valid].cpu(),
+                reference=batch["latent_mean"][i][:, valid].float().cpu(),
+            )
+            if vae is not None:
+                sample.audio = _decode(vae, sample.latent)
+                sample.reference_audio = _decode(vae, sample.reference)
+            samples.append(sample)
+        rate = vae.sample_rate if vae is not None else None
+        files = write_plot_files(self.run_dir / "plots" / f"step_{step:06d}", samples, rate)
+        log_plot_files(self.loggers if self._trainer is not None else [], step, samples, files, rate)
+        return files.folder
+
+    # ----- checkpoints -----
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["refrain_dit"] = {
+            "nonfinite_skips": self.nonfinite_skips,
+            "last_plot_step": self._last_plot_step,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("refrain_dit", {})
+        self.nonfinite_skips = int(state.get("nonfinite_skips", 0))
+        self._last_plot_step = int(state.get("last_plot_step", -1))
+
+
+def _item(batch: Mapping[str, Any], key: str, index: int, default: str) -> Any:
+    values = batch.get(key)
+    return values[index] if values is not None and index < len(values) else default
+
+
+def _decode(vae: Any, latent: Tensor) -> Any:
+    """(C, T) latent -> (channels, samples) float32 numpy audio through the chunked decoder."""
+    device = next(vae.parameters()).device
+    audio = vae.decode_chunked(latent[None].to(device), output_device="cpu")
+    return audio[0].float().numpy()
