@@ -1,0 +1,164 @@
+"""A self-describing VAE bundle on disk, readable without Lightning (data prep encodes, the sampler decodes).
+
+Layout::
+
+    bundle/
+      vae/                     diffusers' own format: AutoencoderOobleck.from_pretrained(bundle / "vae")
+        config.json
+        diffusion_pytorch_model.safetensors
+      config.yaml              the resolved training config the weights came from
+      manifest.json            format version, kind, shape facts, sha256 of every file above
+
+Writes go to a temporary folder beside the target that is renamed into place, so a failed export never
+leaves a half bundle where a good one was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from diffusers import AutoencoderOobleck
+
+from refrain.errors import RefrainInputError
+from refrain.models.vae.oobleck import OobleckVAE
+
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+WEIGHTS_DIR = "vae"
+
+
+@dataclass
+class VAEBundle:
+    """A loaded bundle: the ready model, the config it was trained with and the manifest."""
+
+    model: OobleckVAE
+    config: dict[str, Any]
+    manifest: dict[str, Any]
+    path: Path
+
+
+def sha256_file(path: Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_vae_bundle(
+    out_dir: str | Path,
+    autoencoder: AutoencoderOobleck,
+    config: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``autoencoder`` (usually the EMA weights) plus ``config`` as a bundle at ``out_dir``."""
+    target = Path(out_dir)
+    if target.exists() and not overwrite:
+        raise RefrainInputError(target, "already exists", "choose a new output folder or pass --overwrite")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        autoencoder.save_pretrained(staging / WEIGHTS_DIR, safe_serialization=True)
+        (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+        files = sorted(p for p in staging.rglob("*") if p.is_file())
+        manifest = {
+            "format_version": BUNDLE_FORMAT_VERSION,
+            "kind": "vae",
+            "sample_rate": int(autoencoder.config.sampling_rate),
+            "hop_length": int(autoencoder.hop_length),
+            "frame_rate": float(autoencoder.config.sampling_rate) / float(autoencoder.hop_length),
+            "latent_channels": int(autoencoder.config.decoder_input_channels),
+            "audio_channels": int(autoencoder.config.audio_channels),
+            "parameters": sum(p.numel() for p in autoencoder.parameters()),
+            "files": {p.relative_to(staging).as_posix(): sha256_file(p) for p in files},
+            **(extra or {}),
+        }
+        (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        if target.exists():
+            backup = target.with_name(f".{target.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(target, backup)
+            os.replace(staging, target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read and check a bundle's manifest: it must exist, be a VAE bundle, and have a known version."""
+    root = Path(path)
+    manifest_path = root / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise RefrainInputError(
+            root, "not a refrain bundle (manifest.json missing)", "pass a folder made by refrain-export"
+        )
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise RefrainInputError(
+            manifest_path, f"unreadable JSON ({error.msg})", "re-export the bundle"
+        ) from None
+    version = manifest.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise RefrainInputError(
+            manifest_path, f"format_version {version!r} is not valid", "re-export the bundle"
+        )
+    if version > BUNDLE_FORMAT_VERSION:
+        raise RefrainInputError(
+            manifest_path,
+            f"bundle format version {version} is newer than this refrain understands ({BUNDLE_FORMAT_VERSION})",
+            "upgrade refrain",
+        )
+    if manifest.get("kind") != "vae":
+        raise RefrainInputError(
+            manifest_path, f"bundle kind is {manifest.get('kind')!r}, not 'vae'", "pass a VAE bundle"
+        )
+    return manifest
+
+
+def verify_bundle(path: str | Path, manifest: dict[str, Any]) -> None:
+    """Recompute every file hash; a changed or missing file is reported by name."""
+    root = Path(path)
+    for name, expected in manifest.get("files", {}).items():
+        file = root / name
+        if not file.is_file():
+            raise RefrainInputError(file, "listed in the manifest but missing", "re-export the bundle")
+        if sha256_file(file) != expected:
+            raise RefrainInputError(
+                file,
+                "content hash does not match the manifest (file changed or truncated)",
+                "re-export the bundle",
+            )
+
+
+def load_vae_bundle(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> VAEBundle:
+    """Open a bundle: checked manifest, optional hash verification, model in eval mode on ``device``."""
+    root = Path(path)
+    manifest = read_manifest(root)
+    if verify:
+        verify_bundle(root, manifest)
+    config_path = root / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+    autoencoder = AutoencoderOobleck.from_pretrained(root / WEIGHTS_DIR)
+    codec = ((config or {}).get("model") or {}).get("vae") or {}
+    model = OobleckVAE(
+        autoencoder,
+        chunk_seconds=float(codec.get("chunk_seconds", 20.0)),
+        overlap_seconds=float(codec.get("overlap_seconds", 2.0)),
+    )
+    model = model.to(device).eval()
+    return VAEBundle(model, config or {}, manifest, root)
