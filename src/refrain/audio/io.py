@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import soundfile as sf
 
 from refrain.audio.resample import alignment_step, resample
 from refrain.errors import RefrainInputError
+from refrain.fileio import atomic_path
 
 _CONVERT_FIX = (
     "convert it to WAV/FLAC/MP3/OGG/Opus (e.g. ffmpeg -i in out.flac) or remove it from the dataset"
@@ -183,13 +183,8 @@ def save_audio(
         raise RefrainInputError(
             path, f"{bad} sample values are NaN/inf", "check the model output before saving"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         sf.write(str(tmp), np.clip(data, -1.0, 1.0).T, int(sample_rate), format=fmt, subtype=subtype)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

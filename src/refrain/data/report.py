@@ -16,6 +16,7 @@ from refrain.data.issues import REASONS
 from refrain.data.outcome import FileOutcome
 from refrain.data.schema import REPORT_JSON, REPORT_PNG, REPORT_TXT
 from refrain.data.state import write_json_atomic
+from refrain.fileio import atomic_path
 
 # Histogram bin edges in seconds: fine where songs and clips live, open-ended at the top.
 DURATION_EDGES = (0, 5, 10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 600, math.inf)
@@ -182,9 +183,8 @@ def render_png(report: dict[str, Any], path: Path) -> Path:
 def write_report(report: dict[str, Any], output_dir: Path) -> str:
     """Write report.txt, report.json and report.png into `output_dir`; returns the text."""
     text = render_text(report)
-    tmp = output_dir / (REPORT_TXT + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output_dir / REPORT_TXT)
+    with atomic_path(output_dir / REPORT_TXT) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     write_json_atomic(output_dir / REPORT_JSON, report)
     render_png(report, output_dir / REPORT_PNG)
     return text

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from refrain.data.sources import SourceItem
+from refrain.fileio import atomic_path
 
 STATE_VERSION = 1
 _CHUNK = 1 << 20
@@ -53,9 +53,8 @@ def file_sha256(path: Path) -> str:
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON next to `path` then rename, so a crash never leaves a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
 
 
 @dataclass

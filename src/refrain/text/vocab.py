@@ -8,12 +8,11 @@ data prep grows it (`grow=True`), training and sampling use it frozen (unknown -
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from refrain.errors import RefrainInputError
+from refrain.fileio import atomic_path
 
 PAD = "<pad>"
 UNK = "<unk>"
@@ -100,16 +99,9 @@ class PhonemeVocab:
     def save(self, path: str | Path) -> Path:
         """Write JSON atomically (a crash never leaves a half-written vocabulary behind)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), ensure_ascii=False, indent=1) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         return path
 
     @classmethod
