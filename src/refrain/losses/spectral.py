@@ -1,0 +1,120 @@
+"""Spectral reconstruction losses for the VAE, built on auraloss; every loss returns its terms by name.
+
+The stereo recipe is stable-audio-tools' for the Stable Audio Open VAE: multi-resolution STFT loss on
+mid (L+R) and side (L-R) at weight 1 plus on left and right at 0.5 each, FFT sizes 2048 down to 32 with
+hop = FFT / 4, optionally A-weighted so the loss spends its effort where hearing is sensitive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from auraloss.freq import MultiResolutionSTFTLoss
+from auraloss.perceptual import SumAndDifference
+from torch import nn
+
+from refrain.audio.spectrogram import mel_spectrogram
+
+DEFAULT_FFT_SIZES = (2048, 1024, 512, 256, 128, 64, 32)
+
+
+def _resolutions(fft_sizes: Sequence[int], hop_ratio: float) -> dict[str, list[int]]:
+    ffts = [int(n) for n in fft_sizes]
+    return {"fft_sizes": ffts, "hop_sizes": [max(1, int(n * hop_ratio)) for n in ffts], "win_lengths": ffts}
+
+
+class StereoMRSTFTLoss(nn.Module):
+    """Mid/side + per-channel multi-resolution STFT loss -> ``{"stft_mid", "stft_side", "stft_left", ...}``.
+
+    ``stft`` in the result is the weighted total ``mid_side_weight * (mid + side) / 2 + channel_weight *
+    (left + right)`` (auraloss's sum-and-difference average plus the per-channel terms). Mono input uses
+    the per-channel term only. Spectral convergence divides by the target's spectral norm, which explodes
+    on a silent target (the side of a mono song stored as stereo, a silent intro crop), so a term whose
+    target RMS is below ``silence_rms`` keeps only its log-magnitude part.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        fft_sizes: Sequence[int] = DEFAULT_FFT_SIZES,
+        hop_ratio: float = 0.25,
+        mid_side_weight: float = 1.0,
+        channel_weight: float = 0.5,
+        perceptual_weighting: bool = False,
+        w_sc: float = 1.0,
+        w_log_mag: float = 1.0,
+        w_lin_mag: float = 0.0,
+        silence_rms: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        common = {
+            **_resolutions(fft_sizes, hop_ratio),
+            "w_log_mag": w_log_mag,
+            "w_lin_mag": w_lin_mag,
+            "sample_rate": sample_rate,
+            "perceptual_weighting": perceptual_weighting,
+        }
+        self.mid_side_weight = mid_side_weight
+        self.channel_weight = channel_weight
+        self.silence_rms = silence_rms
+        self.sum_and_difference = SumAndDifference()
+        self.with_sc = MultiResolutionSTFTLoss(**common, w_sc=w_sc)
+        self.without_sc = MultiResolutionSTFTLoss(**common, w_sc=0.0)
+
+    def _mrstft(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loud = target.pow(2).mean().sqrt() > self.silence_rms
+        module = self.with_sc if loud else self.without_sc
+        return module(prediction.contiguous(), target.contiguous())
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        prediction, target = prediction.float(), target.float()
+        terms: dict[str, torch.Tensor] = {}
+        total = prediction.new_zeros(())
+        stereo = prediction.shape[1] == 2
+        if stereo and self.mid_side_weight:
+            pred_mid, pred_side = self.sum_and_difference(prediction)
+            true_mid, true_side = self.sum_and_difference(target)
+            terms["stft_mid"] = self._mrstft(pred_mid, true_mid)
+            terms["stft_side"] = self._mrstft(pred_side, true_side)
+            total = total + self.mid_side_weight * (terms["stft_mid"] + terms["stft_side"]) / 2
+        names = ("left", "right") if stereo else tuple(f"ch{i}" for i in range(prediction.shape[1]))
+        weight = self.channel_weight if stereo else 1.0
+        for index, name in enumerate(names):
+            terms[f"stft_{name}"] = self._mrstft(
+                prediction[:, index : index + 1], target[:, index : index + 1]
+            )
+            total = total + weight * terms[f"stft_{name}"]
+        terms["stft"] = total
+        return terms
+
+
+class MelDistance(nn.Module):
+    """Multi-resolution L1 distance between log-mel spectrograms (DAC's mel loss) -> ``{"mel": ...}``."""
+
+    def __init__(
+        self,
+        sample_rate: int,
+        fft_sizes: Sequence[int] = (2048, 1024, 512),
+        n_mels: Sequence[int] = (128, 80, 40),
+        hop_ratio: float = 0.25,
+    ) -> None:
+        super().__init__()
+        if len(fft_sizes) != len(n_mels):
+            raise ValueError("fft_sizes and n_mels need one entry per resolution")
+        self.sample_rate = sample_rate
+        self.resolutions = [
+            (int(n), max(1, int(n * hop_ratio)), int(m)) for n, m in zip(fft_sizes, n_mels, strict=True)
+        ]
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        total = prediction.new_zeros((), dtype=torch.float32)
+        for n_fft, hop, mels in self.resolutions:
+            pred_mel = mel_spectrogram(
+                prediction.float(), self.sample_rate, n_fft=n_fft, hop_length=hop, n_mels=mels, log=True
+            )
+            true_mel = mel_spectrogram(
+                target.float(), self.sample_rate, n_fft=n_fft, hop_length=hop, n_mels=mels, log=True
+            )
+            total = total + (pred_mel - true_mel).abs().mean()
+        return {"mel": total / len(self.resolutions)}

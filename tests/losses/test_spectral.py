@@ -1,0 +1,75 @@
+"""Stereo multi-resolution STFT loss and mel distance: named terms, zero on equal input, robust to silence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from refrain.losses.spectral import MelDistance, StereoMRSTFTLoss
+
+RATE = 44100
+
+
+def stereo(seed: int = 0, frames: int = 8192) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    t = torch.arange(frames) / RATE
+    left = 0.3 * torch.sin(2 * torch.pi * 440 * t) + 0.02 * torch.randn(frames, generator=generator)
+    right = 0.3 * torch.sin(2 * torch.pi * 660 * t) + 0.02 * torch.randn(frames, generator=generator)
+    return torch.stack([left, right]).unsqueeze(0)
+
+
+def test_terms_are_named_and_weighted() -> None:
+    loss = StereoMRSTFTLoss(RATE, fft_sizes=(512, 128, 32))
+    target = stereo()
+    prediction = target + 0.05 * torch.randn_like(target)
+    terms = loss(prediction, target)
+    assert set(terms) == {"stft_mid", "stft_side", "stft_left", "stft_right", "stft"}
+    expected = (terms["stft_mid"] + terms["stft_side"]) / 2 + 0.5 * (terms["stft_left"] + terms["stft_right"])
+    assert terms["stft"].item() == pytest.approx(expected.item(), rel=1e-6)
+    assert all(value.item() > 0 for value in terms.values())
+
+
+def test_identical_audio_scores_zero_and_worse_audio_scores_higher() -> None:
+    loss = StereoMRSTFTLoss(RATE, fft_sizes=(512, 128))
+    target = stereo()
+    assert loss(target, target)["stft"].item() == pytest.approx(0.0, abs=1e-6)
+    near = loss(target + 0.01 * torch.randn_like(target), target)["stft"]
+    far = loss(target + 0.1 * torch.randn_like(target), target)["stft"]
+    assert far > near
+
+
+def test_silent_side_does_not_explode() -> None:
+    """A mono song stored as stereo has a zero side; spectral convergence alone would divide by ~0."""
+    loss = StereoMRSTFTLoss(RATE, fft_sizes=(512, 128))
+    mono = stereo()[:, :1].repeat(1, 2, 1)
+    prediction = mono + 0.01 * torch.randn_like(mono)
+    terms = loss(prediction, mono)
+    assert terms["stft_side"] < 20 and torch.isfinite(terms["stft"])
+
+
+def test_perceptual_weighting_and_mono() -> None:
+    target = stereo()
+    prediction = target + 0.05 * torch.randn_like(target)
+    weighted = StereoMRSTFTLoss(RATE, fft_sizes=(512, 128), perceptual_weighting=True)(prediction, target)[
+        "stft"
+    ]
+    plain = StereoMRSTFTLoss(RATE, fft_sizes=(512, 128))(prediction, target)["stft"]
+    assert torch.isfinite(weighted) and weighted.item() != pytest.approx(plain.item())
+    mono_terms = StereoMRSTFTLoss(RATE, fft_sizes=(512, 128))(prediction[:, :1], target[:, :1])
+    assert set(mono_terms) == {"stft_ch0", "stft"}
+
+
+def test_loss_has_gradients() -> None:
+    target = stereo()
+    prediction = (target + 0.05 * torch.randn_like(target)).requires_grad_(True)
+    StereoMRSTFTLoss(RATE, fft_sizes=(256, 64))(prediction, target)["stft"].backward()
+    assert prediction.grad is not None and torch.isfinite(prediction.grad).all()
+
+
+def test_mel_distance() -> None:
+    mel = MelDistance(RATE, fft_sizes=(1024, 512), n_mels=(64, 32))
+    target = stereo()
+    assert mel(target, target)["mel"].item() == pytest.approx(0.0, abs=1e-6)
+    assert mel(target * 0.5, target)["mel"].item() == pytest.approx(
+        10 * torch.log10(torch.tensor(4.0)).item(), rel=1e-3
+    )
