@@ -1,0 +1,52 @@
+"""Tiny DiTs and conditionings for the LoRA tests (built in code, CPU, milliseconds)."""
+
+from __future__ import annotations
+
+import torch
+
+from refrain.lora.control import ControlConditioning
+from refrain.models.dit.conditioning import DiTConditioning
+from refrain.models.dit.transformer import DiffusionTransformer
+
+C, TEXT, VOCAB = 4, 8, 20
+
+
+def tiny_dit(seed: int = 0, hidden: int = 32) -> DiffusionTransformer:
+    torch.manual_seed(seed)
+    model = DiffusionTransformer(
+        latent_channels=C, hidden_size=hidden, num_layers=2, num_heads=4, intermediate_size=64, text_dim=TEXT,
+        lyric_vocab_size=VOCAB, lyric_dim=16, lyric_conv_layers=1, repa_layer=1, zero_init_output=False,
+    )  # fmt: skip
+    return model.eval()
+
+
+def plain_cond(batch: int = 2, frames: int = 10, seed: int = 1) -> DiTConditioning:
+    g = torch.Generator().manual_seed(seed)
+    return DiTConditioning(
+        style=torch.randn(batch, 3, TEXT, generator=g),
+        style_mask=torch.ones(batch, 3, dtype=torch.bool),
+        lyrics=torch.randint(0, VOCAB, (batch, frames), generator=g),
+    )
+
+
+def control_cond(batch: int = 2, frames: int = 10, seed: int = 1) -> ControlConditioning:
+    g = torch.Generator().manual_seed(seed + 100)
+    return ControlConditioning.from_plain(
+        plain_cond(batch, frames, seed),
+        reference=torch.randn(batch, C, frames, generator=g),
+        instrument=torch.arange(batch) % 2,
+    )
+
+
+def inputs(batch: int = 2, frames: int = 10, seed: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, C, frames, generator=g), torch.rand(batch, generator=g)
+
+
+@torch.no_grad()
+def perturb_trainable(model: torch.nn.Module, seed: int = 3, std: float = 0.2) -> None:
+    """Stand-in for a few optimiser steps: move every trainable tensor off its initial value."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.add_(std * torch.randn(p.shape, generator=g))
