@@ -72,10 +72,13 @@ def single_thread() -> Iterator[None]:
     torch.set_num_threads(previous)
 
 
-@pytest.fixture(scope="session")
-def tiny_env(tmp_path_factory: pytest.TempPathFactory) -> TinyEnv:
-    root = tmp_path_factory.mktemp("tiny_env")
+def build_tiny_env(root: Path) -> TinyEnv:
     return TinyEnv(make_bundle(root / "vae_bundle"), make_teachers(root / "teachers"), root)
+
+
+@pytest.fixture(scope="module")
+def tiny_env(tmp_path_factory: pytest.TempPathFactory) -> TinyEnv:
+    return build_tiny_env(tmp_path_factory.mktemp("tiny_env"))
 
 
 def song_record(folder: Path, index: int, seconds: float = 1.25, **fields: Any) -> dict[str, Any]:
@@ -129,7 +132,7 @@ def make_dataset(folder: Path, count: int = 3, validation: int = 1) -> Path:
     return write_dataset(folder, songs[:count], songs[count:])
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def encoder(tiny_env: TinyEnv) -> ConditioningEncoder:
     return ConditioningEncoder.from_paths(tiny_env.bundle, None, tiny_env.teachers)
 

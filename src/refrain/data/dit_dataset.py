@@ -1,0 +1,337 @@
+"""DiT training data: crops of cached (or, without a cache entry, online-encoded) conditioning.
+
+Each item reads one record's entry from the conditioning cache, memory-mapped so only the crop's slices
+are read; a record without an entry is encoded online by the same ``ConditioningEncoder`` code that
+filled the cache, created once per DataLoader worker, so both paths give the same batch. A record
+that cannot be loaded (missing audio, corrupt entry, bad speaker file) yields None: the collate leaves
+it out and a counter shared with the workers counts it, so the task can log the total per epoch.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import multiprocessing
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import soundfile as sf
+import torch
+from safetensors import SafetensorError
+from torch.utils.data import DataLoader, Dataset
+
+from refrain.data.cache import EntryView, cache_dir, entry_path, open_entry, other_fingerprints
+from refrain.data.collate import collate_dit
+from refrain.data.conditioning_encoder import (
+    ConditioningEncoder,
+    EncodeSettings,
+    as_teacher_specs,
+    encoder_fingerprint,
+    vae_facts,
+)
+from refrain.data.crops import Crop, choose_crop, crop_lyrics, record_sentences, teacher_span
+from refrain.data.prompt_variants import record_prompt_variants
+from refrain.data.speaker import load_speaker_embedding
+from refrain.errors import RefrainInputError
+
+log = logging.getLogger(__name__)
+LOAD_ERRORS = (RefrainInputError, OSError, RuntimeError, ValueError, SafetensorError, sf.LibsndfileError)
+EncoderFactory = Callable[[], ConditioningEncoder]
+
+
+class DiTDataset(Dataset):
+    """Map-style dataset over prepared records -> one crop dict per record (None when it fails).
+
+    ``deterministic`` (validation) crops from frame 0 and draws the prompt variant from (seed, index);
+    training draws crop start and variant from a per-worker generator seeded by (seed, worker seed).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[Mapping[str, Any]],
+        frame_rate: float,
+        max_frames: int,
+        cache_folder: str | Path | None,
+        fingerprint: str,
+        encoder_factory: EncoderFactory | None,
+        tag_shuffles: int = 4,
+        deterministic: bool = False,
+        seed: int = 0,
+        speaker_dim: int | None = None,
+        dataset_root: str | Path | None = None,
+    ) -> None:
+        self.records = records
+        self.frame_rate = float(frame_rate)
+        self.max_frames = int(max_frames)
+        self.cache_folder = Path(cache_folder) if cache_folder is not None else None
+        self.fingerprint = fingerprint
+        self.encoder_factory = encoder_factory
+        self.tag_shuffles = int(tag_shuffles)
+        self.deterministic = deterministic
+        self.seed = int(seed)
+        self.speaker_dim = int(speaker_dim) if speaker_dim else None
+        self.dataset_root = Path(dataset_root) if dataset_root is not None else None
+        self.failures = multiprocessing.Value("q", 0)  # shared with DataLoader workers
+        self._rng: np.random.Generator | None = None
+        self._rng_pid: int | None = None
+        self._encoder: ConditioningEncoder | None = None
+        self._encoder_pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_encoder"] = None  # each worker builds its own; the frozen models never travel by pickle
+        state["_encoder_pid"] = None
+        return state
+
+    @property
+    def skipped(self) -> int:
+        return int(self.failures.value)
+
+    def reset_skipped(self) -> int:
+        with self.failures.get_lock():
+            value, self.failures.value = int(self.failures.value), 0
+        return value
+
+    def _generator(self, index: int) -> np.random.Generator:
+        if self.deterministic:
+            return np.random.default_rng([self.seed, index])
+        if self._rng is None or self._rng_pid != os.getpid():
+            self._rng = np.random.default_rng([self.seed, torch.initial_seed() % (1 << 63)])
+            self._rng_pid = os.getpid()
+        return self._rng
+
+    def online_encoder(self) -> ConditioningEncoder:
+        """The frozen encoders of this process, built on first use (once per DataLoader worker)."""
+        if self.encoder_factory is None:
+            raise RefrainInputError(
+                "data.online_fallback", "online encoding is off", "run refrain-encode first"
+            )
+        if self._encoder is None or self._encoder_pid != os.getpid():
+            self._encoder = self.encoder_factory()
+            self._encoder_pid = os.getpid()
+        return self._encoder
+
+    def entry(self, record: Mapping[str, Any]) -> EntryView:
+        """The record's cache entry, or its online encoding when it has none (and fallback is on)."""
+        digest = str(record["content_hash"])
+        if self.cache_folder is not None:
+            path = entry_path(self.cache_folder, digest)
+            if path.exists():
+                prompts = [v.text for v in record_prompt_variants(record, self.tag_shuffles)]
+                return open_entry(path, digest, self.fingerprint, prompts)
+        if self.encoder_factory is None:
+            raise RefrainInputError(
+                str(record.get("keys") or digest),
+                "no cache entry and online encoding is off",
+                "run refrain-encode on the dataset, or set data.online_fallback=true",
+            )
+        return self.online_encoder().encode_record(record)
+
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        record = self.records[index]
+        try:
+            entry = self.entry(record)
+            rng = self._generator(index)
+            crop = choose_crop(
+                entry.num_frames, self.max_frames, self.frame_rate, None if self.deterministic else rng
+            )
+            variant = int(rng.integers(entry.num_variants))
+            return self.item(entry, record, crop, variant)
+        except LOAD_ERRORS as err:
+            log.warning("skipping %s: %s", record.get("keys") or record.get("filename"), err)
+            with self.failures.get_lock():
+                self.failures.value += 1
+            return None
+
+    def item(self, entry: EntryView, record: Mapping[str, Any], crop: Crop, variant: int) -> dict[str, Any]:
+        """One crop of one entry: the same function for cached and online entries."""
+        mean, std = entry.latent(crop.start, crop.start + crop.frames)
+        lyrics, lyrics_text = crop_lyrics(record_sentences(record), crop)
+        teachers = {}
+        for name in entry.teacher_names:
+            first, stop = teacher_span(crop, entry.teacher_frames(name), entry.meta.audio_seconds)
+            teachers[name] = entry.teacher(name, first, stop)
+        item = {
+            "latent_mean": mean,
+            "latent_std": std,
+            "lyrics": lyrics,
+            "style": entry.style(variant),
+            "teacher_features": teachers,
+            "key": str(record.get("keys") or ""),
+            "prompt": entry.meta.prompts[variant],
+            "lyrics_text": lyrics_text,
+            "crop_start": crop.start_seconds,
+        }
+        if self.speaker_dim:
+            item["speaker"] = load_speaker_embedding(
+                record.get("speaker_emb_path") or "", self.speaker_dim, self.dataset_root
+            )
+        return item
+
+
+class DiTDataModule(pl.LightningDataModule):
+    """Train/validation DiT batches from a prepared dataset and its conditioning cache.
+
+    ``use_cache=False`` encodes every item online (the bench's baseline); ``online_fallback=False``
+    skips (and counts) records without a cache entry instead of encoding them.
+    """
+
+    def __init__(
+        self,
+        dataset_path: str,
+        vae_bundle: str,
+        text_encoder_dir: str | None = None,
+        teachers: Any = None,
+        batch_size: int = 8,
+        max_frames: int = 2048,
+        num_workers: int = 2,
+        seed: int = 0,
+        val_batch_size: int | None = None,
+        val_items: int | None = 16,
+        use_cache: bool = True,
+        online_fallback: bool = True,
+        online_device: str = "cpu",
+        tag_shuffles: int = 4,
+        latent_dtype: str = "float32",
+        feature_dtype: str = "float32",
+        text_max_length: int = 256,
+        speaker_dim: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in (("dataset_path", dataset_path), ("vae_bundle", vae_bundle)):
+            if not value:
+                raise RefrainInputError(
+                    name, "not set", f"pass --{name} PATH (refrain-prepare / refrain-export output)"
+                )
+        if not use_cache and not online_fallback:
+            raise RefrainInputError(
+                "data.use_cache", "false while online_fallback is false too", "allow one of the two"
+            )
+        self.dataset_path = str(dataset_path)
+        self.vae_bundle = str(vae_bundle)
+        self.text_encoder_dir = str(text_encoder_dir) if text_encoder_dir else None
+        self.teacher_specs = as_teacher_specs(teachers)
+        self.settings = EncodeSettings(tag_shuffles, latent_dtype, feature_dtype, text_max_length)
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.max_frames = int(max_frames)
+        self.num_workers = int(num_workers)
+        self.seed = int(seed)
+        self.val_items = val_items
+        self.use_cache = use_cache
+        self.online_fallback = online_fallback
+        self.online_device = online_device
+        self.speaker_dim = speaker_dim
+        self.pin_memory = pin_memory
+        facts = vae_facts(self.vae_bundle)
+        self.sample_rate = int(facts["sample_rate"])
+        self.hop_length = int(facts["hop_length"])
+        self.frame_rate = self.sample_rate / self.hop_length
+        self.latent_channels = int(facts["latent_channels"])
+        self.fingerprint = ""
+        self.cache_folder: Path | None = None
+        self.cached_records = 0
+        self.train_set: DiTDataset | None = None
+        self.val_set: DiTDataset | None = None
+
+    def encoder_factory(self) -> EncoderFactory:
+        """A picklable zero-argument builder of this config's ConditioningEncoder (online path, benches)."""
+        return functools.partial(
+            ConditioningEncoder.from_paths,
+            self.vae_bundle,
+            self.text_encoder_dir,
+            self.teacher_specs,
+            self.settings,
+            self.online_device,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        from refrain.data.schema import load_prepared
+
+        splits = load_prepared(self.dataset_path)
+        train = splits["train"]
+        if len(train) == 0:
+            raise RefrainInputError(
+                self.dataset_path, "the train split is empty", "prepare a dataset with at least one song"
+            )
+        val = splits["validation"] if "validation" in splits and len(splits["validation"]) else None
+        if val is None:
+            log.warning(
+                "%s has no validation split; validating on the first train records", self.dataset_path
+            )
+            val = train
+        if self.val_items:
+            val = val.select(range(min(len(val), int(self.val_items))))
+        self.fingerprint = encoder_fingerprint(
+            self.vae_bundle, self.text_encoder_dir, self.teacher_specs, self.settings
+        )
+        self.cache_folder = cache_dir(self.dataset_path, self.fingerprint) if self.use_cache else None
+        self._log_coverage([train, val])
+        common = {
+            "frame_rate": self.frame_rate,
+            "max_frames": self.max_frames,
+            "cache_folder": self.cache_folder,
+            "fingerprint": self.fingerprint,
+            "encoder_factory": self.encoder_factory() if self.online_fallback else None,
+            "tag_shuffles": self.settings.tag_shuffles,
+            "seed": self.seed,
+            "speaker_dim": self.speaker_dim,
+            "dataset_root": self.dataset_path,
+        }
+        self.train_set = DiTDataset(train, **common)
+        self.val_set = DiTDataset(val, deterministic=True, **common)
+
+    def _log_coverage(self, parts: Sequence[Any]) -> None:
+        if self.cache_folder is None:
+            log.info("DiT data: cache off, every item is encoded online")
+            return
+        hashes = {str(h) for part in parts for h in part["content_hash"]}
+        self.cached_records = sum(entry_path(self.cache_folder, h).exists() for h in hashes)
+        missing = len(hashes) - self.cached_records
+        log.info("DiT data: %d/%d records cached in %s", self.cached_records, len(hashes), self.cache_folder)
+        if missing:
+            others = list(other_fingerprints(self.dataset_path, self.fingerprint))
+            how = "encoded online (slow)" if self.online_fallback else "skipped"
+            hint = f"; caches of other encoders/settings exist: {', '.join(others)}" if others else ""
+            log.warning(
+                "%d records have no cache entry in %s and will be %s; run refrain-encode with the same "
+                "vae_bundle, text_encoder_dir, repa teachers and storage settings%s",
+                missing, self.cache_folder, how, hint,
+            )  # fmt: skip
+
+    def skipped_items(self, stage: str = "train", reset: bool = False) -> int:
+        """Items of ``stage`` (train | validation) that failed to load so far (across all workers)."""
+        dataset = self.train_set if stage == "train" else self.val_set
+        if dataset is None:
+            return 0
+        return dataset.reset_skipped() if reset else dataset.skipped
+
+    def _loader(self, dataset: DiTDataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_dit,
+            pin_memory=self.pin_memory,
+            drop_last=shuffle and len(dataset) >= batch_size,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "setup() first"
+        return self._loader(self.train_set, self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        assert self.val_set is not None, "setup() first"
+        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
