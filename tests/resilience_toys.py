@@ -1,0 +1,229 @@
+"""Tiny task, data and fault-injecting callbacks for the resume / signal / distributed tests.
+
+Also a command-line driver, so tests can run (and kill) a real training run in a subprocess:
+``python tests/resilience_toys.py [hydra overrides] [task.KEY=VALUE] [data.KEY=VALUE]``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch.utils.data import Dataset
+
+from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler, split_key
+
+WEIGHTS = torch.tensor([[1.0], [-2.0], [0.5], [3.0]])
+
+
+class KeyedNoiseDataset(Dataset):
+    """Regression items whose input noise is drawn from (seed, epoch, index), never from worker RNG."""
+
+    def __init__(self, size: int = 24, seed: int = 0, noise: float = 0.1) -> None:
+        generator = torch.Generator().manual_seed(1234)
+        self.inputs = torch.randn(size, 4, generator=generator)
+        self.seed = seed
+        self.noise = noise
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, key: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = split_key(key, len(self))
+        rng = np.random.default_rng([self.seed, epoch, index])
+        inputs = self.inputs[index] + torch.from_numpy(rng.normal(0, self.noise, 4).astype(np.float32))
+        return inputs, inputs @ WEIGHTS
+
+
+class ResumableToyData(pl.LightningDataModule):
+    def __init__(
+        self, size: int = 24, batch_size: int = 4, num_workers: int = 0, seed: int = 0, noise: float = 0.1
+    ) -> None:
+        super().__init__()
+        self.dataset = KeyedNoiseDataset(size, seed, noise)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+
+    def train_dataloader(self) -> ResumableDataLoader:
+        sampler = ResumableSampler(self.dataset, shuffle=True, seed=self.seed, epoch_keys=True)
+        return ResumableDataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+
+class NoisyToyTask(pl.LightningModule):
+    """Dropout, torch/numpy/python noise in the loss, AdamW, a scheduler and an EMA: all must resume."""
+
+    def __init__(
+        self,
+        learning_rate: float = 0.01,
+        dropout: float = 0.2,
+        noisy: bool = True,
+        nan_from_step: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(dropout), torch.nn.Linear(16, 1)
+        )
+        self.ema = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
+        self.ema.load_state_dict({k.replace("3.", "2."): v for k, v in self.net.state_dict().items()})
+        self.ema.requires_grad_(False)
+        self.learning_rate = learning_rate
+        self.noisy = noisy
+        self.nan_from_step = nan_from_step
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        loss = torch.nn.functional.mse_loss(self.net(inputs), targets)
+        if self.noisy:
+            jitter = torch.randn(()) + float(np.random.normal()) + random.random()
+            loss = loss + 1e-3 * jitter
+        if self.nan_from_step is not None and self.global_step >= self.nan_from_step:
+            loss = loss * float("nan")
+        self.log("train/loss", loss)
+        return loss
+
+    def optimizer_step(
+        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
+    ) -> None:
+        """EMA right after the update (as the real tasks do), so a checkpoint at this step holds it."""
+        optimizer.step(closure=optimizer_closure)
+        with torch.no_grad():
+            for ema, net in zip([self.ema[0], self.ema[2]], [self.net[0], self.net[3]], strict=True):
+                for e, p in zip(ema.parameters(), net.parameters(), strict=True):
+                    e.lerp_(p, 0.1)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.parameters(), lr=self.learning_rate)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (1.0 + 0.1 * step))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+class LossRecorder(pl.Callback):
+    """Append ``step,loss.hex()`` per batch, opening and closing the file each time (survives SIGKILL)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is None or trainer.global_rank != 0:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(f"{trainer.global_step},{float(loss).hex()}\n")
+
+
+def read_losses(path: Path) -> dict[int, str]:
+    rows = [line.split(",") for line in Path(path).read_text().splitlines() if line]
+    return {int(step): value for step, value in rows}
+
+
+class KillAt(pl.Callback):
+    """At ``step`` (batch end, before that step's checkpoint) on ``rank``: send ``sig`` or ``os._exit``."""
+
+    def __init__(self, step: int, sig: str = "SIGKILL", rank: int = 0, exit_code: int | None = None,
+                 stamp: str | None = None) -> None:  # fmt: skip
+        self.step, self.sig, self.rank, self.exit_code, self.stamp = step, sig, rank, exit_code, stamp
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if trainer.global_step != self.step or trainer.global_rank != self.rank:
+            return
+        if self.stamp:
+            Path(self.stamp).write_text(repr(time.time()))
+        if self.exit_code is not None:
+            os._exit(self.exit_code)
+        os.kill(os.getpid(), getattr(signal, self.sig))
+
+
+class KillDuringSave(pl.Callback):
+    """From ``step`` on, ``torch.save`` writes half of the checkpoint and then SIGKILLs the process."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if trainer.global_step != self.step:
+            return
+        real_save = torch.save
+
+        def half_then_die(obj: Any, target: Any, *args: Any, **kwargs: Any) -> None:
+            buffer = io.BytesIO()
+            real_save(obj, buffer, *args, **kwargs)
+            data = buffer.getvalue()
+            with open(target, "wb") as handle:
+                handle.write(data[: len(data) // 2])
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        torch.save = half_then_die
+
+
+TOY_TASK = {"_target_": "resilience_toys.NoisyToyTask", "learning_rate": "${learning_rate}"}
+TOY_DATA = {"_target_": "resilience_toys.ResumableToyData", "seed": "${seed}"}
+
+
+def toy_config(run_dir: Path | str, *overrides: str) -> DictConfig:
+    """conf/train.yaml with the toy task/data, quiet, CPU; ``task.*``/``data.*`` keys applied after."""
+    from refrain.config import compose_config
+
+    late = [o for o in overrides if o.startswith(("task.", "data."))]
+    early = [o for o in overrides if o not in late]
+    cfg = compose_config(
+        [
+            f"run_dir={run_dir}",
+            "logger=none",
+            "callbacks.progress=null",
+            "callbacks.loss_curves=null",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "trainer.accelerator=cpu",
+            "trainer.log_every_n_steps=1",
+            "learning_rate=0.01",
+            *early,
+        ]
+    )
+    with open_dict(cfg):
+        cfg.task = dict(TOY_TASK)
+        cfg.data = dict(TOY_DATA)
+        for item in late:
+            key, value = item.split("=", 1)
+            OmegaConf.update(cfg, key, OmegaConf.create(f"v: {value}").v, force_add=True)
+    return cfg
+
+
+def main(argv: list[str]) -> None:
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from refrain.train import train
+
+    run_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("run_dir="))
+    rest = [a for a in argv if not a.startswith("run_dir=")]
+    result = train(toy_config(run_dir, *rest))
+    if result.trainer is not None and result.trainer.is_global_zero:
+        print(f"finished at step {result.trainer.global_step}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
