@@ -1,0 +1,147 @@
+"""`refrain-encode`: run the frozen encoders over a prepared dataset once and cache their outputs.
+
+    refrain-encode --dataset_path P --vae_bundle B [--text_encoder_dir D] [--repa NAME_OR_YAML]
+        [--repa_set KEY=VALUE ...] [--run_dir DIR] [--split train,validation] [--device auto]
+        [--num_workers 2] [--tag_shuffles 4] [--latent_dtype float32] [--feature_dtype float32]
+        [--verify] [--limit N] [--no_progress]
+
+Writes P/cache/<fingerprint>/<content_hash>.safetensors plus index.json. Re-running resumes: valid
+entries are kept, corrupt or stale ones redone. Training with the same settings reads the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from refrain.errors import RefrainInputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="refrain-encode",
+        description="Encode a prepared dataset with the frozen VAE, text encoder and REPA teachers into "
+        "a resumable, memory-mapped conditioning cache that DiT training reads.",
+    )
+    parser.add_argument("--dataset_path", type=Path, required=True, help="a folder made by refrain-prepare")
+    parser.add_argument(
+        "--vae_bundle", type=Path, required=True, help="an exported VAE bundle (refrain-export)"
+    )
+    parser.add_argument(
+        "--text_encoder_dir",
+        default=None,
+        help="a local Hugging Face encoder folder (default: bundled all-MiniLM-L6-v2)",
+    )
+    parser.add_argument(
+        "--repa",
+        default=None,
+        help="REPA teachers: a conf/repa option (mert_mhubert, tiny_random) or a YAML file",
+    )
+    parser.add_argument(
+        "--repa_set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a key of the REPA config, e.g. mert_dir=/ckpt/MERT-v1-330M (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--run_dir", default="exps/refrain", help="value of ${run_dir} inside the REPA config"
+    )
+    parser.add_argument("--split", default="train,validation", help="comma-separated splits to encode")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--num_workers", type=int, default=2, help="processes decoding audio ahead of the encoders"
+    )
+    parser.add_argument("--tag_shuffles", type=int, default=4, help="fixed tag shuffles stored per record")
+    parser.add_argument("--latent_dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument(
+        "--feature_dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+        help="storage of teacher features and style embeddings (float16 halves the cache)",
+    )  # fmt: skip
+    parser.add_argument("--text_max_length", type=int, default=256, help="text encoder truncation in tokens")
+    parser.add_argument(
+        "--verify", action="store_true", help="re-hash every existing entry (reads the whole cache)"
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="encode only the first N records (trials, timing)"
+    )
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def load_repa_teachers(option: str, overrides: Sequence[str], run_dir: str) -> dict:
+    """TeacherSpecs of a conf/repa option or YAML file, its ${run_dir} and ${repa.*} resolved."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from refrain.data.conditioning_encoder import as_teacher_specs
+
+    path = Path(option)
+    if not path.is_file():
+        from refrain.config import conf_dir
+
+        path = conf_dir() / "repa" / f"{option}.yaml"
+        if not path.is_file():
+            raise RefrainInputError(
+                "--repa",
+                f"{option!r} is neither a file nor a conf/repa option",
+                "pass e.g. mert_mhubert or a YAML path",
+            )
+    try:
+        root = OmegaConf.create({"run_dir": run_dir, "repa": OmegaConf.load(path)})
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise RefrainInputError(
+                    f"--repa_set {item}", "not KEY=VALUE", "write e.g. --repa_set mert_dir=/ckpt/MERT"
+                )
+            OmegaConf.update(root, f"repa.{key.strip()}", value.strip(), merge=True)
+        teachers = OmegaConf.to_container(root.repa.get("teachers"), resolve=True)
+    except OmegaConfBaseException as err:
+        raise RefrainInputError(
+            path, f"cannot read the REPA config ({type(err).__name__}: {err})", "fix the file or --repa_set"
+        ) from err
+    return as_teacher_specs(teachers)
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the encoder; returns the exit code (0 ok, also with skipped records; 2 bad input)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from refrain.data.cache_build import build_cache
+    from refrain.data.conditioning_encoder import ConditioningEncoder, EncodeSettings
+
+    try:
+        teachers = load_repa_teachers(args.repa, args.repa_set, args.run_dir) if args.repa else {}
+        settings = EncodeSettings(
+            args.tag_shuffles, args.latent_dtype, args.feature_dtype, args.text_max_length
+        )
+        encoder = ConditioningEncoder.from_paths(
+            args.vae_bundle, args.text_encoder_dir, teachers, settings, device=resolve_device(args.device)
+        )
+        splits = [s.strip() for s in args.split.split(",") if s.strip()]
+        report = build_cache(
+            args.dataset_path, encoder, splits, verify=args.verify, progress=not args.no_progress,
+            num_workers=args.num_workers, limit=args.limit,
+        )  # fmt: skip
+    except RefrainInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    print(
+        "train with data=latents and the same vae_bundle, text_encoder_dir, repa teachers and storage "
+        f"settings (they name the cache folder {report.cache_dir.name})"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""`refrain-encode` end to end: the real conf/repa and conf/data files, resuming, one-line errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from datasets import DatasetDict
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from refrain.cli.encode import main
+from refrain.data.cache import read_index
+from refrain.data.prepare import save_dataset_atomic
+from refrain.data.schema import empty_recaption, records_to_dataset
+from refrain.models.teachers import create_random_hubert
+from refrain.models.vae.bundle import save_vae_bundle
+from refrain.models.vae.oobleck import build_oobleck_vae
+
+CONF = Path(__file__).resolve().parents[2] / "conf"
+RATE = 8000
+
+
+@pytest.fixture(autouse=True)
+def single_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _record(folder: Path, index: int, split: str) -> dict:
+    path = folder / f"song{index}.flac"
+    t = np.arange(RATE) / RATE
+    sf.write(path, np.stack([np.sin(2 * np.pi * (200 + 50 * index) * t)] * 2, axis=1) * 0.3, RATE)
+    return {
+        "keys": f"song{index}", "filename": str(path), "tags": ["ambient", "pads"], "speaker_emb_path": "",
+        "norm_lyrics": "", "recaption": empty_recaption(), "lrc": [], "lrc_source": "none", "phoneme_ids": [],
+        "duration": 1.0, "sample_rate": RATE, "channels": 2, "language": "en",
+        "content_hash": f"{index:064x}", "split": split,
+    }  # fmt: skip
+
+
+@pytest.fixture
+def setup_dirs(tmp_path: Path) -> dict[str, Path]:
+    """A 3-song dataset, a tiny VAE bundle and conf/repa/tiny_random's two random teachers."""
+    data = tmp_path / "ds"
+    data.mkdir()
+    records = [_record(data, i, "train") for i in range(2)] + [_record(data, 2, "validation")]
+    splits = DatasetDict(
+        {"train": records_to_dataset(records[:2]), "validation": records_to_dataset(records[2:])}
+    )
+    save_dataset_atomic(splits, data)
+    vae = build_oobleck_vae(
+        sample_rate=RATE, downsampling_ratios=(2, 5, 8), channel_multiples=(1, 2, 2),
+        encoder_hidden_size=8, decoder_channels=8, latent_channels=4,
+    )  # fmt: skip
+    bundle = save_vae_bundle(tmp_path / "bundle", vae.autoencoder, {})
+    teachers = tmp_path / "teachers"
+    for name in ("mert", "mhubert"):  # tiny_random.yaml says feature_dim 32
+        create_random_hubert(teachers / name, hidden_size=32, num_layers=2)
+    return {"data": data, "bundle": bundle, "teachers": teachers}
+
+
+def test_encode_resume_and_train_config_agree(
+    setup_dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--dataset_path", str(setup_dirs["data"]), "--vae_bundle", str(setup_dirs["bundle"]),
+        "--repa", "tiny_random", "--repa_set", f"teacher_root={setup_dirs['teachers']}",
+        "--num_workers", "1", "--device", "cpu", "--no_progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "records: 3 (encoded 3, reused 0, redone 0, failed 0)" in out and "MB per minute" in out
+    (folder,) = (setup_dirs["data"] / "cache").iterdir()
+    assert len(list(folder.glob("*.safetensors"))) == 3
+    assert set(read_index(folder)["teachers"]) == {"mert", "mhubert"}
+    assert main(argv) == 0
+    assert "(encoded 0, reused 3, redone 0, failed 0)" in capsys.readouterr().out
+
+    # Training built from conf/data/latents.yaml + conf/repa/tiny_random.yaml finds that very cache.
+    cfg = OmegaConf.create(
+        {
+            "dataset_path": str(setup_dirs["data"]), "vae_bundle": str(setup_dirs["bundle"]),
+            "text_encoder_dir": None, "num_workers": 0, "seed": 0, "run_dir": "unused",
+            "repa": OmegaConf.load(CONF / "repa" / "tiny_random.yaml"),
+            "data": OmegaConf.load(CONF / "data" / "latents.yaml"),
+        }
+    )  # fmt: skip
+    cfg.repa.teacher_root = str(setup_dirs["teachers"])
+    module = instantiate(cfg.data)
+    module.setup("fit")
+    assert module.cache_folder == folder and module.cached_records == 3
+    batch = next(iter(module.val_dataloader()))
+    assert set(batch["teacher_features"]) == {"mert", "mhubert"} and batch["lyrics"].abs().sum() == 0
+
+
+def test_bad_input_is_one_line_and_exit_2(
+    setup_dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = setup_dirs["data"].parent / "no_bundle"
+    assert (
+        main(["--dataset_path", str(setup_dirs["data"]), "--vae_bundle", str(missing), "--no_progress"]) == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {missing}: not a refrain bundle") and "Fix:" in err and "\n" not in err
+    assert (
+        main(
+            [
+                "--dataset_path",
+                str(setup_dirs["data"]),
+                "--vae_bundle",
+                str(setup_dirs["bundle"]),
+                "--repa",
+                "nope",
+            ]
+        )
+        == 2
+    )
+    assert "neither a file nor a conf/repa option" in capsys.readouterr().err
