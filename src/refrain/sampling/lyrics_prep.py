@@ -1,0 +1,110 @@
+"""Lyrics for sampling: LRC or structured text -> timed lines -> phoneme ids -> the frame-aligned grid.
+
+The same steps data prep takes (refrain.data.lyric_fields), with two differences that matter at
+inference: the vocabulary is frozen (a phoneme the training data never had becomes ``<unk>`` and is
+counted, it never grows the table the model's embedding indexes), and plain lyrics are laid out at the
+requested tempo instead of being stretched over a known song length; they are squeezed into the
+duration only when they would not fit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from refrain.errors import RefrainInputError
+from refrain.text.alignment import align_sentences
+from refrain.text.g2p import G2P
+from refrain.text.lrc import LrcLine, looks_like_lrc, parse_lrc
+from refrain.text.lyrics import estimate_line_times, parse_structured_lyrics
+from refrain.text.vocab import PhonemeVocab
+
+LYRICS_FORMATS = ("auto", "lrc", "structured")
+_MIN_LAST_LINE_BEATS = 2  # a last line needs this many beats before the end, or the layout is squeezed
+
+
+@dataclass
+class TimedLyrics:
+    """Lines with start times, their phoneme ids (sentence end included; [] for a line with no text)."""
+
+    lines: list[LrcLine]
+    phoneme_ids: list[list[int]]
+    source: str  # "lrc" | "estimated" | "none"
+    unknown_phonemes: int = 0
+
+    def grid(self, num_frames: int, frame_rate: float) -> torch.LongTensor:
+        """(num_frames,) phoneme ids on the latent frame grid, 0 where nothing is sung."""
+        sentences = [(line.time, ids) for line, ids in zip(self.lines, self.phoneme_ids, strict=True) if ids]
+        return align_sentences(sentences, num_frames, frame_rate)
+
+    def timing(self) -> list[dict[str, Any]]:
+        """The laid-out lines as JSON (what a sidecar records)."""
+        return [{"time": float(line.time), "text": line.text} for line in self.lines]
+
+
+def timed_lines(
+    text: str,
+    duration: float,
+    bpm: float = 100.0,
+    lyrics_format: str = "auto",
+    start: float = 0.0,
+) -> tuple[list[LrcLine], str]:
+    """(lines sorted by time, source). LRC keeps its times; structured lyrics are laid out at ``bpm``."""
+    if lyrics_format not in LYRICS_FORMATS:
+        raise RefrainInputError(
+            "lyrics_format", f"unknown format {lyrics_format!r}", f"use one of {', '.join(LYRICS_FORMATS)}"
+        )
+    if not text or not text.strip():
+        return [], "none"
+    if lyrics_format == "lrc" or (lyrics_format == "auto" and looks_like_lrc(text)):
+        parsed = parse_lrc(text, source="lyrics")
+        if parsed.malformed:
+            number, line = parsed.malformed[0]
+            raise RefrainInputError(
+                f"lyrics line {number}", f"malformed LRC timestamp in {line!r}", "write times as [mm:ss.xx]"
+            )
+        return sorted(parsed.lines, key=lambda line: line.time), "lrc"
+    structured = parse_structured_lyrics(text)
+    if not structured:
+        return [], "none"
+    lines = estimate_line_times(structured, None, bpm, start)
+    if lines and lines[-1].time > duration - _MIN_LAST_LINE_BEATS * 60.0 / bpm:
+        lines = estimate_line_times(structured, duration, bpm, start)  # too long at this tempo: squeeze
+    return lines, "estimated"
+
+
+class LyricsPreparer:
+    """Turns lyric text into ``TimedLyrics`` with a frozen vocabulary; G2P is built on first use (slow)."""
+
+    def __init__(self, vocab: PhonemeVocab, g2p: G2P | None = None) -> None:
+        self.vocab = vocab
+        self._g2p = g2p
+
+    @property
+    def g2p(self) -> G2P:
+        if self._g2p is None:
+            self._g2p = G2P()
+        return self._g2p
+
+    def prepare(
+        self,
+        text: str,
+        duration: float,
+        bpm: float = 100.0,
+        language: str | None = None,
+        lyrics_format: str = "auto",
+        start: float = 0.0,
+    ) -> TimedLyrics:
+        """Timed lines and ids; ``language`` None detects per line (code-switching allowed)."""
+        lines, source = timed_lines(text, duration, bpm, lyrics_format, start)
+        sung = [index for index, line in enumerate(lines) if line.text.strip()]
+        ids: list[list[int]] = [[] for _ in lines]
+        unknown = 0
+        if sung:
+            phones = self.g2p.phonemize_lines([lines[i].text for i in sung], language=language)
+            for index, line_phones in zip(sung, phones, strict=True):
+                ids[index] = self.vocab.encode_sentence(line_phones)
+                unknown += sum(1 for token in ids[index] if token == PhonemeVocab.UNK_ID)
+        return TimedLyrics(lines, ids, source, unknown)
