@@ -1,0 +1,361 @@
+"""Multitrack datasets: a folder per song with the mix and one file per stem, for the stem LoRA variants.
+
+Input layout (names case-insensitive, any audio format refrain-prepare reads)::
+
+    songs/
+      my_song/
+        mix.flac  vocals.flac  drums.flac  bass.flac  other.flac
+        prompt.txt            comma-separated tags (tags.txt works too)
+        lyrics.txt            structured or LRC lyrics (lyrics.lrc works too)
+
+Every song becomes several records of one ordinary prepared dataset, each with a *role*: ``mix``, one
+``stem:<name>`` per stem and one ``rest:<name>`` per stem, the song without that stem (the sum of the
+other stems, or mix minus the stem when the others are missing). StemGen pairs ``stem:drums`` (target)
+with ``rest:drums`` (reference); singing2accompaniment pairs ``rest:vocals`` with ``stem:vocals``.
+Stems are linked, not copied; ``rest`` mixes are rendered once into ``audio_dir`` (FLAC, scaled down
+only when the sum would clip, the gain recorded). Records are produced by ``refrain.data.prepare`` (so
+validation, lyrics, phonemes, report and incremental re-runs are the usual ones) from a staging folder in
+ACE-Step's layout; then whole songs are assigned to train or validation (no song leaks across splits),
+and ``multitrack.json`` beside the dataset maps every song's roles to record keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import DatasetDict
+
+from refrain.data.sources import AUDIO_EXTENSIONS, read_text, split_tags
+from refrain.errors import RefrainInputError
+
+LAYOUT_FILE = "multitrack.json"
+LAYOUT_VERSION = 1
+DEFAULT_STEMS = ("vocals", "drums", "bass", "other")
+MIX_NAMES = ("mix", "mixture")
+TAG_FILES = ("prompt.txt", "tags.txt")
+LYRIC_FILES = ("lyrics.lrc", "lyrics.txt")
+VOCAB_NAME = "phoneme_vocab.json"  # a DiT bundle's copy of its training vocabulary
+
+
+@dataclass(frozen=True)
+class SongFolder:
+    """One song of a multitrack folder: its mix (optional), stems and sidecars."""
+
+    name: str
+    folder: Path
+    mix: Path | None
+    stems: dict[str, Path]
+    tags_file: Path | None = None
+    lyrics_file: Path | None = None
+
+
+@dataclass
+class MultitrackLayout:
+    """Song -> role -> record key, as stored in ``multitrack.json`` next to the prepared dataset."""
+
+    stems: tuple[str, ...]
+    songs: dict[str, dict[str, str]] = field(default_factory=dict)
+    splits: dict[str, str] = field(default_factory=dict)
+    gains: dict[str, float] = field(default_factory=dict)
+
+    def roles_by_key(self) -> dict[str, tuple[str, str]]:
+        return {key: (song, role) for song, roles in self.songs.items() for role, key in roles.items()}
+
+    def save(self, dataset_path: str | Path) -> Path:
+        data = {"format_version": LAYOUT_VERSION, "stems": list(self.stems), "songs": self.songs,
+                "splits": self.splits, "rest_gains": self.gains}  # fmt: skip
+        path = Path(dataset_path) / LAYOUT_FILE
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        os.replace(tmp, path)
+        return path
+
+
+def read_layout(dataset_path: str | Path) -> MultitrackLayout | None:
+    """The dataset's multitrack layout, or None for an ordinary (single-track) dataset."""
+    path = Path(dataset_path) / LAYOUT_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return MultitrackLayout(tuple(data["stems"]), dict(data["songs"]), dict(data.get("splits") or {}),
+                                dict(data.get("rest_gains") or {}))  # fmt: skip
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise RefrainInputError(
+            path, f"unreadable multitrack layout ({err})", "re-run multitrack preparation"
+        ) from None
+
+
+def _audio_by_name(folder: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith("."):
+            found.setdefault(path.stem.lower(), path)
+    return found
+
+
+def _first(folder: Path, names: Sequence[str]) -> Path | None:
+    lower = {p.name.lower(): p for p in folder.iterdir() if p.is_file()}
+    return next((lower[n] for n in names if n in lower), None)
+
+
+def scan_multitrack(
+    input_dir: str | Path, stems: Sequence[str] = DEFAULT_STEMS
+) -> tuple[list[SongFolder], list[str]]:
+    """Song folders under ``input_dir`` and a note for each folder that is not one (no stem file)."""
+    root = Path(input_dir)
+    if not root.is_dir():
+        raise RefrainInputError(
+            root, "the input folder does not exist", "pass the folder holding one folder per song"
+        )
+    songs, notes = [], []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        audio = _audio_by_name(folder)
+        found = {name: audio[name] for name in stems if name in audio}
+        if not found:
+            notes.append(f"{folder.name}: no stem file ({', '.join(stems)}); skipped")
+            continue
+        mix = next((audio[n] for n in MIX_NAMES if n in audio), None)
+        extra = sorted(set(audio) - set(found) - set(MIX_NAMES))
+        if extra:
+            notes.append(f"{folder.name}: ignored audio files {', '.join(extra)} (not in --stems)")
+        songs.append(
+            SongFolder(
+                folder.name, folder, mix, found, _first(folder, TAG_FILES), _first(folder, LYRIC_FILES)
+            )
+        )
+    if not songs:
+        raise RefrainInputError(
+            root, "no song folder with stem files found",
+            f"lay out one folder per song holding mix.flac and stem files named {', '.join(stems)}",
+        )  # fmt: skip
+    return songs, notes
+
+
+def role_has_vocals(role: str, stems: Sequence[str]) -> bool:
+    """Whether a role's audio carries the singing (so its record gets the song's lyrics)."""
+    if "vocals" not in stems:
+        return role == "mix" or role.startswith("rest:")
+    return role in ("mix", "stem:vocals") or (role.startswith("rest:") and role != "rest:vocals")
+
+
+def role_tags(role: str) -> list[str]:
+    """Tags a role adds to the song's: the stem's name, or what the rest mix lacks."""
+    family, _, name = role.partition(":")
+    if family == "stem":
+        return [name]
+    if family == "rest":
+        return ["instrumental", "accompaniment"] if name == "vocals" else [f"no {name}"]
+    return []
+
+
+def _link(source: Path, target: Path) -> None:
+    if target.is_symlink() or target.exists():
+        if target.resolve() == source.resolve():
+            return
+        target.unlink()
+    try:
+        target.symlink_to(source.resolve())
+    except OSError:  # filesystems without symlinks get a copy
+        shutil.copyfile(source, target)
+
+
+def _render_rest(song: SongFolder, stem: str, target: Path) -> float | None:
+    """Write the song without ``stem``; returns the gain applied (None when it cannot be made)."""
+    from refrain.audio.io import audio_info, load_audio, save_audio
+
+    others = [p for name, p in song.stems.items() if name != stem]
+    if not others and song.mix is None:
+        return None
+    sources = [*others, song.stems[stem]] + ([song.mix] if song.mix is not None else [])
+    if target.exists() and target.stat().st_mtime >= max(p.stat().st_mtime for p in sources):
+        meta = target.with_suffix(".gain")
+        return float(meta.read_text()) if meta.is_file() else 1.0
+    rate = audio_info(song.stems[stem]).sample_rate
+    if len(others) == len(song.stems) - 1 and others:
+        parts = [(load_audio(p, sample_rate=rate).samples, 1.0) for p in others]
+    else:  # stems are missing: the mix minus this stem
+        assert song.mix is not None
+        parts = [(load_audio(song.mix, sample_rate=rate).samples, 1.0),
+                 (load_audio(song.stems[stem], sample_rate=rate).samples, -1.0)]  # fmt: skip
+    frames = max(a.shape[1] for a, _ in parts)
+    total = np.zeros((2, frames), dtype=np.float32)
+    for audio, sign in parts:
+        total[:, : audio.shape[1]] += sign * audio
+    peak = float(np.abs(total).max()) if total.size else 0.0
+    gain = 1.0 / peak if peak > 1.0 else 1.0
+    save_audio(target, total * gain, rate)
+    target.with_suffix(".gain").write_text(f"{gain:.9g}")
+    return gain
+
+
+def stage_song(
+    song: SongFolder, audio_dir: Path, stems: Sequence[str]
+) -> tuple[dict[str, str], dict[str, float]]:
+    """Link/render one song's role files with ACE-Step sidecars; returns role -> key and rest gains."""
+    tags = split_tags(read_text(song.tags_file)) if song.tags_file is not None else []
+    lyrics = read_text(song.lyrics_file) if song.lyrics_file is not None else ""
+    roles: dict[str, str] = {}
+    gains: dict[str, float] = {}
+    files: list[tuple[str, Path]] = []
+    if song.mix is not None:
+        files.append(("mix", audio_dir / f"{song.name}__mix{song.mix.suffix.lower()}"))
+        _link(song.mix, files[-1][1])
+    for name, path in song.stems.items():
+        files.append((f"stem:{name}", audio_dir / f"{song.name}__stem_{name}{path.suffix.lower()}"))
+        _link(path, files[-1][1])
+    for name in song.stems:
+        target = audio_dir / f"{song.name}__rest_{name}.flac"
+        gain = _render_rest(song, name, target)
+        if gain is not None:
+            files.append((f"rest:{name}", target))
+            gains[target.stem] = gain
+    for role, path in files:
+        key = path.stem
+        roles[role] = key
+        (audio_dir / f"{key}_prompt.txt").write_text(", ".join([*tags, *role_tags(role)]), encoding="utf-8")
+        lyric_file = audio_dir / f"{key}_lyrics.txt"
+        if lyrics.strip() and role_has_vocals(role, stems):
+            lyric_file.write_text(lyrics, encoding="utf-8")
+        elif lyric_file.exists():
+            lyric_file.unlink()
+    return roles, gains
+
+
+def song_splits(songs: dict[str, list[dict[str, Any]]], val_fraction: float) -> dict[str, str]:
+    """Whole songs to train/validation by a hash of their records (stable across re-runs)."""
+    from refrain.data.splits import hash_position
+
+    def position(name: str) -> float:
+        digest = hashlib.sha256("".join(sorted(r["content_hash"] for r in songs[name])).encode()).hexdigest()
+        return hash_position(digest)
+
+    order = sorted(songs, key=lambda n: (position(n), n))
+    n_val = sum(1 for n in order if position(n) < val_fraction)
+    if len(order) >= 2 and val_fraction > 0:
+        n_val = max(n_val, 1)
+    n_val = min(n_val, len(order) - 1)
+    return {name: ("validation" if i < n_val else "train") for i, name in enumerate(order)}
+
+
+@dataclass
+class MultitrackResult:
+    dataset: DatasetDict
+    layout: MultitrackLayout
+    report_text: str
+    notes: list[str]
+
+
+def prepare_multitrack(
+    input_dir: str | Path,
+    output_dir: str | Path,
+    audio_dir: str | Path | None = None,
+    stems: Sequence[str] = DEFAULT_STEMS,
+    val_fraction: float = 0.1,
+    language: str = "auto",
+    min_seconds: float = 1.0,
+    base_vocab: str | Path | None = None,
+    progress: bool = True,
+) -> MultitrackResult:
+    """Multitrack folder -> prepared dataset at ``output_dir`` (+ ``multitrack.json``).
+
+    ``audio_dir`` (default ``<output_dir>_audio``, beside it: refrain-prepare never scans inside its own
+    output) holds the staged role files. ``base_vocab`` seeds the phoneme vocabulary with a base
+    bundle's, so a LoRA's lyric ids mean what they meant when the base was trained.
+    """
+    from refrain.data.prepare import PrepareOptions, prepare_dataset, save_dataset_atomic
+    from refrain.data.schema import VOCAB_FILE, load_prepared, records_to_dataset
+
+    out = Path(output_dir).resolve()
+    staging = Path(audio_dir).resolve() if audio_dir is not None else out.with_name(f"{out.name}_audio")
+    songs, notes = scan_multitrack(input_dir, stems)
+    staging.mkdir(parents=True, exist_ok=True)
+    layout = MultitrackLayout(tuple(stems))
+    for song in songs:
+        layout.songs[song.name], gains = stage_song(song, staging, stems)
+        layout.gains.update(gains)
+    out.mkdir(parents=True, exist_ok=True)
+    if base_vocab is not None and not (out / VOCAB_FILE).exists():
+        shutil.copyfile(base_vocab, out / VOCAB_FILE)
+    options = PrepareOptions(output_dir=out, source="acestep", input_dir=staging, val_fraction=0.0,
+                             language=language, min_seconds=min_seconds, progress=progress)  # fmt: skip
+    result = prepare_dataset(options)
+    records = [dict(r) for split in load_prepared(out).values() for r in split]
+    song_of = {key: song for key, (song, _) in layout.roles_by_key().items()}
+    by_song: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        by_song.setdefault(song_of.get(record["keys"], record["keys"]), []).append(record)
+    layout.splits = song_splits(by_song, val_fraction)
+    for song, items in by_song.items():
+        for record in items:
+            record["split"] = layout.splits[song]
+    present = {r["keys"] for r in records}
+    for song, roles in layout.songs.items():
+        missing = sorted(role for role, key in roles.items() if key not in present)
+        if missing:
+            notes.append(f"{song}: roles {', '.join(missing)} were skipped by preparation (see report.txt)")
+    parts = {name: [r for r in records if r["split"] == name] for name in ("train", "validation")}
+    dataset = DatasetDict({name: records_to_dataset(items) for name, items in parts.items()})
+    save_dataset_atomic(dataset, out)
+    layout.save(out)
+    return MultitrackResult(dataset, layout, result.report_text, notes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m refrain.data.multitrack",
+        description="Prepare a multitrack dataset (a folder per song: mix + stems) for StemGen and "
+        "singing2accompaniment LoRAs (lyric2vocal trains on its vocal stems).",
+    )
+    parser.add_argument("--input", type=Path, required=True, help="folder with one folder per song")
+    parser.add_argument("--output", type=Path, required=True, help="the dataset folder (--dataset_path)")
+    parser.add_argument(
+        "--audio_dir", type=Path, default=None, help="staged role files (default OUTPUT_audio)"
+    )
+    parser.add_argument("--stems", default=",".join(DEFAULT_STEMS), help="stem file names, comma-separated")
+    parser.add_argument("--val_fraction", type=float, default=0.1, help="share of songs held out")
+    parser.add_argument("--language", default="auto", help="lyrics language; auto detects")
+    parser.add_argument("--min_seconds", type=float, default=1.0, help="skip audio shorter than this")
+    parser.add_argument(
+        "--base_bundle", type=Path, default=None, help="seed the phoneme vocabulary from a DiT bundle"
+    )
+    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    stems = [s.strip().lower() for s in args.stems.split(",") if s.strip()]
+    try:
+        vocab = args.base_bundle / VOCAB_NAME if args.base_bundle is not None else None
+        if vocab is not None and not vocab.is_file():
+            raise RefrainInputError(
+                vocab, "the base bundle has no phoneme vocabulary", "pass a DiT bundle folder"
+            )
+        result = prepare_multitrack(args.input, args.output, args.audio_dir, stems, args.val_fraction,
+                                    args.language, args.min_seconds, vocab, not args.no_progress)  # fmt: skip
+    except RefrainInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(result.report_text)
+    for note in result.notes:
+        print(f"note: {note}")
+    sizes = {name: len(split) for name, split in result.dataset.items()}
+    print(
+        f"multitrack: {len(result.layout.songs)} songs, records {sizes}, layout {Path(args.output) / LAYOUT_FILE}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
