@@ -87,8 +87,8 @@ class NoisyToyTask(pl.LightningModule):
         self.noisy = noisy
         self.nan_from_step = nan_from_step
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        inputs, targets = batch
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        inputs, targets = (batch["inputs"], batch["targets"]) if isinstance(batch, dict) else batch
         loss = torch.nn.functional.mse_loss(self.net(inputs), targets)
         if self.noisy:
             jitter = torch.randn(()) + float(np.random.normal()) + random.random()
@@ -178,6 +178,62 @@ class KillDuringSave(pl.Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
         torch.save = half_then_die
+
+
+DIT = {"channels": 4, "frames": 16, "text": 8, "vocab": 20}
+
+
+def tiny_dit_model(seed: int = 0) -> torch.nn.Module:
+    from refrain.models.dit.transformer import DiffusionTransformer
+
+    torch.manual_seed(seed)
+    return DiffusionTransformer(
+        latent_channels=DIT["channels"], hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+        text_dim=DIT["text"], lyric_vocab_size=DIT["vocab"], lyric_dim=16, lyric_conv_layers=1, repa_layer=1,
+    )  # fmt: skip
+
+
+def dit_batch(seed: int, size: int = 2, nan: bool = False) -> dict[str, Any]:
+    """One collated batch of the DiT batch contract (no teachers); the second item is padded."""
+    g = torch.Generator().manual_seed(seed)
+    c, t, text, vocab = DIT["channels"], DIT["frames"], DIT["text"], DIT["vocab"]
+    frame_mask = torch.arange(t)[None] < torch.tensor([t, t - 4] * (size // 2) + [t] * (size % 2))[:, None]
+    mean = torch.randn(size, c, t, generator=g) * frame_mask[:, None]
+    if nan:
+        mean[0, 0, 0] = float("nan")
+    return {
+        "latent_mean": mean,
+        "latent_std": torch.full((size, c, t), 0.05),
+        "frame_mask": frame_mask,
+        "lyrics": torch.randint(1, vocab, (size, t), generator=g) * frame_mask,
+        "style": torch.randn(size, 3, text, generator=g),
+        "style_mask": torch.ones(size, 3, dtype=torch.bool),
+        "teacher_features": {},
+        "teacher_masks": {},
+    }
+
+
+class _Prebuilt(Dataset):
+    def __init__(self, batches: list[dict[str, Any]]) -> None:
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.batches[index]
+
+
+class DiTBatches(pl.LightningDataModule):
+    """``count`` prebuilt DiT batches; the ones at ``nan_from`` and after carry a NaN latent."""
+
+    def __init__(self, count: int = 8, nan_from: int | None = None, size: int = 2) -> None:
+        super().__init__()
+        nan = [nan_from is not None and i >= nan_from for i in range(count)]
+        self.data = _Prebuilt([dit_batch(i, size, bad) for i, bad in enumerate(nan)])
+
+    def train_dataloader(self) -> torch.utils.data.DataLoader:
+        return torch.utils.data.DataLoader(self.data, batch_size=None, shuffle=False)
 
 
 TOY_TASK = {"_target_": "resilience_toys.NoisyToyTask", "learning_rate": "${learning_rate}"}

@@ -111,15 +111,18 @@ def test_without_exact_resume_the_resumed_losses_differ(tmp_path: Path) -> None:
     assert any(after[s] != reference[s] for s in range(9, 13))
 
 
-def test_stop_at_max_steps_then_resume_matches_in_process(tmp_path: Path) -> None:
-    """The same property without a subprocess: stop at step 8 (mid-epoch 1), resume to 14."""
-    first = train(toy_config(tmp_path / "a", "trainer.max_steps=8", *COMMON))
+@pytest.mark.parametrize("stop", [6, 8])
+def test_stop_at_max_steps_then_resume_matches_in_process(tmp_path: Path, stop: int) -> None:
+    """The same property without a subprocess, saved at an epoch's last batch (6) or inside one (8)."""
+    common = [f"every_n_train_steps={stop}", "data.num_workers=2"]
+    first = train(toy_config(tmp_path / "a", f"trainer.max_steps={stop}", *common))
+    assert torch.load(first.last_checkpoint, weights_only=True)["global_step"] == stop
     train(
         toy_config(
-            tmp_path / "a", "trainer.max_steps=14", f"ckpt_path={first.last_checkpoint}", *COMMON,
+            tmp_path / "a", "trainer.max_steps=14", f"ckpt_path={first.last_checkpoint}", *common,
             *recorder(tmp_path / "resumed.csv"),
         )
     )  # fmt: skip
-    train(toy_config(tmp_path / "b", "trainer.max_steps=14", *COMMON, *recorder(tmp_path / "straight.csv")))
+    train(toy_config(tmp_path / "b", "trainer.max_steps=14", *common, *recorder(tmp_path / "straight.csv")))
     after, reference = read_losses(tmp_path / "resumed.csv"), read_losses(tmp_path / "straight.csv")
-    assert after == {s: reference[s] for s in range(9, 15)}
+    assert after == {s: reference[s] for s in range(stop + 1, 15)}

@@ -37,7 +37,7 @@ def load_torch_file(path: str | Path, map_location: Any = "cpu") -> Any:
         ) from None
     except FileNotFoundError:
         raise RefrainInputError(path, "checkpoint not found", "pass an existing .ckpt file") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as error:
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RefrainInputError(
             path,

@@ -1,11 +1,12 @@
 """Preemption: SIGTERM or SIGUSR1 finish the current batch, save ``last.ckpt`` and end the run cleanly.
 
 Cluster schedulers warn a job with SIGTERM (or SIGUSR1 ahead of the time limit) before killing it. The
-handler only records the signal; the save happens at the next batch boundary on every rank together,
-so the checkpoint is consistent and a requeued job resumes from it with ``--ckpt_path .../last.ckpt``.
-Lightning's own handlers stay in charge where they exist: its SIGTERM notifier is chained (it stops the
-loop after the batch), and under SLURM with auto-requeue its SIGUSR1 handler (save + ``scontrol
-requeue``) is left alone.
+handler only records the signal; at the next training batch end every rank agrees (one all-reduce),
+saves together and stops, so the checkpoint is the ordinary mid-epoch state that resumes exactly, and a
+requeued job continues from it with ``--ckpt_path .../last.ckpt``. While training runs, this handler
+replaces Lightning's SIGTERM notifier, which would end the epoch loop at the next batch boundary without
+saving (its checkpoint-less ``SIGTERMException`` remains the fallback, caught in ``on_exception``); under
+SLURM with auto-requeue, Lightning's SIGUSR1 handler (save + ``scontrol requeue``) is left in charge.
 """
 
 from __future__ import annotations
@@ -39,12 +40,9 @@ class GracefulStop(Callback):
     # ----- handlers -----
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.received = signum
-        previous = self._previous.get(signum)
-        if callable(previous):
-            previous(signum, frame)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Install after Lightning registered its handlers (it does so just before the fit loop runs)."""
+        """Install after Lightning registered its own (it does so just before the fit loop runs)."""
         if threading.current_thread() is not threading.main_thread():
             return
         for name in self.signal_names:
