@@ -1,0 +1,357 @@
+"""Compression-robust VAE training (DiffRhythm's recipe on Stable Audio Open's losses) as a LightningModule.
+
+The VAE sees the MP3-degraded copy of a crop and is trained to reproduce the lossless original.
+Generator and discriminator are optimised by hand (manual optimisation): one training step is one
+generator update, and only that update advances ``global_step``; the discriminator update that
+follows it is not counted, so ``max_steps`` and every step-based cadence mean generator steps.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from diffusers import AutoencoderOobleck
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
+
+from refrain.errors import RefrainInputError
+from refrain.losses.adversarial import discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss
+from refrain.losses.metrics import ReconstructionMetrics
+from refrain.losses.spectral import MelDistance, StereoMRSTFTLoss
+from refrain.models.vae.ema import EMA
+from refrain.models.vae.oobleck import OobleckVAE
+
+OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+
+
+class VAETask(pl.LightningModule):
+    """Trains an ``OobleckVAE`` against a multi-scale STFT discriminator; keeps an EMA of the VAE."""
+
+    def __init__(
+        self,
+        model: OobleckVAE,
+        discriminator: nn.Module,
+        generator_optimizer: OptimizerFactory,
+        discriminator_optimizer: OptimizerFactory,
+        generator_scheduler: SchedulerFactory | None = None,
+        discriminator_scheduler: SchedulerFactory | None = None,
+        spectral_loss: nn.Module | None = None,
+        stft_weight: float = 1.0,
+        kl_weight: float = 1e-4,
+        mel_weight: float = 0.0,
+        adversarial_weight: float = 0.1,
+        feature_matching_weight: float = 5.0,
+        adversarial_start_step: int = 0,
+        ema_decay: float = 0.9999,
+        freeze_encoder: bool = False,
+        sample_posterior: bool = True,
+        gradient_clip_val: float | None = None,
+        run_dir: str | Path = "exps/vae",
+        every_plot_step: int | None = None,
+        validate_with_ema: bool = True,
+        max_consecutive_skips: int = 100,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.model = model
+        self.discriminator = discriminator
+        self.generator_optimizer = generator_optimizer
+        self.discriminator_optimizer = discriminator_optimizer
+        self.generator_scheduler = generator_scheduler
+        self.discriminator_scheduler = discriminator_scheduler
+        self.spectral_loss = spectral_loss or StereoMRSTFTLoss(model.sample_rate)
+        self.mel_loss = MelDistance(model.sample_rate) if mel_weight else None
+        self.weights = {
+            "stft": stft_weight,
+            "kl": kl_weight,
+            "mel": mel_weight,
+            "adv": adversarial_weight,
+            "feature_matching": feature_matching_weight,
+        }
+        self.adversarial_start_step = int(adversarial_start_step)
+        self.freeze_encoder = freeze_encoder
+        if freeze_encoder:
+            model.freeze_encoder()
+        self.sample_posterior = sample_posterior
+        self.gradient_clip_val = gradient_clip_val
+        self.run_dir = Path(run_dir)
+        self.every_plot_step = every_plot_step
+        self.validate_with_ema = validate_with_ema
+        self.max_consecutive_skips = max_consecutive_skips
+        twin = AutoencoderOobleck.from_config(model.autoencoder.config)
+        self.ema = EMA(model.autoencoder, twin, decay=ema_decay)
+        self.metrics = ReconstructionMetrics(model.sample_rate)
+        self.nonfinite_skips = 0
+        self._consecutive_skips = 0
+        self.skipped_items_epoch = 0
+        self.skipped_items_total = 0
+        self._sched_g: Any = None
+        self._sched_d: Any = None
+
+    # ----- set-up -----
+    def configure_optimizers(self) -> Any:
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        opt_g = self.generator_optimizer(trainable)
+        opt_d = self.discriminator_optimizer(self.discriminator.parameters())
+        schedulers = []
+        self._sched_g = self.generator_scheduler(opt_g) if self.generator_scheduler else None
+        self._sched_d = self.discriminator_scheduler(opt_d) if self.discriminator_scheduler else None
+        for name, scheduler in (("generator", self._sched_g), ("discriminator", self._sched_d)):
+            if scheduler is not None:
+                schedulers.append({"scheduler": scheduler, "interval": "step", "name": f"lr/{name}"})
+        return [opt_g, opt_d], schedulers
+
+    def on_fit_start(self) -> None:
+        if str(self.trainer.precision).startswith("16"):
+            raise RefrainInputError(
+                "trainer.precision",
+                "fp16 loss scaling is not supported for the VAE's GAN training",
+                "use bf16-mixed or 32-true",
+            )
+
+    def ema_vae(self) -> OobleckVAE:
+        """The EMA weights as an ``OobleckVAE`` view (shares the EMA's parameters, registers nothing)."""
+        return OobleckVAE(
+            self.ema.shadow,
+            chunk_seconds=self.model.chunk_seconds,
+            overlap_seconds=self.model.overlap_seconds,
+        )
+
+    # ----- training -----
+    def _clip(self, parameters: list[nn.Parameter]) -> torch.Tensor:
+        """Clip by global norm (``gradient_clip_val``; None = measure only) and return the pre-clip norm."""
+        limit = self.gradient_clip_val if self.gradient_clip_val else math.inf
+        return torch.nn.utils.clip_grad_norm_(parameters, limit)
+
+    def _skip(self, what: str) -> None:
+        self.nonfinite_skips += 1
+        self._consecutive_skips += 1
+        rank_zero_warn(
+            f"non-finite {what} at step {self.global_step}: update skipped ({self.nonfinite_skips} so far)"
+        )
+        if self._consecutive_skips > self.max_consecutive_skips:
+            raise RuntimeError(
+                f"{self._consecutive_skips} consecutive non-finite VAE updates; lower the learning rates, "
+                "raise the warm-up or set gradient_clip_val"
+            )
+
+    def _check_batch(self, audio: torch.Tensor) -> None:
+        if audio.shape[-1] % self.model.hop_length:
+            raise RefrainInputError(
+                "data.crop_samples",
+                f"{audio.shape[-1]} samples is not a multiple of the VAE hop {self.model.hop_length}",
+                f"set data.crop_samples to a multiple of {self.model.hop_length}",
+            )
+
+    def _reconstruct(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.freeze_encoder:
+            with torch.no_grad():
+                posterior = self.model.encode(inputs)
+        else:
+            posterior = self.model.encode(inputs)
+        latents = posterior.sample() if self.sample_posterior else posterior.mode()
+        return self.model.decode(latents), self.model.kl_loss(posterior)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self.skipped_items_epoch += int(batch.get("skipped", 0))
+        if batch["audio"].numel() == 0:
+            return None
+        target, inputs, mask = batch["audio"], batch["degraded"], batch["mask"]
+        self._check_batch(target)
+        opt_g, opt_d = self.optimizers()
+        adversarial = self.global_step >= self.adversarial_start_step
+
+        recon, kl = self._reconstruct(inputs)
+        recon, target = recon * mask, target * mask
+        terms = dict(self.spectral_loss(recon, target))
+        terms["kl"] = kl
+        if self.mel_loss is not None:
+            terms.update(self.mel_loss(recon, target))
+        if adversarial:
+            real_logits, real_features = self.discriminator(target)
+            self.discriminator.requires_grad_(False)
+            fake_logits, fake_features = self.discriminator(recon)
+            self.discriminator.requires_grad_(True)
+            terms.update(generator_hinge_loss(fake_logits))
+            terms.update(feature_matching_loss(real_features, fake_features))
+        total = sum(self.weights[name] * terms[name] for name in self.weights if name in terms)
+        terms["loss"] = total
+
+        if self._update(opt_g, total, list(self.model.parameters()), "generator loss"):
+            self.ema.update(self.model.autoencoder)
+            if self._sched_g is not None:
+                self._sched_g.step()
+            self._consecutive_skips = 0
+        else:
+            return None
+        if adversarial:
+            disc_terms = discriminator_hinge_loss(real_logits, self.discriminator(recon.detach())[0])
+            d_params = list(self.discriminator.parameters())
+            stepped = self._update(opt_d, disc_terms["disc"], d_params, "discriminator loss", count=False)
+            if stepped and self._sched_d is not None:
+                self._sched_d.step()
+            terms.update(disc_terms)
+        self._log_terms(terms, batch_size=target.shape[0])
+        step = self.global_step
+        if self.every_plot_step and step % int(self.every_plot_step) == 0 and self.trainer.is_global_zero:
+            self.plot(step, target[0], inputs[0] * mask[0], recon[0].detach(), batch["setting"][0])
+        return None
+
+    def _update(
+        self,
+        optimizer: Any,
+        loss: torch.Tensor,
+        parameters: list[nn.Parameter],
+        what: str,
+        count: bool = True,
+    ) -> bool:
+        """Backward, clip, step; skip (and count) the update when the loss or the gradient is not finite."""
+        if not torch.isfinite(loss):
+            self._skip(what)
+            return False
+        optimizer.zero_grad(set_to_none=True)
+        self.manual_backward(loss)
+        norm = self._clip([p for p in parameters if p.grad is not None])
+        if not torch.isfinite(norm):
+            optimizer.zero_grad(set_to_none=True)
+            self._skip(f"{what} gradient")
+            return False
+        if count:
+            optimizer.step()
+        else:
+            _step_uncounted(optimizer)
+        optimizer.zero_grad(set_to_none=True)
+        return True
+
+    def _log_terms(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
+        named = {}
+        for name, value in terms.items():
+            if name != "loss":
+                key = f"train/{name}" if name.startswith("stft_") else f"train/loss_{name}"
+                named[key] = value.detach()
+        named["train/nonfinite_skips"] = float(self.nonfinite_skips)
+        self.log_dict(named, prog_bar=False, batch_size=batch_size)
+        self.log("train/loss", terms["loss"].detach(), prog_bar=True, batch_size=batch_size)
+
+    def on_train_epoch_start(self) -> None:
+        self.skipped_items_epoch = 0
+
+    def on_train_epoch_end(self) -> None:
+        self.skipped_items_total += self.skipped_items_epoch
+        self.log("data/skipped_items_epoch", float(self.skipped_items_epoch))
+        if self.skipped_items_epoch:
+            rank_zero_warn(
+                f"epoch {self.current_epoch}: {self.skipped_items_epoch} audio items failed to load and were skipped "
+                f"({self.skipped_items_total} in total); see the warnings above for the files"
+            )
+
+    # ----- validation -----
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if batch["audio"].numel() == 0:
+            return
+        target, mask = batch["audio"] * batch["mask"], batch["mask"]
+        self._check_batch(target)
+        vae = self.ema_vae() if self.validate_with_ema else self.model
+        for name, source in (("clean", batch["audio"]), ("mp3", batch["degraded"])):
+            recon = vae(source, sample_posterior=False).reconstruction * mask
+            values = self.metrics(recon, target)
+            self.log_dict(
+                {f"val/{name}/{k}": v for k, v in values.items()}, batch_size=target.shape[0], sync_dist=True
+            )
+
+    # ----- plots -----
+    def plot(
+        self, step: int, clean: torch.Tensor, degraded: torch.Tensor, recon: torch.Tensor, setting: str
+    ) -> Path:
+        """Write wavs + a spectrogram triple to ``run_dir/plots/step_XXXXXX`` and send them to the logger."""
+        from refrain.audio.io import save_audio
+        from refrain.audio.spectrogram import save_spectrogram_png
+
+        folder = self.run_dir / "plots" / f"step_{step:06d}"
+        rate = self.model.sample_rate
+        waves = {"input": clean, "degraded": degraded, "reconstruction": recon}
+        arrays = {name: wave.detach().float().cpu().numpy() for name, wave in waves.items()}
+        for name, array in arrays.items():
+            save_audio(folder / f"{name}.wav", array, rate)
+        titles = {
+            "input": "input (lossless target)",
+            "degraded": f"degraded ({setting})",
+            "reconstruction": "reconstruction",
+        }
+        png = save_spectrogram_png(
+            folder / "spectrograms.png", [(titles[n], a) for n, a in arrays.items()], rate
+        )
+        for logger in self.loggers:
+            if isinstance(logger, TensorBoardLogger):
+                for name, array in arrays.items():
+                    logger.experiment.add_audio(
+                        f"audio/{name}", torch.from_numpy(array.mean(0, keepdims=True)), step, rate
+                    )
+                import matplotlib.pyplot as plt
+
+                logger.experiment.add_image(
+                    "spectrograms", plt.imread(str(png))[..., :3], step, dataformats="HWC"
+                )
+            elif isinstance(logger, WandbLogger):
+                logger.log_audio(
+                    "audio",
+                    [a.T for a in arrays.values()],
+                    step=step,
+                    sample_rate=[rate] * 3,
+                    caption=list(arrays),
+                )
+                logger.log_image("spectrograms", [str(png)], step=step)
+        return folder
+
+    # ----- checkpoints -----
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["refrain_vae"] = {
+            "autoencoder_config": json.loads(json.dumps(dict(self.model.autoencoder.config), default=_plain)),
+            "nonfinite_skips": self.nonfinite_skips,
+            "skipped_items_total": self.skipped_items_total,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("refrain_vae", {})
+        self.nonfinite_skips = int(state.get("nonfinite_skips", 0))
+        self.skipped_items_total = int(state.get("skipped_items_total", 0))
+
+    def on_fit_end(self) -> None:
+        if self.nonfinite_skips:
+            rank_zero_info(f"VAE training skipped {self.nonfinite_skips} non-finite updates in total")
+
+
+def _plain(value: Any) -> Any:
+    """JSON fallback for config values (tuples, numpy scalars) so the checkpoint loads with weights_only."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple | set):
+        return list(value)
+    return str(value)
+
+
+def _step_uncounted(optimizer: Any) -> None:
+    """Step a LightningOptimizer without advancing ``global_step`` (the discriminator's update).
+
+    Lightning counts every manual ``optimizer.step()`` through the LightningOptimizer's before/after
+    hooks; silencing them for this call keeps one global step per generator update.
+    """
+    before, after = optimizer._on_before_step, optimizer._on_after_step
+    optimizer._on_before_step = optimizer._on_after_step = _nothing
+    try:
+        optimizer.step()
+    finally:
+        optimizer._on_before_step, optimizer._on_after_step = before, after
+
+
+def _nothing() -> None:
+    return None
