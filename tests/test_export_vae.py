@@ -102,3 +102,55 @@ def test_foreign_and_newer_checkpoints_are_refused(trained, tmp_path: Path) -> N
     with pytest.raises(RefrainInputError, match="no refrain metadata"):
         export_vae(tmp_path / "bare.ckpt", tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_demo_recipe_trains_end_to_end_and_exports(tmp_path: Path) -> None:
+    """experiment=demo_vae through refrain.train.train on a two-song prepared dataset, then refrain-export."""
+    import datasets
+    import numpy as np
+    import soundfile as sf
+
+    from refrain.config import compose_config
+    from refrain.data.schema import FEATURES, empty_recaption
+    from refrain.train import train
+
+    records = []
+    for index, split in enumerate(("train", "train", "validation")):
+        path = tmp_path / f"song{index}.wav"
+        t = np.arange(48000 * 2) / 48000
+        wave = 0.3 * np.sin(2 * np.pi * (220 + 110 * index) * t)
+        sf.write(path, np.stack([wave, wave * 0.8], axis=1).astype(np.float32), 48000)
+        records.append(
+            {"keys": path.stem, "filename": str(path), "tags": [], "speaker_emb_path": "", "norm_lyrics": "",
+             "recaption": empty_recaption(), "lrc": [], "lrc_source": "none", "phoneme_ids": [], "duration": 2.0,
+             "sample_rate": 48000, "channels": 2, "language": "en", "content_hash": str(index), "split": split}
+        )  # fmt: skip
+    splits = {
+        s: datasets.Dataset.from_list([r for r in records if r["split"] == s], features=FEATURES)
+        for s in ("train", "validation")
+    }
+    datasets.DatasetDict(splits).save_to_disk(str(tmp_path / "ds" / "hf"))
+    cfg = compose_config(
+        [
+            "experiment=demo_vae",
+            f"dataset_path={tmp_path / 'ds'}",
+            f"run_dir={tmp_path / 'run'}",
+            "num_workers=0",
+            "logger=csv",
+            "callbacks.progress=null",
+            "trainer.max_steps=4",
+            "trainer.val_check_interval=2",
+            "trainer.enable_model_summary=false",
+            "every_plot_step=2",
+            "task.adversarial_start_step=2",
+            "data.batch_size=1",
+        ]
+    )
+    result = train(cfg)
+    assert result.trainer.global_step == 4
+    assert {"val/mp3/hf_energy_db", "val/clean/si_sdr", "train/loss_adv"} <= set(result.metrics)
+    assert (tmp_path / "run" / "plots" / "step_000004" / "spectrograms.png").is_file()
+    bundle = load_vae_bundle(export_vae(result.last_checkpoint, tmp_path / "bundle"))
+    assert bundle.config["exp_name"] == "demo_vae" and bundle.manifest["hop_length"] == 1024
+    assert bundle.manifest["latent_channels"] == 16 and bundle.model.frame_rate == pytest.approx(44100 / 1024)

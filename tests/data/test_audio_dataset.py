@@ -69,18 +69,17 @@ def test_degrader_runs_on_the_crop(files) -> None:
     assert np.corrcoef(a, b)[0, 1] > 0.9
 
 
-def test_validation_crops_are_fixed(files) -> None:
+def test_draws_are_a_function_of_the_key(files) -> None:
     dataset = AudioCropDataset(
-        [files["long"]],
-        RATE,
-        CROP,
-        fixed_setting=Mp3Setting(bitrate_kbps=128),
-        deterministic=True,
-        crops_per_item=2,
+        [files["long"]], RATE, CROP, fixed_setting=Mp3Setting(bitrate_kbps=128), crops_per_item=2
     )
     first, again, other = dataset[0], dataset[0], dataset[1]
     assert torch.equal(first["audio"], again["audio"]) and torch.equal(first["degraded"], again["degraded"])
     assert first["setting"] == "cbr128" and not torch.equal(first["audio"], other["audio"])
+    # a training key of a later epoch (epoch * len + index) is the same file with a fresh crop
+    later = dataset[2 * len(dataset)]
+    assert not torch.equal(later["audio"], first["audio"])
+    assert torch.equal(later["audio"], dataset[2 * len(dataset)]["audio"])
 
 
 def prepared(tmp_path: Path, train: list[tuple[str, float]], validation: list[tuple[str, float]]) -> Path:
@@ -119,3 +118,10 @@ def test_datamodule_loads_a_prepared_dataset(tmp_path: Path, files) -> None:
     val_a = next(iter(module.val_dataloader()))
     val_b = next(iter(module.val_dataloader()))
     assert val_a["setting"] == ["cbr96"] and torch.equal(val_a["degraded"], val_b["degraded"])
+    # the train loader saves its place: a fresh loader given its state continues the same epoch
+    loader = module.train_dataloader()
+    loader.sampler.set_epoch(3)
+    batches = list(loader)
+    assert len(batches) == 1
+    state = loader.state_dict()
+    assert state["epoch"] == 3 and state["batches"] == 1

@@ -4,12 +4,16 @@ Each item decodes only its crop (``load_audio`` with an offset and a duration), 
 rate, pads a short file with zeros plus a mask, and makes the degraded copy the VAE sees as input. A
 file that fails to load yields ``None``; ``collate_crops`` drops it and counts it in the batch so the
 task can report the total at the end of every epoch, and training goes on.
+
+Every random draw (crop offset, MP3 setting) comes from ``(seed, key)``: the training sampler yields
+keys that include the epoch (``ResumableSampler(epoch_keys=True)``), so crops change every epoch, are
+the same on any number of workers or GPUs, and are redrawn exactly after a resume; validation keys are
+plain indices, so the held-out crops never change.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -21,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from refrain.audio.io import load_audio
 from refrain.audio.mp3 import Mp3Setting, mp3_roundtrip
+from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler
 from refrain.errors import RefrainInputError
 
 log = logging.getLogger(__name__)
@@ -32,9 +37,8 @@ LOAD_ERRORS = (RefrainInputError, OSError, RuntimeError, ValueError, sf.Libsndfi
 class AudioCropDataset(Dataset):
     """Map-style dataset over ``(filename, duration)`` items returning fixed-length crops.
 
-    ``deterministic`` (validation) draws every crop offset from ``(seed, index)``, so the held-out set is
-    the same at every validation; training draws from a per-worker generator. ``fixed_setting`` replaces
-    the random degrader with one MP3 setting (validation's MP3 -> clean measurement).
+    ``dataset[key]`` serves item ``key % len(dataset)`` with random draws seeded by ``(seed, key)``.
+    ``fixed_setting`` replaces the random degrader with one MP3 setting (validation's MP3 -> clean).
     """
 
     def __init__(
@@ -45,7 +49,6 @@ class AudioCropDataset(Dataset):
         channels: int = 2,
         degrader: Degrader | None = None,
         fixed_setting: Mp3Setting | None = None,
-        deterministic: bool = False,
         seed: int = 0,
         crops_per_item: int = 1,
     ) -> None:
@@ -59,27 +62,15 @@ class AudioCropDataset(Dataset):
         self.channels = channels
         self.degrader = degrader
         self.fixed_setting = fixed_setting
-        self.deterministic = deterministic
         self.seed = seed
         self.crops_per_item = max(1, int(crops_per_item))
-        self._rng: np.random.Generator | None = None
-        self._rng_pid: int | None = None
 
     def __len__(self) -> int:
         return len(self.items) * self.crops_per_item
 
-    def _generator(self, index: int) -> np.random.Generator:
-        if self.deterministic:
-            return np.random.default_rng([self.seed, index])
-        if self._rng is None or self._rng_pid != os.getpid():
-            # torch seeds each worker differently (and per epoch without persistent workers).
-            self._rng = np.random.default_rng([self.seed, torch.initial_seed() % (1 << 63)])
-            self._rng_pid = os.getpid()
-        return self._rng
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        filename, duration = self.items[index % len(self.items)]
-        rng = self._generator(index)
+    def __getitem__(self, key: int) -> dict[str, Any] | None:
+        filename, duration = self.items[int(key) % len(self.items)]
+        rng = np.random.default_rng([self.seed, int(key)])
         crop_seconds = self.crop_samples / self.sample_rate
         offset = float(rng.uniform(0.0, max(0.0, duration - crop_seconds)))
         try:
@@ -208,28 +199,35 @@ class AudioCropDataModule(pl.LightningDataModule):
         self.val_set = AudioCropDataset(
             val_items[: self.val_items],
             fixed_setting=self.val_setting,
-            deterministic=True,
             seed=self.seed,
             crops_per_item=self.val_crops_per_item,
             **common,
         )
 
-    def _loader(self, dataset: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_crops,
-            pin_memory=self.pin_memory,
-            drop_last=shuffle and len(dataset) >= batch_size,
-        )
+    def _options(self) -> dict[str, Any]:
+        workers = self.num_workers
+        return {
+            "num_workers": workers,
+            "persistent_workers": workers > 0,
+            "collate_fn": collate_crops,
+            "pin_memory": self.pin_memory,
+        }
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled, per-epoch keys, exactly resumable (Lightning saves the loader's state in checkpoints)."""
         assert self.train_set is not None, "setup() first"
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        drop_last = len(self.train_set) >= self.batch_size
+        sampler = ResumableSampler(
+            self.train_set, shuffle=True, seed=self.seed, drop_last=drop_last, epoch_keys=True
+        )
+        return ResumableDataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            **self._options(),
+        )
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None, "setup() first"
-        return self._loader(self.val_set, self.val_batch_size, shuffle=False)
+        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False, **self._options())

@@ -58,7 +58,6 @@ class VAETask(pl.LightningModule):
         run_dir: str | Path = "exps/vae",
         every_plot_step: int | None = None,
         validate_with_ema: bool = True,
-        max_consecutive_skips: int = 100,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -86,12 +85,10 @@ class VAETask(pl.LightningModule):
         self.run_dir = Path(run_dir)
         self.every_plot_step = every_plot_step
         self.validate_with_ema = validate_with_ema
-        self.max_consecutive_skips = max_consecutive_skips
         twin = AutoencoderOobleck.from_config(model.autoencoder.config)
         self.ema = EMA(model.autoencoder, twin, decay=ema_decay)
         self.metrics = ReconstructionMetrics(model.sample_rate)
-        self.nonfinite_skips = 0
-        self._consecutive_skips = 0
+        self.nonfinite_skips = 0  # read by refrain.tasks.faults.NonFiniteGuard, which stops a diverged run
         self.skipped_items_epoch = 0
         self.skipped_items_total = 0
         self._sched_g: Any = None
@@ -134,15 +131,9 @@ class VAETask(pl.LightningModule):
 
     def _skip(self, what: str) -> None:
         self.nonfinite_skips += 1
-        self._consecutive_skips += 1
         rank_zero_warn(
             f"non-finite {what} at step {self.global_step}: update skipped ({self.nonfinite_skips} so far)"
         )
-        if self._consecutive_skips > self.max_consecutive_skips:
-            raise RuntimeError(
-                f"{self._consecutive_skips} consecutive non-finite VAE updates; lower the learning rates, "
-                "raise the warm-up or set gradient_clip_val"
-            )
 
     def _check_batch(self, audio: torch.Tensor) -> None:
         if audio.shape[-1] % self.model.hop_length:
@@ -190,7 +181,6 @@ class VAETask(pl.LightningModule):
             self.ema.update(self.model.autoencoder)
             if self._sched_g is not None:
                 self._sched_g.step()
-            self._consecutive_skips = 0
         else:
             return None
         if adversarial:
