@@ -154,6 +154,17 @@ class KillAt(pl.Callback):
         os.kill(os.getpid(), getattr(signal, self.sig))
 
 
+class PidFile(pl.Callback):
+    """Write ``folder/rank<R>`` holding this process's pid, so a test can watch every rank."""
+
+    def __init__(self, folder: str) -> None:
+        self.folder = Path(folder)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank{trainer.global_rank}").write_text(str(os.getpid()))
+
+
 class KillDuringSave(pl.Callback):
     """From ``step`` on, ``torch.save`` writes half of the checkpoint and then SIGKILLs the process."""
 

@@ -151,7 +151,7 @@ class SkippedItemsReport(Callback):
         summed = trainer.strategy.reduce(torch.tensor(float(count), device=pl_module.device), reduce_op="sum")
         epoch_total = int(round(float(summed)))
         self.total += epoch_total
-        pl_module.log("data/skipped_items_epoch", float(epoch_total))
+        pl_module.log("data/skipped_items_epoch", float(count), reduce_fx="sum", sync_dist=True)
         message = (
             f"epoch {trainer.current_epoch}: {epoch_total} training items failed to load and were skipped "
             f"({self.total} in this run)"

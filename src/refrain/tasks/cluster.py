@@ -1,0 +1,67 @@
+"""What the trainer presets read from the launcher's environment, and the module classes FSDP wraps.
+
+The conf/trainer presets build ``num_nodes`` and ``devices`` with these functions (Hydra ``_target_``),
+so one preset serves torchrun, srun and a plain multi-node launch; ``--num_nodes`` / ``--devices`` on
+the command line replace them. Lightning itself detects the cluster environment (TorchElastic, SLURM,
+or MASTER_ADDR/MASTER_PORT/NODE_RANK) and checks that these numbers agree with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+
+from hydra.utils import get_class
+from torch import nn
+
+from refrain.errors import RefrainInputError
+
+
+def _first_int(value: str | None) -> int | None:
+    """SLURM writes counts like ``4`` or ``4(x2)``; take the leading number."""
+    match = re.match(r"\s*(\d+)", value or "")
+    return int(match.group(1)) if match else None
+
+
+def nodes_from_env(environ: Mapping[str, str] | None = None) -> int:
+    """SLURM's node count, torchrun's ``WORLD_SIZE / LOCAL_WORLD_SIZE``, ``NUM_NODES``, else 1."""
+    env = os.environ if environ is None else environ
+    for key in ("SLURM_JOB_NUM_NODES", "SLURM_NNODES", "NUM_NODES"):
+        count = _first_int(env.get(key))
+        if count:
+            return count
+    world, local = _first_int(env.get("WORLD_SIZE")), _first_int(env.get("LOCAL_WORLD_SIZE"))
+    if world and local:
+        return max(1, world // local)
+    return 1
+
+
+def devices_from_env(environ: Mapping[str, str] | None = None) -> int | str:
+    """Processes per node: SLURM's tasks per node, torchrun's ``LOCAL_WORLD_SIZE``, else ``"auto"``."""
+    env = os.environ if environ is None else environ
+    for key in ("SLURM_NTASKS_PER_NODE", "LOCAL_WORLD_SIZE"):
+        count = _first_int(env.get(key))
+        if count:
+            return count
+    return "auto"
+
+
+def module_classes(names: Sequence[str]) -> set[type[nn.Module]]:
+    """Import ``names`` (dotted paths) as a set of module classes: FSDP's wrap / checkpointing policy."""
+    classes: set[type[nn.Module]] = set()
+    for name in names:
+        try:
+            cls = get_class(name)
+        except Exception:  # Hydra raises several types for a bad path
+            raise RefrainInputError(
+                f"trainer.strategy ({name})",
+                "not an importable class",
+                "name an nn.Module class by its dotted path",
+            ) from None
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise RefrainInputError(
+                f"trainer.strategy ({name})", "is not an nn.Module class", "name a layer class"
+            )
+        classes.add(cls)
+    return classes
