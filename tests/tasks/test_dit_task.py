@@ -244,7 +244,7 @@ def test_plot_without_a_vae_writes_latents_only(tmp_path: Path) -> None:
     task = make_task(tmp_path, plot_guidance=None)
     folder = task.plot(3, make_batch())
     assert sorted(p.name for p in folder.iterdir()) == ["latents.png", "lyrics.txt"]
-    assert task._said_no_vae
+    assert task.plotter.said_no_vae
 
 
 def test_binned_validation_one_value_per_bin_fixed_noise(trained: dict[str, Any]) -> None:
@@ -315,3 +315,12 @@ def test_warmup_then_cosine_or_linear_decay() -> None:
     assert WarmupDecay(warmup_steps=2, decay="constant").factor(10**6) == 1.0
     with pytest.raises(RefrainInputError, match="decay"):
         WarmupDecay(decay="exp")
+
+
+def test_an_all_failed_batch_is_passed_over(tmp_path: Path) -> None:
+    task = make_task(tmp_path)
+    empty = make_batch()
+    for key in ("latent_mean", "latent_std", "frame_mask", "lyrics", "style", "style_mask"):
+        empty[key] = empty[key][:0]
+    assert task.training_step(empty, 0) is None
+    assert task.validation_step(empty, 0) is None and task.nonfinite_skips == 0

@@ -7,14 +7,19 @@ same material goes to every active logger (TensorBoard audio/image/text, the W&B
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
-from torch import Tensor
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
+
+from refrain.sampling import Guidance, sample_guided, sigma_schedule
 
 
 @dataclass
@@ -143,3 +148,113 @@ def log_plot_files(
                 data=[[s.key, s.prompt, s.lyrics] for s in samples],
                 step=step,
             )
+
+
+class SamplePlotter:
+    """Samples a batch's prompts and lyrics with given weights, decodes them, writes files and logs them.
+
+    The VAE is loaded from the bundle on first use and kept here, outside any module, so it never enters
+    the task's state dict, optimiser or checkpoints.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        vae_bundle: str | Path | None = None,
+        num_samples: int = 2,
+        num_steps: int = 30,
+        solver: str = "euler",
+        guidance: Guidance | None = None,
+        guidance_scale: float = 15.0,
+        guidance_interval: float = 0.5,
+        shift: float = 3.0,
+        seed: int = 0,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.vae_bundle = str(vae_bundle) if vae_bundle else None
+        self.num_samples, self.num_steps, self.solver = num_samples, num_steps, solver
+        self.guidance, self.guidance_scale, self.guidance_interval = (
+            guidance,
+            guidance_scale,
+            guidance_interval,
+        )
+        self.shift, self.seed = shift, seed
+        self.said_no_vae = False
+        self._vae: Any = None
+
+    def vae(self, device: torch.device) -> Any | None:
+        """The bundle's OobleckVAE on ``device``, or None (said once) when no bundle is configured."""
+        if not self.vae_bundle:
+            if not self.said_no_vae:
+                rank_zero_info("no vae_bundle configured: DiT plots show latents only (no audio)")
+                self.said_no_vae = True
+            return None
+        if self._vae is None:
+            from refrain.models.vae.bundle import load_vae_bundle
+
+            self._vae = load_vae_bundle(self.vae_bundle, device=device).model
+        return self._vae
+
+    @torch.no_grad()
+    def generate(
+        self, model: nn.Module, cond: Any, shape: torch.Size, device: torch.device,
+        context: AbstractContextManager[Any] | None = None,
+    ) -> Tensor:  # fmt: skip
+        """Latents (B, C, T) from the same seeded noise every time, so plots compare across steps."""
+        was_training = model.training
+        model.eval()
+        generator = torch.Generator().manual_seed(self.seed)
+        noise = torch.randn(shape, generator=generator).to(device)
+        if self.guidance is not None:
+            self.guidance.reset()
+        with context or nullcontext():
+            latents = sample_guided(
+                model, cond, noise, sigma_schedule(self.num_steps, self.shift), self.solver,
+                guidance=self.guidance, scale=self.guidance_scale, interval=self.guidance_interval,
+                generator=generator,
+            )  # fmt: skip
+        model.train(was_training)
+        return latents.float()
+
+    def samples(self, latents: Tensor, batch: Mapping[str, Any], vae: Any | None) -> list[PlotSample]:
+        """Per item: valid frames only, the data latent beside it, both decoded when a VAE is there."""
+        out = []
+        for i in range(latents.shape[0]):
+            valid = batch["frame_mask"][i].bool()
+            sample = PlotSample(
+                key=str(_item(batch, "keys", i, f"item {i}")),
+                prompt=str(_item(batch, "prompts", i, "")),
+                lyrics=str(_item(batch, "lyrics_text", i, "")),
+                latent=latents[i][:, valid].cpu(),
+                reference=batch["latent_mean"][i][:, valid].float().cpu(),
+            )
+            if vae is not None:
+                sample.audio = _decode(vae, sample.latent)
+                sample.reference_audio = _decode(vae, sample.reference)
+            out.append(sample)
+        return out
+
+    def __call__(
+        self, model: nn.Module, cond: Any, batch: Mapping[str, Any], step: int, device: torch.device,
+        loggers: Sequence[Logger] = (), context: AbstractContextManager[Any] | None = None,
+    ) -> Path:  # fmt: skip
+        """Sample, decode, write ``run_dir/plots/step_XXXXXX`` and log; returns that folder."""
+        latents = self.generate(model, cond, batch["latent_mean"].shape, device, context)
+        vae = self.vae(device)
+        samples = self.samples(latents, batch, vae)
+        rate = vae.sample_rate if vae is not None else None
+        files = write_plot_files(self.run_dir / "plots" / f"step_{step:06d}", samples, rate)
+        log_plot_files(loggers, step, samples, files, rate)
+        return files.folder
+
+
+def _item(batch: Mapping[str, Any], key: str, index: int, default: str) -> Any:
+    values = batch.get(key)
+    return values[index] if values is not None and index < len(values) else default
+
+
+def _decode(vae: Any, latent: Tensor) -> np.ndarray:
+    """(C, T) latent -> (channels, samples) float32 numpy audio through the chunked decoder."""
+    device = next(vae.parameters()).device
+    audio = vae.decode_chunked(latent[None].to(device), output_device="cpu")
+    return audio[0].float().numpy()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,8 @@ from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.lyrics import LyricEmbedder
 from refrain.models.teachers import TeacherSpec
 from refrain.models.vae.ema import EMA
-from refrain.sampling import Guidance, sample_guided, sigma_schedule
-from refrain.tasks.dit_plotting import PlotSample, log_plot_files, write_plot_files
+from refrain.sampling import Guidance
+from refrain.tasks.dit_plotting import SamplePlotter
 from refrain.tasks.lr_schedule import WarmupDecay
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
@@ -123,17 +122,12 @@ class DiTTask(pl.LightningModule):
         self.validation_seed = validation_seed
         self.validate_with_ema = validate_with_ema
         self.every_plot_step = int(every_plot_step or 0)
-        self.plot_num_samples = plot_num_samples
-        self.plot_num_steps = plot_num_steps
-        self.plot_solver = plot_solver
-        self.plot_guidance = plot_guidance
-        self.plot_guidance_scale = plot_guidance_scale
-        self.plot_guidance_interval = plot_guidance_interval
-        self.plot_shift = plot_shift
-        self.plot_seed = plot_seed
+        self.plotter = SamplePlotter(
+            run_dir, vae_bundle, plot_num_samples, plot_num_steps, plot_solver, plot_guidance,
+            plot_guidance_scale, plot_guidance_interval, plot_shift, plot_seed,
+        )  # fmt: skip
         self.vae_bundle = str(vae_bundle) if vae_bundle else None
         self.dataset_path = dataset_path
-        self.run_dir = Path(run_dir)
         self.max_consecutive_skips = max_consecutive_skips
         self.nonfinite_skips = 0
         self._consecutive_skips = 0
@@ -141,8 +135,6 @@ class DiTTask(pl.LightningModule):
         self._step_skipped = False
         self._last_plot_step = -1
         self._plot_batch: dict[str, Any] | None = None
-        self._vae_cache: dict[str, Any] = {}  # a plain dict: the VAE is never a submodule or in a checkpoint
-        self._said_no_vae = False
 
     # ----- set-up -----
     def setup(self, stage: str) -> None:
@@ -204,7 +196,18 @@ class DiTTask(pl.LightningModule):
         terms["loss"] = total
         return terms
 
+    def _multi_process(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
+        if (
+            int(batch["latent_mean"].shape[0]) == 0
+        ):  # every item of the batch failed to load (counted by the data)
+            if not self._multi_process():
+                return None
+            return 0.0 * sum(
+                p.sum() for p in self.parameters() if p.requires_grad
+            )  # every process must backward
         terms = self.compute_loss(batch)
         total = terms["loss"]
         batch_size = int(batch["latent_mean"].shape[0])
@@ -213,7 +216,7 @@ class DiTTask(pl.LightningModule):
             bad = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
             rank_zero_warn(f"non-finite DiT loss at step {self.global_step} ({bad}): the update is skipped")
             # One process may return None; with several, every process must run backward (grads are dropped later).
-            return total if self._trainer is not None and self.trainer.world_size > 1 else None
+            return total if self._multi_process() else None
         named = {f"train/{k}": v.detach() for k, v in terms.items() if k != "loss"}
         self.log_dict(named, batch_size=batch_size)
         self.log("train/loss", total.detach(), prog_bar=True, batch_size=batch_size)
@@ -222,16 +225,17 @@ class DiTTask(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Drop the whole (accumulated) update when a loss or a gradient is not finite on any process."""
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         local = self._skip_pending
-        if not local and grads:
+        if not local and grads and scaler is None:  # fp16's GradScaler handles overflowing gradients itself
             local = not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
         self._skip_pending = False
         self._step_skipped = self.trainer.strategy.reduce_boolean_decision(local, all=False)
         if self._step_skipped:
             self.nonfinite_skips += 1
             self._consecutive_skips += 1
-            if getattr(self.trainer.precision_plugin, "scaler", None) is None:
-                optimizer.zero_grad(set_to_none=True)  # fp16's GradScaler skips non-finite steps itself
+            if scaler is None:
+                optimizer.zero_grad(set_to_none=True)
             if self._consecutive_skips > self.max_consecutive_skips:
                 raise RuntimeError(
                     f"{self._consecutive_skips} consecutive non-finite DiT updates; lower learning_rate, "
@@ -259,6 +263,11 @@ class DiTTask(pl.LightningModule):
         ):
             self.plot(step, batch)
 
+    def on_train_epoch_end(self) -> None:
+        datamodule = self.trainer.datamodule
+        if datamodule is not None and hasattr(datamodule, "skipped_items"):
+            self.log("data/skipped_items_epoch", float(datamodule.skipped_items("train", reset=True)))
+
     def on_train_end(self) -> None:
         if self.every_plot_step and self.global_step != self._last_plot_step:
             self.plot(self.global_step)
@@ -278,42 +287,28 @@ class DiTTask(pl.LightningModule):
         return terms
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if int(batch["latent_mean"].shape[0]) == 0:
+            return
         terms = self.binned_validation(batch, batch_idx)
         size = int(batch["latent_mean"].shape[0])
         self.log_dict({f"val/{k}": v for k, v in terms.items()}, batch_size=size, sync_dist=True)
 
     # ----- listening -----
-    def _vae(self) -> Any | None:
-        if not self.vae_bundle:
-            if not self._said_no_vae:
-                rank_zero_info("no vae_bundle configured: DiT plots show latents only (no audio)")
-                self._said_no_vae = True
-            return None
-        if "vae" not in self._vae_cache:
-            from refrain.models.vae.bundle import load_vae_bundle
-
-            self._vae_cache["vae"] = load_vae_bundle(self.vae_bundle, device=self.device).model
-        return self._vae_cache["vae"]
-
     def _plot_source(self, fallback: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """The first few validation items (kept on the CPU); the training batch when there is no validation."""
         if self._plot_batch is None:
             batch = None
             datamodule = self.trainer.datamodule if self._trainer is not None else None
-            loaders = (
-                [datamodule.val_dataloader]
-                if datamodule is not None and hasattr(datamodule, "val_dataloader")
-                else []
-            )
-            for make in loaders:
+            if datamodule is not None and hasattr(datamodule, "val_dataloader"):
                 try:
-                    batch = next(iter(make()))
+                    batch = next(iter(datamodule.val_dataloader()))
                 except (StopIteration, RefrainInputError, TypeError, NotImplementedError):
                     batch = None
-            batch = batch if batch is not None else fallback
+            if batch is None or int(batch["latent_mean"].shape[0]) == 0:
+                batch = fallback
             if batch is None:
                 return None
-            n = self.plot_num_samples
+            n = self.plotter.num_samples
             self._plot_batch = {
                 k: (v[:n].detach().cpu() if isinstance(v, Tensor) else v[:n] if isinstance(v, list) else v)
                 for k, v in batch.items()
@@ -321,58 +316,21 @@ class DiTTask(pl.LightningModule):
             }
         return self._plot_batch
 
-    @torch.no_grad()
-    def generate(self, batch: Mapping[str, Any]) -> Tensor:
-        """Sample latents (B, C, T) for a batch's prompts and lyrics with the sampling weights."""
-        model = self.sampling_model()
-        was_training = model.training
-        model.eval()
-        cond = batch_conditioning(batch)
-        generator = torch.Generator().manual_seed(self.plot_seed)
-        noise = torch.randn(batch["latent_mean"].shape, generator=generator).to(self.device)
-        if self.plot_guidance is not None:
-            self.plot_guidance.reset()
-        context = (
-            self.trainer.precision_plugin.forward_context() if self._trainer is not None else nullcontext()
-        )
-        with context:
-            latents = sample_guided(
-                model, cond, noise, sigma_schedule(self.plot_num_steps, self.plot_shift), self.plot_solver,
-                guidance=self.plot_guidance, scale=self.plot_guidance_scale,
-                interval=self.plot_guidance_interval, generator=generator,
-            )  # fmt: skip
-        model.train(was_training)
-        return latents.float()
-
     def plot(self, step: int, fallback: Mapping[str, Any] | None = None) -> Path | None:
-        """Sample, decode and write/log the validation prompts; returns the plot folder."""
+        """Sample the validation prompts with the EMA weights, decode, write and log; returns the folder."""
         self._last_plot_step = step
-        if self._trainer is not None and not self.trainer.is_global_zero:
+        attached = self._trainer is not None
+        if attached and not self.trainer.is_global_zero:
             return None
         source = self._plot_source(fallback)
         if source is None:
             return None
         batch = {k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in source.items()}
-        latents = self.generate(batch)
-        vae = self._vae()
-        samples = []
-        for i in range(latents.shape[0]):
-            valid = batch["frame_mask"][i].bool()
-            sample = PlotSample(
-                key=str(_item(batch, "keys", i, f"item {i}")),
-                prompt=str(_item(batch, "prompts", i, "")),
-                lyrics=str(_item(batch, "lyrics_text", i, "")),
-                latent=latents[i][:, valid].cpu(),
-                reference=batch["latent_mean"][i][:, valid].float().cpu(),
-            )
-            if vae is not None:
-                sample.audio = _decode(vae, sample.latent)
-                sample.reference_audio = _decode(vae, sample.reference)
-            samples.append(sample)
-        rate = vae.sample_rate if vae is not None else None
-        files = write_plot_files(self.run_dir / "plots" / f"step_{step:06d}", samples, rate)
-        log_plot_files(self.loggers if self._trainer is not None else [], step, samples, files, rate)
-        return files.folder
+        context = self.trainer.precision_plugin.forward_context() if attached else None
+        loggers = self.loggers if attached else []
+        return self.plotter(
+            self.sampling_model(), batch_conditioning(batch), batch, step, self.device, loggers, context
+        )
 
     # ----- checkpoints -----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -385,15 +343,3 @@ class DiTTask(pl.LightningModule):
         state = checkpoint.get("refrain_dit", {})
         self.nonfinite_skips = int(state.get("nonfinite_skips", 0))
         self._last_plot_step = int(state.get("last_plot_step", -1))
-
-
-def _item(batch: Mapping[str, Any], key: str, index: int, default: str) -> Any:
-    values = batch.get(key)
-    return values[index] if values is not None and index < len(values) else default
-
-
-def _decode(vae: Any, latent: Tensor) -> Any:
-    """(C, T) latent -> (channels, samples) float32 numpy audio through the chunked decoder."""
-    device = next(vae.parameters()).device
-    audio = vae.decode_chunked(latent[None].to(device), output_device="cpu")
-    return audio[0].float().numpy()
