@@ -92,7 +92,31 @@ def export_vae(checkpoint_path: str | Path, out_dir: str | Path, overwrite: bool
     return save_vae_bundle(out_dir, autoencoder, config, extra=extra, overwrite=overwrite)
 
 
-EXPORTERS: dict[str, Exporter] = {"vae": export_vae}
+def export_dit(
+    checkpoint_path: str | Path,
+    out_dir: str | Path,
+    overwrite: bool = False,
+    vae_bundle: str | Path | None = None,
+    phoneme_vocab: str | Path | None = None,
+    text_encoder_dir: str | Path | None = None,
+    use_ema: bool = True,
+) -> Path:
+    """Write a ``DiTTask`` checkpoint (EMA weights) as a DiT bundle for the sampler (``refrain.sampling.bundle``).
+
+    The VAE bundle is copied in, the dataset's phoneme vocabulary too, and the text encoder is referenced
+    by package or folder plus a digest; by default all three are the ones the run's config names.
+    """
+    from refrain.sampling.bundle_export import dit_bundle_from_checkpoint
+
+    checkpoint = load_checkpoint(checkpoint_path)
+    config, version = checkpoint_config(checkpoint, checkpoint_path)
+    return dit_bundle_from_checkpoint(
+        checkpoint, config, version, checkpoint_path, out_dir,
+        vae_bundle, phoneme_vocab, text_encoder_dir, use_ema, overwrite,
+    )  # fmt: skip
+
+
+EXPORTERS: dict[str, Exporter] = {"vae": export_vae, "dit": export_dit}
 
 
 def build_parser() -> argparse.ArgumentParser:

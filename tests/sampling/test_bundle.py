@@ -14,6 +14,8 @@ from safetensors.torch import load_file
 from tiny_bundle import TINY_DIT, perturbed_state, write_checkpoint
 
 from refrain.errors import RefrainInputError
+from refrain.export import export_dit
+from refrain.export import main as export_main
 from refrain.sampling.bundle import (
     DIT_BUNDLE_FORMAT_VERSION,
     MANIFEST_NAME,
@@ -23,7 +25,7 @@ from refrain.sampling.bundle import (
     open_dit_bundle,
     read_dit_manifest,
 )
-from refrain.sampling.bundle_export import export_dit_checkpoint, training_weights
+from refrain.sampling.bundle_export import training_weights
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def bundle(workdir: Path) -> Path:
-    return export_dit_checkpoint(workdir / "last.ckpt", workdir / "bundle")
+    return export_dit(workdir / "last.ckpt", workdir / "bundle")
 
 
 def _rewrite_manifest(path: Path, **changes: object) -> None:
@@ -87,19 +89,17 @@ def test_exported_weights_are_the_ema_and_load_into_the_model(bundle: Path) -> N
 
 def test_live_weights_when_asked_or_when_no_ema(workdir: Path, tmp_path: Path) -> None:
     live = perturbed_state(TINY_DIT, 1)
-    out = export_dit_checkpoint(workdir / "last.ckpt", tmp_path / "live", use_ema=False)
+    out = export_dit(workdir / "last.ckpt", tmp_path / "live", use_ema=False)
     stored = load_file(str(out / WEIGHTS_NAME))
     assert read_dit_manifest(out)["weights_source"] == "live"
     assert all(torch.equal(stored[k], live[k]) for k in live)
     no_ema = write_checkpoint(tmp_path, ema=False)
-    out = export_dit_checkpoint(no_ema, tmp_path / "no_ema")
+    out = export_dit(no_ema, tmp_path / "no_ema")
     assert read_dit_manifest(out)["weights_source"] == "live"
 
 
 def test_training_weights_match_the_dit_task_layout() -> None:
     """The prefixes export reads are the ones DiTTask's state_dict really has."""
-    from refrain.sampling.bundle_export import CHECKPOINT_FORMAT_VERSIONS
-    from refrain.tasks.checkpoint_io import FORMAT_VERSION
     from refrain.tasks.dit_task import DiTTask
 
     task = DiTTask(build_from_spec(TINY_DIT), ema_decay=0.9)
@@ -109,21 +109,29 @@ def test_training_weights_match_the_dit_task_layout() -> None:
     weights, source = training_weights(task.state_dict())
     assert source == "ema"
     assert all(torch.equal(weights[k], v) for k, v in task.ema.shadow.state_dict().items())
-    assert FORMAT_VERSION in CHECKPOINT_FORMAT_VERSIONS
+
+
+def test_refrain_export_cli_kind_dit(workdir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "cli_bundle"
+    assert (
+        export_main(["--kind", "dit", "--checkpoint", str(workdir / "last.ckpt"), "--output", str(out)]) == 0
+    )
+    assert f"exported dit bundle: {out}" in capsys.readouterr().out
+    assert open_dit_bundle(out).bundle_hash == read_dit_manifest(out)["bundle_hash"]
 
 
 def test_overwrite_is_explicit_and_replaces_atomically(bundle: Path, workdir: Path, tmp_path: Path) -> None:
     with pytest.raises(RefrainInputError, match="already exists"):
-        export_dit_checkpoint(workdir / "last.ckpt", bundle)
+        export_dit(workdir / "last.ckpt", bundle)
     target = _copy(bundle, tmp_path)
-    export_dit_checkpoint(workdir / "last.ckpt", target, overwrite=True)
+    export_dit(workdir / "last.ckpt", target, overwrite=True)
     open_dit_bundle(target)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
 
 
 def test_failed_export_leaves_nothing(workdir: Path, tmp_path: Path) -> None:
     with pytest.raises(RefrainInputError, match="phoneme vocabulary not found"):
-        export_dit_checkpoint(workdir / "last.ckpt", tmp_path / "out", phoneme_vocab=tmp_path / "none.json")
+        export_dit(workdir / "last.ckpt", tmp_path / "out", phoneme_vocab=tmp_path / "none.json")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -131,29 +139,28 @@ def test_export_rejects_mismatched_parts(workdir: Path, tmp_path: Path) -> None:
     wide = {**TINY_DIT, "latent_channels": 8}
     checkpoint = write_checkpoint(tmp_path, spec=wide)
     with pytest.raises(RefrainInputError, match="latent channels"):
-        export_dit_checkpoint(checkpoint, tmp_path / "out")
+        export_dit(checkpoint, tmp_path / "out")
     small = {**TINY_DIT, "lyric_vocab_size": 8}
     checkpoint = write_checkpoint(tmp_path, spec=small)
     with pytest.raises(RefrainInputError, match="phonemes but the DiT embeds only 8"):
-        export_dit_checkpoint(checkpoint, tmp_path / "out")
+        export_dit(checkpoint, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
-def test_export_rejects_foreign_checkpoints(tmp_path: Path) -> None:
+def test_export_rejects_foreign_checkpoints(workdir: Path, tmp_path: Path) -> None:
     plain = tmp_path / "plain.ckpt"
     torch.save({"state_dict": {}}, plain)
     with pytest.raises(RefrainInputError, match="no refrain metadata"):
-        export_dit_checkpoint(plain, tmp_path / "out")
-    future = tmp_path / "future.ckpt"
-    torch.save({"state_dict": {}, "refrain": {"config": {}, "format_version": 99}}, future)
-    with pytest.raises(RefrainInputError, match="checkpoint format 99"):
-        export_dit_checkpoint(future, tmp_path / "out")
-    garbage = tmp_path / "garbage.ckpt"
-    garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(RefrainInputError, match="cannot read the checkpoint"):
-        export_dit_checkpoint(garbage, tmp_path / "out")
+        export_dit(plain, tmp_path / "out")
+    vae_run = tmp_path / "vae.ckpt"
+    torch.save(
+        {"state_dict": {}, "refrain": {"config": {"model": {"vae": {}}}, "format_version": 1}}, vae_run
+    )
+    with pytest.raises(RefrainInputError, match="no model.dit constructor"):
+        export_dit(vae_run, tmp_path / "out")
     with pytest.raises(RefrainInputError, match="no DiT weights"):
         training_weights({"other.weight": torch.zeros(1)})
+    assert not (tmp_path / "out").exists()
 
 
 def test_format_versions_get_one_line_errors(bundle: Path, tmp_path: Path) -> None:

@@ -1,8 +1,9 @@
-"""Training checkpoint -> DiT bundle, read with plain torch (no Lightning, no training code).
+"""A loaded DiT training checkpoint -> DiT bundle (``refrain.export.export_dit`` reads the file).
 
 A DiT training checkpoint (refrain.tasks.dit_task.DiTTask) keeps the live DiT under ``model.*`` and,
 when training kept one, its EMA under ``ema.shadow.*``; the resolved config and a format version sit
-in ``checkpoint["refrain"]`` (refrain.tasks.callbacks.CheckpointMetadata). The bundle gets the EMA.
+in ``checkpoint["refrain"]`` (refrain.tasks.callbacks.CheckpointMetadata). The bundle gets the EMA,
+and the VAE bundle, phoneme vocabulary and text encoder the run's config names.
 """
 
 from __future__ import annotations
@@ -11,15 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from refrain.errors import RefrainInputError
 from refrain.sampling.bundle import VOCAB_NAME, save_dit_bundle, text_encoder_ref
-
-# The checkpoint versions this exporter reads (refrain.tasks.checkpoint_io.FORMAT_VERSION, restated so
-# exporting never imports Lightning; a test keeps the two equal).
-CHECKPOINT_FORMAT_VERSIONS = (1,)
 
 
 def training_weights(state_dict: Mapping[str, Tensor], use_ema: bool = True) -> tuple[dict[str, Tensor], str]:
@@ -36,7 +32,10 @@ def training_weights(state_dict: Mapping[str, Tensor], use_ema: bool = True) -> 
     )  # fmt: skip
 
 
-def export_dit_checkpoint(
+def dit_bundle_from_checkpoint(
+    checkpoint: Mapping[str, Any],
+    config: Mapping[str, Any],
+    format_version: int,
     checkpoint_path: str | Path,
     out_dir: str | Path,
     vae_bundle: str | Path | None = None,
@@ -45,12 +44,11 @@ def export_dit_checkpoint(
     use_ema: bool = True,
     overwrite: bool = False,
 ) -> Path:
-    """Training checkpoint -> DiT bundle. The VAE bundle, vocabulary and text encoder default to the ones
-    the checkpoint's own config names (``vae_bundle``, ``dataset_path``/phoneme_vocab.json,
-    ``text_encoder_dir``); pass them when the run's files have moved."""
-    checkpoint = load_training_checkpoint(checkpoint_path)
-    meta = checkpoint["refrain"]
-    config = meta["config"]
+    """Write the bundle of a loaded checkpoint and its resolved ``config``.
+
+    The VAE bundle, vocabulary and text encoder default to the ones the config names (``vae_bundle``,
+    ``dataset_path``/phoneme_vocab.json, ``text_encoder_dir``); pass them when the run's files moved.
+    """
     spec = (config.get("model") or {}).get("dit")
     if not isinstance(spec, Mapping) or "_target_" not in spec:
         raise RefrainInputError(
@@ -58,12 +56,12 @@ def export_dit_checkpoint(
         )
     vae = vae_bundle or config.get("vae_bundle")
     if not vae:
-        raise RefrainInputError(checkpoint_path, "its config names no vae_bundle", "pass --vae_bundle")
+        raise RefrainInputError(checkpoint_path, "its config names no vae_bundle", "pass the VAE bundle")
     if phoneme_vocab is None:
         dataset = config.get("dataset_path")
         if not dataset:
             raise RefrainInputError(
-                checkpoint_path, "its config names no dataset_path", "pass --phoneme_vocab"
+                checkpoint_path, "its config names no dataset_path", "pass the dataset's phoneme_vocab.json"
             )
         phoneme_vocab = Path(dataset) / VOCAB_NAME
     encoder_dir = text_encoder_dir if text_encoder_dir is not None else config.get("text_encoder_dir")
@@ -73,45 +71,9 @@ def export_dit_checkpoint(
         "weights_source": source,
         "shift": config.get("shift"),
         "checkpoint": {
-            "path": str(Path(checkpoint_path).resolve()), "format_version": meta["format_version"],
+            "path": str(Path(checkpoint_path).resolve()), "format_version": int(format_version),
             "global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch"),
         },
     }  # fmt: skip
-    return save_dit_bundle(
-        out_dir,
-        weights,
-        spec,
-        vae,
-        phoneme_vocab,
-        text_encoder_ref(encoder_dir, max_length),
-        config,
-        extra,
-        overwrite,
-    )
-
-
-def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A Lightning checkpoint read with plain torch (tensors only, no pickled code) and its refrain metadata checked."""
-    path = Path(path)
-    if not path.is_file():
-        raise RefrainInputError(path, "checkpoint not found", "pass a .ckpt written by refrain-train")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for a truncated or foreign file
-        raise RefrainInputError(
-            path,
-            f"cannot read the checkpoint ({type(error).__name__})",
-            "pass a .ckpt written by refrain-train",
-        ) from None
-    meta = checkpoint.get("refrain") if isinstance(checkpoint, dict) else None
-    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise RefrainInputError(
-            path, "has no refrain metadata (resolved config)", "export a checkpoint written by refrain-train"
-        )
-    version = meta.get("format_version")
-    if version not in CHECKPOINT_FORMAT_VERSIONS:
-        raise RefrainInputError(
-            path, f"checkpoint format {version!r} is not one this exporter reads {CHECKPOINT_FORMAT_VERSIONS}",
-            "export it with the refrain version that trained it",
-        )  # fmt: skip
-    return checkpoint
+    ref = text_encoder_ref(encoder_dir, max_length)
+    return save_dit_bundle(out_dir, weights, spec, vae, phoneme_vocab, ref, config, extra, overwrite)
