@@ -35,6 +35,7 @@ from refrain.data.conditioning_encoder import (
 )
 from refrain.data.crops import Crop, choose_crop, crop_lyrics, record_sentences, teacher_span
 from refrain.data.prompt_variants import record_prompt_variants
+from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler
 from refrain.data.speaker import load_speaker_embedding
 from refrain.errors import RefrainInputError
 
@@ -329,8 +330,14 @@ class DiTDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        """Shuffled by (seed, epoch) and resumable inside the epoch (Lightning saves the loader's state)."""
         assert self.train_set is not None, "setup() first"
-        return self._loader(self.train_set, self.batch_size, shuffle=True)
+        dataset, drop_last = self.train_set, len(self.train_set) >= self.batch_size
+        return ResumableDataLoader(
+            dataset, batch_size=self.batch_size, sampler=ResumableSampler(dataset, seed=self.seed),
+            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, collate_fn=collate_dit,
+            pin_memory=self.pin_memory, drop_last=drop_last,
+        )  # fmt: skip
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None, "setup() first"
