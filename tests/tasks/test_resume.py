@@ -126,3 +126,25 @@ def test_stop_at_max_steps_then_resume_matches_in_process(tmp_path: Path, stop: 
     train(toy_config(tmp_path / "b", "trainer.max_steps=14", *common, *recorder(tmp_path / "straight.csv")))
     after, reference = read_losses(tmp_path / "resumed.csv"), read_losses(tmp_path / "straight.csv")
     assert after == {s: reference[s] for s in range(stop + 1, 15)}
+
+
+@pytest.mark.slow
+def test_the_vae_task_resumes_bit_for_bit(tmp_path: Path) -> None:
+    """The real VAETask: posterior noise, GAN start, EMA, two optimizers and LR warm-ups all resume."""
+    from resilience_toys import vae_config
+
+    common = ["every_n_train_steps=3", "data.frames=2048"]
+    first = train(vae_config(tmp_path / "a", "trainer.max_steps=3", *common))
+    resumed = train(
+        vae_config(tmp_path / "a", "trainer.max_steps=6", f"ckpt_path={first.last_checkpoint}", *common,
+                   *recorder(tmp_path / "resumed.csv"))
+    )  # fmt: skip
+    straight = train(
+        vae_config(tmp_path / "b", "trainer.max_steps=6", *common, *recorder(tmp_path / "straight.csv"))
+    )
+    after, reference = read_losses(tmp_path / "resumed.csv"), read_losses(tmp_path / "straight.csv")
+    assert sorted(after) == [4, 5, 6]
+    assert after == {s: reference[s] for s in (4, 5, 6)}
+    final_resumed, final_straight = weights(resumed.last_checkpoint), weights(straight.last_checkpoint)
+    assert any(k.startswith("ema.") for k in final_straight)
+    assert all(torch.equal(final_resumed[k], final_straight[k]) for k in final_straight)
