@@ -1,0 +1,147 @@
+"""Sampler speed, measured in one run: real-time factor per solver and the sampler's own overhead.
+
+For the tiny and the mid-size (conf/model/dit/small.yaml) DiT presets, each solver samples one song
+with APG guidance (ACE-Step's defaults: scale 15, guidance on the middle half of the steps, two model
+passes batched into one call there). Reported per row:
+
+- RTF: seconds of audio generated per second of wall time for the latent sampling loop (guided
+  velocity, solver, steps; the VAE decode is a separate, solver-independent cost and is left out);
+- audio s / CPU s: the same per CPU-second of this process (all threads), which a busy shared machine
+  distorts less than wall time;
+- overhead: the share of that wall time spent outside the model's forward passes (guidance math,
+  solver updates, conditioning set-up), from timing every model call against the whole loop.
+
+Models are randomly initialised: speed does not depend on training. Runs on CUDA when available.
+
+    .venv/bin/python bench/bench_sampler.py [--quick] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from refrain.models.dit.conditioning import DiTConditioning
+from refrain.sampling.bundle import build_from_spec
+from refrain.sampling.options import SamplerOptions
+from refrain.sampling.solvers import sample
+
+ROOT = Path(__file__).resolve().parents[1]
+# preset -> (DiT config, latent channels and frame rate of the VAE it pairs with, seconds, steps)
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"config": "tiny", "channels": 16, "frame_rate": 44100 / 1024, "seconds": 30.0, "steps": 30},
+    "small": {"config": "small", "channels": 64, "frame_rate": 44100 / 2048, "seconds": 10.0, "steps": 4},
+}
+SOLVERS = ("euler", "heun", "pingpong")
+
+
+class TimedModel:
+    """Calls the model and adds the wall time of each forward pass (synchronised on CUDA) to ``seconds``."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device) -> None:
+        self.model, self.device = model, device
+        self.seconds, self.calls = 0.0, 0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: DiTConditioning) -> Any:
+        self._sync()
+        start = time.perf_counter()
+        out = self.model(x, sigma, cond)
+        self._sync()
+        self.seconds += time.perf_counter() - start
+        self.calls += 1
+        return out
+
+
+def build(preset: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    spec = yaml.safe_load((ROOT / "conf" / "model" / "dit" / f"{preset['config']}.yaml").read_text())
+    spec["latent_channels"] = preset["channels"]
+    torch.manual_seed(0)
+    return build_from_spec(spec).to(device).eval()
+
+
+def conditioning(model: torch.nn.Module, frames: int, device: torch.device) -> DiTConditioning:
+    g = torch.Generator().manual_seed(0)
+    text_dim = model.conditioner.style_proj[0].in_features
+    lyrics = torch.randint(4, 60, (1, frames), generator=g)
+    lyrics[:, frames // 2 :] = 0  # half the song sung, as with real lyrics
+    return DiTConditioning(
+        torch.randn(1, 24, text_dim, generator=g), torch.ones(1, 24, dtype=torch.bool), lyrics
+    ).to(device)
+
+
+def run_one(
+    model: torch.nn.Module, preset: dict[str, Any], solver: str, device: torch.device
+) -> dict[str, Any]:
+    frames = round(preset["seconds"] * preset["frame_rate"])
+    cond = conditioning(model, frames, device)
+    options = SamplerOptions(steps=preset["steps"], solver=solver, guidance="apg", seed=0)
+    timed = TimedModel(model, device)
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.randn((1, preset["channels"], frames), generator=generator).to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start, cpu_start = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        velocity = options.guided(timed, cond)
+        latent = sample(velocity, noise, options.sigmas(), solver, generator=generator)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    assert torch.isfinite(latent).all()
+    return {
+        "solver": solver, "steps": preset["steps"], "calls": timed.calls, "audio": preset["seconds"],
+        "wall": wall, "rtf": preset["seconds"] / wall, "cpu_rtf": preset["seconds"] / cpu,
+        "overhead": 1.0 - timed.seconds / wall,
+    }  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and seconds (a smoke run)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    where = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"{platform.processor() or 'CPU'}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"device: {where}; torch {torch.__version__}; guidance APG 15, interval 0.5 (2 passes per guided step)\n"
+    )
+    print(
+        "| preset | params | solver | steps | model calls | audio s | wall s | RTF (audio s / wall s) "
+        "| audio s / CPU s | overhead outside forward |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, preset in PRESETS.items():
+        if args.quick:
+            preset = {**preset, "seconds": 3.0, "steps": 3}
+        model = build(preset, device)
+        params = sum(p.numel() for p in model.parameters())
+        run_one(
+            model, {**preset, "steps": 2, "seconds": min(preset["seconds"], 2.0)}, "euler", device
+        )  # warm-up
+        for solver in SOLVERS:
+            row = run_one(model, preset, solver, device)
+            print(
+                f"| {name} | {params / 1e6:.1f} M | {solver} | {row['steps']} | {row['calls']} | {row['audio']:.0f} | "
+                f"{row['wall']:.2f} | {row['rtf']:.2f} | {row['cpu_rtf']:.2f} | {100 * row['overhead']:.2f} % |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
