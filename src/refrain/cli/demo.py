@@ -1,7 +1,9 @@
 """`refrain-demo` / `make demo`: the whole pipeline on the embedded corpus, on CPU, in minutes.
 
 Each stage is a command a user would run by hand; the demo only chains them with small settings:
-prepare the immich-memories-music corpus into a dataset and print its report.
+prepare the immich-memories-music corpus into a dataset (and print its report), train the tiny VAE
+and export its bundle, encode the dataset's conditioning cache (REPA on two tiny random teachers),
+train the tiny DiT, export it, and sample a song with a spectrogram beside it.
 """
 
 from __future__ import annotations
@@ -24,8 +26,71 @@ def stage_prepare(out: Path) -> None:
         raise SystemExit(code)
 
 
+def _train(experiment: str, out: Path, *overrides: str) -> Path:
+    """Compose a recipe exactly as trainer.py does and fit it; returns the last checkpoint."""
+    from refrain.config import compose_config
+    from refrain.train import train
+
+    cfg = compose_config([f"experiment={experiment}", f"dataset_path={out / 'dataset'}", *overrides])
+    result = train(cfg)
+    if result.last_checkpoint is None or not result.last_checkpoint.is_file():
+        raise RefrainInputError(cfg.run_dir, "the run wrote no checkpoint", "see the log above")
+    print(f"run folder: {result.run_dir}  last checkpoint: {result.last_checkpoint}")
+    return result.last_checkpoint
+
+
+def stage_vae(out: Path) -> None:
+    """Train the tiny compression-robust VAE for a few CPU minutes (plots every 50 steps)."""
+    _train("demo_vae", out, f"run_dir={out / 'vae'}")
+
+
+def stage_export_vae(out: Path) -> None:
+    """Export the VAE checkpoint (EMA weights) to a bundle that loads without Lightning."""
+    from refrain.export import export_vae
+
+    bundle = export_vae(out / "vae" / "checkpoints" / "last.ckpt", out / "vae_bundle", overwrite=True)
+    print(f"VAE bundle: {bundle}")
+
+
+def stage_encode(out: Path) -> None:
+    """Cache VAE latents, style embeddings and (tiny, random) REPA teacher features once."""
+    from refrain.cli.encode import main as encode_main
+    from refrain.models.teachers import create_random_hubert
+
+    teachers = out / "teachers"
+    for name in ("mert", "mhubert"):
+        if not (teachers / name / "config.json").is_file():
+            create_random_hubert(teachers / name)
+    code = encode_main(
+        [
+            "--dataset_path", str(out / "dataset"),
+            "--vae_bundle", str(out / "vae_bundle"),
+            "--repa", "tiny_random",
+            "--repa_set", f"teacher_root={teachers}",
+            "--num_workers", "1",
+        ]
+    )  # fmt: skip
+    if code:
+        raise SystemExit(code)
+
+
+def stage_dit(out: Path) -> None:
+    """Train the tiny DiT with flow matching + REPA from the cache."""
+    _train(
+        "demo_dit",
+        out,
+        f"run_dir={out / 'dit'}",
+        f"vae_bundle={out / 'vae_bundle'}",
+        f"repa.teacher_root={out / 'teachers'}",
+    )
+
+
 STAGES: dict[str, Callable[[Path], None]] = {
     "prepare": stage_prepare,
+    "vae": stage_vae,
+    "export_vae": stage_export_vae,
+    "encode": stage_encode,
+    "dit": stage_dit,
 }
 
 
