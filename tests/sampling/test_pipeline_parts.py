@@ -13,6 +13,7 @@ from refrain.errors import RefrainInputError
 from refrain.sampling.guidance import APG, CFG, CFGZeroStar
 from refrain.sampling.lyrics_prep import LyricsPreparer, timed_lines
 from refrain.sampling.options import SamplerOptions
+from refrain.sampling.prompts_file import read_prompts
 from refrain.sampling.sidecar import file_identity, new_sidecar, read_sidecar, resolve_identity, write_sidecar
 from refrain.sampling.song import LyricsLayout, SongRequest
 from refrain.sampling.splice import splice_extend, splice_repaint
@@ -69,6 +70,27 @@ def test_layout_and_request_validation() -> None:
         LyricsLayout(bpm=0)
     with pytest.raises(RefrainInputError, match="unknown key"):
         LyricsLayout.from_any({"tempo": 90})
+
+
+def test_prompts_file(tmp_path: Path) -> None:
+    (tmp_path / "a.lrc").write_text("[00:01.00]hi")
+    path = tmp_path / "p.jsonl"
+    path.write_text(
+        '{"prompt": "x", "name": "first"}\n\n{"prompt": "y", "lyrics_file": "a.lrc", "seed": 3}\n{"prompt": "z"}\n'
+    )
+    items = read_prompts(path, 100)
+    assert [name for name, _ in items] == ["first", "001", "002"]
+    assert [request["seed"] for _, request in items] == [100, 3, 102]
+    assert items[1][1]["lyrics"] == "[00:01.00]hi" and "lyrics_file" not in items[1][1]
+    for text, match in [
+        ('{"prompt": "x"}\n{oops}\n', "p.jsonl:2: not JSON"),
+        ("[1, 2]\n", "not a JSON object"),
+        ("\n", "holds no prompts"),
+        ('{"name": "a"}\n{"name": "a"}\n', "used twice"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(RefrainInputError, match=match):
+            read_prompts(path, 0)
 
 
 # ----- splices -----

@@ -8,7 +8,10 @@
     refrain-infer edit        --bundle B --source song.flac --source_prompt ... --source_lyrics_file a.lrc
                               --target_lyrics_file b.lrc --preset only_lyrics --out edited.flac
     refrain-infer audio2audio --bundle B --source ref.wav --strength 0.6 --prompt ... --out cover.flac
+    refrain-infer stem        --bundle B --lora exps/stems/adapter --source no_drums.flac --instrument drums --out drums.flac
+    refrain-infer accompany   --bundle B --lora exps/s2a/adapter --source vocals.flac --prompt "soul" --out band.flac
     refrain-infer --from_sidecar song.json --out again.flac          (regenerate; the bundle from the sidecar)
+Every mode takes --lora ADAPTER[:SCALE] (repeatable) to sample with LoRA adapters on the bundle.
 
 Every song gets a JSON sidecar beside it (same name, .json) with all parameters, the seed and the
 bundle hash; ``--from_sidecar`` makes it again. Sampler options are shared by every mode (see --help of one).
@@ -25,7 +28,7 @@ from typing import Any
 
 from refrain.errors import RefrainInputError
 
-MODES = ("text2music", "retake", "repaint", "extend", "edit", "audio2audio")
+MODES = ("text2music", "retake", "repaint", "extend", "edit", "audio2audio", "stem", "accompany")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -54,6 +57,10 @@ def _common(parser: argparse.ArgumentParser, out_default: str | None) -> None:
         "--spectrogram", action="store_true", help="also write a log-mel PNG beside each song"
     )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
+    parser.add_argument(
+        "--lora", action="append", default=[], metavar="ADAPTER[:SCALE]",
+        help="a LoRA adapter folder to apply (repeatable; scale 0 switches one off)",
+    )  # fmt: skip
 
 
 def _sampler(parser: argparse.ArgumentParser) -> None:
@@ -129,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
         "extend": "add seconds to the left and/or right of a song",
         "edit": "change lyrics or tags while keeping melody and arrangement (FlowEdit)",
         "audio2audio": "a new song starting from a reference song at a strength",
+        "stem": "a stem (--instrument) that fits a song without it (needs a stemgen --lora)",
+        "accompany": "the accompaniment that fits a vocal stem (needs a singing2accompaniment --lora)",
     }
     sub = {name: modes.add_parser(name, help=helps[name], description=helps[name]) for name in MODES}
     for name, p in sub.items():
@@ -156,12 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--variance", type=float, default=0.5, help="0 = the same song, 1 = fresh noise"
     )
     sub["retake"].add_argument("--seed", type=int, help="seed of the new noise (default: random, recorded)")
-    for name in ("repaint", "extend", "edit", "audio2audio"):
+    for name in ("repaint", "extend", "edit", "audio2audio", "stem", "accompany"):
         sub[name].add_argument(
             "--source", type=Path, required=True, help="the song: an audio file (generated or uploaded)"
         )
-    for name in ("repaint", "extend", "audio2audio"):
+    for name in ("repaint", "extend", "audio2audio", "stem", "accompany"):
         _lyrics(sub[name])
+    sub["stem"].add_argument("--instrument", required=True, help="the stem to generate, e.g. drums")
     rp = sub["repaint"]
     rp.add_argument("--start", type=float, required=True, help="seconds")
     rp.add_argument("--end", type=float, required=True, help="seconds")
@@ -239,35 +249,6 @@ def check_output(path: Path) -> Path:
     return path
 
 
-def read_prompts(path: Path, options_seed: int) -> list[tuple[str, dict[str, Any]]]:
-    """(name, request) per JSON line; ``lyrics_file`` is read relative to the prompts file; seeds default
-    to the run's seed plus the line's index, so batching never changes which seed a song gets."""
-    import json
-
-    from refrain.text.lrc import read_text_file
-
-    items = []
-    for number, line in enumerate(read_text_file(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            request = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise RefrainInputError(
-                f"{path}:{number}", f"not JSON ({error.msg})", "write one JSON object per line"
-            ) from None
-        if not isinstance(request, dict):
-            raise RefrainInputError(f"{path}:{number}", "not a JSON object", "write one JSON object per line")
-        name = str(request.pop("name", f"{len(items):03d}"))
-        if "lyrics_file" in request:
-            request["lyrics"] = read_text_file(path.parent / str(request.pop("lyrics_file")))
-        request.setdefault("seed", options_seed + len(items))
-        items.append((name, request))
-    if not items:
-        raise RefrainInputError(path, "holds no prompts", "write one JSON object per line")
-    return items
-
-
 def run(args: argparse.Namespace, regenerate: bool) -> list[Path]:
     """Load the bundle, sample, save song + sidecar (+ PNG); returns the written song paths."""
     import torch
@@ -295,6 +276,11 @@ def run(args: argparse.Namespace, regenerate: bool) -> list[Path]:
     pipe = Pipeline.from_bundle(
         bundle, resolve_device(args.device), dtype, args.text_encoder_dir, not args.no_verify
     )
+    if args.lora:
+        from refrain.lora.adapters import AdapterRef
+        from refrain.lora.sampling import apply_adapters
+
+        apply_adapters(pipe, [AdapterRef.parse(text) for text in args.lora])
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -310,6 +296,13 @@ def run(args: argparse.Namespace, regenerate: bool) -> list[Path]:
             songs = [(args.out, pipe.regenerate(sidecar, allow_other_bundle=args.allow_other_bundle))]
         else:
             songs = sample_mode(pipe, args)
+    for _, song in songs:
+        if song.sidecar.get("unknown_phonemes"):
+            print(
+                f"warning: {song.sidecar['unknown_phonemes']} phoneme(s) of these lyrics are not in the bundle's "
+                "vocabulary and were read as <unk> (the training data never had them)",
+                file=sys.stderr,
+            )
     return [song.save(path, spectrogram=args.spectrogram) for path, song in songs]
 
 
@@ -344,6 +337,10 @@ def sample_mode(pipe: Any, args: argparse.Namespace) -> list[tuple[Path, Any]]:
             args.source, args.start, args.end, args.prompt, lyrics, variance=args.variance,
             crossfade=args.crossfade, layout=layout, options=options,
         )  # fmt: skip
+    elif args.mode == "stem":
+        song = pipe.stem(args.source, args.instrument, args.prompt, lyrics, layout=layout, options=options)
+    elif args.mode == "accompany":
+        song = pipe.accompany(args.source, args.prompt, lyrics, layout=layout, options=options)
     elif args.mode == "extend":
         song = pipe.extend(
             args.source,
@@ -368,6 +365,8 @@ def sample_prompts_file(
     """Every line of a prompts file, ``--batch_size`` songs per batch; flags fill keys a line leaves out."""
     if args.batch_size < 1:
         raise RefrainInputError("--batch_size", f"must be >= 1, got {args.batch_size}", "use e.g. 4")
+    from refrain.sampling.prompts_file import read_prompts
+
     items = read_prompts(args.prompts_file, int(options.seed))
     defaults = {"prompt": args.prompt, "duration": args.duration, **layout}
     out_dir = args.out_dir or args.out.parent

@@ -50,7 +50,7 @@ class SamplingEngine:
         self.lyrics = LyricsPreparer(vocab)
         self._text_encoder = text_encoder
         self.bundle_hash = bundle_hash
-        self.bundle_path = str(bundle_path) if bundle_path is not None else None
+        self.bundle_path = str(Path(bundle_path).resolve()) if bundle_path is not None else None
         self.device = torch.device(device)
         self.progress: Progress | None = None
         self._styles: dict[str, tuple[Tensor, Tensor]] = {}
