@@ -157,7 +157,11 @@ def check_existing(
     todo, entries = [], {}
     for record in records:
         digest = str(record["content_hash"])
-        path = entry_path(folder, digest)
+        try:
+            path = entry_path(folder, digest)
+        except RefrainInputError as err:  # a record without a usable hash cannot be cached: count it
+            report.failed.append((str(record.get("keys") or record.get("filename")), str(err)))
+            continue
         if not path.exists():
             todo.append(record)
             continue
