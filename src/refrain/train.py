@@ -57,12 +57,6 @@ def check_selected(cfg: DictConfig) -> None:
             "no task/data selected",
             "pick a recipe, e.g. `python trainer.py experiment=vae_mp3 --dataset_path PATH`",
         )
-    if cfg.get("lora_config_path") and cfg.get("lora") is None:
-        raise RefrainInputError(
-            cfg.lora_config_path,
-            "LoRA fine-tuning is not part of this build yet",
-            "train without --lora_config_path",
-        )
     if cfg.get("ckpt_path") and not Path(cfg.ckpt_path).is_file():
         raise RefrainInputError(
             cfg.ckpt_path, "checkpoint to resume from does not exist", "pass an existing .ckpt file"
@@ -72,6 +66,10 @@ def check_selected(cfg: DictConfig) -> None:
 def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
     """Build data, task, loggers, callbacks and a Lightning Trainer from ``cfg`` and fit."""
     register_resolvers()
+    if cfg.get("lora_config_path"):  # LoRA task/data over the base bundle (refrain.lora.recipe)
+        from refrain.lora.recipe import lora_run_config
+
+        cfg = lora_run_config(cfg)
     check_selected(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     run_dir = Path(cfg.run_dir)

@@ -33,7 +33,7 @@ from refrain.sampling.solvers import sample
 from refrain.sampling.song import LyricsLayout, SongRequest, SongResult
 from refrain.sampling.splice import splice_extend, splice_repaint
 
-SOURCE_MODES = ("repaint", "extend", "edit", "audio2audio")
+SOURCE_MODES = ("repaint", "extend", "edit", "audio2audio", "stem", "accompany")
 Layout = LyricsLayout | Mapping[str, Any] | None
 
 
@@ -297,6 +297,25 @@ class Pipeline(SamplingEngine):
             "layout": asdict(layout),
         }
         return self.result("audio2audio", params, options, latent, song, timed)
+
+    # ----- LoRA reference modes (refrain.lora.sampling: a stemgen / singing2accompaniment adapter) -----
+    def stem(
+        self, source: Source, instrument: str, prompt: str = "", lyrics: str = "", *,
+        layout: Layout = None, options: SamplerOptions | None = None,
+    ) -> SongResult:  # fmt: skip
+        """StemGen: ``instrument``'s stem that fits ``source`` (the song without that stem)."""
+        from refrain.lora.sampling import stem_song
+
+        return stem_song(self, source, instrument, prompt, lyrics, layout=layout, options=options)
+
+    def accompany(
+        self, source: Source, prompt: str = "", lyrics: str = "", *, instrument: str = "vocals",
+        layout: Layout = None, options: SamplerOptions | None = None,
+    ) -> SongResult:  # fmt: skip
+        """singing2accompaniment: the accompaniment that fits the vocal stem ``source``."""
+        from refrain.lora.sampling import accompany_song
+
+        return accompany_song(self, source, prompt, lyrics, instrument, layout=layout, options=options)
 
     # ----- regeneration -----
     def regenerate(
