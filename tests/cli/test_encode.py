@@ -71,7 +71,7 @@ def test_encode_resume_and_train_config_agree(
 ) -> None:
     argv = [
         "--dataset_path", str(setup_dirs["data"]), "--vae_bundle", str(setup_dirs["bundle"]),
-        "--repa", "tiny_random", "--repa_set", f"teacher_root={setup_dirs['teachers']}",
+        "--repa", "tiny_random", f"repa.teacher_root={setup_dirs['teachers']}",
         "--num_workers", "1", "--device", "cpu", "--no_progress",
     ]  # fmt: skip
     assert main(argv) == 0
@@ -80,7 +80,9 @@ def test_encode_resume_and_train_config_agree(
     (folder,) = (setup_dirs["data"] / "cache").iterdir()
     assert len(list(folder.glob("*.safetensors"))) == 3
     assert set(read_index(folder)["teachers"]) == {"mert", "mhubert"}
-    assert main(argv) == 0
+    argv[argv.index(f"repa.teacher_root={setup_dirs['teachers']}")] = "--repa_set"
+    argv.insert(argv.index("--repa_set") + 1, f"teacher_root={setup_dirs['teachers']}")
+    assert main(argv) == 0  # the same teachers through --repa_set: the same cache, nothing to do
     assert "(encoded 0, reused 3, redone 0, failed 0)" in capsys.readouterr().out
 
     # Training built from conf/data/latents.yaml + conf/repa/tiny_random.yaml finds that very cache.
@@ -123,3 +125,5 @@ def test_bad_input_is_one_line_and_exit_2(
         == 2
     )
     assert "neither a file nor a conf/repa option" in capsys.readouterr().err
+    assert main(["--dataset_path", "x", "--vae_bundle", "y", "--repa", "tiny_random", "teacher_root=T"]) == 2
+    assert "not a repa.KEY=VALUE override" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """`refrain-encode`: run the frozen encoders over a prepared dataset once and cache their outputs.
 
     refrain-encode --dataset_path P --vae_bundle B [--text_encoder_dir D] [--repa NAME_OR_YAML]
-        [--repa_set KEY=VALUE ...] [--run_dir DIR] [--split train,validation] [--device auto]
+        [repa.KEY=VALUE ...] [--repa_set KEY=VALUE ...] [--run_dir DIR] [--split train,validation] [--device auto]
         [--num_workers 2] [--tag_shuffles 4] [--latent_dtype float32] [--feature_dtype float32]
         [--verify] [--limit N] [--no_progress]
 
@@ -43,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repa_set", action="append", default=[], metavar="KEY=VALUE",
         help="override a key of the REPA config, e.g. mert_dir=/ckpt/MERT-v1-330M (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "overrides", nargs="*", metavar="repa.KEY=VALUE",
+        help="Hydra-style overrides of the REPA config, as trainer.py takes them (repa.teacher_root=T)",
     )  # fmt: skip
     parser.add_argument(
         "--run_dir", default="exps/refrain", help="value of ${run_dir} inside the REPA config"
@@ -114,13 +118,20 @@ def resolve_device(name: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the encoder; returns the exit code (0 ok, also with skipped records; 2 bad input)."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_intermixed_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from refrain.data.cache_build import build_cache
     from refrain.data.conditioning_encoder import ConditioningEncoder, EncodeSettings
 
     try:
-        teachers = load_repa_teachers(args.repa, args.repa_set, args.run_dir) if args.repa else {}
+        repa_set = list(args.repa_set)
+        for item in args.overrides:
+            if not item.startswith("repa.") or "=" not in item:
+                raise RefrainInputError(
+                    item, "not a repa.KEY=VALUE override", "write e.g. repa.teacher_root=DIR"
+                )
+            repa_set.append(item[len("repa.") :])
+        teachers = load_repa_teachers(args.repa, repa_set, args.run_dir) if args.repa else {}
         settings = EncodeSettings(
             args.tag_shuffles, args.latent_dtype, args.feature_dtype, args.text_max_length
         )
