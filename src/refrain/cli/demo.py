@@ -85,12 +85,40 @@ def stage_dit(out: Path) -> None:
     )
 
 
+def stage_export_dit(out: Path) -> None:
+    """Export the DiT checkpoint (EMA weights + VAE + vocabulary + text-encoder reference) to a bundle."""
+    from refrain.export import export_dit
+
+    bundle = export_dit(
+        out / "dit" / "checkpoints" / "last.ckpt",
+        out / "dit_bundle",
+        overwrite=True,
+        vae_bundle=out / "vae_bundle",
+        phoneme_vocab=out / "dataset" / "phoneme_vocab.json",
+    )
+    print(f"DiT bundle: {bundle}")
+
+
+def stage_sample(out: Path) -> None:
+    """Generate a song from the bundle just trained and write a spectrogram PNG beside it."""
+    from refrain.sampling.options import SamplerOptions
+    from refrain.sampling.pipeline import Pipeline
+
+    pipeline = Pipeline.from_bundle(out / "dit_bundle")
+    options = SamplerOptions(steps=30, guidance="apg", guidance_scale=4.0, seed=42)
+    song = pipeline.text2music("calm, acoustic, 80 bpm, C major", lyrics="", duration=20.0, options=options)
+    path = song.save(out / "song.flac", spectrogram=True)
+    print(f"song: {path} (+ {path.with_suffix('.json').name}, {path.with_suffix('.png').name})")
+
+
 STAGES: dict[str, Callable[[Path], None]] = {
     "prepare": stage_prepare,
     "vae": stage_vae,
     "export_vae": stage_export_vae,
     "encode": stage_encode,
     "dit": stage_dit,
+    "export_dit": stage_export_dit,
+    "sample": stage_sample,
 }
 
 
