@@ -128,9 +128,8 @@ class DiTTask(pl.LightningModule):
         )  # fmt: skip
         self.vae_bundle = str(vae_bundle) if vae_bundle else None
         self.dataset_path = dataset_path
-        self.max_consecutive_skips = max_consecutive_skips
+        self.max_consecutive_skips = max_consecutive_skips  # read by the NonFiniteGuard callback (conf)
         self.nonfinite_skips = 0
-        self._consecutive_skips = 0
         self._skip_pending = False
         self._step_skipped = False
         self._last_plot_step = -1
@@ -231,18 +230,10 @@ class DiTTask(pl.LightningModule):
             local = not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
         self._skip_pending = False
         self._step_skipped = self.trainer.strategy.reduce_boolean_decision(local, all=False)
-        if self._step_skipped:
+        if self._step_skipped:  # refrain.tasks.faults.NonFiniteGuard reads the count and stops a run
             self.nonfinite_skips += 1
-            self._consecutive_skips += 1
             if scaler is None:
                 optimizer.zero_grad(set_to_none=True)
-            if self._consecutive_skips > self.max_consecutive_skips:
-                raise RuntimeError(
-                    f"{self._consecutive_skips} consecutive non-finite DiT updates; lower learning_rate, "
-                    "lengthen the warm-up or lower gradient_clip_val"
-                )
-        else:
-            self._consecutive_skips = 0
         self.log("train/nonfinite_skips", float(self.nonfinite_skips))
 
     def optimizer_step(
@@ -262,11 +253,6 @@ class DiTTask(pl.LightningModule):
             and step != self._last_plot_step
         ):
             self.plot(step, batch)
-
-    def on_train_epoch_end(self) -> None:
-        datamodule = self.trainer.datamodule
-        if datamodule is not None and hasattr(datamodule, "skipped_items"):
-            self.log("data/skipped_items_epoch", float(datamodule.skipped_items("train", reset=True)))
 
     def on_train_end(self) -> None:
         if self.every_plot_step and self.global_step != self._last_plot_step:
