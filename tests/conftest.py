@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# One compute thread per process: on 2 shared cores, OpenMP's spinning worker threads make tiny-tensor
+# tests 10-50x slower (measured), and a fixed thread count keeps bit-exact comparisons stable.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

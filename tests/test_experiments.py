@@ -5,21 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hydra.utils import instantiate
+from tiny_bundle import make_tiny_bundle
 
 from refrain.config import compose_config, conf_dir
-from refrain.train import build_callbacks, build_loggers
+from refrain.train import build_run
 
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
 
 
-def tiny_overrides(name: str, tmp_path: Path) -> list[str]:
-    """Shrink whatever model groups the recipe selects to their tiny presets."""
+@pytest.fixture(scope="module")
+def base_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny exported DiT bundle (with its VAE bundle inside) for the recipes that start from one."""
+    return make_tiny_bundle(tmp_path_factory.mktemp("experiments"))
+
+
+def tiny_overrides(name: str, tmp_path: Path, base_bundle: Path) -> list[str]:
+    """Shrink whatever model groups the recipe selects to their tiny presets and point at tiny inputs."""
     selected = compose_config([f"experiment={name}"])
     overrides = [
         f"experiment={name}",
         f"run_dir={tmp_path / name}",
-        "dataset_path=" + str(tmp_path / "dataset"),
+        f"dataset_path={tmp_path / 'dataset'}",
+        f"vae_bundle={base_bundle / 'vae'}",
+        f"checkpoint_dir={base_bundle}",
     ]
     model = selected.get("model") or {}
     overrides += [f"model/{part}=tiny" for part in ("vae", "dit") if model.get(part) is not None]
@@ -27,16 +35,11 @@ def tiny_overrides(name: str, tmp_path: Path) -> list[str]:
 
 
 def test_there_are_experiments_to_check() -> None:
-    assert EXPERIMENTS, "conf/experiment/ holds no recipe"
+    assert {"vae_mp3", "dit_repa", "demo_vae", "demo_dit"} <= set(EXPERIMENTS)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_composes_and_instantiates(name: str, tmp_path: Path) -> None:
-    cfg = compose_config(tiny_overrides(name, tmp_path))
-    assert cfg.get("task") is not None and cfg.get("data") is not None, f"{name} selects no task/data"
-    task = instantiate(cfg.task)
-    datamodule = instantiate(cfg.data)
-    loggers = build_loggers(cfg)
-    trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=build_callbacks(cfg, bool(loggers)))
-    assert sum(p.numel() for p in task.parameters()) > 0
-    assert datamodule is not None and trainer is not None
+def test_experiment_composes_and_instantiates(name: str, tmp_path: Path, base_bundle: Path) -> None:
+    run = build_run(compose_config(tiny_overrides(name, tmp_path, base_bundle)))
+    assert sum(p.numel() for p in run.task.parameters()) > 0
+    assert run.datamodule is not None and run.trainer is not None

@@ -63,19 +63,25 @@ def check_selected(cfg: DictConfig) -> None:
         )
 
 
-def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
-    """Build data, task, loggers, callbacks and a Lightning Trainer from ``cfg`` and fit."""
+@dataclass
+class Run:
+    """Everything ``train`` fits, built but not started (tests instantiate recipes through this)."""
+
+    cfg: DictConfig
+    datamodule: pl.LightningDataModule
+    task: pl.LightningModule
+    trainer: pl.Trainer
+    callbacks: list[Callback]
+
+
+def build_run(cfg: DictConfig, **trainer_kwargs: Any) -> Run:
+    """Resolve LoRA routing, check the selection, and instantiate data, task, loggers, callbacks, trainer."""
     register_resolvers()
     if cfg.get("lora_config_path"):  # LoRA task/data over the base bundle (refrain.lora.recipe)
         from refrain.lora.recipe import lora_run_config
 
         cfg = lora_run_config(cfg)
     check_selected(cfg)
-    pl.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
     datamodule = instantiate(cfg.data)
     task = instantiate(cfg.task)
     loggers = build_loggers(cfg)
@@ -87,8 +93,18 @@ def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
         plugins=[AtomicCheckpointIO()],
         **trainer_kwargs,
     )
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    return Run(cfg, datamodule, task, trainer, callbacks)
 
-    last = next((cb.last_model_path for cb in callbacks if isinstance(cb, ModelCheckpoint)), None)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    return TrainResult(run_dir, Path(last) if last else None, metrics, trainer, task)
+
+def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
+    """Build data, task, loggers, callbacks and a Lightning Trainer from ``cfg`` and fit."""
+    pl.seed_everything(cfg.seed, workers=True)
+    run = build_run(cfg, **trainer_kwargs)
+    run_dir = Path(run.cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
+    run.trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=run.cfg.ckpt_path)
+
+    last = next((cb.last_model_path for cb in run.callbacks if isinstance(cb, ModelCheckpoint)), None)
+    metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items() if v.numel() == 1}
+    return TrainResult(run_dir, Path(last) if last else None, metrics, run.trainer, run.task)

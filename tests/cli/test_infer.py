@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sampling"))
-from tiny_bundle import make_tiny_bundle  # noqa: E402
+from tiny_bundle import make_tiny_bundle
 
 from refrain.cli.infer import build_parser, main  # noqa: E402
 
