@@ -187,7 +187,7 @@ class ReferenceControl(nn.Module):
         label = self.label(cond.instrument.clamp_min(0)) * labelled[:, None].to(dtype)
         present = cond.reference_present()
         frame_mask = cond.frame_mask.unsqueeze(-1).to(dtype)
-        if cond.reference is not None and bool(present.any()):
+        if cond.reference is not None:  # run even when every sample dropped it: DDP needs each parameter used
             mask = cond.reference_mask.to(dtype)
             feats = torch.cat([cond.reference.to(dtype) * mask, mask], dim=1).transpose(1, 2)
             h = self.proj_in(feats) + label[:, None]
