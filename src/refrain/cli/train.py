@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from refrain.errors import RefrainInputError
 
-# ACE-Step trainer flag -> the refrain config key it sets.
+# ACE-Step trainer flag -> the refrain config key it sets (plus two of refrain's own, at the end).
 ACESTEP_FLAGS: dict[str, str] = {
     "dataset_path": "dataset_path",
     "checkpoint_dir": "checkpoint_dir",
@@ -32,6 +32,9 @@ ACESTEP_FLAGS: dict[str, str] = {
     "gradient_clip_algorithm": "gradient_clip_algorithm",
     "reload_dataloaders_every_n_epochs": "trainer.reload_dataloaders_every_n_epochs",
     "val_check_interval": "trainer.val_check_interval",
+    # refrain's own additions in the same style (the DiT side needs them)
+    "vae_bundle": "vae_bundle",
+    "text_encoder_dir": "text_encoder_dir",
 }
 
 # Hydra's own flags pass through untouched.
