@@ -16,6 +16,7 @@ from refrain.config import register_resolvers
 from refrain.errors import RefrainInputError
 from refrain.tasks.callbacks import CheckpointMetadata
 from refrain.tasks.checkpoint_io import AtomicCheckpointIO
+from refrain.tasks.cluster import release_process_group
 
 
 @dataclass
@@ -104,6 +105,7 @@ def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
     run.trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=run.cfg.ckpt_path)
+    release_process_group()  # DDP: a clean exit code after a finished run
 
     last = next((cb.last_model_path for cb in run.callbacks if isinstance(cb, ModelCheckpoint)), None)
     metrics = {k: float(v) for k, v in run.trainer.callback_metrics.items() if v.numel() == 1}

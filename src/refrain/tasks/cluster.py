@@ -65,3 +65,16 @@ def module_classes(names: Sequence[str]) -> set[type[nn.Module]]:
             )
         classes.add(cls)
     return classes
+
+
+def release_process_group() -> None:
+    """Destroy the default process group once training has ended.
+
+    Lightning leaves it alive; at interpreter exit its gloo/NCCL threads are then torn down in no fixed
+    order and a finished run can abort ("terminate called without an active exception", exit -6), which
+    a scheduler reads as a failed job.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
