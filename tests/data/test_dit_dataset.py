@@ -152,8 +152,8 @@ def test_dataset_items_place_lyrics_and_teachers_under_the_crop(
     record = train.records[0]
     whole = encoder.encode_record(record)
     seen_starts = set()
-    for _ in range(12):
-        item = train[0]
+    for epoch in range(12):  # one record: key = epoch (ResumableSampler(epoch_keys=True))
+        item = train[epoch]
         start = item["crop_start"]
         seen_starts.add(round(start * FRAME_RATE))
         for time, ids, _ in record_sentences(record):
@@ -174,7 +174,7 @@ def test_prompt_variants_drawn_differ_across_steps(tmp_path: Path, tiny_env: Tin
     dataset = make_dataset(tmp_path / "ds", count=1, validation=1)
     module = datamodule(tiny_env, dataset, teachers=None)
     variants = module.train_set.entry(module.train_set.records[0]).meta.prompts
-    drawn = [module.train_set[0] for _ in range(12)]
+    drawn = [module.train_set[epoch] for epoch in range(12)]  # one record: key = epoch
     prompts = [item["prompt"] for item in drawn]
     assert len(set(prompts)) >= 3 and set(prompts) <= set(variants)
     by_prompt = {item["prompt"]: item["style"] for item in drawn}

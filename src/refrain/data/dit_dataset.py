@@ -20,7 +20,6 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import soundfile as sf
-import torch
 from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Dataset
 
@@ -47,8 +46,9 @@ EncoderFactory = Callable[[], ConditioningEncoder]
 class DiTDataset(Dataset):
     """Map-style dataset over prepared records -> one crop dict per record (None when it fails).
 
-    ``deterministic`` (validation) crops from frame 0 and draws the prompt variant from (seed, index);
-    training draws crop start and variant from a per-worker generator seeded by (seed, worker seed).
+    ``deterministic`` (validation) crops from frame 0. Crop start and prompt variant are drawn from
+    (seed, key): the training sampler's keys include the epoch (``ResumableSampler(epoch_keys=True)``),
+    so draws change every epoch, match on any number of workers and repeat exactly after a resume.
     """
 
     def __init__(
@@ -77,8 +77,6 @@ class DiTDataset(Dataset):
         self.speaker_dim = int(speaker_dim) if speaker_dim else None
         self.dataset_root = Path(dataset_root) if dataset_root is not None else None
         self.failures = multiprocessing.Value("q", 0)  # shared with DataLoader workers
-        self._rng: np.random.Generator | None = None
-        self._rng_pid: int | None = None
         self._encoder: ConditioningEncoder | None = None
         self._encoder_pid: int | None = None
 
@@ -100,13 +98,8 @@ class DiTDataset(Dataset):
             value, self.failures.value = int(self.failures.value), 0
         return value
 
-    def _generator(self, index: int) -> np.random.Generator:
-        if self.deterministic:
-            return np.random.default_rng([self.seed, index])
-        if self._rng is None or self._rng_pid != os.getpid():
-            self._rng = np.random.default_rng([self.seed, torch.initial_seed() % (1 << 63)])
-            self._rng_pid = os.getpid()
-        return self._rng
+    def _generator(self, key: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(key)])
 
     def online_encoder(self) -> ConditioningEncoder:
         """The frozen encoders of this process, built on first use (once per DataLoader worker)."""
@@ -136,7 +129,7 @@ class DiTDataset(Dataset):
         return self.online_encoder().encode_record(record)
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        record = self.records[index]
+        record = self.records[int(index) % len(self.records)]
         try:
             entry = self.entry(record)
             rng = self._generator(index)
@@ -330,11 +323,11 @@ class DiTDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        """Shuffled by (seed, epoch) and resumable inside the epoch (Lightning saves the loader's state)."""
+        """Shuffled, epoch-keyed and exactly resumable (Lightning saves the loader's state in checkpoints)."""
         assert self.train_set is not None, "setup() first"
         dataset, drop_last = self.train_set, len(self.train_set) >= self.batch_size
         return ResumableDataLoader(
-            dataset, batch_size=self.batch_size, sampler=ResumableSampler(dataset, seed=self.seed),
+            dataset, batch_size=self.batch_size, sampler=ResumableSampler(dataset, seed=self.seed, epoch_keys=True),
             num_workers=self.num_workers, persistent_workers=self.num_workers > 0, collate_fn=collate_dit,
             pin_memory=self.pin_memory, drop_last=drop_last,
         )  # fmt: skip
