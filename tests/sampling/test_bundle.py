@@ -166,7 +166,7 @@ def test_export_rejects_foreign_checkpoints(workdir: Path, tmp_path: Path) -> No
 def test_format_versions_get_one_line_errors(bundle: Path, tmp_path: Path) -> None:
     copy = _copy(bundle, tmp_path)
     _rewrite_manifest(copy, format_version=DIT_BUNDLE_FORMAT_VERSION + 1)
-    with pytest.raises(RefrainInputError, match="newer than this refrain reads") as error:
+    with pytest.raises(RefrainInputError, match="newer than this refrain understands") as error:
         open_dit_bundle(copy)
     assert "\n" not in str(error.value) and "Fix: upgrade refrain" in str(error.value)
     _rewrite_manifest(copy, format_version=0)

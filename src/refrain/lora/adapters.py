@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +25,7 @@ from safetensors import safe_open
 from torch import nn
 
 from refrain.errors import RefrainInputError
+from refrain.fileio import atomic_folder
 from refrain.lora.config import SPEC_FILE, LoraSpec, parse_lora_spec, read_json
 from refrain.lora.control import CONTROL_MODULE, attach_control, control_modules
 
@@ -42,25 +41,12 @@ def save_adapter(
 ) -> Path:
     """Write the active (``default``) adapter of ``model`` as a PEFT folder + refrain_lora.json, atomically."""
     target = Path(folder)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         model.save_pretrained(str(staging), selected_adapters=["default"])
         described = {**spec.to_dict(), BASE_KEY: dict(base or {})}
         (staging / SPEC_FILE).write_text(json.dumps(described, indent=2, sort_keys=False))
         for file in staging.iterdir():
             os.chmod(file, 0o644)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(staging, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 

@@ -21,9 +21,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,15 +37,14 @@ from torch import Tensor, nn
 from refrain import __version__
 from refrain.data.cache import folder_digest
 from refrain.errors import RefrainInputError
-from refrain.fileio import atomic_path
+from refrain.fileio import atomic_folder, atomic_path
+from refrain.manifest import MANIFEST_NAME, read_bundle_manifest, sha256_file, verify_files
 from refrain.models.text_encoder import DEFAULT_PACKAGE, default_text_encoder_dir
 from refrain.models.vae.bundle import read_manifest as read_vae_manifest
-from refrain.models.vae.bundle import sha256_file
 from refrain.models.vae.bundle import verify_bundle as verify_vae_bundle
 from refrain.text.vocab import PhonemeVocab
 
 DIT_BUNDLE_FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 WEIGHTS_NAME = "dit.safetensors"
 VOCAB_NAME = "phoneme_vocab.json"
 CONFIG_NAME = "config.yaml"
@@ -211,9 +208,7 @@ def save_dit_bundle(
     model = build_from_spec(model_spec)  # also proves the weights fit before anything is written
     model.load_state_dict(dict(state_dict), strict=True)
     _check_compatible(model, model_spec, vae_manifest, vocab, vae_bundle, phoneme_vocab)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
         with atomic_path(staging / WEIGHTS_NAME) as tmp:
             save_file(tensors, str(tmp), metadata={"format": "pt", "refrain": "dit"})
@@ -251,10 +246,6 @@ def save_dit_bundle(
         }  # fmt: skip
         with atomic_path(staging / MANIFEST_NAME) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        _publish(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
@@ -280,69 +271,23 @@ def _check_compatible(
         )  # fmt: skip
 
 
-def _publish(staging: Path, target: Path) -> None:
-    """Rename the staged folder into place; an existing bundle is swapped out only after that succeeds."""
-    if not target.exists():
-        os.replace(staging, target)
-        return
-    backup = target.with_name(f".{target.name}.old")
-    shutil.rmtree(backup, ignore_errors=True)
-    os.replace(target, backup)
-    os.replace(staging, target)
-    shutil.rmtree(backup, ignore_errors=True)
-
-
 def read_dit_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of a DiT bundle, checked for kind and format version (one-line errors otherwise)."""
-    root = Path(path)
-    manifest_path = root / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise RefrainInputError(
-            root, "not a refrain bundle (manifest.json missing)", "pass a folder made by refrain-export"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
-        raise RefrainInputError(
-            manifest_path, f"unreadable JSON ({error.msg})", "re-export the bundle"
-        ) from None
-    if not isinstance(manifest, dict):
-        raise RefrainInputError(manifest_path, "is not a JSON object", "re-export the bundle")
-    if manifest.get("kind") != "dit":
-        raise RefrainInputError(
-            manifest_path, f"bundle kind is {manifest.get('kind')!r}, not 'dit'",
-            "pass a DiT bundle (refrain-export --kind dit), not a VAE bundle",
-        )  # fmt: skip
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise RefrainInputError(
-            manifest_path, f"format_version {version!r} is not valid", "re-export the bundle"
-        )
-    if version > DIT_BUNDLE_FORMAT_VERSION:
-        raise RefrainInputError(
-            manifest_path, f"DiT bundle format {version} is newer than this refrain reads ({DIT_BUNDLE_FORMAT_VERSION})",
-            "upgrade refrain",
-        )  # fmt: skip
-    return manifest
+    return read_bundle_manifest(
+        path,
+        "dit",
+        DIT_BUNDLE_FORMAT_VERSION,
+        "pass a DiT bundle (refrain-export --kind dit), not a VAE bundle",
+    )
 
 
 def verify_dit_bundle(path: str | Path, manifest: Mapping[str, Any]) -> None:
     """Recompute every listed file hash and the bundle hash; a changed file is named."""
-    root = Path(path)
     files = manifest.get("files") or {}
-    for name, expected in files.items():
-        file = root / name
-        if not file.is_file():
-            raise RefrainInputError(file, "listed in the manifest but missing", "re-export the bundle")
-        if sha256_file(file) != expected:
-            raise RefrainInputError(
-                file,
-                "content hash does not match the manifest (file changed or truncated)",
-                "re-export the bundle",
-            )
+    verify_files(path, files)
     if bundle_hash(files) != manifest.get("bundle_hash"):
         raise RefrainInputError(
-            root / MANIFEST_NAME, "bundle_hash does not match its file list", "re-export the bundle"
+            Path(path) / MANIFEST_NAME, "bundle_hash does not match its file list", "re-export the bundle"
         )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from refrain import __version__
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_path
-from refrain.models.vae.bundle import sha256_file
+from refrain.manifest import sha256_file
 
 SIDECAR_FORMAT = "refrain.sidecar"
 SIDECAR_VERSION = 1

@@ -15,11 +15,7 @@ leaves a half bundle where a good one was.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +25,11 @@ import yaml
 from diffusers import AutoencoderOobleck
 
 from refrain.errors import RefrainInputError
+from refrain.fileio import atomic_folder
+from refrain.manifest import MANIFEST_NAME, read_bundle_manifest, sha256_file, verify_files
 from refrain.models.vae.oobleck import OobleckVAE
 
 BUNDLE_FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
 WEIGHTS_DIR = "vae"
 
 
@@ -46,14 +43,6 @@ class VAEBundle:
     path: Path
 
 
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_vae_bundle(
     out_dir: str | Path,
     autoencoder: AutoencoderOobleck,
@@ -65,9 +54,7 @@ def save_vae_bundle(
     target = Path(out_dir)
     if target.exists() and not overwrite:
         raise RefrainInputError(target, "already exists", "choose a new output folder or pass --overwrite")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-    try:
+    with atomic_folder(target) as staging:
         autoencoder.save_pretrained(staging / WEIGHTS_DIR, safe_serialization=True)
         (staging / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         files = sorted(p for p in staging.rglob("*") if p.is_file())
@@ -84,65 +71,17 @@ def save_vae_bundle(
             **(extra or {}),
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(target, backup)
-            os.replace(staging, target)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return target
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
     """Read and check a bundle's manifest: it must exist, be a VAE bundle, and have a known version."""
-    root = Path(path)
-    manifest_path = root / MANIFEST_NAME
-    if not manifest_path.is_file():
-        raise RefrainInputError(
-            root, "not a refrain bundle (manifest.json missing)", "pass a folder made by refrain-export"
-        )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
-        raise RefrainInputError(
-            manifest_path, f"unreadable JSON ({error.msg})", "re-export the bundle"
-        ) from None
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise RefrainInputError(
-            manifest_path, f"format_version {version!r} is not valid", "re-export the bundle"
-        )
-    if version > BUNDLE_FORMAT_VERSION:
-        raise RefrainInputError(
-            manifest_path,
-            f"bundle format version {version} is newer than this refrain understands ({BUNDLE_FORMAT_VERSION})",
-            "upgrade refrain",
-        )
-    if manifest.get("kind") != "vae":
-        raise RefrainInputError(
-            manifest_path, f"bundle kind is {manifest.get('kind')!r}, not 'vae'", "pass a VAE bundle"
-        )
-    return manifest
+    return read_bundle_manifest(path, "vae", BUNDLE_FORMAT_VERSION, "pass a VAE bundle")
 
 
 def verify_bundle(path: str | Path, manifest: dict[str, Any]) -> None:
     """Recompute every file hash; a changed or missing file is reported by name."""
-    root = Path(path)
-    for name, expected in manifest.get("files", {}).items():
-        file = root / name
-        if not file.is_file():
-            raise RefrainInputError(file, "listed in the manifest but missing", "re-export the bundle")
-        if sha256_file(file) != expected:
-            raise RefrainInputError(
-                file,
-                "content hash does not match the manifest (file changed or truncated)",
-                "re-export the bundle",
-            )
+    verify_files(path, manifest.get("files", {}))
 
 
 def load_vae_bundle(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> VAEBundle:
