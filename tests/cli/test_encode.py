@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from datasets import DatasetDict
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -23,14 +21,6 @@ from refrain.models.vae.oobleck import build_oobleck_vae
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 RATE = 8000
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def _record(folder: Path, index: int, split: str) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,15 +60,6 @@ def make_teachers(root: Path) -> dict[str, TeacherSpec]:
         ),
         "mhubert": TeacherSpec("mhubert", str(hubert), 16000, layer=-1, chunk_seconds=30.0, feature_dim=16),
     }
-
-
-@pytest.fixture(autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny tensors: one intra-op thread avoids OpenMP spin-waits on a busy shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def build_tiny_env(root: Path) -> TinyEnv:
