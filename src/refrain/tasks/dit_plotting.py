@@ -1,6 +1,6 @@
 """What the DiT task writes when it listens to itself: audio, spectrograms and the lyrics it sang.
 
-Files go to ``<run_dir>/plots/step_XXXXXX/`` (``sample_<i>.flac``, ``reference_<i>.flac``,
+Files go to ``<run_dir>/plots/step_<6-digit step>/`` (``sample_<i>.flac``, ``reference_<i>.flac``,
 ``spectrograms.png`` or ``latents.png``, ``lyrics.txt``) so a run can be judged without a logger, and the
 same material goes to every active logger (TensorBoard audio/image/text, the W&B equivalents).
 """
@@ -238,7 +238,7 @@ class SamplePlotter:
         self, model: nn.Module, cond: Any, batch: Mapping[str, Any], step: int, device: torch.device,
         loggers: Sequence[Logger] = (), context: AbstractContextManager[Any] | None = None,
     ) -> Path:  # fmt: skip
-        """Sample, decode, write ``run_dir/plots/step_XXXXXX`` and log; returns that folder."""
+        """Sample, decode, write ``run_dir/plots/step_<6-digit step>`` and log; returns that folder."""
         latents = self.generate(model, cond, batch["latent_mean"].shape, device, context)
         vae = self.vae(device)
         samples = self.samples(latents, batch, vae)

@@ -10,7 +10,7 @@ listening plots) is ``DiTTask``'s. This subclass only:
 - keeps checkpoints small: the base's frozen tensors are left out of ``state_dict`` (they live in the
   base bundle, whose hash the checkpoint records and resume checks);
 - writes a standard PEFT adapter folder (``adapter_config.json`` + ``adapter_model.safetensors`` +
-  ``refrain_lora.json``) at every checkpoint (``<run_dir>/adapters/step_XXXXXXXX``) and at the end
+  ``refrain_lora.json``) at every checkpoint (``<run_dir>/adapters/step_<8-digit step>``) and at the end
   (``<run_dir>/adapter``).
 """
 

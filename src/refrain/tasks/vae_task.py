@@ -262,7 +262,7 @@ class VAETask(pl.LightningModule):
     def plot(
         self, step: int, clean: torch.Tensor, degraded: torch.Tensor, recon: torch.Tensor, setting: str
     ) -> Path:
-        """Write wavs + a spectrogram triple to ``run_dir/plots/step_XXXXXX`` and send them to the logger."""
+        """Write wavs + a spectrogram triple to ``run_dir/plots/step_<6-digit step>`` and send them to the logger."""
         from refrain.audio.io import save_audio
         from refrain.audio.spectrogram import save_spectrogram_png
 
