@@ -2,6 +2,8 @@
 
 A record's place depends only on its own bytes, so adding or removing other songs never moves it
 between splits (no leakage across re-runs); the same song copied twice lands in the same split.
+One exception, for tiny datasets: when no hash falls below the fraction, the lowest-hash record is
+made the single validation record, and a new or edited song with a lower hash takes that slot over.
 """
 
 from __future__ import annotations
