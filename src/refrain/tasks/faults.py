@@ -156,10 +156,8 @@ class SkippedItemsReport(Callback):
             f"epoch {trainer.current_epoch}: {epoch_total} training items failed to load and were skipped "
             f"({self.total} in this run)"
         )
-        if epoch_total:
+        if epoch_total:  # a clean epoch stays quiet; the metric above still records its zero
             rank_zero_warn(message + "; the warnings above name the files")
-        else:
-            rank_zero_info(message)
 
     def state_dict(self) -> dict[str, Any]:
         return {"total": self.total}
