@@ -324,3 +324,25 @@ def test_an_all_failed_batch_is_passed_over(tmp_path: Path) -> None:
         empty[key] = empty[key][:0]
     assert task.training_step(empty, 0) is None
     assert task.validation_step(empty, 0) is None and task.nonfinite_skips == 0
+
+
+def test_activation_offload_gives_the_same_loss_and_gradients(tmp_path: Path) -> None:
+    """save_on_cpu only moves where saved activations live; the numbers must not change."""
+    results = []
+    for offload in (False, True):
+        task = make_task(tmp_path, activation_offload=offload)
+        torch.manual_seed(0)
+        with task._saved_activations():
+            loss = task.compute_loss(make_batch())["loss"]
+        loss.backward()
+        results.append(
+            (loss.detach(), [p.grad.clone() for p in task.model.parameters() if p.grad is not None])
+        )
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert isinstance(
+        make_task(tmp_path, activation_offload=True)._saved_activations(), torch.autograd.graph.save_on_cpu
+    )
+    assert torch.equal(loss_a, loss_b)
+    assert len(grads_a) == len(grads_b) > 0 and all(
+        torch.equal(a, b) for a, b in zip(grads_a, grads_b, strict=True)
+    )
