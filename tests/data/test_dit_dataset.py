@@ -260,3 +260,19 @@ def test_bad_config_is_a_one_line_error(tmp_path: Path, tiny_env: TinyEnv) -> No
     with pytest.raises(RefrainInputError, match="use_cache"):
         DiTDataModule(str(tmp_path), str(tiny_env.bundle), use_cache=False, online_fallback=False)
     assert SAMPLE_RATE / 80 == FRAME_RATE
+
+
+def test_online_fallback_writes_the_entry_back_once(
+    tmp_path: Path, tiny_env: TinyEnv, encoder: ConditioningEncoder
+) -> None:
+    """A record missing from the cache is encoded once; the next epoch reads the entry it wrote."""
+    dataset = make_dataset(tmp_path / "ds", count=2, validation=0)
+    module = datamodule(tiny_env, dataset)
+    assert module.cached_records == 0
+    first = batches(module.train_dataloader())
+    assert len(list(module.cache_folder.glob("*.safetensors"))) == 2
+    reference = datamodule(tiny_env, dataset, use_cache=False)
+    for a, b in zip(first, batches(reference.train_dataloader()), strict=True):
+        assert_same_batch(a, b)
+    rebuilt = datamodule(tiny_env, dataset)
+    assert rebuilt.cached_records == 2

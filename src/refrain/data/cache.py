@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -38,6 +36,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from refrain.errors import RefrainInputError
+from refrain.fileio import atomic_path
 
 CACHE_DIRNAME = "cache"
 INDEX_NAME = "index.json"
@@ -294,17 +293,10 @@ class FileEntry(EntryView):
 def write_entry(path: str | Path, entry: TensorEntry) -> int:
     """Write atomically (temporary file in the same folder, then os.replace); returns the file size."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in entry.tensors.items()}
     entry.meta.checksum = tensor_checksum(tensors)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=entry.meta.to_strings())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=entry.meta.to_strings())
     return path.stat().st_size
 
 
@@ -353,9 +345,8 @@ def write_index(
         "bytes_per_audio_minute": round(60.0 * total_bytes / total_seconds) if total_seconds else 0,
     }
     path = folder / INDEX_NAME
-    tmp = path.with_name(f".{INDEX_NAME}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
     return path
 
 

@@ -23,7 +23,7 @@ import soundfile as sf
 from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Dataset
 
-from refrain.data.cache import EntryView, cache_dir, entry_path, open_entry, other_fingerprints
+from refrain.data.cache import EntryView, cache_dir, entry_path, open_entry, other_fingerprints, write_entry
 from refrain.data.collate import collate_dit
 from refrain.data.conditioning_encoder import (
     ConditioningEncoder,
@@ -126,7 +126,13 @@ class DiTDataset(Dataset):
                 "no cache entry and online encoding is off",
                 "run refrain-encode on the dataset, or set data.online_fallback=true",
             )
-        return self.online_encoder().encode_record(record)
+        entry = self.online_encoder().encode_record(record)
+        if self.cache_folder is not None:  # write back, so the song is encoded online only once
+            try:
+                write_entry(entry_path(self.cache_folder, digest), entry)
+            except OSError as err:
+                log.warning("could not cache %s (%s); it will be encoded online again", digest, err)
+        return entry
 
     def __getitem__(self, index: int) -> dict[str, Any] | None:
         record = self.records[int(index) % len(self.records)]
