@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import uuid
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from refrain.fileio import atomic_path
 
 _DB_FLOOR = 1e-10  # power floor before log10: -100 dB, far below 16-bit quantisation noise
 _DB_RANGE = 80.0  # dynamic range shown in PNGs
@@ -103,13 +104,8 @@ def save_spectrogram_png(
         left=0.07, right=1.0, bottom=0.5 / (2.4 * len(mels)), top=1 - 0.35 / (2.4 * len(mels)), hspace=0.5
     )
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -37,6 +36,7 @@ from datasets import DatasetDict
 
 from refrain.data.sources import AUDIO_EXTENSIONS, read_text, split_tags
 from refrain.errors import RefrainInputError
+from refrain.fileio import atomic_path
 
 LAYOUT_FILE = "multitrack.json"
 LAYOUT_VERSION = 1
@@ -75,9 +75,8 @@ class MultitrackLayout:
         data = {"format_version": LAYOUT_VERSION, "stems": list(self.stems), "songs": self.songs,
                 "splits": self.splits, "rest_gains": self.gains}  # fmt: skip
         path = Path(dataset_path) / LAYOUT_FILE
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
         return path
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
+from refrain.fileio import atomic_path
 from refrain.tasks.checkpoint_io import FORMAT_VERSION
 
 
@@ -77,8 +78,7 @@ class LossCurvePlot(Callback):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         fig.tight_layout()
-        tmp = self.path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(self.path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
-        tmp.replace(self.path)
         return self.path

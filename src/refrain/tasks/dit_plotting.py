@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
+from refrain.fileio import atomic_path
 from refrain.sampling import Guidance, sample_guided, sigma_schedule
 
 
@@ -61,10 +62,8 @@ def save_latent_png(path: str | Path, items: Sequence[tuple[str, Tensor]]) -> Pa
     axes[-1].set_xlabel("latent frame")
     fig.subplots_adjust(left=0.07, right=0.97, top=0.95, bottom=0.08, hspace=0.5)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp.png")
-    fig.savefig(tmp, dpi=90)
-    tmp.replace(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
     return out
 
 
