@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from multitrack_songs import write_songs
 from peft import PeftModel
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
@@ -33,7 +32,6 @@ from refrain.tasks.dit_task import batch_conditioning
 from refrain.tasks.lora_task import LoraTask
 
 REPO = Path(__file__).resolve().parents[2]
-RATE = 8000
 VARIANTS = ("lyric2vocal", "text2sample", "rapmachine", "stemgen", "singing2accompaniment")
 TINY_VAE = {
     "sample_rate": 16000, "hop_length": 256, "latent_channels": 8, "audio_channels": 2,
@@ -49,38 +47,13 @@ STEPS = 40
 SMALL = {"r": 4, "lora_alpha": 4, "conditioning": {"control_width": 16, "control_layers": 1}}
 
 
-def write_songs(root: Path, count: int = 4, seconds: float = 1.6) -> Path:
-    """Song folders of synthetic stems; songs 0 and 2 are tagged rap, 0 and 1 have lyrics."""
-    rng = np.random.default_rng(0)
-    t = np.arange(int(seconds * RATE)) / RATE
-    for index in range(count):
-        folder = root / f"song{index}"
-        folder.mkdir(parents=True)
-        parts = {
-            "vocals": 0.4
-            * np.sin(2 * np.pi * (300 + 40 * index) * t)
-            * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t)),
-            "drums": 0.5 * rng.standard_normal(t.size) * (np.mod(t, 0.25) < 0.03),
-            "bass": 0.5 * np.sin(2 * np.pi * (55 + 5 * index) * t),
-            "other": 0.3 * np.sin(2 * np.pi * 440 * t) + 0.2 * np.sin(2 * np.pi * 660 * t),
-        }
-        for name, wave in parts.items():
-            sf.write(folder / f"{name}.flac", np.stack([wave, 0.9 * wave]).T.astype(np.float32), RATE)
-        mix = sum(parts.values()) * 0.5
-        sf.write(folder / "mix.flac", np.stack([mix, mix]).T.astype(np.float32), RATE)
-        (folder / "prompt.txt").write_text("hip hop, rap, 90 bpm" if index % 2 == 0 else "synth pop, 120 bpm")
-        if index < 2:
-            (folder / "lyrics.txt").write_text(
-                "[verse]\nhello night city lights\nwe are singing all the way home\n"
-            )
-    return root
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A prepared multitrack dataset and a base DiT bundle (tiny VAE, the dataset's vocabulary)."""
     root = tmp_path_factory.mktemp("lora_world")
-    prepare_multitrack(write_songs(root / "songs"), root / "ds", val_fraction=0.3, progress=False)
+    prepare_multitrack(
+        write_songs(root / "songs", count=4, seconds=1.6), root / "ds", val_fraction=0.3, progress=False
+    )
     torch.manual_seed(0)
     vae = build_oobleck_vae(**TINY_VAE)
     save_vae_bundle(root / "vae", vae.autoencoder, {"model": {"vae": TINY_VAE}})
