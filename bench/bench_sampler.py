@@ -27,8 +27,8 @@ from typing import Any
 import torch
 import yaml
 
+from refrain.bundles.dit import build_from_spec
 from refrain.models.dit.conditioning import DiTConditioning
-from refrain.sampling.bundle import build_from_spec
 from refrain.sampling.options import SamplerOptions
 from refrain.sampling.solvers import sample
 

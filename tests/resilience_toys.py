@@ -360,7 +360,7 @@ def toy_config(run_dir: Path | str, *overrides: str) -> DictConfig:
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from refrain.train import train
+    from refrain.training.run import train
 
     run_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("run_dir="))
     rest = [a for a in argv if not a.startswith("run_dir=")]

@@ -17,9 +17,9 @@ from hydra.utils import instantiate
 from resilience_toys import DiTBatches, tiny_dit_model, toy_config
 
 from refrain.config import compose_config
-from refrain.tasks.cluster import devices_from_env, nodes_from_env
 from refrain.tasks.dit_task import DiTTask
-from refrain.train import train
+from refrain.training.cluster import devices_from_env, nodes_from_env
+from refrain.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "tests" / "resilience_toys.py"

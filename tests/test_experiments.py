@@ -8,7 +8,7 @@ import pytest
 from tiny_bundle import make_tiny_bundle
 
 from refrain.config import compose_config, conf_dir
-from refrain.train import build_run
+from refrain.training.run import build_run
 
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))
 

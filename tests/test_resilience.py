@@ -21,12 +21,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler, split_key
 from refrain.errors import RefrainInputError
-from refrain.tasks import checkpoint_io
-from refrain.tasks.checkpoint_io import AtomicCheckpointIO, load_torch_file
 from refrain.tasks.dit_task import DiTTask
-from refrain.tasks.faults import NonFiniteGuard, NonFiniteTrainingError, SkippedItemsReport
-from refrain.tasks.rng_state import capture_rng_state, restore_rng_state
-from refrain.train import train
+from refrain.training import checkpoint_io
+from refrain.training.checkpoint_io import AtomicCheckpointIO, load_torch_file
+from refrain.training.faults import NonFiniteGuard, NonFiniteTrainingError, SkippedItemsReport
+from refrain.training.rng_state import capture_rng_state, restore_rng_state
+from refrain.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
 DRIVER = REPO / "tests" / "resilience_toys.py"

@@ -8,7 +8,7 @@ import torch
 from omegaconf import open_dict
 
 from refrain.config import compose_config
-from refrain.train import train
+from refrain.training.run import train
 
 
 def toy_config(tmp_path: Path, *extra: str):

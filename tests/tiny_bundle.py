@@ -2,7 +2,7 @@
 
 A tiny Oobleck VAE bundle, a phoneme vocabulary grown from real G2P output, and a DiT checkpoint laid out
 as DiT training writes it (live weights under ``model.*``, the EMA under ``ema.shadow.*``, the resolved
-config in ``checkpoint["refrain"]``), exported by ``refrain.export.export_dit``. The DiT is not trained:
+config in ``checkpoint["refrain"]``), exported by ``refrain.bundles.export.export_dit``. The DiT is not trained:
 its weights are its initialisation plus noise (so the zero-initialised output layers are not zero) and
 the EMA is a different perturbation, so a test can tell which one was exported.
 """
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from refrain.export import export_dit
-from refrain.models.vae.bundle import save_vae_bundle
+from refrain.bundles.dit import build_from_spec
+from refrain.bundles.export import export_dit
+from refrain.bundles.vae import save_vae_bundle
 from refrain.models.vae.oobleck import build_oobleck_vae
-from refrain.sampling.bundle import build_from_spec
 from refrain.text.g2p import G2P
 from refrain.text.vocab import PhonemeVocab
 

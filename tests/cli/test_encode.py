@@ -11,12 +11,12 @@ from datasets import DatasetDict
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from refrain.bundles.vae import save_vae_bundle
 from refrain.cli.encode import main
 from refrain.data.cache import read_index
 from refrain.data.prepare import save_dataset_atomic
 from refrain.data.schema import empty_recaption, records_to_dataset
 from refrain.models.teachers import create_random_hubert
-from refrain.models.vae.bundle import save_vae_bundle
 from refrain.models.vae.oobleck import build_oobleck_vae
 
 CONF = Path(__file__).resolve().parents[2] / "conf"

@@ -19,6 +19,7 @@ import soundfile as sf
 import torch
 from datasets import DatasetDict
 
+from refrain.bundles.vae import save_vae_bundle
 from refrain.data.cache import CacheEntryError, FileEntry, cache_dir, entry_path, open_entry, read_index
 from refrain.data.cache_build import build_cache
 from refrain.data.conditioning_encoder import ConditioningEncoder, EncodeSettings, encoder_fingerprint
@@ -27,7 +28,6 @@ from refrain.data.prompt_variants import prompt_variants, record_prompt_variants
 from refrain.data.schema import empty_recaption, records_to_dataset
 from refrain.models.teachers import TeacherSpec, create_random_hubert
 from refrain.models.text_encoder import default_text_encoder_dir
-from refrain.models.vae.bundle import save_vae_bundle
 from refrain.models.vae.oobleck import build_oobleck_vae
 
 SAMPLE_RATE = 8000  # tiny VAE: hop 2*5*8 = 80 -> 100 latent frames per second

@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 from multitrack_songs import write_songs
 
+from refrain.cli.prepare_multitrack import main
 from refrain.data.multitrack import (
-    main,
     prepare_multitrack,
     read_layout,
     role_has_vocals,

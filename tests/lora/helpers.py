@@ -68,9 +68,9 @@ BUNDLE_DIT = {
 
 def tiny_bundle(root: Path, max_length: int = 48) -> Path:
     """A base DiT bundle (tiny VAE, a small vocabulary) written the way refrain-export writes one."""
-    from refrain.models.vae.bundle import save_vae_bundle
+    from refrain.bundles.dit import build_from_spec, save_dit_bundle, text_encoder_ref
+    from refrain.bundles.vae import save_vae_bundle
     from refrain.models.vae.oobleck import build_oobleck_vae
-    from refrain.sampling.bundle import build_from_spec, save_dit_bundle, text_encoder_ref
     from refrain.text.vocab import PhonemeVocab
 
     torch.manual_seed(0)

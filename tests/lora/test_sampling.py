@@ -10,14 +10,14 @@ import pytest
 import soundfile as sf
 import torch
 
+from refrain.bundles.dit import open_dit_bundle
+from refrain.cli.lora import main as lora_main
 from refrain.errors import RefrainInputError
-from refrain.lora.__main__ import main as lora_main
 from refrain.lora.adapters import AdapterRef, save_adapter
 from refrain.lora.config import parse_lora_spec
 from refrain.lora.inject import inject_lora
 from refrain.lora.model import AdaptedDiT
 from refrain.lora.sampling import apply_adapters, export_merged_bundle
-from refrain.sampling.bundle import open_dit_bundle
 from refrain.sampling.options import SamplerOptions
 from refrain.sampling.pipeline import Pipeline
 

@@ -22,7 +22,7 @@ from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.teachers import TeacherSpec
 from refrain.sampling import CFG
 from refrain.tasks.dit_task import DiTTask
-from refrain.tasks.lr_schedule import WarmupDecay
+from refrain.training.lr_schedule import WarmupDecay
 
 C, T, TEXT, VOCAB, HOP = 4, 16, 8, 20, 4
 STEPS = 60
@@ -135,7 +135,7 @@ class History(pl.Callback):
 def tiny_vae_bundle(out: Path) -> Path:
     from diffusers import AutoencoderOobleck
 
-    from refrain.models.vae.bundle import save_vae_bundle
+    from refrain.bundles.vae import save_vae_bundle
 
     torch.manual_seed(0)
     vae = AutoencoderOobleck(
@@ -291,7 +291,7 @@ def test_phoneme_vocab_larger_than_the_embedding_is_a_one_line_error(tmp_path: P
 def test_vae_bundle_with_other_latent_channels_is_rejected(tmp_path: Path) -> None:
     from diffusers import AutoencoderOobleck
 
-    from refrain.models.vae.bundle import save_vae_bundle
+    from refrain.bundles.vae import save_vae_bundle
 
     vae = AutoencoderOobleck(
         encoder_hidden_size=12, downsampling_ratios=[2, 2], channel_multiples=[1, 2],

@@ -18,6 +18,8 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
+from refrain.bundles.dit import build_from_spec, open_dit_bundle, save_dit_bundle, text_encoder_ref
+from refrain.bundles.vae import save_vae_bundle
 from refrain.data.multitrack import prepare_multitrack
 from refrain.errors import RefrainInputError
 from refrain.lora.config import load_lora_spec, parse_lora_spec
@@ -25,9 +27,7 @@ from refrain.lora.control import attach_control
 from refrain.lora.data import LoraDataModule
 from refrain.losses.flow_matching import FlowMatchingLoss
 from refrain.models.dit.transformer import DiffusionTransformer
-from refrain.models.vae.bundle import save_vae_bundle
 from refrain.models.vae.oobleck import build_oobleck_vae
-from refrain.sampling.bundle import build_from_spec, open_dit_bundle, save_dit_bundle, text_encoder_ref
 from refrain.tasks.dit_task import batch_conditioning
 from refrain.tasks.lora_task import LoraTask
 
@@ -230,7 +230,7 @@ def test_the_reference_path_learns_what_lora_alone_cannot(tmp_path: Path) -> Non
 def test_trainer_flags_route_to_a_lora_run(world: dict[str, Path], tmp_path: Path) -> None:
     from refrain.cli.train import translate_argv
     from refrain.config import compose_config
-    from refrain.train import train
+    from refrain.training.run import train
 
     spec_file = tmp_path / "l2v.json"
     spec_file.write_text(json.dumps(small_spec("lyric2vocal").to_dict()))

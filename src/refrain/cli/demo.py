@@ -29,7 +29,7 @@ def stage_prepare(out: Path) -> None:
 def _train(experiment: str, out: Path, *overrides: str) -> Path:
     """Compose a recipe exactly as trainer.py does and fit it; returns the last checkpoint."""
     from refrain.config import compose_config
-    from refrain.train import train
+    from refrain.training.run import train
 
     cfg = compose_config([f"experiment={experiment}", f"dataset_path={out / 'dataset'}", *overrides])
     result = train(cfg)
@@ -46,7 +46,7 @@ def stage_vae(out: Path) -> None:
 
 def stage_export_vae(out: Path) -> None:
     """Export the VAE checkpoint (EMA weights) to a bundle that loads without Lightning."""
-    from refrain.export import export_vae
+    from refrain.bundles.export import export_vae
 
     bundle = export_vae(out / "vae" / "checkpoints" / "last.ckpt", out / "vae_bundle", overwrite=True)
     print(f"VAE bundle: {bundle}")
@@ -87,7 +87,7 @@ def stage_dit(out: Path) -> None:
 
 def stage_export_dit(out: Path) -> None:
     """Export the DiT checkpoint (EMA weights + VAE + vocabulary + text-encoder reference) to a bundle."""
-    from refrain.export import export_dit
+    from refrain.bundles.export import export_dit
 
     bundle = export_dit(
         out / "dit" / "checkpoints" / "last.ckpt",

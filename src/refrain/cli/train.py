@@ -159,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     @hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")
     def _run(cfg) -> None:  # type: ignore[no-untyped-def]
-        from refrain.train import train
+        from refrain.training.run import train
 
         try:
             result = train(cfg)

@@ -18,12 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from refrain.audio.io import load_audio
+from refrain.bundles.vae import load_vae_bundle, read_manifest
 from refrain.data.cache import EntryMeta, TensorEntry, fingerprint_of, folder_digest
 from refrain.data.prompt_variants import record_prompt_variants
 from refrain.errors import RefrainInputError
 from refrain.models.teachers import SSLTeacher, TeacherSpec, load_teachers
 from refrain.models.text_encoder import TextEncoder, default_text_encoder_dir
-from refrain.models.vae.bundle import load_vae_bundle, read_manifest
 from refrain.models.vae.oobleck import OobleckVAE
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -21,11 +21,9 @@ and ``multitrack.json`` beside the dataset maps every song's roles to record key
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,53 +306,3 @@ def prepare_multitrack(
     save_dataset_atomic(dataset, out)
     layout.save(out)
     return MultitrackResult(dataset, layout, result.report_text, notes)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m refrain.data.multitrack",
-        description="Prepare a multitrack dataset (a folder per song: mix + stems) for StemGen and "
-        "singing2accompaniment LoRAs (lyric2vocal trains on its vocal stems).",
-    )
-    parser.add_argument("--input", type=Path, required=True, help="folder with one folder per song")
-    parser.add_argument("--output", type=Path, required=True, help="the dataset folder (--dataset_path)")
-    parser.add_argument(
-        "--audio_dir", type=Path, default=None, help="staged role files (default OUTPUT_audio)"
-    )
-    parser.add_argument("--stems", default=",".join(DEFAULT_STEMS), help="stem file names, comma-separated")
-    parser.add_argument("--val_fraction", type=float, default=0.1, help="share of songs held out")
-    parser.add_argument("--language", default="auto", help="lyrics language; auto detects")
-    parser.add_argument("--min_seconds", type=float, default=1.0, help="skip audio shorter than this")
-    parser.add_argument(
-        "--base_bundle", type=Path, default=None, help="seed the phoneme vocabulary from a DiT bundle"
-    )
-    parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    stems = [s.strip().lower() for s in args.stems.split(",") if s.strip()]
-    try:
-        vocab = args.base_bundle / VOCAB_NAME if args.base_bundle is not None else None
-        if vocab is not None and not vocab.is_file():
-            raise RefrainInputError(
-                vocab, "the base bundle has no phoneme vocabulary", "pass a DiT bundle folder"
-            )
-        result = prepare_multitrack(args.input, args.output, args.audio_dir, stems, args.val_fraction,
-                                    args.language, args.min_seconds, vocab, not args.no_progress)  # fmt: skip
-    except RefrainInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(result.report_text)
-    for note in result.notes:
-        print(f"note: {note}")
-    sizes = {name: len(split) for name, split in result.dataset.items()}
-    print(
-        f"multitrack: {len(result.layout.songs)} songs, records {sizes}, layout {Path(args.output) / LAYOUT_FILE}"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -128,7 +128,7 @@ class AdaptedDiT(nn.Module):
 
 def load_base_dit(path: str | Path, device: str = "cpu") -> nn.Module:
     """The frozen base DiT of a bundle (``--checkpoint_dir``), weights checked against the manifest."""
-    from refrain.sampling.bundle import open_dit_bundle
+    from refrain.bundles.dit import open_dit_bundle
 
     if not path:
         raise RefrainInputError(
@@ -143,7 +143,7 @@ def build_adapted_dit(
     base: Mapping[str, Any], null_lyrics: bool = False, control: Mapping[str, Any] | None = None
 ) -> AdaptedDiT:
     """Constructor a merged bundle names: the base DiT (+ the reference path) wrapped in its variant rules."""
-    from refrain.sampling.bundle import build_from_spec
+    from refrain.bundles.dit import build_from_spec
 
     spec = {**base, "gradient_checkpointing": False} if "gradient_checkpointing" in base else dict(base)
     dit = build_from_spec(spec)
@@ -163,7 +163,7 @@ def base_facts(model: nn.Module, bundle: str | Path | None) -> dict[str, Any]:
         "parameters": sum(p.numel() for p in model.parameters()),
     }
     if bundle:
-        from refrain.sampling.bundle import read_dit_manifest
+        from refrain.bundles.dit import read_dit_manifest
 
         manifest = read_dit_manifest(bundle)
         facts.update(bundle=str(Path(bundle).resolve()), bundle_hash=str(manifest.get("bundle_hash", "")))
@@ -174,7 +174,7 @@ def check_vocab_extends(bundle: str | Path | None, dataset_path: str | Path | No
     """The dataset's phoneme ids must mean what they meant when the base was trained (same prefix)."""
     if not bundle or not dataset_path:
         return
-    from refrain.sampling.bundle import VOCAB_NAME
+    from refrain.bundles.dit import VOCAB_NAME
     from refrain.text.vocab import PhonemeVocab
 
     base_file, data_file = Path(bundle) / VOCAB_NAME, Path(dataset_path) / VOCAB_NAME

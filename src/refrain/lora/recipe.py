@@ -1,4 +1,4 @@
-"""Turn a training config that names a LoRA JSON into a LoRA run (called by ``refrain.train.train``).
+"""Turn a training config that names a LoRA JSON into a LoRA run (called by ``refrain.training.run.train``).
 
 ACE-Step's command line gives only ``--checkpoint_dir BASE_BUNDLE --lora_config_path X.json``; no task or
 data group is selected. The ``lora`` group (conf/lora/default.yaml, applied when none was selected) says
@@ -36,7 +36,7 @@ def lora_run_config(cfg: DictConfig) -> DictConfig:
             "--checkpoint_dir", "a LoRA run needs the base DiT bundle it adapts",
             "pass --checkpoint_dir BASE_BUNDLE (a folder made by refrain-export)",
         )  # fmt: skip
-    from refrain.sampling.bundle import open_dit_bundle
+    from refrain.bundles.dit import open_dit_bundle
 
     bundle = open_dit_bundle(cfg.checkpoint_dir, verify=False)
     out = cfg.copy()

@@ -132,7 +132,7 @@ def export_merged_bundle(
     when a StemGen/singing2accompaniment adapter was merged, and the variant's conditioning rules (null
     lyrics for text2sample), so the merged bundle samples exactly like base + adapters.
     """
-    from refrain.sampling.bundle import open_dit_bundle, save_dit_bundle
+    from refrain.bundles.dit import open_dit_bundle, save_dit_bundle
 
     base = open_dit_bundle(bundle)
     loaded = load_adapters(base.build_model(), refs)

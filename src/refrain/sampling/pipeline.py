@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from refrain.bundles.dit import open_dit_bundle
 from refrain.errors import RefrainInputError
 from refrain.models.dit.conditioning import DiTConditioning
-from refrain.sampling.bundle import open_dit_bundle
 from refrain.sampling.engine import SamplingEngine, Source
 from refrain.sampling.flowedit import FLOWEDIT_PRESETS, flowedit
 from refrain.sampling.modes import audio2audio, extend, extend_latent, frame_mask, repaint, retake_noise
@@ -50,8 +50,8 @@ class Pipeline(SamplingEngine):
         verify: bool = True,
     ) -> Pipeline:
         """Open and check a bundle; the text encoder loads on first use, checked against its recorded digest."""
+        from refrain.bundles.vae import load_vae_bundle
         from refrain.models.text_encoder import TextEncoder
-        from refrain.models.vae.bundle import load_vae_bundle
 
         bundle = open_dit_bundle(path, verify=verify)
         ref = bundle.text_encoder

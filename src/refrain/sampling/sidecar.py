@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from refrain import __version__
+from refrain.bundles.manifest import sha256_file
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_path
-from refrain.manifest import sha256_file
 
 SIDECAR_FORMAT = "refrain.sidecar"
 SIDECAR_VERSION = 1

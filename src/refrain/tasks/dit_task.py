@@ -27,10 +27,10 @@ from refrain.losses.repa import REPALoss
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.lyrics import LyricEmbedder
 from refrain.models.teachers import TeacherSpec
-from refrain.models.vae.ema import EMA
 from refrain.sampling import Guidance
-from refrain.tasks.dit_plotting import SamplePlotter
-from refrain.tasks.lr_schedule import WarmupDecay
+from refrain.training.dit_plotting import SamplePlotter
+from refrain.training.ema import EMA
+from refrain.training.lr_schedule import WarmupDecay
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
 
@@ -142,7 +142,7 @@ class DiTTask(pl.LightningModule):
     def setup(self, stage: str) -> None:
         check_phoneme_vocab(self.model, self.dataset_path)
         if self.vae_bundle:
-            from refrain.models.vae.bundle import read_manifest
+            from refrain.bundles.vae import read_manifest
 
             channels = int(read_manifest(self.vae_bundle)["latent_channels"])
             if channels != self.model.latent_channels:
@@ -244,7 +244,7 @@ class DiTTask(pl.LightningModule):
             local = not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
         self._skip_pending = False
         self._step_skipped = self.trainer.strategy.reduce_boolean_decision(local, all=False)
-        if self._step_skipped:  # refrain.tasks.faults.NonFiniteGuard reads the count and stops a run
+        if self._step_skipped:  # refrain.training.faults.NonFiniteGuard reads the count and stops a run
             self.nonfinite_skips += 1
             if scaler is None:
                 optimizer.zero_grad(set_to_none=True)

@@ -26,8 +26,8 @@ from refrain.errors import RefrainInputError
 from refrain.losses.adversarial import discriminator_hinge_loss, feature_matching_loss, generator_hinge_loss
 from refrain.losses.metrics import ReconstructionMetrics
 from refrain.losses.spectral import MelDistance, StereoMRSTFTLoss
-from refrain.models.vae.ema import EMA
 from refrain.models.vae.oobleck import OobleckVAE
+from refrain.training.ema import EMA
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -88,7 +88,7 @@ class VAETask(pl.LightningModule):
         twin = AutoencoderOobleck.from_config(model.autoencoder.config)
         self.ema = EMA(model.autoencoder, twin, decay=ema_decay)
         self.metrics = ReconstructionMetrics(model.sample_rate)
-        self.nonfinite_skips = 0  # read by refrain.tasks.faults.NonFiniteGuard, which stops a diverged run
+        self.nonfinite_skips = 0  # read by refrain.training.faults.NonFiniteGuard, which stops a diverged run
         self.skipped_items_epoch = 0
         self.skipped_items_total = 0
         self._sched_g: Any = None

@@ -24,9 +24,9 @@ import torch
 import yaml
 from diffusers import AutoencoderOobleck
 
+from refrain.bundles.manifest import MANIFEST_NAME, read_bundle_manifest, sha256_file, verify_files
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_folder
-from refrain.manifest import MANIFEST_NAME, read_bundle_manifest, sha256_file, verify_files
 from refrain.models.vae.oobleck import OobleckVAE
 
 BUNDLE_FORMAT_VERSION = 1

@@ -19,7 +19,7 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from refrain.tasks.rng_state import capture_rng_state, reseed_all, restore_rng_state
+from refrain.training.rng_state import capture_rng_state, reseed_all, restore_rng_state
 
 CHECKPOINT_KEY = "refrain_rng"
 RANK_STRIDE = 1_000_003

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from refrain.models.vae.ema import EMA
+from refrain.training.ema import EMA
 
 
 def test_update_is_an_exponential_average_with_warmup() -> None:

@@ -13,10 +13,7 @@ import torch
 from safetensors.torch import load_file
 from tiny_bundle import TINY_DIT, perturbed_state, write_checkpoint
 
-from refrain.errors import RefrainInputError
-from refrain.export import export_dit
-from refrain.export import main as export_main
-from refrain.sampling.bundle import (
+from refrain.bundles.dit import (
     DIT_BUNDLE_FORMAT_VERSION,
     MANIFEST_NAME,
     WEIGHTS_NAME,
@@ -25,7 +22,10 @@ from refrain.sampling.bundle import (
     open_dit_bundle,
     read_dit_manifest,
 )
-from refrain.sampling.bundle_export import training_weights
+from refrain.bundles.dit_export import training_weights
+from refrain.bundles.export import export_dit
+from refrain.cli.export import main as export_main
+from refrain.errors import RefrainInputError
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from refrain.config import register_resolvers
 from refrain.errors import RefrainInputError
-from refrain.tasks.callbacks import CheckpointMetadata
-from refrain.tasks.checkpoint_io import AtomicCheckpointIO
-from refrain.tasks.cluster import release_process_group
+from refrain.training.callbacks import CheckpointMetadata
+from refrain.training.checkpoint_io import AtomicCheckpointIO
+from refrain.training.cluster import release_process_group
 
 
 @dataclass

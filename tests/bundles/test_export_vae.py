@@ -12,15 +12,16 @@ import torch
 from diffusers import AutoencoderOobleck
 from torch.utils.data import DataLoader
 
+from refrain.bundles.export import export_vae
+from refrain.bundles.vae import load_vae_bundle
+from refrain.cli.export import main
 from refrain.data.audio_dataset import collate_crops
 from refrain.errors import RefrainInputError
-from refrain.export import export_vae, main
 from refrain.losses.spectral import StereoMRSTFTLoss
-from refrain.models.vae.bundle import load_vae_bundle
 from refrain.models.vae.discriminator import MultiScaleSTFTDiscriminator
 from refrain.models.vae.oobleck import build_oobleck_vae
-from refrain.tasks.callbacks import CheckpointMetadata
 from refrain.tasks.vae_task import VAETask
+from refrain.training.callbacks import CheckpointMetadata
 
 TINY = {
     "downsampling_ratios": [2, 4, 8],
@@ -106,14 +107,14 @@ def test_foreign_and_newer_checkpoints_are_refused(trained, tmp_path: Path) -> N
 
 @pytest.mark.slow
 def test_demo_recipe_trains_end_to_end_and_exports(tmp_path: Path) -> None:
-    """experiment=demo_vae through refrain.train.train on a two-song prepared dataset, then refrain-export."""
+    """experiment=demo_vae through refrain.training.run.train on a two-song prepared dataset, then refrain-export."""
     import datasets
     import numpy as np
     import soundfile as sf
 
     from refrain.config import compose_config
     from refrain.data.schema import FEATURES, empty_recaption
-    from refrain.train import train
+    from refrain.training.run import train
 
     records = []
     for index, split in enumerate(("train", "train", "validation")):

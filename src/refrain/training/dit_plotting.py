@@ -189,7 +189,7 @@ class SamplePlotter:
                 self.said_no_vae = True
             return None
         if self._vae is None:
-            from refrain.models.vae.bundle import load_vae_bundle
+            from refrain.bundles.vae import load_vae_bundle
 
             self._vae = load_vae_bundle(self.vae_bundle, device=device).model
         return self._vae

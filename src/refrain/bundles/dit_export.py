@@ -1,8 +1,8 @@
-"""A loaded DiT training checkpoint -> DiT bundle (``refrain.export.export_dit`` reads the file).
+"""A loaded DiT training checkpoint -> DiT bundle (``refrain.bundles.export.export_dit`` reads the file).
 
 A DiT training checkpoint (refrain.tasks.dit_task.DiTTask) keeps the live DiT under ``model.*`` and,
 when training kept one, its EMA under ``ema.shadow.*``; the resolved config and a format version sit
-in ``checkpoint["refrain"]`` (refrain.tasks.callbacks.CheckpointMetadata). The bundle gets the EMA,
+in ``checkpoint["refrain"]`` (refrain.training.callbacks.CheckpointMetadata). The bundle gets the EMA,
 and the VAE bundle, phoneme vocabulary and text encoder the run's config names.
 """
 
@@ -14,8 +14,8 @@ from typing import Any
 
 from torch import Tensor
 
+from refrain.bundles.dit import VOCAB_NAME, save_dit_bundle, text_encoder_ref
 from refrain.errors import RefrainInputError
-from refrain.sampling.bundle import VOCAB_NAME, save_dit_bundle, text_encoder_ref
 
 
 def training_weights(state_dict: Mapping[str, Tensor], use_ema: bool = True) -> tuple[dict[str, Tensor], str]:

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from refrain.fileio import atomic_path
-from refrain.tasks.checkpoint_io import FORMAT_VERSION
+from refrain.training.checkpoint_io import FORMAT_VERSION
 
 
 class CheckpointMetadata(Callback):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from diffusers import AutoencoderOobleck
 
+from refrain.bundles.vae import BUNDLE_FORMAT_VERSION, load_vae_bundle, read_manifest, save_vae_bundle
 from refrain.errors import RefrainInputError
-from refrain.models.vae.bundle import BUNDLE_FORMAT_VERSION, load_vae_bundle, read_manifest, save_vae_bundle
 from refrain.models.vae.oobleck import OobleckVAE
 
 CONFIG = {"model": {"vae": {"chunk_seconds": 0.5, "overlap_seconds": 0.1}}, "seed": 1}

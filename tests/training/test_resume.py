@@ -13,7 +13,7 @@ import pytest
 import torch
 from resilience_toys import read_losses, toy_config
 
-from refrain.train import train
+from refrain.training.run import train
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER = REPO / "tests" / "resilience_toys.py"

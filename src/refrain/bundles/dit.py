@@ -35,13 +35,13 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from refrain import __version__
+from refrain.bundles.manifest import MANIFEST_NAME, read_bundle_manifest, sha256_file, verify_files
+from refrain.bundles.vae import read_manifest as read_vae_manifest
+from refrain.bundles.vae import verify_bundle as verify_vae_bundle
 from refrain.data.cache import folder_digest
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_folder, atomic_path
-from refrain.manifest import MANIFEST_NAME, read_bundle_manifest, sha256_file, verify_files
 from refrain.models.text_encoder import DEFAULT_PACKAGE, default_text_encoder_dir
-from refrain.models.vae.bundle import read_manifest as read_vae_manifest
-from refrain.models.vae.bundle import verify_bundle as verify_vae_bundle
 from refrain.text.vocab import PhonemeVocab
 
 DIT_BUNDLE_FORMAT_VERSION = 1

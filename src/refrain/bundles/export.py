@@ -2,14 +2,12 @@
 
 ``refrain-export --kind vae --checkpoint exps/vae_mp3/checkpoints/last.ckpt --output bundles/vae``
 writes the EMA weights in diffusers' format plus the resolved training config and a manifest (see
-``refrain.models.vae.bundle``). Each kind of model registers one exporter in ``EXPORTERS``.
+``refrain.bundles.vae``). Each kind of model registers one exporter in ``EXPORTERS``.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +39,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def checkpoint_config(checkpoint: dict[str, Any], path: str | Path) -> tuple[dict[str, Any], int]:
     """The resolved config and format version the trainer's callback stored in ``checkpoint["refrain"]``."""
-    from refrain.tasks.checkpoint_io import FORMAT_VERSION
+    from refrain.training.checkpoint_io import FORMAT_VERSION
 
     meta = checkpoint.get("refrain")
     if not isinstance(meta, dict) or "config" not in meta:
@@ -67,7 +65,7 @@ def export_vae(checkpoint_path: str | Path, out_dir: str | Path, overwrite: bool
     """Write the EMA VAE of a ``VAETask`` checkpoint as a bundle at ``out_dir``; returns the bundle path."""
     from diffusers import AutoencoderOobleck
 
-    from refrain.models.vae.bundle import save_vae_bundle
+    from refrain.bundles.vae import save_vae_bundle
 
     checkpoint = load_checkpoint(checkpoint_path)
     config, version = checkpoint_config(checkpoint, checkpoint_path)
@@ -101,12 +99,12 @@ def export_dit(
     text_encoder_dir: str | Path | None = None,
     use_ema: bool = True,
 ) -> Path:
-    """Write a ``DiTTask`` checkpoint (EMA weights) as a DiT bundle for the sampler (``refrain.sampling.bundle``).
+    """Write a ``DiTTask`` checkpoint (EMA weights) as a DiT bundle for the sampler (``refrain.bundles.dit``).
 
     The VAE bundle is copied in, the dataset's phoneme vocabulary too, and the text encoder is referenced
     by package or folder plus a digest; by default all three are the ones the run's config names.
     """
-    from refrain.sampling.bundle_export import dit_bundle_from_checkpoint
+    from refrain.bundles.dit_export import dit_bundle_from_checkpoint
 
     checkpoint = load_checkpoint(checkpoint_path)
     config, version = checkpoint_config(checkpoint, checkpoint_path)
@@ -117,57 +115,3 @@ def export_dit(
 
 
 EXPORTERS: dict[str, Exporter] = {"vae": export_vae, "dit": export_dit}
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="refrain-export",
-        description="Export a training checkpoint to a self-describing bundle (EMA weights, resolved config, format version).",
-    )
-    parser.add_argument(
-        "--kind", choices=sorted(EXPORTERS), default="vae", help="what the checkpoint trains (default: vae)"
-    )
-    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by refrain-train")
-    parser.add_argument("--output", required=True, help="bundle folder to create")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
-    dit = parser.add_argument_group("--kind dit (defaults: what the run's config names)")
-    dit.add_argument("--vae_bundle", default=None, help="the VAE bundle to copy in")
-    dit.add_argument("--phoneme_vocab", default=None, help="the dataset's phoneme_vocab.json")
-    dit.add_argument("--text_encoder_dir", default=None, help="the style-prompt encoder folder")
-    dit.add_argument("--raw_weights", action="store_true", help="export the raw weights instead of the EMA")
-    return parser
-
-
-def exporter_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword arguments the chosen exporter takes; DiT-only flags are refused for other kinds."""
-    dit_options = {
-        "vae_bundle": args.vae_bundle,
-        "phoneme_vocab": args.phoneme_vocab,
-        "text_encoder_dir": args.text_encoder_dir,
-    }
-    if args.kind == "dit":
-        return {**dit_options, "use_ema": not args.raw_weights}
-    given = [f"--{name}" for name, value in dit_options.items() if value is not None]
-    if args.raw_weights:
-        given.append("--raw_weights")
-    if given:
-        raise RefrainInputError(
-            ", ".join(given), f"only apply to --kind dit, not --kind {args.kind}", "drop them"
-        )
-    return {}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        options = exporter_options(args)
-        out = EXPORTERS[args.kind](args.checkpoint, args.output, overwrite=args.overwrite, **options)
-    except RefrainInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"exported {args.kind} bundle: {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

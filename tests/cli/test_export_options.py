@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from refrain.cli.export import build_parser, exporter_options
 from refrain.errors import RefrainInputError
-from refrain.export import build_parser, exporter_options
 
 
 def test_dit_flags_become_exporter_keywords() -> None:

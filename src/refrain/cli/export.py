@@ -1,0 +1,65 @@
+"""``refrain-export``: a training checkpoint -> a self-describing bundle (see ``refrain.bundles.export``)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from refrain.bundles.export import EXPORTERS
+from refrain.errors import RefrainInputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="refrain-export",
+        description="Export a training checkpoint to a self-describing bundle (EMA weights, resolved config, format version).",
+    )
+    parser.add_argument(
+        "--kind", choices=sorted(EXPORTERS), default="vae", help="what the checkpoint trains (default: vae)"
+    )
+    parser.add_argument("--checkpoint", required=True, help="a .ckpt written by refrain-train")
+    parser.add_argument("--output", required=True, help="bundle folder to create")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    dit = parser.add_argument_group("--kind dit (defaults: what the run's config names)")
+    dit.add_argument("--vae_bundle", default=None, help="the VAE bundle to copy in")
+    dit.add_argument("--phoneme_vocab", default=None, help="the dataset's phoneme_vocab.json")
+    dit.add_argument("--text_encoder_dir", default=None, help="the style-prompt encoder folder")
+    dit.add_argument("--raw_weights", action="store_true", help="export the raw weights instead of the EMA")
+    return parser
+
+
+def exporter_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments the chosen exporter takes; DiT-only flags are refused for other kinds."""
+    dit_options = {
+        "vae_bundle": args.vae_bundle,
+        "phoneme_vocab": args.phoneme_vocab,
+        "text_encoder_dir": args.text_encoder_dir,
+    }
+    if args.kind == "dit":
+        return {**dit_options, "use_ema": not args.raw_weights}
+    given = [f"--{name}" for name, value in dit_options.items() if value is not None]
+    if args.raw_weights:
+        given.append("--raw_weights")
+    if given:
+        raise RefrainInputError(
+            ", ".join(given), f"only apply to --kind dit, not --kind {args.kind}", "drop them"
+        )
+    return {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        options = exporter_options(args)
+        out = EXPORTERS[args.kind](args.checkpoint, args.output, overwrite=args.overwrite, **options)
+    except RefrainInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"exported {args.kind} bundle: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

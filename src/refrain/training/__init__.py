@@ -1,0 +1,1 @@
+"""Training infrastructure around the LightningModules: callbacks, checkpoint IO, resume, faults, cluster, schedules."""

@@ -1,0 +1,1 @@
+"""Shared test builders: tiny real models, bundles and songs, built in code."""
