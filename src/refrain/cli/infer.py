@@ -64,13 +64,17 @@ def _common(parser: argparse.ArgumentParser, out_default: str | None) -> None:
 
 
 def _sampler(parser: argparse.ArgumentParser) -> None:
-    """Every SamplerOptions field as a flag (None = the option's default)."""
+    """Every SamplerOptions field as a flag (None = the option's default); choices come from the registries."""
+    from refrain.sampling.guidance import DECAYS
+    from refrain.sampling.options import GUIDANCE_NAMES
+    from refrain.sampling.solvers import SOLVERS
+
     group = parser.add_argument_group("sampler")
     group.add_argument("--steps", type=int, help="solver steps (default 60)")
-    group.add_argument("--solver", choices=("euler", "heun", "pingpong"), help="default euler")
+    group.add_argument("--solver", choices=tuple(SOLVERS), help="default euler")
     group.add_argument("--shift", type=float, help="sigma-grid shift (default 3.0)")
     group.add_argument("--sigma_min", type=float, help="last non-zero sigma (default 0.003)")
-    group.add_argument("--guidance", choices=("none", "cfg", "apg", "cfg_zero_star"), help="default apg")
+    group.add_argument("--guidance", choices=GUIDANCE_NAMES, help="default apg")
     group.add_argument(
         "--guidance_scale",
         type=float,
@@ -83,7 +87,7 @@ def _sampler(parser: argparse.ArgumentParser) -> None:
         "--guidance_interval", type=float, help="guided middle fraction of the steps (default 0.5)"
     )
     group.add_argument(
-        "--guidance_decay", choices=("none", "linear", "cosine"), help="scale decay inside the interval"
+        "--guidance_decay", choices=DECAYS, help="scale decay inside the interval"
     )
     group.add_argument("--guidance_min_scale", type=float, help="scale the decay ends at (default 1.0)")
     group.add_argument("--apg_momentum", type=float, help="APG momentum (default -0.75)")

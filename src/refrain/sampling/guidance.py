@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, get_args
 
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ from torch import Tensor
 from refrain.errors import RefrainInputError
 
 DecayKind = Literal["none", "linear", "cosine"]
+DECAYS: tuple[str, ...] = get_args(DecayKind)
 DEFAULT_DIMS: tuple[int, ...] = (-2, -1)
 
 
@@ -162,9 +163,9 @@ class GuidanceSchedule:
             raise RefrainInputError(
                 "guidance_interval", f"must be in [0, 1], got {self.interval}", "use e.g. 0.5 or 1.0"
             )
-        if self.decay not in ("none", "linear", "cosine"):
+        if self.decay not in DECAYS:
             raise RefrainInputError(
-                "guidance_decay", f"unknown decay {self.decay!r}", "use none, linear or cosine"
+                "guidance_decay", f"unknown decay {self.decay!r}", f"use one of {', '.join(DECAYS)}"
             )
 
     @property
@@ -219,9 +220,9 @@ class Guidance(Protocol):
     ) -> Tensor: ...
 
 
-@dataclass
-class CFG:
-    """Classifier-free guidance as a strategy object (stateless)."""
+class GuidanceBase:
+    """The shared shape of CFG, APG and CFG-zero*: the zeroed steps, the reset and the dispatch between the
+    one-scale and the two-scale (style + lyrics) formula. A strategy writes only its two formulas."""
 
     def zero_velocity(self, step_index: int) -> bool:
         return False
@@ -238,13 +239,37 @@ class CFG:
         v_no_lyrics: Tensor | None = None,
         lyrics_scale: float | None = None,
     ) -> Tensor:
+        if self.zero_velocity(step_index):
+            return torch.zeros_like(v_cond)
         if v_no_lyrics is None:
-            return cfg(v_cond, v_uncond, scale)
-        return style_lyrics_cfg(v_cond, v_no_lyrics, v_uncond, scale, _lyrics(scale, lyrics_scale))
+            return self.one_scale(v_cond, v_uncond, scale, step_index)
+        lyrics = scale if lyrics_scale is None else lyrics_scale
+        return self.two_scale(v_cond, v_no_lyrics, v_uncond, scale, lyrics, step_index)
+
+    def one_scale(self, v_cond: Tensor, v_uncond: Tensor, scale: float, step_index: int) -> Tensor:
+        raise NotImplementedError
+
+    def two_scale(
+        self, v_full: Tensor, v_no_lyrics: Tensor, v_uncond: Tensor, style: float, lyrics: float, step_index: int
+    ) -> Tensor:
+        raise NotImplementedError
 
 
 @dataclass
-class APG:
+class CFG(GuidanceBase):
+    """Classifier-free guidance as a strategy object (stateless)."""
+
+    def one_scale(self, v_cond: Tensor, v_uncond: Tensor, scale: float, step_index: int) -> Tensor:
+        return cfg(v_cond, v_uncond, scale)
+
+    def two_scale(
+        self, v_full: Tensor, v_no_lyrics: Tensor, v_uncond: Tensor, style: float, lyrics: float, step_index: int
+    ) -> Tensor:
+        return style_lyrics_cfg(v_full, v_no_lyrics, v_uncond, style, lyrics)
+
+
+@dataclass
+class APG(GuidanceBase):
     """Adaptive projected guidance with momentum kept across steps (call ``reset`` between runs).
 
     The momentum advances once per step index, so Heun's two evaluations of a step share it.
@@ -256,9 +281,6 @@ class APG:
     dims: tuple[int, ...] = DEFAULT_DIMS
     buffers: list[MomentumBuffer] = field(default_factory=list)
 
-    def zero_velocity(self, step_index: int) -> bool:
-        return False
-
     def reset(self) -> None:
         self.buffers = []
 
@@ -267,31 +289,24 @@ class APG:
             self.buffers.append(MomentumBuffer(self.momentum))
         return self.buffers[index]
 
-    def __call__(
-        self,
-        v_cond: Tensor,
-        v_uncond: Tensor,
-        scale: float,
-        step_index: int,
-        v_no_lyrics: Tensor | None = None,
-        lyrics_scale: float | None = None,
+    def one_scale(self, v_cond: Tensor, v_uncond: Tensor, scale: float, step_index: int) -> Tensor:
+        buffer = self._buffer(0)
+        return apg(v_cond, v_uncond, scale, buffer, self.norm_threshold, self.eta, self.dims, step_index)
+
+    def two_scale(
+        self, v_full: Tensor, v_no_lyrics: Tensor, v_uncond: Tensor, style: float, lyrics: float, step_index: int
     ) -> Tensor:
-        if v_no_lyrics is None:
-            return apg(
-                v_cond, v_uncond, scale, self._buffer(0), self.norm_threshold, self.eta, self.dims, step_index
-            )
-        directions = ((v_no_lyrics - v_uncond, scale), (v_cond - v_no_lyrics, _lyrics(scale, lyrics_scale)))
-        guided = v_cond
-        for index, (diff, weight) in enumerate(directions):
+        guided = v_full
+        for index, (diff, weight) in enumerate(((v_no_lyrics - v_uncond, style), (v_full - v_no_lyrics, lyrics))):
             update = apg_direction(
-                diff, v_cond, self._buffer(index), self.norm_threshold, self.eta, self.dims, step_index
+                diff, v_full, self._buffer(index), self.norm_threshold, self.eta, self.dims, step_index
             )
             guided = guided + (weight - 1.0) * update
         return guided
 
 
 @dataclass
-class CFGZeroStar:
+class CFGZeroStar(GuidanceBase):
     """CFG-zero*: optimised uncond rescale plus zero velocity on the first ``zero_init_steps`` steps."""
 
     zero_init_steps: int = 1
@@ -299,25 +314,11 @@ class CFGZeroStar:
     def zero_velocity(self, step_index: int) -> bool:
         return step_index < self.zero_init_steps
 
-    def reset(self) -> None:
-        return None
+    def one_scale(self, v_cond: Tensor, v_uncond: Tensor, scale: float, step_index: int) -> Tensor:
+        return cfg_zero_star(v_cond, v_uncond, scale, step_index, self.zero_init_steps)
 
-    def __call__(
-        self,
-        v_cond: Tensor,
-        v_uncond: Tensor,
-        scale: float,
-        step_index: int,
-        v_no_lyrics: Tensor | None = None,
-        lyrics_scale: float | None = None,
+    def two_scale(
+        self, v_full: Tensor, v_no_lyrics: Tensor, v_uncond: Tensor, style: float, lyrics: float, step_index: int
     ) -> Tensor:
-        if v_no_lyrics is None:
-            return cfg_zero_star(v_cond, v_uncond, scale, step_index, self.zero_init_steps)
-        if self.zero_velocity(step_index):
-            return torch.zeros_like(v_cond)
-        scaled_uncond = cfg_zero_alpha(v_cond, v_uncond) * v_uncond
-        return style_lyrics_cfg(v_cond, v_no_lyrics, scaled_uncond, scale, _lyrics(scale, lyrics_scale))
-
-
-def _lyrics(scale: float, lyrics_scale: float | None) -> float:
-    return scale if lyrics_scale is None else lyrics_scale
+        scaled_uncond = cfg_zero_alpha(v_full, v_uncond) * v_uncond
+        return style_lyrics_cfg(v_full, v_no_lyrics, scaled_uncond, style, lyrics)

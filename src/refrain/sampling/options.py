@@ -4,20 +4,17 @@ sidecar stores, so an output can be regenerated from its JSON alone."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from torch import Tensor
 
 from refrain.errors import RefrainInputError
-from refrain.sampling.guidance import APG, CFG, CFGZeroStar, Guidance, GuidanceSchedule
+from refrain.sampling.guidance import APG, CFG, DECAYS, CFGZeroStar, Guidance, GuidanceSchedule
 from refrain.sampling.guided import GuidedVelocity
 from refrain.sampling.schedules import DEFAULT_SIGMA_MIN, sigma_schedule
 from refrain.sampling.solvers import SOLVERS
-
-GUIDANCE_NAMES = ("none", "cfg", "apg", "cfg_zero_star")
-DECAYS = ("none", "linear", "cosine")
 
 
 @dataclass(frozen=True)
@@ -75,13 +72,7 @@ class SamplerOptions:
 
     def make_guidance(self) -> Guidance | None:
         """A fresh guidance strategy (APG keeps momentum, so every velocity function gets its own)."""
-        if self.guidance == "cfg":
-            return CFG()
-        if self.guidance == "apg":
-            return APG(norm_threshold=self.apg_norm_threshold, momentum=self.apg_momentum)
-        if self.guidance == "cfg_zero_star":
-            return CFGZeroStar(zero_init_steps=self.cfg_zero_init_steps)
-        return None
+        return GUIDANCES[self.guidance](self)
 
     def guided(self, model: Any, cond: Any) -> GuidedVelocity:
         """The solver's ``velocity_fn`` for ``model`` under ``cond`` with these guidance settings."""
@@ -107,3 +98,13 @@ class SamplerOptions:
                 f"use only {', '.join(sorted(known))}",
             )
         return cls(**dict(values))
+
+
+GUIDANCES: dict[str, Callable[[SamplerOptions], Guidance | None]] = {
+    "none": lambda options: None,
+    "cfg": lambda options: CFG(),
+    "apg": lambda options: APG(norm_threshold=options.apg_norm_threshold, momentum=options.apg_momentum),
+    "cfg_zero_star": lambda options: CFGZeroStar(zero_init_steps=options.cfg_zero_init_steps),
+}
+"""``--guidance`` name -> the strategy built from the options (a new strategy is one entry here)."""
+GUIDANCE_NAMES = tuple(GUIDANCES)
