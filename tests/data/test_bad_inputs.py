@@ -33,7 +33,7 @@ def test_text_named_mp3_is_undecodable(tmp_path: Path) -> None:
     assert issues[0].message.startswith("the audio cannot be decoded (")  # the decoder's own reason follows
 
 
-def test_truncated_mp3_keeps_the_decodable_part(tmp_path: Path, write_audio) -> None:
+def test_truncated_mp3_is_skipped(tmp_path: Path, write_audio) -> None:
     whole = write_audio(tmp_path / "whole.mp3", seconds=4.0)
     data = whole.read_bytes()
     cut = tmp_path / "cut.mp3"
@@ -42,8 +42,8 @@ def test_truncated_mp3_keeps_the_decodable_part(tmp_path: Path, write_audio) -> 
     scan = scan_mp3(cut)
     assert scan.truncated and "last frame lacks" in scan.detail
     facts, issues = inspect_audio(cut, 1.0)
-    assert _codes(issues) == {"truncated"}
-    assert facts is not None and 1.8 < facts.duration < 2.2
+    assert facts is None and _codes(issues) == {"truncated"}  # as the README says: never kept cut off
+    assert "s decoded" in issues[0].message
 
 
 def test_mp3_with_fewer_frames_than_its_info_tag_is_truncated(tmp_path: Path) -> None:
@@ -157,15 +157,16 @@ def test_a_folder_of_every_bad_file_prepares_the_good_one(tmp_path: Path, write_
         "empty_file": 1,
         "silent": 1,
         "too_short": 1,
+        "truncated": 1,
         "undecodable": 1,
     }
-    assert result.report["repaired_by_reason"] == {"truncated": 1}
+    assert result.report["repaired_by_reason"] == {}
     text = (tmp_path / "out" / "report.txt").read_text(encoding="utf-8")
-    for name in ("empty.mp3", "text.mp3", "quiet.flac", "blip.wav", "nan.wav"):
+    for name in ("empty.mp3", "text.mp3", "quiet.flac", "blip.wav", "nan.wav", "cut.mp3"):
         assert name in text.split("skipped files:")[1]
     loaded = load_prepared(tmp_path / "out")
     keys = sorted(r["keys"] for split in ("train", "validation") for r in loaded[split])
-    assert keys == ["cut", "good"]
+    assert keys == ["good"]
 
 
 def test_no_usable_file_raises_after_the_report_and_keeps_the_old_dataset(

@@ -66,13 +66,9 @@ def inspect_audio(path: Path, min_seconds: float) -> tuple[AudioFacts | None, li
     if header.format.upper() == "MP3":
         scan = scan_mp3(path)  # mpg123 decodes cut-off MP3s silently; the frame headers tell
         if scan.truncated:
-            issues.append(make_issue("truncated", f"{scan.detail}; {frames / rate:.2f} s decoded"))
+            return _skip("truncated", f"{scan.detail}; {frames / rate:.2f} s decoded")
     elif header.frames > 0 and frames < header.frames * (1.0 - TRUNCATION_TOLERANCE):
-        issues.append(
-            make_issue(
-                "truncated", f"decoded {frames / rate:.2f} s of the {header.frames / rate:.2f} s announced"
-            )
-        )
+        return _skip("truncated", f"decoded {frames / rate:.2f} s of the {header.frames / rate:.2f} s announced")
     duration = frames / rate
     if duration < min_seconds:
         return _skip("too_short", f"{duration:.3f} s decodable < {min_seconds:g} s")

@@ -20,14 +20,42 @@ REASONS: dict[str, tuple[Severity, str]] = {
     "silent": ("skip", "more than 95% of the samples are exact zeros"),
     "all_nonfinite": ("skip", "every sample is NaN or infinite"),
     "failed": ("skip", "preparing it failed unexpectedly (see the log; please report it)"),
-    "truncated": ("repair", "the file ends early; the decodable part is kept"),
+    "too_long": ("skip", "the audio is longer than --max_duration"),
+    "truncated": ("skip", "the file ends early (cut-off download or copy); re-download or re-export it"),
+    "corrupt_stretch": (
+        "skip",
+        "a stretch inside the file cannot be decoded; the decoder would splice around it and shift the lyrics",
+    ),
+    "out_of_range": ("skip", "most of the audio lies beyond full scale; peak-normalise it and re-run"),
+    "not_a_file": ("skip", "the name looks like audio but it is not a regular file"),
+    "symlink_loop": ("skip", "a link that leads back to itself or to a folder already scanned; not followed"),
+    "broken_link": ("skip", "a link whose target does not exist"),
+    "bad_file_name": (
+        "skip",
+        "the path is not valid UTF-8, so it cannot be stored in the dataset; rename it to UTF-8",
+    ),
+    "duplicate_stem": (
+        "skip",
+        "another format of the same song sits beside it (same name); one copy is kept so it cannot "
+        "land in both train and validation",
+    ),
     "nonfinite_repaired": ("repair", "NaN/infinite samples were replaced by zeros"),
     "malformed_lrc": ("repair", "LRC lines without a valid timestamp were dropped"),
     "unsupported_script": ("repair", "lyric lines in a script G2P cannot read were left without phonemes"),
     "resampled_at_load": ("note", "the sample rate differs from 48 kHz; it is resampled at load"),
     "upmixed_at_load": ("note", "mono audio; it is duplicated to stereo at load"),
     "downmixed_at_load": ("note", "more than two channels; they are mixed down to stereo at load"),
+    "clipped_at_load": ("note", "a few samples lie beyond full scale; they are clipped to [-1, 1] at load"),
     "no_lyrics": ("note", "no lyrics (missing or empty); kept as instrumental"),
+    "no_pronounceable_lyrics": (
+        "note",
+        "the lyrics hold nothing G2P can pronounce (only emoji, symbols or punctuation); kept as instrumental",
+    ),
+    "text_encoding": ("note", "a lyrics or tags file is not UTF-8; it was decoded with the encoding named"),
+    "text_undecodable": (
+        "repair",
+        "a lyrics or tags file fits no known text encoding; its unreadable bytes were replaced",
+    ),
     "lyrics_past_end": (
         "note",
         "some timed lyric lines start after the audio ends; training crops ignore them",

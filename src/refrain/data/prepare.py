@@ -151,6 +151,10 @@ def _outcomes(
         task = bar.add_task("", total=len(items))
         for item in items:
             bar.update(task, description=item.key[:40])
+            if item.problem is not None:  # the scan found it unusable (a folder, a link loop, a bad name)
+                outcomes.append(FileOutcome(audio=item.display, key=item.key, issues=[item.problem]))
+                bar.advance(task)
+                continue
             try:
                 print_ = fingerprint(item)
                 entry = state.reusable(item, print_)

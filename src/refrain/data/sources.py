@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from refrain.data.audio_files import AUDIO_EXTENSIONS as AUDIO_EXTENSIONS  # re-exported
+from refrain.data.audio_files import find_audio, path_text, unique_keys
 from refrain.data.embedded import embedded_tags, embedded_tracks_dir
+from refrain.data.issues import Issue
 from refrain.errors import RefrainInputError
 from refrain.text.scripts import LANGUAGES
 
-AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg", ".opus")
 SOURCES = ("auto", "acestep", "lrc", "embedded")
 LyricsFormat = Literal["lrc", "structured"]
 
@@ -30,6 +31,8 @@ class SourceItem:
 
     `tags_file`/`lyrics_file` are read at processing time; `inline_tags`/`language` come from a CSV
     row or the embedded licence table and are part of the item's fingerprint through `meta`.
+    `problem` is a skip the scan already found (a folder named like audio, a link loop, a name that
+    is not UTF-8, a second format of the same song): such an item is reported and never opened.
     """
 
     key: str
@@ -39,6 +42,12 @@ class SourceItem:
     lyrics_format: LyricsFormat | None = None
     inline_tags: tuple[str, ...] | None = None
     language: str | None = None
+    problem: Issue | None = None
+
+    @property
+    def display(self) -> str:
+        """The audio path as printable text (for reports: undecodable bytes as \\xNN escapes)."""
+        return path_text(self.audio)
 
     @property
     def sidecars(self) -> tuple[Path, ...]:
@@ -64,29 +73,8 @@ def read_text(path: Path) -> str:
 
 
 def list_audio(folder: Path, exclude: Path | None = None) -> list[Path]:
-    """Audio files under `folder` (recursively, sorted, hidden folders and `exclude` left out)."""
-    found = []
-    for path in sorted(folder.rglob("*")):
-        rel_parts = path.relative_to(folder).parts
-        if any(part.startswith(".") for part in rel_parts):
-            continue
-        if exclude is not None and path.is_relative_to(exclude):
-            continue
-        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
-            found.append(path)
-    return found
-
-
-def unique_keys(paths: list[Path], root: Path) -> dict[Path, str]:
-    """Key = file stem (as ACE-Step does); stems shared by several files use their folder path too."""
-    counts = Counter(p.stem for p in paths)
-    keys = {}
-    for path in paths:
-        if counts[path.stem] == 1:
-            keys[path] = path.stem
-        else:
-            keys[path] = "__".join(path.relative_to(root).with_suffix("").parts)
-    return keys
+    """Usable audio files under `folder` (recursively, sorted, hidden folders and `exclude` left out)."""
+    return [found.path for found in find_audio(folder, exclude) if found.problem is None]
 
 
 def _sibling(audio: Path, suffix: str) -> Path | None:
@@ -143,9 +131,14 @@ def scan_folder(
             folder, "the input folder does not exist", "pass an existing folder to --input"
         )
     table = load_tags_csv(tags_csv) if tags_csv is not None else {}
-    audio_files = list_audio(folder, exclude=exclude)
+    found = find_audio(folder, exclude=exclude)
+    audio_files = [f.path for f in found if f.problem is None]
     keys = unique_keys(audio_files, folder)
-    items = []
+    items = [
+        SourceItem(key=path_text(f.path.relative_to(folder)), audio=f.path, problem=f.problem)
+        for f in found
+        if f.problem is not None
+    ]
     for audio in audio_files:
         row = _csv_row(table, audio, folder)
         if source == "acestep":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ def content_hash(item: SourceItem) -> str:
     """sha256 over the audio bytes, each sidecar's name and bytes, and the inline metadata."""
     digest = hashlib.sha256()
     for path in (item.audio, *item.sidecars):
-        digest.update(path.name.encode("utf-8") + b"\0")
+        digest.update(os.fsencode(path.name) + b"\0")  # bytes as on disk, also for non-UTF-8 names
         with path.open("rb") as handle:
             while chunk := handle.read(_CHUNK):
                 digest.update(chunk)
