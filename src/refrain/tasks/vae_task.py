@@ -155,6 +155,7 @@ class VAETask(pl.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self.skipped_items_epoch += int(batch.get("skipped", 0))
         if batch["audio"].numel() == 0:
+            self._ranks_agree(None, "generator loss")  # the other ranks skip this update with this one
             return None
         target, inputs, mask = batch["audio"], batch["degraded"], batch["mask"]
         self._check_batch(target)
@@ -204,12 +205,23 @@ class VAETask(pl.LightningModule):
         what: str,
         count: bool = True,
     ) -> bool:
-        """Backward, clip, step; skip (and count) the update when the loss or the gradient is not finite."""
-        if not torch.isfinite(loss):
-            self._skip(what)
+        """Backward, clip, step; skip (and count) the update when the loss or the gradient is not finite.
+
+        Under DDP the decision is taken by all ranks together (a rank that skipped alone would leave the
+        others waiting in the gradient all-reduce), and the parameters this update does not train take
+        part with weight zero: each backward then reduces every parameter, as DDP without
+        ``find_unused_parameters`` requires. Gradients are identical on every rank after the all-reduce,
+        so the gradient check below agrees without another collective.
+        """
+        if not self._ranks_agree(loss, what):
             return False
         optimizer.zero_grad(set_to_none=True)
+        idle = self._idle_parameters(parameters)
+        if idle:
+            loss = loss + 0.0 * sum(p.sum() for p in idle)
         self.manual_backward(loss)
+        for p in idle:
+            p.grad = None
         norm = self._clip([p for p in parameters if p.grad is not None])
         if not torch.isfinite(norm):
             optimizer.zero_grad(set_to_none=True)
@@ -221,6 +233,28 @@ class VAETask(pl.LightningModule):
             _step_uncounted(optimizer)
         optimizer.zero_grad(set_to_none=True)
         return True
+
+    def _multi_process(self) -> bool:
+        return self._trainer is not None and self.trainer.world_size > 1
+
+    def _ranks_agree(self, loss: torch.Tensor | None, what: str) -> bool:
+        """True when every rank has a finite loss (``None``: an empty batch); else all skip and count alike."""
+        flags = torch.tensor(
+            [loss is None, loss is not None and not bool(torch.isfinite(loss))], dtype=torch.float32, device=self.device
+        )  # fmt: skip
+        if self._multi_process():
+            flags = self.trainer.strategy.reduce(flags, reduce_op="sum")
+        empty, bad = bool(flags[0] > 0), bool(flags[1] > 0)
+        if bad:
+            self._skip(what)
+        return not (empty or bad)
+
+    def _idle_parameters(self, trained: list[nn.Parameter]) -> list[nn.Parameter]:
+        """Trainable parameters outside ``trained`` (the other optimizer's), under DDP only."""
+        if not self._multi_process():
+            return []
+        own = {id(p) for p in trained}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in own]
 
     def _log_terms(self, terms: dict[str, torch.Tensor], batch_size: int) -> None:
         named = {}

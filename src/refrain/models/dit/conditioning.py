@@ -262,11 +262,16 @@ class ConditionEmbedder(nn.Module):
         assert self.context_proj is not None and self.null_context is not None
         b, t = cond.batch_size, cond.num_frames
         null = self.null_context.expand(b, t, -1)
+        weight = self.context_proj.weight
         if cond.context is None or cond.context_mask is None:
-            return null
-        mask = cond.context_mask.to(cond.context.dtype)
-        feats = torch.cat([cond.context * mask, mask], dim=1).transpose(1, 2)
-        emb = self.context_proj(feats.to(self.context_proj.weight.dtype))
+            # No reference in this batch: the projection still runs (on zeros, then discarded by the
+            # where below) so it takes part in every step's graph; DDP without find_unused_parameters
+            # hangs when one rank's batch has a context span and another's has none.
+            feats = weight.new_zeros(b, t, weight.shape[1])
+        else:
+            mask = cond.context_mask.to(cond.context.dtype)
+            feats = torch.cat([cond.context * mask, mask], dim=1).transpose(1, 2).to(weight.dtype)
+        emb = self.context_proj(feats)
         return torch.where(cond.context_present()[:, None, None], emb, null.to(emb.dtype))
 
     def _style(self, cond: DiTConditioning) -> tuple[Tensor, Tensor, Tensor]:
@@ -288,8 +293,11 @@ class ConditionEmbedder(nn.Module):
         if self.speaker_proj is None or self.null_speaker is None:
             return torch.zeros_like(like)
         null = self.null_speaker.to(like.dtype).expand_as(like)
-        if cond.speaker is None:
-            return null
-        present = (cond.speaker != 0).any(dim=1) & ~cond.drop_style
-        emb = self.speaker_proj(cond.speaker.to(self.speaker_proj.weight.dtype))
-        return torch.where(present[:, None], emb, null)
+        weight = self.speaker_proj.weight
+        # A batch without speakers still runs the projection (zero rows, discarded): see _context.
+        speaker = (
+            cond.speaker if cond.speaker is not None else weight.new_zeros(like.shape[0], weight.shape[1])
+        )
+        present = (speaker != 0).any(dim=1) & ~cond.drop_style
+        emb = self.speaker_proj(speaker.to(weight.dtype))
+        return torch.where(present[:, None], emb.to(like.dtype), null)
