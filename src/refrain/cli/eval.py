@@ -1,0 +1,134 @@
+"""``refrain-eval``: measure what a run learned.
+
+    refrain-eval vae --bundle B --dataset_path D [--bundle OTHER] [--out DIR]
+    refrain-eval compare A/eval.json B/eval.json
+
+``vae`` writes ``eval.json``, ``eval.md`` and ``vae_mp3.png`` (each metric against the MP3 condition, one
+line per system) into ``--out`` (default ``<first bundle>/eval``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from refrain.errors import RefrainInputError
+
+VAE_PLOT_METRICS = ("stoi", "pesq", "mcd", "si_sdr", "lsd", "hf_energy_db")
+
+
+def _bundle_name(path: Path, taken: set[str]) -> str:
+    name = path.name or str(path)
+    while name in taken:
+        name = f"{name}'"
+    taken.add(name)
+    return name
+
+
+def run_vae(args: argparse.Namespace) -> Path:
+    """Evaluate one or more VAE bundles on the held-out songs; returns the report folder."""
+    from refrain.bundles.vae import load_vae_bundle
+    from refrain.eval.report import markdown_table, plot_metric_curves, write_report
+    from refrain.eval.vae_eval import evaluate_vae, heldout_clips, parse_condition
+
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    for condition in conditions:
+        parse_condition(condition)  # bad names fail before any model loads
+    taken: set[str] = set()
+    bundles = {_bundle_name(Path(p), taken): load_vae_bundle(p, device=args.device) for p in args.bundle}
+    rate = next(iter(bundles.values())).model.sample_rate
+    clips = heldout_clips(args.dataset_path, rate, args.seconds, args.max_clips)
+    started = time.perf_counter()
+    table = evaluate_vae(bundles, clips, rate, conditions, progress=None if args.quiet else _progress)
+    seconds = time.perf_counter() - started
+    rows = table.means()
+    out = Path(args.out) if args.out else Path(args.bundle[0]) / "eval"
+    report: dict[str, Any] = {
+        "kind": "vae",
+        "inputs": {
+            "bundles": {
+                name: {"path": str(b.path), "bundle_hash": b.manifest.get("bundle_hash")}
+                for name, b in bundles.items()
+            },
+            "dataset_path": str(args.dataset_path),
+            "clips": [{"key": c.key, "path": c.path} for c in clips],
+            "seconds": args.seconds,
+            "sample_rate": rate,
+            "conditions": conditions,
+        },
+        "rows": rows,
+        "per_clip": table.per_clip,
+        "timing": {
+            "seconds": seconds,
+            "audio_seconds_per_second": len(clips) * args.seconds * len(conditions) / max(seconds, 1e-9),
+        },
+    }
+    markdown = (
+        f"# VAE reconstruction ({len(clips)} held-out clips of {args.seconds:g} s at {rate} Hz)\n\n"
+        "`input` is the degraded input itself (the do-nothing baseline). Higher is better for stoi, pesq, "
+        "si_sdr; lower for mcd, mrstft, lsd, hf_energy_db.\n\n" + markdown_table(rows)
+    )
+    write_report(out, report, markdown)
+    plot_metric_curves(
+        rows, VAE_PLOT_METRICS, "condition", out / "vae_mp3.png", "VAE: clean and MP3 -> clean"
+    )
+    print(markdown)
+    print(f"eval: {out / 'eval.json'}, {out / 'eval.md'}, {out / 'vae_mp3.png'} ({seconds:.1f} s)")
+    return out
+
+
+def run_compare(args: argparse.Namespace) -> None:
+    """Print B - A per row and metric with the verdict (+ better, - worse, = equal)."""
+    from refrain.eval.report import compare_reports, markdown_table, read_report
+
+    rows = compare_reports(read_report(args.a), read_report(args.b))
+    if not rows:
+        raise RefrainInputError(
+            args.b, "shares no rows with " + str(args.a), "compare reports of the same kind"
+        )
+    print(markdown_table(rows, ["row", "metric", "A", "B", "B-A", "better"]), end="")
+    better = sum(r["better"] == "+" for r in rows)
+    worse = sum(r["better"] == "-" for r in rows)
+    print(
+        f"B better in {better}, worse in {worse}, equal in {len(rows) - better - worse} of {len(rows)} figures"
+    )
+
+
+def _progress(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="refrain-eval", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    vae = sub.add_parser("vae", help="reconstruction table of VAE bundles, lossless and from MP3")
+    vae.add_argument("--bundle", action="append", required=True, help="a VAE bundle (repeat to compare)")
+    vae.add_argument("--dataset_path", required=True, help="a prepared dataset; its validation split is used")
+    vae.add_argument("--conditions", default="clean,cbr64,cbr128,cbr320,vbr0,vbr4,vbr7")
+    vae.add_argument("--seconds", type=float, default=10.0, help="window per held-out song")
+    vae.add_argument("--max_clips", type=int, default=None, help="evaluate at most this many songs")
+    vae.add_argument("--device", default="cpu")
+    vae.add_argument("--out", default=None, help="report folder (default <first bundle>/eval)")
+    vae.add_argument("--quiet", action="store_true", help="no per-clip progress lines")
+    compare = sub.add_parser("compare", help="difference table of two eval.json files")
+    compare.add_argument("a", help="eval.json (or its folder) of the baseline")
+    compare.add_argument("b", help="eval.json (or its folder) to compare against it")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        {"vae": run_vae, "compare": run_compare}[args.command](args)
+    except RefrainInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
