@@ -53,7 +53,21 @@ class SamplingEngine:
         self.bundle_path = str(Path(bundle_path).resolve()) if bundle_path is not None else None
         self.device = torch.device(device)
         self.progress: Progress | None = None
+        self.adapters: object | None = None
         self._styles: dict[str, tuple[Tensor, Tensor]] = {}
+
+    def use_adapters(self, model: nn.Module, identity: str, adapters: object) -> None:
+        """The one way to change the model of a loaded pipeline (``refrain.lora.sampling.apply_adapters``).
+
+        ``model`` replaces the DiT, ``identity`` becomes the model hash every sidecar records (so a song
+        names base + adapters + scales), ``adapters`` is kept as ``self.adapters``. Once only: adapters
+        stack in one load, not across calls.
+        """
+        if self.adapters is not None:
+            raise RefrainInputError(
+                "--lora", "this pipeline already carries adapters", "load all adapters in one call"
+            )
+        self.model, self.bundle_hash, self.adapters = model, identity, adapters
 
     @property
     def sample_rate(self) -> int:

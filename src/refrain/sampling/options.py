@@ -38,10 +38,12 @@ class SamplerOptions:
     guidance_min_scale: float = 1.0
     apg_momentum: float = -0.75
     apg_norm_threshold: float = 2.5
+    apg_dims: tuple[int, ...] = (-2, -1)  # APG's norm/projection axes of (B, C, T); ACE-Step 1.5: time, (-1,)
     cfg_zero_init_steps: int = 1
     seed: int | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "apg_dims", tuple(int(d) for d in self.apg_dims))  # JSON gives a list
         if self.steps < 1:
             raise RefrainInputError("steps", f"must be >= 1, got {self.steps}", "use e.g. 60")
         if self.solver not in SOLVERS:
@@ -103,7 +105,9 @@ class SamplerOptions:
 GUIDANCES: dict[str, Callable[[SamplerOptions], Guidance | None]] = {
     "none": lambda options: None,
     "cfg": lambda options: CFG(),
-    "apg": lambda options: APG(norm_threshold=options.apg_norm_threshold, momentum=options.apg_momentum),
+    "apg": lambda options: APG(
+        norm_threshold=options.apg_norm_threshold, momentum=options.apg_momentum, dims=options.apg_dims
+    ),
     "cfg_zero_star": lambda options: CFGZeroStar(zero_init_steps=options.cfg_zero_init_steps),
 }
 """``--guidance`` name -> the strategy built from the options (a new strategy is one entry here)."""

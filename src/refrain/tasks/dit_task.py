@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from refrain.errors import RefrainInputError
 from refrain.losses.flow_matching import FlowMatchingLoss, binned_flow_loss
 from refrain.losses.repa import REPALoss
+from refrain.models.backbone import backbone_of, check_loss, spec_of
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.lyrics import LyricEmbedder
 from refrain.models.teachers import TeacherSpec
@@ -112,13 +113,9 @@ class DiTTask(pl.LightningModule):
         self.lr_schedule = lr_schedule
         self.repa: REPALoss | None = None
         self.repa_weight = float(repa_weight)
+        check_loss(model, self.loss_fn)  # a CFG drop or context the backbone lacks: one line, now
         if repa_teachers and self.repa_weight > 0:
-            hidden = getattr(model, "hidden_size", None)
-            if hidden is None:
-                raise RefrainInputError(
-                    "repa", f"{type(model).__name__} exposes no hidden_size for the REPA projectors",
-                    "give the backbone a hidden_size attribute or select repa=null",
-                )  # fmt: skip
+            hidden = spec_of(model).hidden_size
             self.repa = REPALoss(int(hidden), dict(repa_teachers), repa_projector_dim)
         self.ema = EMA(model, copy.deepcopy(model), ema_decay, ema_warmup) if ema_decay else None
         self.validation_bins = validation_bins
@@ -172,13 +169,17 @@ class DiTTask(pl.LightningModule):
         return self.ema.shadow if self.ema is not None else self.model
 
     # ----- training -----
+    def conditioning(self, batch: Mapping[str, Any]) -> Any:
+        """The backbone's own conditioning of a batch (refrain.models.backbone contract)."""
+        return backbone_of(self.model).conditioning_from_batch(batch)
+
     def compute_loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         """Named terms (``flow``, ``repa/<teacher>``, ``repa``) and their weighted sum ``loss``."""
         mean, std = batch["latent_mean"], batch["latent_std"]
         x0 = mean + std * torch.randn_like(mean)
         features = batch.get("teacher_features") or {}
         use_repa = self.repa is not None and bool(features)
-        out = self.loss_fn(self.model, x0, batch_conditioning(batch), return_hidden=use_repa)
+        out = self.loss_fn(self.model, x0, self.conditioning(batch), return_hidden=use_repa)
         terms = dict(out.terms)
         total = out.loss
         if self.repa is not None:
@@ -281,7 +282,7 @@ class DiTTask(pl.LightningModule):
         generator = torch.Generator(device=x0.device)
         generator.manual_seed(self.validation_seed + 1_000_003 * self.global_rank + batch_idx)
         model = self.sampling_model() if self.validate_with_ema else self.model
-        raw = binned_flow_loss(model, x0, batch_conditioning(batch), self.validation_bins, generator)
+        raw = binned_flow_loss(model, x0, self.conditioning(batch), self.validation_bins, generator)
         terms = {"flow_bin_" + k.removeprefix("flow_sigma_"): v for k, v in raw.items()}
         terms["flow"] = torch.stack(list(terms.values())).mean()
         return terms
@@ -329,7 +330,7 @@ class DiTTask(pl.LightningModule):
         context = self.trainer.precision_plugin.forward_context() if attached else None
         loggers = self.loggers if attached else []
         return self.plotter(
-            self.sampling_model(), batch_conditioning(batch), batch, step, self.device, loggers, context
+            self.sampling_model(), self.conditioning(batch), batch, step, self.device, loggers, context
         )
 
     # ----- checkpoints -----

@@ -16,12 +16,16 @@ model adds frame by frame instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from refrain.errors import RefrainInputError
+from refrain.models.backbone import BackboneSpec, seeded_noise
 from refrain.models.dit.blocks import DiTBlock, FinalLayer, rotary_tables, zero_linear
 from refrain.models.dit.conditioning import ConditionEmbedder, DiTConditioning
 from refrain.models.dit.velocity import VelocityOutput
@@ -103,6 +107,27 @@ class DiffusionTransformer(nn.Module):
     @property
     def latent_channels(self) -> int:
         return self._latent_channels
+
+    @property
+    def backbone_spec(self) -> BackboneSpec:
+        """refrain's own DiT: every CFG drop, context when built with it, ACE-Step v1 sampler defaults."""
+        return BackboneSpec(
+            name="refrain_dit", latent_channels=self.latent_channels, hidden_size=self.hidden_size,
+            repa_layer=self.repa_layer, conditioning_type=DiTConditioning,
+            supports_context=bool(self.conditioner.use_context),
+            cfg_drops=frozenset({"style", "lyrics", "context", "all"}),
+            fsdp_wrap=("refrain.models.dit.blocks.DiTBlock",), bundle_class="dit",
+        )  # fmt: skip
+
+    def conditioning_from_batch(self, batch: Mapping[str, Any]) -> DiTConditioning:
+        """Style states, frame-aligned phonemes, speaker and frame mask of a DiT batch."""
+        return DiTConditioning(
+            style=batch["style"], style_mask=batch["style_mask"].bool(), lyrics=batch["lyrics"].long(),
+            speaker=batch.get("speaker"), frame_mask=batch["frame_mask"].bool(),
+        )  # fmt: skip
+
+    def noise(self, seed: int, frames: int) -> Tensor:
+        return seeded_noise(seed, self.latent_channels, frames)
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute block activations in backward: trades ~30% step time for activation memory."""

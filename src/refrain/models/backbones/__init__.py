@@ -1,0 +1,1 @@
+"""Released models as refrain backbones: thin wrappers over the classes diffusers ships."""

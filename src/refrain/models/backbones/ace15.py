@@ -1,0 +1,280 @@
+"""ACE-Step 1.5 as a refrain backbone: diffusers' ``AceStepTransformer1DModel`` + ``AceStepConditionEncoder``.
+
+The wrapper only converts at the boundary, it re-implements nothing:
+
+- refrain's (B, C, T) latents <-> the model's channels-last (B, T, 64) at 25 frames/s;
+- sigma (1 = noise) is ACE-Step's ``timestep`` as is, with ``timestep_r = timestep``; the velocity is
+  noise - x0 in both, so refrain's solvers, guidance and flow-matching loss apply unchanged;
+- refrain's context (source latent + mask 1 where *given*) -> ``context_latents`` = cat(source latent,
+  chunk mask 1 where *generated*), with the release's silence latent where nothing is given;
+- a dropped condition is the learned ``null_condition_emb`` over the whole packed sequence (the only
+  CFG drop the release was trained with);
+- the REPA hidden state is a forward hook on one transformer block, its patch tokens (two frames each)
+  repeated to one token per latent frame.
+
+Known limit kept from the release: self- and cross-attention have no padding mask, so a batch item's
+output depends on the padding of its batch-mates. Train on equal-length crops (the DiT data crops to
+``max_frames``) and sample one song per call for results that match the reference pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AceStepTransformer1DModel
+from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
+from torch import Tensor, nn
+
+from refrain.errors import RefrainInputError
+from refrain.models.backbone import BackboneSpec, frames_to_tokens, seeded_noise
+from refrain.models.backbones.ace15_conditioning import AceStepConditioning
+from refrain.models.backbones.ace15_text import SongMeta, TextSide
+from refrain.models.dit.velocity import VelocityOutput
+
+LAYOUT = ("transformer", "condition_encoder", "text_encoder", "tokenizer", "vae")
+TIMBRE_SECONDS = 30.0  # the release feeds 30 s of (silence) latents to the timbre encoder
+TRAIN_RECIPE = {  # the released training recipe: logit-normal t (mean -0.4, std 1), no shift, whole-condition drop 15%
+    "shift": 1.0, "logit_mean": -0.4, "logit_std": 1.0, "drop_style_prob": 0.15, "drop_lyrics_prob": 0.0,
+    "drop_speaker_prob": 0.0,
+}  # fmt: skip
+
+
+def sampler_defaults(turbo: bool, steps: int = 8) -> dict[str, Any]:
+    """The reference pipeline's sampler: Euler on s t / (1 + (s - 1) t), t = 1 .. 1/N, shift 3; APG 7 on
+    every step with momentum -0.75 and norm 2.5 over the time axis (turbo: no guidance)."""
+    return {
+        "steps": steps, "solver": "euler", "shift": 3.0, "sigma_min": 1.0 / steps,
+        "guidance": "none" if turbo else "apg", "guidance_scale": 1.0 if turbo else 7.0,
+        "guidance_interval": 1.0, "apg_momentum": -0.75, "apg_norm_threshold": 2.5, "apg_dims": [-1],
+    }  # fmt: skip
+
+
+class AceStep15(nn.Module):
+    """The trainable part of ACE-Step 1.5 (transformer + condition encoder) behind refrain's contract."""
+
+    def __init__(
+        self,
+        transformer: AceStepTransformer1DModel,
+        condition_encoder: AceStepConditionEncoder,
+        text_side: TextSide | None = None,
+        frame_rate: float = 25.0,
+        repa_layer: int = 8,
+        turbo: bool | None = None,
+        gradient_checkpointing: bool = False,
+        train_condition_encoder: bool = True,
+    ) -> None:
+        super().__init__()
+        layers = len(transformer.layers)
+        if not 1 <= repa_layer <= layers:
+            raise RefrainInputError(
+                "model.dit.repa_layer", f"{repa_layer} is outside [1, {layers}] transformer blocks",
+                "pick the block whose output REPA aligns (ACE-Step v1 used 8 of 24)",
+            )  # fmt: skip
+        self.transformer = transformer
+        self.condition_encoder = condition_encoder
+        self.text_side = text_side
+        self.frame_rate = float(frame_rate)
+        self.repa_layer = int(repa_layer)
+        config = transformer.config
+        self.turbo = bool(config.is_turbo or config.model_version == "turbo") if turbo is None else bool(turbo)
+        self.condition_encoder.requires_grad_(train_condition_encoder)
+        self.enable_gradient_checkpointing(gradient_checkpointing)
+        self._memo: dict[int, tuple[Any, Tensor]] = {}
+
+    # ----- the contract -----
+    @property
+    def latent_channels(self) -> int:
+        return int(self.transformer.config.audio_acoustic_hidden_dim)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.transformer.config.hidden_size)
+
+    @property
+    def backbone_spec(self) -> BackboneSpec:
+        return BackboneSpec(
+            name="ace15_turbo" if self.turbo else "ace15", latent_channels=self.latent_channels,
+            hidden_size=self.hidden_size, repa_layer=self.repa_layer, conditioning_type=AceStepConditioning,
+            supports_context=True, cfg_drops=frozenset({"all", "context"}),
+            fsdp_wrap=("diffusers.models.transformers.ace_step_transformer.AceStepTransformerBlock",),
+            latent_layout="BTC", sampler_defaults=sampler_defaults(self.turbo), loss_preset=dict(TRAIN_RECIPE),
+            lora_root="transformer", bundle_class="ace15",
+        )  # fmt: skip
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        for module in (self.transformer, self.condition_encoder):
+            if enabled:
+                module.enable_gradient_checkpointing()
+            elif module.is_gradient_checkpointing:
+                module.disable_gradient_checkpointing()
+
+    def noise(self, seed: int, frames: int) -> Tensor:
+        """Drawn (1, T, C) like the reference pipeline's ``generator``, returned as (1, C, T)."""
+        return seeded_noise(seed, self.latent_channels, frames, "BTC")
+
+    def conditioning_from_batch(self, batch: Mapping[str, Any]) -> AceStepConditioning:
+        """Cached Qwen3 states when the batch has them (``ace15_*`` keys), else encoded online from its text."""
+        frame_mask = batch["frame_mask"].bool()
+        if "ace15_style" in batch:
+            return AceStepConditioning(
+                batch["ace15_style"], batch["ace15_style_mask"].bool(), batch["ace15_lyrics"],
+                batch["ace15_lyrics_mask"].bool(), frame_mask, timbre=batch.get("ace15_timbre"),
+            )  # fmt: skip
+        if self.text_side is None:
+            raise RefrainInputError(
+                "DiT batch", "has no cached ACE-Step 1.5 conditioning and the backbone has no text encoder",
+                "load the backbone from its release folder (--checkpoint_dir) or cache the conditioning",
+            )  # fmt: skip
+        seconds = (frame_mask.sum(dim=1).float() / self.frame_rate).tolist()
+        metas = [SongMeta(duration=s, bpm=_int_or_none(batch, "bpm", i)) for i, s in enumerate(seconds)]
+        style, style_mask, lyrics, lyrics_mask = self.text_side.encode(
+            list(batch["prompts"]), list(batch["lyrics_text"]), metas, frame_mask.device
+        )
+        return AceStepConditioning(style, style_mask, lyrics, lyrics_mask, frame_mask)
+
+    # ----- the network -----
+    def silence(self, frames: int, batch: int, like: Tensor) -> Tensor:
+        """(B, frames, C) of the release's silence latent, tiled when the song is longer than it."""
+        silence = self.condition_encoder.silence_latent
+        reps = math.ceil(frames / silence.shape[1])
+        tiled = silence.repeat(1, reps, 1) if reps > 1 else silence
+        return tiled[:, :frames].to(device=like.device, dtype=like.dtype).expand(batch, -1, -1)
+
+    def encode_condition(self, cond: AceStepConditioning) -> Tensor:
+        """The packed cross-attention sequence (B, L, D); dropped samples get the null embedding."""
+        key = id(cond)
+        if not torch.is_grad_enabled() and not self.training and key in self._memo and self._memo[key][0] is cond:
+            return self._memo[key][1]
+        dtype = self.transformer.dtype
+        b = cond.batch_size
+        if cond.timbre is not None:
+            timbre = cond.timbre.to(dtype)
+        else:
+            timbre = self.silence(math.ceil(TIMBRE_SECONDS * self.frame_rate), b, cond.style.to(dtype))
+        encoded, _ = self.condition_encoder(
+            text_hidden_states=cond.style.to(dtype), text_attention_mask=cond.style_mask,
+            lyric_hidden_states=cond.lyrics.to(dtype), lyric_attention_mask=cond.lyrics_mask,
+            refer_audio_acoustic_hidden_states_packed=timbre.contiguous(),
+            refer_audio_order_mask=torch.arange(b, device=timbre.device),
+        )  # fmt: skip
+        null = self.condition_encoder.null_condition_emb.to(encoded.dtype).expand_as(encoded)
+        encoded = torch.where(cond.dropped[:, None, None].to(encoded.device), null, encoded)
+        if not torch.is_grad_enabled() and not self.training:
+            self._memo = {key: (cond, encoded)}
+        return encoded
+
+    def context_latents(self, cond: AceStepConditioning, like: Tensor) -> Tensor:
+        """(B, T, 2C): source latent (silence where generated) and the chunk mask (1 = generate)."""
+        b, t, c = like.shape
+        silence = self.silence(t, b, like)
+        if cond.context is None or cond.context_mask is None:
+            return torch.cat([silence, torch.ones_like(silence)], dim=-1)
+        given = (cond.context_mask[:, 0] > 0) & ~cond.drop_context[:, None]
+        given = given[:, :, None].to(like.device)
+        source = torch.where(given, cond.context.transpose(1, 2).to(like.dtype), silence)
+        chunk = (~given).to(like.dtype).expand(b, t, c)
+        return torch.cat([source, chunk], dim=-1)
+
+    def forward(
+        self, x: Tensor, sigma: Tensor, cond: AceStepConditioning, return_hidden: bool = False
+    ) -> VelocityOutput:
+        """x: (B, C, T) noisy latent at sigma (B,) or scalar; velocity (B, C, T), zero on padding."""
+        if x.dim() != 3 or x.shape[1] != self.latent_channels:
+            raise RefrainInputError(
+                "AceStep15 input", f"latent shape {tuple(x.shape)} is not (B, {self.latent_channels}, T)",
+                "encode audio with the release's vae/ (64 channels at 25 frames/s)",
+            )  # fmt: skip
+        cond.validate(x)
+        dtype = self.transformer.dtype
+        h = x.transpose(1, 2).to(dtype)
+        t = sigma.to(h.device).reshape(-1).expand(x.shape[0]).to(dtype)
+        captured: list[Tensor] = []
+        hook = None
+        if return_hidden:
+            block = self.transformer.layers[self.repa_layer - 1]
+            hook = block.register_forward_hook(lambda _m, _i, out: captured.append(out))
+        try:
+            out = self.transformer(
+                hidden_states=h, timestep=t, timestep_r=t, encoder_hidden_states=self.encode_condition(cond),
+                context_latents=self.context_latents(cond, h), return_dict=False,
+            )[0]  # fmt: skip
+        finally:
+            if hook is not None:
+                hook.remove()
+        velocity = out.transpose(1, 2) * cond.frame_mask[:, None, :].to(out.dtype)
+        hidden = frames_to_tokens(captured[-1], x.shape[-1], self.transformer.patch_size) if captured else None
+        return VelocityOutput(velocity=velocity.to(x.dtype), hidden=hidden)
+
+
+def _int_or_none(batch: Mapping[str, Any], key: str, index: int) -> int | None:
+    values = batch.get(key)
+    if values is None:
+        return None
+    value = values[index]
+    return int(value) if value is not None and float(value) > 0 else None
+
+
+def check_release_folder(root: str | Path) -> Path:
+    """The folder, or a one-line error naming the first part of diffusers' layout it lacks."""
+    path = Path(root) if root else None
+    if path is None or not path.is_dir():
+        raise RefrainInputError(
+            "checkpoint_dir", f"{root!r} is not a folder",
+            "pass --checkpoint_dir pointing at an ACE-Step 1.5 release folder in diffusers' layout",
+        )  # fmt: skip
+    for sub in LAYOUT[:2]:
+        if not (path / sub / "config.json").is_file():
+            raise RefrainInputError(
+                path / sub, "missing (no config.json)",
+                f"an ACE-Step 1.5 folder holds {', '.join(s + '/' for s in LAYOUT)}: download the diffusers release",
+            )  # fmt: skip
+    return path
+
+
+def is_release_folder(root: str | Path | None) -> bool:
+    """True for a folder in diffusers' ACE-Step 1.5 layout (what ``--checkpoint_dir`` may name)."""
+    if not root:
+        return False
+    path = Path(root)
+    return (path / "transformer" / "config.json").is_file() and (path / "condition_encoder" / "config.json").is_file()
+
+
+def load_ace15(
+    checkpoint_dir: str | Path,
+    repa_layer: int = 8,
+    turbo: bool | None = None,
+    gradient_checkpointing: bool = False,
+    train_condition_encoder: bool = True,
+    dtype: str | None = None,
+) -> AceStep15:
+    """The backbone with the release's weights, from a local folder, offline (``conf/model/dit/ace15*.yaml``)."""
+    root = check_release_folder(checkpoint_dir)
+    torch_dtype = getattr(torch, dtype) if dtype else None
+    transformer = AceStepTransformer1DModel.from_pretrained(root / "transformer", torch_dtype=torch_dtype)
+    encoder = AceStepConditionEncoder.from_pretrained(root / "condition_encoder", torch_dtype=torch_dtype)
+    frame_rate = 25.0
+    vae_config = root / "vae" / "config.json"
+    if vae_config.is_file():
+        import json
+
+        config = json.loads(vae_config.read_text())
+        frame_rate = float(config.get("sampling_rate", 48000)) / math.prod(config.get("downsampling_ratios", [1920]))
+    text = TextSide(root) if (root / "text_encoder").is_dir() else None
+    return AceStep15(transformer, encoder, text, frame_rate, repa_layer, turbo, gradient_checkpointing, train_condition_encoder)
+
+
+def build_ace15(
+    transformer: Mapping[str, Any], condition_encoder: Mapping[str, Any], frame_rate: float = 25.0,
+    repa_layer: int = 8, turbo: bool | None = None, text_dir: str | None = None,
+) -> AceStep15:  # fmt: skip
+    """Random-initialised from the two config dicts (what a bundle records; its weights are loaded after)."""
+    clean = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
+    return AceStep15(
+        AceStepTransformer1DModel.from_config(clean(transformer)),
+        AceStepConditionEncoder.from_config(clean(condition_encoder)),
+        TextSide(text_dir) if text_dir else None, frame_rate, repa_layer, turbo,
+    )  # fmt: skip

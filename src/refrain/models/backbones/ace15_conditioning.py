@@ -1,0 +1,168 @@
+"""ACE-Step 1.5's conditioning as one batch object (the ``conditioning_type`` of its backbone).
+
+What the released condition encoder consumes, before it runs: Qwen3 last hidden states of the SFT prompt
+(``# Instruction / # Caption / # Metas``), Qwen3 *token embeddings* of the lyric prompt
+(``# Languages / # Lyric``; the lyric encoder contextualises them), and reference latents for the timbre
+token (None = the silence latent the release ships). ``context``/``context_mask`` follow refrain's
+convention (mask 1 where a frame is *given*); the backbone turns them into ACE-Step's
+``context_latents`` (chunk mask 1 where a frame is *generated*).
+
+ACE-Step 1.5 was trained dropping the whole condition, so there is one CFG switch, ``drop_style``
+(the whole condition becomes the learned null embedding); ``drop_lyrics`` may only be set together with
+it, and ``validate`` says so in one line. ``drop_context`` removes the context latent (text2music).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from refrain.errors import RefrainInputError
+
+_FLAGS = ("drop_style", "drop_lyrics", "drop_context")
+_SEQUENCES = (("style", "style_mask"), ("lyrics", "lyrics_mask"))
+
+
+@dataclass
+class AceStepConditioning:
+    """A batch: B items, S prompt tokens, L lyric tokens, T latent frames, D Qwen3 width, C latent channels."""
+
+    style: Tensor  # (B, S, D) Qwen3 last hidden states of the SFT prompt
+    style_mask: Tensor  # (B, S) bool
+    lyrics: Tensor  # (B, L, D) Qwen3 input embeddings of the lyric prompt
+    lyrics_mask: Tensor  # (B, L) bool
+    frame_mask: Tensor  # (B, T) bool, True = valid frame
+    timbre: Tensor | None = None  # (B, R, C) reference latents, channels last; None = silence latent
+    context: Tensor | None = None  # (B, C, T) source latent
+    context_mask: Tensor | None = None  # (B, 1, T), 1 = frame given
+    speaker: Tensor | None = None  # always None: ACE-Step 1.5 has no speaker input (the loss reads it)
+    drop_style: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool: whole condition
+    drop_lyrics: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool: only with drop_style
+    drop_context: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool
+
+    def __post_init__(self) -> None:
+        batch, device = self.frame_mask.shape[0], self.frame_mask.device
+        for name in _FLAGS:
+            if getattr(self, name) is None:
+                setattr(self, name, torch.zeros(batch, dtype=torch.bool, device=device))
+        if self.context is not None and self.context_mask is None:
+            self.context_mask = torch.ones(batch, 1, self.num_frames, dtype=self.context.dtype, device=device)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.frame_mask.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frame_mask.shape[-1])
+
+    @property
+    def dropped(self) -> Tensor:
+        """(B,) bool: the sample gets the null condition."""
+        return self.drop_style
+
+    def validate(self, latent: Tensor | None = None) -> None:
+        b, t = self.batch_size, self.num_frames
+        if latent is not None and (latent.shape[0] != b or latent.shape[-1] != t):
+            raise RefrainInputError(
+                "AceStepConditioning", f"latent shape {tuple(latent.shape)} does not match (B={b}, T={t})",
+                "build the conditioning for the same batch and crop as the latent",
+            )  # fmt: skip
+        expect = {
+            "style_mask": (b, self.style.shape[1]), "lyrics_mask": (b, self.lyrics.shape[1]),
+            "drop_style": (b,), "drop_lyrics": (b,), "drop_context": (b,),
+        }  # fmt: skip
+        if self.context is not None:
+            expect["context"] = (b, self.context.shape[1], t)
+            expect["context_mask"] = (b, 1, t)
+        if self.timbre is not None:
+            expect["timbre"] = (b, self.timbre.shape[1], self.timbre.shape[2])
+        for name, shape in expect.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise RefrainInputError(
+                    f"AceStepConditioning.{name}", f"shape {got} does not match {shape}",
+                    "build every conditioning tensor from the same batch",
+                )  # fmt: skip
+        if bool((self.drop_lyrics & ~self.drop_style).any()):
+            raise RefrainInputError(
+                "AceStepConditioning.drop_lyrics", "ACE-Step 1.5 cannot drop the lyrics alone",
+                "drop the whole condition (drop_style) or nothing; use one guidance scale",
+            )  # fmt: skip
+
+    def with_dropped(
+        self, style: bool | None = None, lyrics: bool | None = None, context: bool | None = None
+    ) -> AceStepConditioning:
+        """Copy with whole-batch drop flags set (True/False) or kept (None); used for CFG branches."""
+        updates = {
+            name: torch.full_like(getattr(self, name), bool(value))
+            for name, value in zip(_FLAGS, (style, lyrics, context), strict=True)
+            if value is not None
+        }
+        return replace(self, **updates)
+
+    def repeat(self, n: int) -> AceStepConditioning:
+        """Tile the batch n times ([b0, b1, b0, b1, ...])."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            values[f.name] = None if value is None else value.repeat(n, *([1] * (value.dim() - 1)))
+        return AceStepConditioning(**values)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> AceStepConditioning:
+        """Move to a device; ``dtype`` applies to floating tensors only."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                value = value.to(device=device, dtype=dtype if dtype is not None and value.is_floating_point() else None)
+            values[f.name] = value
+        return AceStepConditioning(**values)
+
+    @classmethod
+    def cat(cls, items: Sequence[AceStepConditioning]) -> AceStepConditioning:
+        """Concatenate along the batch; token sequences are right-padded with zeros and a False mask.
+
+        A missing context becomes an all-zero mask (nothing given) and a missing timbre the silence latent,
+        which is what each means on its own; timbre lengths must agree (the timbre encoder has no mask).
+        """
+        if not items:
+            raise RefrainInputError("AceStepConditioning.cat", "empty list", "pass at least one conditioning")
+        out: dict[str, Tensor | None] = {}
+        for name, mask in _SEQUENCES:
+            length = max(getattr(c, name).shape[1] for c in items)
+            out[name] = torch.cat([F.pad(getattr(c, name), (0, 0, 0, length - getattr(c, name).shape[1])) for c in items])
+            out[mask] = torch.cat([F.pad(getattr(c, mask), (0, length - getattr(c, mask).shape[1])) for c in items])
+        for name in ("frame_mask", *_FLAGS):
+            out[name] = torch.cat([getattr(c, name) for c in items])
+        out["context"] = out["context_mask"] = out["timbre"] = None
+        ref = next((c for c in items if c.context is not None), None)
+        if ref is not None:
+            assert ref.context is not None and ref.context_mask is not None
+            out["context"] = torch.cat([
+                c.context if c.context is not None else ref.context.new_zeros(c.batch_size, ref.context.shape[1], c.num_frames)
+                for c in items
+            ])  # fmt: skip
+            out["context_mask"] = torch.cat([
+                c.context_mask if c.context_mask is not None else ref.context_mask.new_zeros(c.batch_size, 1, c.num_frames)
+                for c in items
+            ])  # fmt: skip
+        if any(c.timbre is not None for c in items):
+            if any(c.timbre is None for c in items):
+                raise RefrainInputError(
+                    "AceStepConditioning.cat", "some items have reference latents and some do not",
+                    "give every item a timbre reference or none",
+                )  # fmt: skip
+            out["timbre"] = torch.cat([c.timbre for c in items if c.timbre is not None])
+        return cls(**out)  # type: ignore[arg-type]
+
+    def context_present(self) -> Tensor:
+        """(B,) bool: a source latent with at least one given frame, not dropped."""
+        if self.context is None or self.context_mask is None:
+            return torch.zeros_like(self.drop_context)
+        given = (self.context_mask[:, 0] > 0) & self.frame_mask
+        return given.any(dim=1) & ~self.drop_context

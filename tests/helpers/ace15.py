@@ -1,0 +1,72 @@
+"""A tiny random ACE-Step 1.5 release folder, built offline from the real classes and saved in diffusers' layout.
+
+transformer/ (AceStepTransformer1DModel), condition_encoder/ (AceStepConditionEncoder, with a random
+silence latent so it matters), text_encoder/ (a 2-layer Qwen3), tokenizer/ (a byte-level BPE with
+``<|endoftext|>``), vae/ (an AutoencoderOobleck at 48 kHz with hop 1920: 25 latent frames/s) and
+scheduler/, written by ``AceStepPipeline.save_pretrained`` exactly as a user's download is laid out.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from diffusers import (
+    AceStepPipeline,
+    AceStepTransformer1DModel,
+    AutoencoderOobleck,
+    FlowMatchEulerDiscreteScheduler,
+)
+from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+END = "<|endoftext|>"
+CHANNELS = 8
+TEXT_DIM = 32
+ATTENTION = {"num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "sliding_window": 4}
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """Byte-level BPE with the 256 byte symbols and no merges, plus the end-of-text token (id 256)."""
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {symbol: index for index, symbol in enumerate(sorted(alphabet))}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([END])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=END, pad_token=END)
+
+
+def tiny_pipeline(seed: int = 0, turbo: bool = False) -> AceStepPipeline:
+    torch.manual_seed(seed)
+    tokenizer = byte_tokenizer()
+    text_encoder = Qwen3Model(
+        Qwen3Config(
+            vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=4096,
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        )
+    ).eval()  # fmt: skip
+    transformer = AceStepTransformer1DModel(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=4, in_channels=3 * CHANNELS,
+        audio_acoustic_hidden_dim=CHANNELS, is_turbo=turbo, **ATTENTION,
+    )  # fmt: skip
+    encoder = AceStepConditionEncoder(
+        hidden_size=32, intermediate_size=64, text_hidden_dim=TEXT_DIM, timbre_hidden_dim=CHANNELS,
+        num_lyric_encoder_hidden_layers=2, num_timbre_encoder_hidden_layers=2, **ATTENTION,
+    )  # fmt: skip
+    encoder.silence_latent.copy_(0.5 * torch.randn(encoder.silence_latent.shape))
+    vae = AutoencoderOobleck(
+        encoder_hidden_size=2 * CHANNELS, downsampling_ratios=[2, 4, 4, 6, 10], channel_multiples=[1, 1, 1, 1, 1],
+        decoder_channels=8, decoder_input_channels=CHANNELS, audio_channels=2, sampling_rate=48000,
+    )  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0)
+    return AceStepPipeline(vae, text_encoder, tokenizer, transformer, encoder, scheduler)
+
+
+def write_tiny_release(folder: str | Path, seed: int = 0, turbo: bool = False) -> Path:
+    """Save the tiny pipeline as a release folder and return its path."""
+    folder = Path(folder)
+    tiny_pipeline(seed, turbo).save_pretrained(folder, safe_serialization=True)
+    return folder
