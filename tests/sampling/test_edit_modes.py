@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from refrain.errors import RefrainInputError
-from refrain.sampling.modes import (
+from refrain.sampling.edits import (
     apply_crossfade,
     audio2audio,
     audio2audio_start,

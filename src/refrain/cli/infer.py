@@ -28,7 +28,6 @@ from typing import Any
 
 from refrain.errors import RefrainInputError
 
-MODES = ("text2music", "retake", "repaint", "extend", "edit", "audio2audio", "stem", "accompany")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -96,23 +95,6 @@ def _sampler(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, help="default: a random seed, recorded in the sidecar")
 
 
-def _lyrics(parser: argparse.ArgumentParser, prefix: str = "", prompt: bool = True) -> None:
-    if prompt:
-        parser.add_argument(
-            f"--{prefix}prompt",
-            default=None if prefix == "target_" else "",
-            help="style prompt (tags or a caption)",
-        )
-    parser.add_argument(
-        f"--{prefix}lyrics",
-        default=None,
-        help="lyrics text: LRC lines, or plain lines with [verse]-style tags",
-    )
-    parser.add_argument(
-        f"--{prefix}lyrics_file", type=Path, default=None, help="read the lyrics from a file (.lrc or .txt)"
-    )
-
-
 def _layout(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("lyrics layout (lyrics without timestamps)")
     group.add_argument("--bpm", type=float, default=100.0, help="tempo the lines are laid out at")
@@ -124,6 +106,10 @@ def _layout(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One sub-command per registered sampler mode (``refrain.sampling.modes``, plus LoRA's)."""
+    import refrain.lora  # noqa: F401  (registers the stem and accompany modes)
+    from refrain.sampling.modes import get_mode, mode_names
+
     parser = argparse.ArgumentParser(
         prog="refrain-infer",
         description="Generate and edit songs with an exported refrain DiT bundle; every song gets a JSON sidecar "
@@ -133,68 +119,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--from_sidecar", type=Path, help="regenerate the song a sidecar describes (no sub-command)"
     )
     modes = parser.add_subparsers(dest="mode", required=True, metavar="MODE")
-    helps = {
-        "text2music": "a song from a style prompt, lyrics and a duration (or a JSON-lines prompts file)",
-        "retake": "a variation of a text2music song (its sidecar) at a variance in [0, 1]",
-        "repaint": "regenerate [start, end] seconds of a song, keeping the rest sample-exact",
-        "extend": "add seconds to the left and/or right of a song",
-        "edit": "change lyrics or tags while keeping melody and arrangement (FlowEdit)",
-        "audio2audio": "a new song starting from a reference song at a strength",
-        "stem": "a stem (--instrument) that fits a song without it (needs a stemgen --lora)",
-        "accompany": "the accompaniment that fits a vocal stem (needs a singing2accompaniment --lora)",
-    }
-    sub = {name: modes.add_parser(name, help=helps[name], description=helps[name]) for name in MODES}
-    for name, p in sub.items():
-        _common(p, f"{name}.flac")
-        if name != "retake":  # a retake keeps its source's sampler options and lyrics
-            _sampler(p)
-            _layout(p)
-    t2m = sub["text2music"]
-    _lyrics(t2m)
-    t2m.add_argument("--duration", type=float, default=30.0, help="seconds")
-    t2m.add_argument(
-        "--prompts_file",
-        type=Path,
-        help="JSON lines: prompt, lyrics or lyrics_file, duration, bpm, seed, name",
-    )
-    t2m.add_argument("--out_dir", type=Path, help="where a prompts file's songs go (default: beside --out)")
-    t2m.add_argument("--batch_size", type=int, default=4, help="songs per batch with --prompts_file")
-    t2m.add_argument(
-        "--format", default="flac", choices=("flac", "wav"), help="file type with --prompts_file"
-    )
-    sub["retake"].add_argument(
-        "--source_sidecar", type=Path, required=True, help="sidecar of a text2music song"
-    )
-    sub["retake"].add_argument(
-        "--variance", type=float, default=0.5, help="0 = the same song, 1 = fresh noise"
-    )
-    sub["retake"].add_argument("--seed", type=int, help="seed of the new noise (default: random, recorded)")
-    for name in ("repaint", "extend", "edit", "audio2audio", "stem", "accompany"):
-        sub[name].add_argument(
-            "--source", type=Path, required=True, help="the song: an audio file (generated or uploaded)"
-        )
-    for name in ("repaint", "extend", "audio2audio", "stem", "accompany"):
-        _lyrics(sub[name])
-    sub["stem"].add_argument("--instrument", required=True, help="the stem to generate, e.g. drums")
-    rp = sub["repaint"]
-    rp.add_argument("--start", type=float, required=True, help="seconds")
-    rp.add_argument("--end", type=float, required=True, help="seconds")
-    rp.add_argument("--variance", type=float, default=1.0, help="how far the span may move (1 = from noise)")
-    rp.add_argument("--crossfade", type=float, default=0.1, help="seconds of raised-cosine fade at each seam")
-    ex = sub["extend"]
-    ex.add_argument("--left", type=float, default=0.0, help="seconds to add before the song")
-    ex.add_argument("--right", type=float, default=0.0, help="seconds to add after the song")
-    ex.add_argument("--crossfade", type=float, default=0.1, help="seconds of raised-cosine fade at each seam")
-    ed = sub["edit"]
-    _lyrics(ed, "source_")
-    _lyrics(ed, "target_")
-    ed.add_argument("--preset", default="only_lyrics", choices=("only_lyrics", "remix"))
-    ed.add_argument("--n_min", type=float, help="override: edit while remaining steps > n_min * steps")
-    ed.add_argument("--n_max", type=float, help="override: ... and <= n_max * steps")
-    ed.add_argument("--n_avg", type=int, help="override: noises averaged per edit step")
-    sub["audio2audio"].add_argument(
-        "--strength", type=float, default=0.5, help="1 keeps the reference, 0 ignores it"
-    )
+    for name in mode_names():
+        mode = get_mode(name)
+        sub = modes.add_parser(name, help=mode.summary, description=mode.summary)
+        _common(sub, f"{name}.flac")
+        if mode.sampler:
+            _sampler(sub)
+            _layout(sub)
+        if mode.source:
+            sub.add_argument(
+                "--source", type=Path, required=True, help="the song: an audio file (generated or uploaded)"
+            )
+        mode.add_flags(sub)
     return parser
 
 
@@ -234,17 +170,6 @@ def sampler_options(args: argparse.Namespace) -> Any:
         if getattr(args, f.name, None) is not None
     }
     return SamplerOptions(**given)
-
-
-def read_lyrics(text: str | None, file: Path | None, flag: str) -> str | None:
-    """Lyrics from --X_lyrics or --X_lyrics_file (not both); None when neither was given."""
-    from refrain.text.lrc import read_text_file
-
-    if text is not None and file is not None:
-        raise RefrainInputError(
-            f"--{flag}", "given both as text and as a file", f"pass --{flag} or --{flag}_file"
-        )
-    return read_text_file(file) if file is not None else text
 
 
 def check_output(path: Path) -> Path:
@@ -301,6 +226,8 @@ def run(args: argparse.Namespace, regenerate: bool) -> list[Path]:
         else:
             songs = sample_mode(pipe, args)
     for _, song in songs:
+        for note in song.sidecar.get("lyrics_notes") or []:
+            print(f"note: lyrics: {note}", file=sys.stderr)
         if song.sidecar.get("unknown_phonemes"):
             print(
                 f"warning: {song.sidecar['unknown_phonemes']} phoneme(s) of these lyrics are not in the bundle's "
@@ -311,77 +238,22 @@ def run(args: argparse.Namespace, regenerate: bool) -> list[Path]:
 
 
 def sample_mode(pipe: Any, args: argparse.Namespace) -> list[tuple[Path, Any]]:
-    """(output path, SongResult) for the chosen mode."""
-    if args.mode == "retake":
-        return [(args.out, pipe.retake(args.source_sidecar, args.variance, seed=args.seed))]
-    options = sampler_options(args).resolved()
+    """(output path, SongResult) pairs of the chosen mode, called through its registry entry."""
+    from refrain.sampling.modes import get_mode
+
+    mode = get_mode(args.mode)
+    options = sampler_options(args).resolved() if mode.sampler else None
     layout = {
-        "bpm": args.bpm,
-        "language": args.language,
-        "lyrics_format": args.lyrics_format,
+        "bpm": args.bpm, "language": args.language, "lyrics_format": args.lyrics_format,
         "lyrics_start": args.lyrics_start,
-    }
-    if args.mode == "edit":
-        source_lyrics = read_lyrics(args.source_lyrics, args.source_lyrics_file, "source_lyrics") or ""
-        target_lyrics = read_lyrics(args.target_lyrics, args.target_lyrics_file, "target_lyrics")
-        song = pipe.edit(
-            args.source, args.source_prompt, source_lyrics, args.target_prompt, target_lyrics, preset=args.preset,
-            n_min=args.n_min, n_max=args.n_max, n_avg=args.n_avg, layout=layout, options=options,
-        )  # fmt: skip
-        return [(args.out, song)]
-    lyrics = read_lyrics(args.lyrics, args.lyrics_file, "lyrics") or ""
-    if args.mode == "text2music" and args.prompts_file is not None:
-        return sample_prompts_file(pipe, args, options, layout)
-    if args.mode == "text2music":
-        return [
-            (args.out, pipe.text2music(args.prompt, lyrics, args.duration, layout=layout, options=options))
-        ]
-    if args.mode == "repaint":
-        song = pipe.repaint(
-            args.source, args.start, args.end, args.prompt, lyrics, variance=args.variance,
-            crossfade=args.crossfade, layout=layout, options=options,
-        )  # fmt: skip
-    elif args.mode == "stem":
-        song = pipe.stem(args.source, args.instrument, args.prompt, lyrics, layout=layout, options=options)
-    elif args.mode == "accompany":
-        song = pipe.accompany(args.source, args.prompt, lyrics, layout=layout, options=options)
-    elif args.mode == "extend":
-        song = pipe.extend(
-            args.source,
-            args.left,
-            args.right,
-            args.prompt,
-            lyrics,
-            crossfade=args.crossfade,
-            layout=layout,
-            options=options,
-        )
-    else:
-        song = pipe.audio2audio(
-            args.source, args.strength, args.prompt, lyrics, layout=layout, options=options
-        )
-    return [(args.out, song)]
-
-
-def sample_prompts_file(
-    pipe: Any, args: argparse.Namespace, options: Any, layout: dict[str, Any]
-) -> list[tuple[Path, Any]]:
-    """Every line of a prompts file, ``--batch_size`` songs per batch; flags fill keys a line leaves out."""
-    if args.batch_size < 1:
-        raise RefrainInputError("--batch_size", f"must be >= 1, got {args.batch_size}", "use e.g. 4")
-    from refrain.sampling.prompts_file import read_prompts
-
-    items = read_prompts(args.prompts_file, int(options.seed))
-    defaults = {"prompt": args.prompt, "duration": args.duration, **layout}
-    out_dir = args.out_dir or args.out.parent
-    songs = []
-    for first in range(0, len(items), args.batch_size):
-        chunk = items[first : first + args.batch_size]
-        results = pipe.text2music_batch([{**defaults, **request} for _, request in chunk], options)
-        songs += [
-            (out_dir / f"{name}.{args.format}", song) for (name, _), song in zip(chunk, results, strict=True)
-        ]
-    return songs
+    } if mode.sampler else {}  # fmt: skip
+    if mode.command is not None:
+        return mode.command(pipe, args, options, layout)
+    params = {"source": args.source} if mode.source else {}
+    params.update(mode.flag_params(args))
+    if mode.sampler:
+        params.update(layout=layout, options=options)
+    return [(args.out, mode.run(pipe, **params))]
 
 
 if __name__ == "__main__":

@@ -2,21 +2,22 @@
 
     pipe = Pipeline.from_bundle("base")
     apply_adapters(pipe, [AdapterRef.parse("exps/stems/adapter:1.0"), AdapterRef.parse("exps/rap/adapter:0.5")])
-    song = stem_song(pipe, "song_without_drums.flac", "drums", prompt="funk, tight drums")
+    song = pipe.stem("song_without_drums.flac", "drums", prompt="funk, tight drums")
     export_merged_bundle("base", [AdapterRef.parse("exps/stems/adapter")], "stems_merged")
 
-The pipeline's own modes (text2music, repaint, ...) run unchanged on the adapted model. Loading
-adapters changes the pipeline's model identity (``bundle_hash``) to a hash over the base and every
-adapter file and scale, so a sidecar names the exact model that made its song and regeneration refuses a
-different one.
+The pipeline's own modes (text2music, repaint, ...) run unchanged on the adapted model; ``stem`` and
+``accompany`` are registered here like any sampler mode (``refrain.sampling.modes``), so ``refrain.lora``
+builds on ``refrain.sampling`` and never the other way round. Loading adapters changes the pipeline's
+model identity (``bundle_hash``) to a hash over the base and every adapter file and scale, so a sidecar
+names the exact model that made its song and regeneration refuses a different one.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,13 @@ from refrain.errors import RefrainInputError
 from refrain.lora.adapters import ADAPTER_WEIGHTS, AdapterRef, LoadedAdapters, load_adapters, merge_adapters
 from refrain.lora.control import ControlConditioning
 from refrain.lora.model import AdaptedDiT
-from refrain.lora.variants import ControlSpec
-
-MODES = {"stem": "stem", "accompany": "rest"}  # sampler mode -> the role family it generates
+from refrain.lora.variants import VARIANTS, ControlSpec
+from refrain.sampling.engine import SamplingEngine, Source
+from refrain.sampling.modes import ModeCall, lyrics_flags, prompt_and_lyrics, register_mode
+from refrain.sampling.modes.base import Layout
+from refrain.sampling.options import SamplerOptions
+from refrain.sampling.solvers import sample
+from refrain.sampling.song import SongResult
 
 
 def adapters_hash(base_hash: str, refs: Sequence[AdapterRef]) -> str:
@@ -40,28 +45,28 @@ def adapters_hash(base_hash: str, refs: Sequence[AdapterRef]) -> str:
     return digest.hexdigest()
 
 
-def apply_adapters(pipe: Any, refs: Sequence[AdapterRef]) -> LoadedAdapters:
-    """Load adapters onto a pipeline's base DiT (in place); its modes then sample with them."""
-    if isinstance(pipe.model, AdaptedDiT) or getattr(pipe, "lora", None) is not None:
+def apply_adapters(pipe: SamplingEngine, refs: Sequence[AdapterRef]) -> LoadedAdapters:
+    """Load adapters onto a pipeline's base DiT; its modes then sample with them (``use_adapters``)."""
+    if isinstance(pipe.model, AdaptedDiT) or pipe.adapters is not None:
         raise RefrainInputError(
             "--lora", "this pipeline already carries adapters or is a merged LoRA bundle",
             "load adapters onto a plain base bundle",
         )  # fmt: skip
     loaded = load_adapters(pipe.model, refs)
     control = loaded.control_spec.control if loaded.control_spec is not None else None
-    pipe.model = AdaptedDiT(loaded.model, loaded.null_lyrics, control).eval()
-    pipe.lora = loaded
-    pipe.bundle_hash = adapters_hash(pipe.bundle_hash, refs)
+    pipe.use_adapters(
+        AdaptedDiT(loaded.model, loaded.null_lyrics, control).eval(), adapters_hash(pipe.bundle_hash, refs), loaded
+    )
     return loaded
 
 
-def _control(pipe: Any, mode: str) -> ControlSpec:
+def _control(pipe: SamplingEngine, mode: str, wanted: str) -> ControlSpec:
+    """The loaded reference path, checked to generate the role family ``wanted`` (stem or rest)."""
     model = pipe.model
     control = model.control if isinstance(model, AdaptedDiT) else None
-    wanted = MODES[mode]
     if control is None or control.target != wanted:
         have = "none" if control is None else f"one generating {control.target!r} from {control.reference!r}"
-        variant = "stemgen" if mode == "stem" else "singing2accompaniment"
+        variant = next(v.name for v in VARIANTS.values() if v.control is not None and v.control.target == wanted)
         raise RefrainInputError(
             f"mode {mode}", f"needs an adapter with a reference path that generates {wanted!r} (loaded: {have})",
             f"load a {variant} adapter with --lora (or its merged bundle)",
@@ -70,57 +75,65 @@ def _control(pipe: Any, mode: str) -> ControlSpec:
 
 
 def reference_song(
-    pipe: Any,
+    pipe: SamplingEngine,
     mode: str,
-    source: Any,
+    target: str,
+    source: Source,
     instrument: str,
     prompt: str = "",
     lyrics: str = "",
     *,
-    layout: Any = None,
-    options: Any = None,
-) -> Any:
-    """Generate ``instrument``'s part for ``mode`` from a reference song, as long as the reference."""
-    from refrain.sampling.options import SamplerOptions
-    from refrain.sampling.solvers import sample
-    from refrain.sampling.song import LyricsLayout
-
-    control = _control(pipe, mode)
+    layout: Layout = None,
+    options: SamplerOptions | None = None,
+) -> SongResult:
+    """Generate ``instrument``'s part (role family ``target``) from a reference song, as long as it."""
+    control = _control(pipe, mode, target)
     if instrument not in control.instruments:
         raise RefrainInputError(
             "instrument", f"{instrument!r} is not one the adapter was trained on",
             f"use one of {', '.join(control.instruments)}",
         )  # fmt: skip
-    options, layout = (options or SamplerOptions()).resolved(), LyricsLayout.from_any(layout)
-    audio, identity = pipe.load_source(source)
-    reference = pipe.encode(audio)
-    frames = reference.shape[-1]
-    timed = pipe.timed_lyrics(lyrics, audio.shape[-1] / pipe.sample_rate, layout)
+    call = ModeCall(pipe, mode, options, layout, source)
+    song = call.song
+    timed = call.lyrics(lyrics, call.song_seconds)
     label = torch.tensor([control.label(instrument)], device=pipe.device)
     cond = ControlConditioning.from_plain(
-        pipe.conditioning(prompt, timed, frames), reference=reference, instrument=label
+        pipe.conditioning(prompt, timed, song.frames), reference=song.latent, instrument=label
     )
-    noise, generator = pipe.noise(int(options.seed), frames)
+    noise, generator = call.noise(song.frames)
     latent = sample(
-        options.guided(pipe.model, cond), noise.to(pipe.device), options.sigmas(), options.solver,
-        generator=generator, callback=pipe.callback(mode, options.steps),
+        call.guided(cond), noise, call.options.sigmas(), call.options.solver, generator=generator,
+        callback=call.callback,
     )  # fmt: skip
-    song = pipe.decode(latent, audio.shape[-1])
-    params = {"source": identity, "instrument": instrument, "prompt": prompt, "lyrics": lyrics,
-              "layout": asdict(layout)}  # fmt: skip
-    return pipe.result(mode, params, options, latent, song, timed)
+    audio = pipe.decode(latent, song.audio.shape[-1])
+    return call.result(latent, audio, timed, instrument=instrument, prompt=prompt, lyrics=lyrics)
 
 
-def stem_song(pipe: Any, source: Any, instrument: str, prompt: str = "", lyrics: str = "", **kw: Any) -> Any:
+def _stem_flags(parser: argparse.ArgumentParser) -> None:
+    lyrics_flags(parser)
+    parser.add_argument("--instrument", required=True, help="the stem to generate, e.g. drums")
+
+
+@register_mode(
+    "stem", "a stem (--instrument) that fits a song without it (needs a stemgen --lora)", add_flags=_stem_flags,
+    flag_params=lambda args: {"instrument": args.instrument, **prompt_and_lyrics(args)},
+)  # fmt: skip
+def stem_song(
+    pipe: SamplingEngine, source: Source, instrument: str, prompt: str = "", lyrics: str = "", **kw: Any
+) -> SongResult:
     """StemGen: ``instrument``'s stem that fits ``source`` (the song without that stem)."""
-    return reference_song(pipe, "stem", source, instrument, prompt, lyrics, **kw)
+    return reference_song(pipe, "stem", "stem", source, instrument, prompt, lyrics, **kw)
 
 
+@register_mode(
+    "accompany", "the accompaniment that fits a vocal stem (needs a singing2accompaniment --lora)",
+    add_flags=lyrics_flags, flag_params=prompt_and_lyrics,
+)  # fmt: skip
 def accompany_song(
-    pipe: Any, source: Any, prompt: str = "", lyrics: str = "", instrument: str = "vocals", **kw: Any
-) -> Any:
-    """singing2accompaniment: the accompaniment that fits the vocal stem ``source``."""
-    return reference_song(pipe, "accompany", source, instrument, prompt, lyrics, **kw)
+    pipe: SamplingEngine, source: Source, prompt: str = "", lyrics: str = "", instrument: str = "vocals", **kw: Any
+) -> SongResult:
+    """singing2accompaniment: the accompaniment (role family ``rest``) that fits the vocal stem ``source``."""
+    return reference_song(pipe, "accompany", "rest", source, instrument, prompt, lyrics, **kw)
 
 
 def export_merged_bundle(
@@ -128,9 +141,9 @@ def export_merged_bundle(
 ) -> Path:
     """Fold adapters (at their scales) into the base and write a DiT bundle the sampler loads like any other.
 
-    The bundle's constructor is ``refrain.lora.model.build_adapted_dit``: the base DiT, the reference path
-    when a StemGen/singing2accompaniment adapter was merged, and the variant's conditioning rules (null
-    lyrics for text2sample), so the merged bundle samples exactly like base + adapters.
+    The bundle's constructor is ``lora_adapted_dit`` (``refrain.lora.model.build_adapted_dit``): the base
+    DiT, the reference path when a StemGen/singing2accompaniment adapter was merged, and the variant's
+    conditioning rules (null lyrics for text2sample), so the merged bundle samples exactly like base + adapters.
     """
     from refrain.bundles.dit import open_dit_bundle, save_dit_bundle
 
@@ -139,7 +152,7 @@ def export_merged_bundle(
     control = loaded.control_spec.control if loaded.control_spec is not None else None
     merged = AdaptedDiT(merge_adapters(loaded), loaded.null_lyrics, control)
     spec: dict[str, Any] = {
-        "_target_": "refrain.lora.model.build_adapted_dit",
+        "class": "lora_adapted_dit",  # refrain.lora.model.build_adapted_dit (refrain.bundles.registry)
         "base": dict(base.manifest["model"]),
         "null_lyrics": loaded.null_lyrics,
         "control": _plain(dataclasses.asdict(control)) if control is not None else None,

@@ -10,12 +10,26 @@ Typical use (text2music latents)::
 
 from __future__ import annotations
 
+from refrain.sampling.edits import (
+    apply_crossfade,
+    audio2audio,
+    audio2audio_start,
+    crossfade_weights,
+    extend,
+    extend_latent,
+    frame_mask,
+    noised,
+    repaint,
+    repaint_start_index,
+    retake_noise,
+)
 from refrain.sampling.flowedit import (
     FLOWEDIT_PRESETS,
     FlowEditPreset,
     flowedit,
     flowedit_bounds,
     flowedit_preset,
+    get_preset,
 )
 from refrain.sampling.guidance import (
     APG,
@@ -32,19 +46,6 @@ from refrain.sampling.guidance import (
     style_lyrics_cfg,
 )
 from refrain.sampling.guided import GuidedVelocity, sample_guided, velocity_of
-from refrain.sampling.modes import (
-    apply_crossfade,
-    audio2audio,
-    audio2audio_start,
-    crossfade_weights,
-    extend,
-    extend_latent,
-    frame_mask,
-    noised,
-    repaint,
-    repaint_start_index,
-    retake_noise,
-)
 from refrain.sampling.schedules import shift_sigmas, sigma_schedule, start_index_for_sigma, timesteps
 from refrain.sampling.solvers import (
     SOLVERS,
@@ -88,6 +89,7 @@ __all__ = [
     "flowedit_bounds",
     "flowedit_preset",
     "frame_mask",
+    "get_preset",
     "get_solver",
     "heun_step",
     "noised",

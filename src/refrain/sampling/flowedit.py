@@ -103,6 +103,15 @@ def flowedit(
     )
 
 
+def get_preset(name: str) -> FlowEditPreset:
+    """The preset called ``name`` (a new preset is one entry of ``FLOWEDIT_PRESETS``)."""
+    if name not in FLOWEDIT_PRESETS:
+        raise RefrainInputError(
+            "edit_preset", f"unknown preset {name!r}", f"use one of {', '.join(FLOWEDIT_PRESETS)}"
+        )
+    return FLOWEDIT_PRESETS[name]
+
+
 def flowedit_preset(
     velocity_src: VelocityFn,
     velocity_tar: VelocityFn,
@@ -115,21 +124,8 @@ def flowedit_preset(
     callback: StepCallback | None = None,
 ) -> Tensor:
     """``flowedit`` with a named preset: "only_lyrics" (0.6, 1.0) or "remix" (0.2, 0.4)."""
-    try:
-        chosen = FLOWEDIT_PRESETS[preset]
-    except KeyError:
-        raise RefrainInputError(
-            "edit_preset", f"unknown preset {preset!r}", f"use one of {', '.join(sorted(FLOWEDIT_PRESETS))}"
-        ) from None
+    chosen = get_preset(preset)
     return flowedit(
-        velocity_src,
-        velocity_tar,
-        x_src,
-        sigmas,
-        chosen.n_min,
-        chosen.n_max,
-        chosen.n_avg,
-        solver,
-        generator=generator,
-        callback=callback,
-    )
+        velocity_src, velocity_tar, x_src, sigmas, chosen.n_min, chosen.n_max, chosen.n_avg, solver,
+        generator=generator, callback=callback,
+    )  # fmt: skip

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from refrain.errors import RefrainInputError
-from refrain.sampling.modes import apply_crossfade, crossfade_weights
+from refrain.sampling.edits import apply_crossfade, crossfade_weights
 
 
 def seconds_to_samples(seconds: float, sample_rate: int) -> int:
