@@ -15,15 +15,15 @@ from refrain.text.vocab import PhonemeVocab
 
 @pytest.fixture
 def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Names of the files load_audio decoded during the test."""
+    """Names of the files the audio check decoded during the test."""
     calls: list[str] = []
-    real = audio_checks.load_audio
+    real = audio_checks.measure
 
-    def counting(path, *args, **kwargs):
-        calls.append(Path(path).name)
-        return real(path, *args, **kwargs)
+    def counting(header, *args, **kwargs):
+        calls.append(Path(header.path).name)
+        return real(header, *args, **kwargs)
 
-    monkeypatch.setattr(audio_checks, "load_audio", counting)
+    monkeypatch.setattr(audio_checks, "measure", counting)
     return calls
 
 

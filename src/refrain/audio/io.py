@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
-from refrain.audio.resample import alignment_step, resample
+from refrain.audio.resample import alignment_step
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_path
 
@@ -26,6 +28,7 @@ _CONVERT_FIX = (
 # filter sees the true neighbours instead of zeros (measured: 147 frames at 44.1->48 kHz already
 # match the whole-file resample to 3e-7).
 _RESAMPLE_CONTEXT = 256
+BLOCK_FRAMES = 1 << 16  # frames decoded per block: memory per block is independent of the file's length
 
 # Downmix to stereo. ITU-R BS.775: centre and surrounds at -3 dB, LFE dropped. Other layouts use
 # the same per-speaker gains; the back centre (Cs) goes to both sides at -6 dB.
@@ -84,6 +87,7 @@ class LoadedAudio:
     original_channels: int
     original_frames: int  # length of the whole file in its own frames, not of the crop
     nonfinite_repaired: int  # NaN/inf sample values replaced by 0
+    clipped: int = 0  # sample values of the file beyond full scale (float files), clipped to [-1, 1]
 
 
 def audio_info(path: str | os.PathLike) -> AudioInfo:
@@ -130,7 +134,8 @@ def load_audio(
     Mono is duplicated to stereo, more channels are folded by `downmix_matrix`; `channels=1`
     averages the stereo result. A crop is the same samples as slicing the whole-file load at
     round(offset * rate) (to float rounding), with round(duration * rate) frames; a span that runs
-    past the end of the file comes back shorter.
+    past the end of the file comes back shorter. Decoding, folding and resampling run block by
+    block, so memory beyond the returned array stays bounded whatever the file's length.
     """
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 or 2, got {channels}")
@@ -138,24 +143,58 @@ def load_audio(
     src_sr, dst_sr = info.sample_rate, int(sample_rate or info.sample_rate)
     first, count = _span(info, offset_seconds, duration_seconds, dst_sr)
     read_start, body_start, body_end, skip = _read_plan(info, first, count, dst_sr)
-    raw = _read(info, read_start, body_end + _RESAMPLE_CONTEXT * (src_sr != dst_sr) - read_start)
-    body_end = min(body_end, read_start + raw.shape[0])
-    if body_end <= body_start:
+    read_end = body_end + _RESAMPLE_CONTEXT * (src_sr != dst_sr)
+    out = _Assembler(channels, count, skip, src_sr, dst_sr)
+    nonfinite = clipped = 0
+    decoded_end = read_start
+    for start, raw in read_blocks(info, read_start, read_end - read_start):
+        lo, hi = max(body_start - start, 0), min(body_end - start, raw.shape[0])
+        raw, bad = _repair_nonfinite(raw, lo, hi)
+        nonfinite += bad
+        clipped += int(np.count_nonzero(np.abs(raw[lo:hi]) > 1.0)) if hi > lo else 0
+        out.add(fold_channels(raw.T, channels, info.format))
+        decoded_end = start + raw.shape[0]
+    if min(body_end, decoded_end) <= body_start:  # the decoder may stop before the announced end
         raise RefrainInputError(path, "no audio could be decoded", _CONVERT_FIX)
-    raw, nonfinite = _repair_nonfinite(raw, body_start - read_start, body_end - read_start)
-    audio = fold_channels(raw.T, channels, info.format)
-    if src_sr != dst_sr:
-        audio = resample(audio, src_sr, dst_sr)
-    audio = audio[:, skip : skip + count]
+    audio = out.finish()
     np.clip(audio, -1.0, 1.0, out=audio)
     return LoadedAudio(
-        samples=np.ascontiguousarray(audio, dtype=np.float32),
+        samples=audio,
         sample_rate=dst_sr,
         original_sample_rate=src_sr,
         original_channels=info.channels,
         original_frames=info.frames,
         nonfinite_repaired=nonfinite,
+        clipped=clipped,
     )
+
+
+class _Assembler:
+    """Collects folded blocks, resamples them as one stream (soxr's ResampleStream gives the same
+    samples as a one-shot call on the whole read) and keeps output frames skip..skip+count."""
+
+    def __init__(self, channels: int, count: int, skip: int, src_sr: int, dst_sr: int) -> None:
+        self.out = np.empty((channels, count), dtype=np.float32)
+        self.filled, self.skip = 0, skip
+        self.stream = (
+            soxr.ResampleStream(src_sr, dst_sr, channels, dtype="float32", quality="HQ")
+            if src_sr != dst_sr
+            else None
+        )
+
+    def add(self, block: np.ndarray, last: bool = False) -> None:
+        if self.stream is not None:
+            block = self.stream.resample_chunk(np.ascontiguousarray(block.T), last=last).T
+        drop = min(self.skip, block.shape[1])
+        self.skip -= drop
+        take = min(block.shape[1] - drop, self.out.shape[1] - self.filled)
+        self.out[:, self.filled : self.filled + take] = block[:, drop : drop + take]
+        self.filled += take
+
+    def finish(self) -> np.ndarray:
+        if self.stream is not None:
+            self.add(np.zeros((self.out.shape[0], 0), dtype=np.float32), last=True)
+        return self.out[:, : self.filled]
 
 
 def save_audio(
@@ -260,13 +299,27 @@ def _read_plan(info: AudioInfo, first: int, count: int, rate: int) -> tuple[int,
     return body_start - pre, body_start, body_end, skip
 
 
-def _read(info: AudioInfo, start: int, frames: int) -> np.ndarray:
-    """Seek to `start` and decode `frames` frames as float32 (frames, channels)."""
+def read_blocks(
+    info: AudioInfo, start: int = 0, frames: int | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Seek to `start` and decode up to `frames` frames (default: to the end) as float32 (n, channels).
+
+    Yields (first frame, block) of at most BLOCK_FRAMES each, so a pass over a two-hour file holds
+    one block at a time; stops where the decoder runs out of data (which may be before the header's
+    frame count). Values are as decoded: NaN/inf and overs beyond [-1, 1] are left for the caller.
+    """
+    frames = info.frames - start if frames is None else frames
     try:
         with sf.SoundFile(info.path) as handle:
             if start:
                 handle.seek(start)
-            return handle.read(frames, dtype="float32", always_2d=True)
+            done = 0
+            while done < frames:
+                block = handle.read(min(BLOCK_FRAMES, frames - done), dtype="float32", always_2d=True)
+                if block.shape[0] == 0:
+                    return
+                yield start + done, block
+                done += block.shape[0]
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise RefrainInputError(info.path, f"decoding failed ({_reason(exc)})", _CONVERT_FIX) from exc
 

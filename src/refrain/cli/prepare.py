@@ -2,7 +2,7 @@
 
     refrain-prepare --source acestep|lrc|embedded|auto --input DIR --output OUT
         [--tags_csv F] [--repeat_count N] [--val_fraction 0.1] [--language auto|en|zh|...]
-        [--min_seconds 1.0] [--no_progress]
+        [--min_seconds 1.0] [--max_duration 1200] [--no_progress]
 
 Prints the report (also written to OUT/report.txt); bad input ends with a one-line error and exit 2.
 """
@@ -47,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--language", default="auto", choices=LANGUAGES, help="lyrics language; auto detects")
     parser.add_argument("--min_seconds", type=float, default=1.0, help="skip audio shorter than this")
+    parser.add_argument(
+        "--max_duration",
+        type=float,
+        default=1200.0,
+        help="skip audio longer than this many seconds (reported as too_long; 0 keeps any length)",
+    )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
 
@@ -66,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         val_fraction=args.val_fraction,
         language=args.language,
         min_seconds=args.min_seconds,
+        max_duration=args.max_duration or None,
         progress=not args.no_progress,
     )
     try:

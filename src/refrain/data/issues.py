@@ -26,7 +26,10 @@ REASONS: dict[str, tuple[Severity, str]] = {
         "skip",
         "a stretch inside the file cannot be decoded; the decoder would splice around it and shift the lyrics",
     ),
-    "out_of_range": ("skip", "most of the audio lies beyond full scale; peak-normalise it and re-run"),
+    "out_of_range": (
+        "skip",
+        "many samples lie beyond full scale (a level mistake, not clipping); peak-normalise it and re-run",
+    ),
     "not_a_file": ("skip", "the name looks like audio but it is not a regular file"),
     "symlink_loop": ("skip", "a link that leads back to itself or to a folder already scanned; not followed"),
     "broken_link": ("skip", "a link whose target does not exist"),

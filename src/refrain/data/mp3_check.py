@@ -1,13 +1,16 @@
-"""Detect truncated MP3 files by walking their MPEG frame headers.
+"""Detect truncated and internally damaged MP3 files by walking their MPEG frame headers.
 
 libsndfile (mpg123) decodes a cut-off MP3 without complaint and estimates its length from the file
 size, so the decoder alone cannot tell a truncated download from a short song. The frame headers
 can: a final frame that runs past the end of the file, or fewer frames than the Xing/Info tag
-announces, means bytes are missing.
+announces, means bytes are missing. A stretch of bytes that breaks the chain of frames with more
+frames after it is damage inside the file: mpg123 resyncs past it and splices the two parts, so
+the audio after it (and every lyric time) would shift without a word.
 """
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +28,14 @@ _SAMPLE_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 
 
 @dataclass(frozen=True)
 class Mp3Scan:
-    """What the frame walk found: complete frames, the tag's frame count, and whether bytes are missing."""
+    """What the frame walk found: complete frames, the tag's frame count, whether bytes are missing
+    at the end (`truncated`) or a stretch inside cannot be decoded (`corrupt`)."""
 
     frames: int
     announced_frames: int | None
     truncated: bool
     detail: str = ""
+    corrupt: bool = False
 
 
 def _frame_length(header: bytes) -> int | None:
@@ -69,20 +74,58 @@ def _announced_frames(frame: bytes) -> int | None:
     return None
 
 
+def _same_stream(a: bytes, b: bytes) -> bool:
+    """Same MPEG version, layer and sample rate: a false sync in random bytes rarely matches all three."""
+    return (a[1] & 0x1E) == (b[1] & 0x1E) and (a[2] & 0x0C) == (b[2] & 0x0C)
+
+
+def _resync(data: bytes | mmap.mmap, start: int, first: bytes) -> int | None:
+    """Offset of the next run of two chained frames like `first` after `start`, None if there is none."""
+    pos = data.find(b"\xff", start)
+    while pos >= 0 and pos + 4 <= len(data):
+        length = _frame_length(data[pos : pos + 4])
+        if length is not None and length >= 4 and _same_stream(data[pos : pos + 4], first):
+            after = pos + length
+            if after + 4 <= len(data):
+                nxt = _frame_length(data[after : after + 4])
+                if nxt is not None and _same_stream(data[after : after + 4], first):
+                    return pos
+        pos = data.find(b"\xff", pos + 1)
+    return None
+
+
 def scan_mp3(path: Path) -> Mp3Scan:
-    """Walk the frames of an MP3 file; `truncated` is True only on evidence of missing bytes."""
-    data = path.read_bytes()
-    pos = _skip_id3v2(data)
-    frames, announced = 0, None
+    """Walk the frames of an MP3 file; `truncated`/`corrupt` are True only on evidence of damage.
+
+    The file is memory-mapped, so a long file is walked without reading it into memory.
+    """
+    with path.open("rb") as handle:
+        if path.stat().st_size == 0:
+            return Mp3Scan(0, None, False)
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            return _walk(data)
+
+
+def _walk(data: bytes | mmap.mmap) -> Mp3Scan:
+    pos = _skip_id3v2(data[:10])
+    frames, announced, first = 0, None, b""
     while pos + 4 <= len(data):
         length = _frame_length(data[pos : pos + 4])
         if length is None or length < 4:
-            break  # trailing tags (ID3v1/APE) or junk: not evidence of truncation
+            resumed = _resync(data, pos + 1, first) if first else None
+            if resumed is None:
+                break  # trailing tags (ID3v1/APE) or junk: not evidence of damage
+            detail = (
+                f"{resumed - pos} bytes at byte {pos} (after frame {frames}) are not MP3 frames and "
+                "more frames follow"
+            )
+            return Mp3Scan(frames, announced, False, detail, corrupt=True)
         if pos + length > len(data):
             missing = pos + length - len(data)
             return Mp3Scan(frames, announced, True, f"the last frame lacks {missing} of {length} bytes")
         if frames == 0:
-            announced = _announced_frames(data[pos : pos + length])
+            first = bytes(data[pos : pos + 4])
+            announced = _announced_frames(bytes(data[pos : pos + length]))
         frames += 1
         pos += length
     if announced is not None:

@@ -19,6 +19,7 @@ import datasets
 from datasets import DatasetDict
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from refrain.data.audio_checks import DEFAULT_MAX_SECONDS
 from refrain.data.issues import make_issue
 from refrain.data.outcome import FileOutcome
 from refrain.data.process import ProcessContext, process_item
@@ -55,6 +56,7 @@ class PrepareOptions:
     val_fraction: float = 0.1
     language: str = "auto"
     min_seconds: float = 1.0
+    max_duration: float | None = DEFAULT_MAX_SECONDS  # seconds; None keeps files of any length
     progress: bool = True
 
 
@@ -80,6 +82,10 @@ def _check_options(options: PrepareOptions) -> None:
         )
     if options.min_seconds < 0:
         raise RefrainInputError("--min_seconds", f"{options.min_seconds} is negative", "pass 0 or more")
+    if options.max_duration is not None and options.max_duration <= options.min_seconds:
+        raise RefrainInputError(
+            "--max_duration", f"{options.max_duration} is not above --min_seconds", "pass a longer duration"
+        )
 
 
 def recover_interrupted_swap(output_dir: Path) -> None:
@@ -196,9 +202,19 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
     source, items = scan_source(options.source, input_dir, options.tags_csv, exclude=output_dir)
     vocab_file = output_dir / VOCAB_FILE
     vocab = PhonemeVocab.load(vocab_file) if vocab_file.is_file() else PhonemeVocab()
-    state_options = {"source": source, "min_seconds": options.min_seconds, "language": options.language}
+    state_options = {
+        "source": source,
+        "min_seconds": options.min_seconds,
+        "max_duration": options.max_duration,
+        "language": options.language,
+    }
     state = PrepState.load(output_dir / STATE_FILE, state_options, file_sha256(vocab_file))
-    ctx = ProcessContext(min_seconds=options.min_seconds, language=options.language, vocab=vocab)
+    ctx = ProcessContext(
+        min_seconds=options.min_seconds,
+        language=options.language,
+        vocab=vocab,
+        max_seconds=options.max_duration,
+    )
     outcomes, entries, (decoded, reused) = _outcomes(items, state, ctx, options.progress)
 
     records = sorted((o.record for o in outcomes if o.record is not None), key=lambda r: r["keys"])

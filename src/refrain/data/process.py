@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from refrain.data.audio_checks import inspect_audio
+from refrain.data.audio_checks import DEFAULT_MAX_SECONDS, inspect_audio
 from refrain.data.issues import make_issue
 from refrain.data.lyric_fields import build_lyric_fields
 from refrain.data.outcome import FileOutcome
@@ -22,6 +22,7 @@ class ProcessContext:
     min_seconds: float
     language: str
     vocab: PhonemeVocab
+    max_seconds: float | None = DEFAULT_MAX_SECONDS  # longer files are skipped as too_long before decoding
     _g2p: G2P | None = field(default=None, repr=False)
 
     @property
@@ -43,7 +44,7 @@ def item_tags(item: SourceItem) -> list[str]:
 def process_item(item: SourceItem, content_hash: str, ctx: ProcessContext) -> FileOutcome:
     """The outcome for one item; never raises for bad input (problems become issues)."""
     outcome = FileOutcome(audio=str(item.audio), key=item.key)
-    facts, issues = inspect_audio(item.audio, ctx.min_seconds)
+    facts, issues = inspect_audio(item.audio, ctx.min_seconds, ctx.max_seconds)
     outcome.issues.extend(issues)
     if facts is None:
         return outcome
