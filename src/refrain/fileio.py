@@ -38,15 +38,16 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
     """Yield an empty staging folder beside ``target``; on success swap it in place of ``target``.
 
     An existing ``target`` is moved aside only once the new folder is complete, and removed after the
-    swap, so a crash at any point leaves either the old folder or the new one. The folder gets 0755
-    (mkdtemp's 0700 would hide bundles from co-workers).
+    swap, so a crash at any point leaves either the old folder or the new one. Folders get 0755 and
+    files 0644 (mkdtemp's 0700, and the 0600 some libraries' writers leave, would hide bundles from
+    co-workers).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:
         yield staging
-        os.chmod(staging, 0o755)
+        share_modes(staging)
         if target.exists():
             backup = target.with_name(f".{target.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
@@ -58,3 +59,13 @@ def atomic_folder(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def share_modes(folder: str | Path) -> None:
+    """Folders 0755 and plain files 0644 under ``folder`` (links untouched): readable by co-workers."""
+    root = Path(folder)
+    os.chmod(root, 0o755)
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)

@@ -63,7 +63,7 @@ def test_export_writes_a_self_describing_bundle(bundle: Path, workdir: Path) -> 
     } <= names
     manifest = read_dit_manifest(bundle)
     assert manifest["format_version"] == DIT_BUNDLE_FORMAT_VERSION and manifest["kind"] == "dit"
-    assert manifest["model"]["_target_"] == TINY_DIT["_target_"]
+    assert manifest["model"] == {"class": "dit", **{k: v for k, v in TINY_DIT.items() if k != "_target_"}}
     assert manifest["latent_channels"] == 16 and manifest["sample_rate"] == 44100
     assert manifest["frame_rate"] == pytest.approx(44100 / 1024)
     assert manifest["weights_source"] == "ema" and manifest["checkpoint"]["global_step"] == 5
@@ -194,7 +194,7 @@ def test_changed_files_are_named(bundle: Path, tmp_path: Path) -> None:
 
 
 def test_model_constructor_must_be_refrain_code(bundle: Path) -> None:
-    with pytest.raises(RefrainInputError, match="not a refrain model constructor"):
+    with pytest.raises(RefrainInputError, match="not a model refrain builds from a file"):
         build_from_spec({"_target_": "os.system", "command": "true"})
 
 

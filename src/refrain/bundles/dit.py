@@ -7,8 +7,13 @@ Layout::
       phoneme_vocab.json    the dataset's vocabulary: lyric ids must mean what they meant in training
       vae/                  the VAE bundle the DiT's latent space belongs to, copied in whole
       config.yaml           the resolved training config, for people (loading never reads it)
-      manifest.json         format version, model constructor, shape facts, text-encoder reference,
-                            sha256 of every file above and a bundle hash over them
+      manifest.json         format version, model spec (a registry name and plain arguments, see
+                            refrain.bundles.registry), shape facts, text-encoder reference, sha256 of
+                            every file above, and a bundle hash over the whole manifest
+
+Verification refuses a changed manifest (the bundle hash covers it), a changed or missing file, and any
+file the manifest does not list; loading reads the listed files by name. No file a bundle holds can
+make loading import or call code: the model is built from the registry, the weights are safetensors.
 
 Everything loading needs is in the manifest, so neither Lightning nor the training config (nor the
 dataset) has to exist where the bundle is used. The text encoder is referenced, not copied (it is a
@@ -18,8 +23,6 @@ A bundle is staged in a temporary folder beside the target and renamed into plac
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import json
 import shutil
 import time
@@ -35,7 +38,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from refrain import __version__
-from refrain.bundles.manifest import MANIFEST_NAME, read_bundle_manifest, sha256_file, verify_files
+from refrain.bundles.manifest import (
+    MANIFEST_NAME,
+    files_hash,
+    manifest_hash,
+    read_bundle_manifest,
+    sha256_file,
+    verify_files,
+    verify_manifest_hash,
+)
+from refrain.bundles.registry import build_model, canonical_spec
 from refrain.bundles.vae import read_manifest as read_vae_manifest
 from refrain.bundles.vae import verify_bundle as verify_vae_bundle
 from refrain.data.cache import folder_digest
@@ -44,12 +56,11 @@ from refrain.fileio import atomic_folder, atomic_path
 from refrain.models.text_encoder import DEFAULT_PACKAGE, default_text_encoder_dir
 from refrain.text.vocab import PhonemeVocab
 
-DIT_BUNDLE_FORMAT_VERSION = 1
+DIT_BUNDLE_FORMAT_VERSION = 2  # 2: registry model spec, bundle_hash over the manifest (1 still loads)
 WEIGHTS_NAME = "dit.safetensors"
 VOCAB_NAME = "phoneme_vocab.json"
 CONFIG_NAME = "config.yaml"
 VAE_DIR = "vae"
-_CONFIG_ONLY_KEYS = ("_target_", "_convert_", "_partial_", "_recursive_")
 
 
 @dataclass(frozen=True)
@@ -149,28 +160,13 @@ def _package_dir(package: str) -> Path:
 
 
 def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
-    """Call a model config's ``_target_`` with its keys (Hydra's convention, without Hydra).
+    """The model a bundle's spec names, built through the registry (``refrain.bundles.registry``).
 
-    Only refrain's own constructors are accepted: a bundle is data, and loading one must not import and
-    call arbitrary code named in a JSON file.
+    A bundle is data: only registered constructors with plain JSON arguments are called; older bundles'
+    Hydra ``_target_`` is accepted only when it is exactly a registered constructor's. Sampling never
+    runs backward, so gradient checkpointing is off.
     """
-    target = str(spec.get("_target_", ""))
-    module_name, _, attribute = target.rpartition(".")
-    if not module_name.startswith("refrain.") or not attribute:
-        raise RefrainInputError(
-            "manifest.json model._target_", f"{target!r} is not a refrain model constructor",
-            "export bundles of refrain models only",
-        )  # fmt: skip
-    try:
-        factory = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise RefrainInputError(
-            "manifest.json model._target_", f"cannot import {target} ({error})", "upgrade refrain"
-        ) from None
-    kwargs = {k: v for k, v in spec.items() if k not in _CONFIG_ONLY_KEYS}
-    if "gradient_checkpointing" in kwargs:
-        kwargs["gradient_checkpointing"] = False  # sampling never runs backward
-    return factory(**kwargs)
+    return build_model(spec, "manifest.json model", gradient_checkpointing=False)
 
 
 def text_encoder_ref(text_encoder_dir: str | Path | None, max_length: int = 256) -> TextEncoderRef:
@@ -180,11 +176,6 @@ def text_encoder_ref(text_encoder_dir: str | Path | None, max_length: int = 256)
         return TextEncoderRef(DEFAULT_PACKAGE, None, folder_digest(folder), int(max_length))
     folder = Path(text_encoder_dir).expanduser().resolve()
     return TextEncoderRef(None, str(folder), folder_digest(folder), int(max_length))
-
-
-def bundle_hash(files: Mapping[str, str]) -> str:
-    """Content identity of a bundle: sha256 over its files' names and hashes."""
-    return hashlib.sha256(json.dumps(dict(sorted(files.items())), sort_keys=True).encode()).hexdigest()
 
 
 def save_dit_bundle(
@@ -205,6 +196,7 @@ def save_dit_bundle(
     vae_manifest = read_vae_manifest(vae_bundle)
     verify_vae_bundle(vae_bundle, vae_manifest)
     vocab = PhonemeVocab.load(phoneme_vocab)
+    model_spec = canonical_spec(model_spec, "model spec")  # a registry name and plain arguments
     model = build_from_spec(model_spec)  # also proves the weights fit before anything is written
     model.load_state_dict(dict(state_dict), strict=True)
     _check_compatible(model, model_spec, vae_manifest, vocab, vae_bundle, phoneme_vocab)
@@ -235,15 +227,15 @@ def save_dit_bundle(
             "frame_rate": float(vae_manifest["frame_rate"]),
             "audio_channels": int(vae_manifest["audio_channels"]),
             "phoneme_vocab_size": len(vocab),
-            "vae_bundle_hash": bundle_hash(vae_manifest.get("files", {})),
+            "vae_bundle_hash": files_hash(vae_manifest.get("files", {})),
             "text_encoder": {
                 "package": text_encoder.package, "path": text_encoder.path,
                 "digest": text_encoder.digest, "max_length": text_encoder.max_length,
             },
             **dict(extra or {}),
             "files": files,
-            "bundle_hash": bundle_hash(files),
         }  # fmt: skip
+        manifest["bundle_hash"] = manifest_hash(manifest)
         with atomic_path(staging / MANIFEST_NAME) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return target
@@ -282,10 +274,13 @@ def read_dit_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def verify_dit_bundle(path: str | Path, manifest: Mapping[str, Any]) -> None:
-    """Recompute every listed file hash and the bundle hash; a changed file is named."""
+    """Every listed file with its hash and nothing unlisted; the bundle hash over the manifest (format 2)
+    or, for format 1 bundles, over the file list."""
     files = manifest.get("files") or {}
     verify_files(path, files)
-    if bundle_hash(files) != manifest.get("bundle_hash"):
+    if int(manifest["format_version"]) >= 2:
+        verify_manifest_hash(path, manifest)
+    elif files_hash(files) != manifest.get("bundle_hash"):
         raise RefrainInputError(
             Path(path) / MANIFEST_NAME, "bundle_hash does not match its file list", "re-export the bundle"
         )

@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor
 
 from refrain.bundles.dit import VOCAB_NAME, save_dit_bundle, text_encoder_ref
+from refrain.bundles.registry import SPEC_KEY, canonical_spec
 from refrain.errors import RefrainInputError
 
 
@@ -50,10 +51,12 @@ def dit_bundle_from_checkpoint(
     ``dataset_path``/phoneme_vocab.json, ``text_encoder_dir``); pass them when the run's files moved.
     """
     spec = (config.get("model") or {}).get("dit")
-    if not isinstance(spec, Mapping) or "_target_" not in spec:
+    if not isinstance(spec, Mapping) or not {"_target_", SPEC_KEY} & set(spec):
         raise RefrainInputError(
             checkpoint_path, "its config has no model.dit constructor", "export a checkpoint of DiT training"
         )
+    # The stored config is data: its model must be a registered constructor with plain arguments.
+    spec = canonical_spec(spec, f"{checkpoint_path} config model.dit")
     vae = vae_bundle or config.get("vae_bundle")
     if not vae:
         raise RefrainInputError(checkpoint_path, "its config names no vae_bundle", "pass the VAE bundle")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,9 +57,31 @@ def read_bundle_manifest(path: str | Path, kind: str, max_version: int, kind_fix
     return manifest
 
 
-def verify_files(root: str | Path, files: Mapping[str, str]) -> None:
-    """Recompute every listed file hash; a missing or changed file is reported by name."""
+def listed_entries(root: str | Path) -> list[str]:
+    """Every file and link under ``root`` (links not followed), as posix paths relative to it."""
     root = Path(root)
+    found: list[str] = []
+    for folder, dirs, names in os.walk(root, followlinks=False):
+        here = Path(folder)
+        links = [d for d in dirs if (here / d).is_symlink()]
+        found += [(here / n).relative_to(root).as_posix() for n in (*names, *links)]
+    return sorted(found)
+
+
+def verify_files(root: str | Path, files: Mapping[str, str]) -> None:
+    """Every listed file present with its hash, and nothing else in the folder.
+
+    An unlisted file is refused: a loader may pick it up by name (a ``*.safetensors.index.json`` plus
+    shards next to the listed weights make diffusers load other weights) under the same bundle hash.
+    """
+    root = Path(root)
+    for name in listed_entries(root):
+        if name != MANIFEST_NAME and name not in files:
+            raise RefrainInputError(
+                root / name,
+                "is in the bundle folder but not listed in its manifest (a loader could pick it up)",
+                "delete it, or re-export the bundle",
+            )
     for name, expected in files.items():
         file = root / name
         if not file.is_file():
@@ -69,3 +92,28 @@ def verify_files(root: str | Path, files: Mapping[str, str]) -> None:
                 "content hash does not match the manifest (file changed or truncated)",
                 "re-export the bundle",
             )
+
+
+def files_hash(files: Mapping[str, str]) -> str:
+    """sha256 over a file list's names and hashes (format 1 bundle hash; the VAE a DiT bundle holds)."""
+    return hashlib.sha256(json.dumps(dict(sorted(files.items())), sort_keys=True).encode()).hexdigest()
+
+
+def manifest_hash(manifest: Mapping[str, Any]) -> str:
+    """sha256 over the whole manifest but its ``bundle_hash``: the file hashes, the model spec and every fact.
+
+    Any edit of ``manifest.json`` (a different model constructor or argument included) changes it.
+    """
+    body = {k: v for k, v in manifest.items() if k != "bundle_hash"}
+    canonical = json.dumps(json.loads(json.dumps(body)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def verify_manifest_hash(root: str | Path, manifest: Mapping[str, Any]) -> None:
+    """The manifest's ``bundle_hash`` must be the hash of the manifest itself (see ``manifest_hash``)."""
+    if manifest_hash(manifest) != manifest.get("bundle_hash"):
+        raise RefrainInputError(
+            Path(root) / MANIFEST_NAME,
+            "bundle_hash does not match the manifest (manifest edited after export)",
+            "re-export the bundle",
+        )

@@ -7,7 +7,11 @@ Layout::
         config.json
         diffusion_pytorch_model.safetensors
       config.yaml              the resolved training config the weights came from
-      manifest.json            format version, kind, shape facts, sha256 of every file above
+      manifest.json            format version, kind, shape facts, sha256 of every file above, and a
+                               bundle_hash over the manifest itself (format 2)
+
+Loading reads exactly the listed files by name (``refrain.bundles.weights``): verification refuses any
+file the manifest does not list, and the weights are only ever read from the one safetensors file.
 
 Writes go to a temporary folder beside the target that is renamed into place, so a failed export never
 leaves a half bundle where a good one was.
@@ -24,12 +28,20 @@ import torch
 import yaml
 from diffusers import AutoencoderOobleck
 
-from refrain.bundles.manifest import MANIFEST_NAME, read_bundle_manifest, sha256_file, verify_files
+from refrain.bundles.manifest import (
+    MANIFEST_NAME,
+    manifest_hash,
+    read_bundle_manifest,
+    sha256_file,
+    verify_files,
+    verify_manifest_hash,
+)
+from refrain.bundles.weights import load_autoencoder
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_folder
 from refrain.models.vae.oobleck import OobleckVAE
 
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2  # 2: bundle_hash covers the manifest
 WEIGHTS_DIR = "vae"
 
 
@@ -70,6 +82,7 @@ def save_vae_bundle(
             "files": {p.relative_to(staging).as_posix(): sha256_file(p) for p in files},
             **(extra or {}),
         }
+        manifest["bundle_hash"] = manifest_hash(manifest)
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return target
 
@@ -80,8 +93,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
 
 
 def verify_bundle(path: str | Path, manifest: dict[str, Any]) -> None:
-    """Recompute every file hash; a changed or missing file is reported by name."""
+    """Recompute every file hash (a changed, missing or unlisted file is named) and the manifest's hash."""
     verify_files(path, manifest.get("files", {}))
+    if int(manifest["format_version"]) >= 2:
+        verify_manifest_hash(path, manifest)
 
 
 def load_vae_bundle(path: str | Path, device: str | torch.device = "cpu", verify: bool = True) -> VAEBundle:
@@ -92,7 +107,7 @@ def load_vae_bundle(path: str | Path, device: str | torch.device = "cpu", verify
         verify_bundle(root, manifest)
     config_path = root / "config.yaml"
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-    autoencoder = AutoencoderOobleck.from_pretrained(root / WEIGHTS_DIR)
+    autoencoder = load_autoencoder(root / WEIGHTS_DIR)  # the listed files by name, safetensors only
     codec = ((config or {}).get("model") or {}).get("vae") or {}
     model = OobleckVAE(
         autoencoder,
