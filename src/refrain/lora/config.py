@@ -51,10 +51,6 @@ class LoraSpec:
     description: str = ""
     source: str = "<lora config>"
 
-    @property
-    def sampler_mode(self) -> str:
-        return VARIANTS[self.variant].sampler_mode
-
     def lora_config(self, extra_modules_to_save: tuple[str, ...] = ()) -> LoraConfig:
         """The ``peft.LoraConfig`` (plus modules refrain trains in full, e.g. the control path)."""
         options = dict(self.peft)

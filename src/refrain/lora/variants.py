@@ -69,7 +69,6 @@ class Variant:
     data: DataSelection = field(default_factory=DataSelection)
     null_lyrics: bool = False
     control: ControlSpec | None = None
-    sampler_mode: str = "text2music"
 
 
 VARIANTS: dict[str, Variant] = {
@@ -98,13 +97,11 @@ VARIANTS: dict[str, Variant] = {
             "stemgen",
             "reference mix + instrument label -> that instrument's stem fitting the reference",
             control=ControlSpec(instruments=DEFAULT_STEMS, target="stem", reference="rest"),
-            sampler_mode="stem",
         ),
         Variant(
             "singing2accompaniment",
             "vocal stem + style prompt -> the accompaniment that fits it",
             control=ControlSpec(instruments=("vocals",), target="rest", reference="stem"),
-            sampler_mode="accompany",
         ),
     )
 }
