@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from diffusers import (
     AceStepPipeline,
@@ -70,3 +71,9 @@ def write_tiny_release(folder: str | Path, seed: int = 0, turbo: bool = False) -
     folder = Path(folder)
     tiny_pipeline(seed, turbo).save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def ace15_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny release folder per test session (read-only by convention: tests copy before editing)."""
+    return write_tiny_release(tmp_path_factory.mktemp("ace15") / "release")
