@@ -84,3 +84,34 @@ def test_report_without_records_says_nothing_was_written(tmp_path: Path) -> None
     assert report["total_hours"] == 0.0 and report["languages"] == {}
     assert "NOT written" in write_report(report, tmp_path)
     assert (tmp_path / "report.png").is_file()
+
+
+def test_files_kept_with_notes_are_named_with_their_reasons(tmp_path: Path) -> None:
+    outcomes = [
+        *_outcomes(),
+        _kept("mono8k.wav", 20.0, "en", "upmixed_at_load", "resampled_at_load"),
+        _kept("six.flac", 20.0, "en", "downmixed_at_load"),
+        _kept("bare.wav", 20.0, "instrumental", "no_lyrics", "no_tags"),
+    ]
+    report = build_report(outcomes, _facts())
+    noted = {entry["file"]: [i["code"] for i in entry["issues"]] for entry in report["noted"]}
+    assert noted == {
+        "/music/c.opus": ["no_lyrics"],
+        "/music/mono8k.wav": ["upmixed_at_load", "resampled_at_load"],
+        "/music/six.flac": ["downmixed_at_load"],
+        "/music/bare.wav": ["no_lyrics", "no_tags"],
+    }  # a.mp3 has nothing to say and is not listed
+    (repaired,) = report["repaired"]
+    assert [i["code"] for i in repaired["issues"]] == ["nonfinite_repaired", "resampled_at_load"]
+    text = write_report(report, tmp_path)
+    assert "kept with notes: 4" in text and "repaired files: 1" in text
+    assert (
+        "/music/six.flac: downmixed_at_load: more than two channels; they are mixed down to stereo at load"
+        in text
+    )
+    assert "/music/bare.wav: no_lyrics: no lyrics (missing or empty); kept as instrumental; no_tags:" in text
+    saved = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert [entry["file"] for entry in saved["noted"]] == list(noted)
+    console = render_text(report, limit=2)
+    assert "/music/mono8k.wav" in console and "/music/six.flac" not in console
+    assert "... and 2 more (all in report.txt and report.json)" in console

@@ -105,8 +105,11 @@ def test_looks_like_lrc() -> None:
 def test_load_lrc_errors(tmp_path) -> None:
     with pytest.raises(RefrainInputError, match="file not found"):
         load_lrc(tmp_path / "missing.lrc")
-    bad = tmp_path / "latin1.lrc"
-    bad.write_bytes("[00:01.00]caf\xe9".encode("latin-1"))
+    latin1 = tmp_path / "latin1.lrc"
+    latin1.write_bytes("[00:01.00]caf\xe9".encode("latin-1"))
+    assert load_lrc(latin1).lines == [LrcLine(1.0, "café")]  # a legacy encoding that fits is read
+    bad = tmp_path / "binary.lrc"
+    bad.write_bytes(b"[00:01.00]\x00\x81\x8d\xff\xfe\x00\x9d")
     with pytest.raises(RefrainInputError, match="re-save it as UTF-8"):
         load_lrc(bad)
 

@@ -8,19 +8,18 @@ sentence end (its span stays assigned to it rather than stretching the previous 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from refrain.data.issues import Issue, make_issue
 from refrain.data.schema import INSTRUMENTAL
-from refrain.text.g2p import G2P, UnsupportedScriptError, detect_language
-from refrain.text.lrc import LrcLine, parse_lrc
+from refrain.text.encoding import describe_encoding, read_text_with_encoding
+from refrain.text.g2p import G2P, SongContext, UnsupportedScriptError, pronounceable, song_context
+from refrain.text.lrc import LrcLine, lines_after_note, looks_like_lrc, parse_lrc
 from refrain.text.lyrics import estimate_line_times, normalize_lyrics, parse_structured_lyrics
 from refrain.text.vocab import PhonemeVocab
-
-_LRC_STAMP = re.compile(r"^\s*\[\d+:\d+")
 
 
 @dataclass
@@ -35,57 +34,46 @@ class LyricFields:
     issues: list[Issue] = field(default_factory=list)
 
 
-def looks_like_lrc(text: str) -> bool:
-    """Most non-blank lines start with `[mm:ss...]`: a lyrics .txt that is really LRC keeps its times."""
-    lines = [line for line in text.splitlines() if line.strip()]
-    return bool(lines) and sum(1 for line in lines if _LRC_STAMP.match(line)) * 2 >= len(lines)
+def read_sidecar_text(path: Path) -> tuple[str, list[Issue]]:
+    """A lyrics or tags file's text through the encoding fallback chain, with an issue when it was not
+    UTF-8 (`text_encoding`, naming the encoding) or fit no encoding (`text_undecodable`)."""
+    text, encoding = read_text_with_encoding(path)
+    note = describe_encoding(encoding)
+    if note is None:
+        return text, []
+    code = "text_undecodable" if encoding is None else "text_encoding"
+    return text, [make_issue(code, f"{path.name}: {note}")]
 
 
 def _timed_lines(text: str, fmt: str, duration: float, source: str) -> tuple[list[LrcLine], str, list[Issue]]:
-    """(lines, lrc_source, issues) for LRC or structured lyrics."""
+    """(lines, lrc_source, issues) for LRC or structured lyrics (LRC: the policy of `refrain.text.lrc`)."""
     if fmt == "lrc" or looks_like_lrc(text):
         parsed = parse_lrc(text, source=source)
-        issues = []
-        if parsed.malformed:
-            first = parsed.malformed[0]
-            issues.append(
-                make_issue(
-                    "malformed_lrc",
-                    f"{len(parsed.malformed)} line(s), first at line {first[0]}: {first[1]!r}",
-                )
-            )
-        lines = sorted(parsed.lines, key=lambda line: line.time)
-        return lines, "lrc", issues
+        note = parsed.malformed_note()
+        issues = [make_issue("malformed_lrc", note)] if note else []
+        return sorted(parsed.lines, key=lambda line: line.time), "lrc", issues
     structured = parse_structured_lyrics(text)
     if not structured:
         return [], "none", []
     return estimate_line_times(structured, duration=duration), "estimated", []
 
 
-def _phonemize(g2p: G2P, texts: list[str], language: str | None) -> tuple[list[list[str]], list[int]]:
+def _phonemize(
+    g2p: G2P, texts: list[str], language: str | None, context: SongContext | None
+) -> tuple[list[list[str]], list[int]]:
     """Phones per line (one batched G2P call); lines in an unreadable script get [] and are listed."""
     try:
-        return g2p.phonemize_lines(texts, language=language), []
+        return g2p.phonemize_lines(texts, language=language, context=context), []
     except UnsupportedScriptError:
         pass
     phones, unsupported = [], []
     for index, text in enumerate(texts):
         try:
-            phones.append(g2p.phonemize_lines([text], language=language)[0])
+            phones.append(g2p.phonemize_lines([text], language=language, context=context)[0])
         except UnsupportedScriptError:
             phones.append([])
             unsupported.append(index)
     return phones, unsupported
-
-
-def _song_language(text: str) -> str:
-    """The song's dominant language by script; 'unknown' when no line is in a readable script."""
-    if not text.strip():
-        return "unknown"
-    try:
-        return detect_language(text)
-    except UnsupportedScriptError:
-        return "unknown"
 
 
 def build_lyric_fields(
@@ -97,9 +85,12 @@ def build_lyric_fields(
     vocab: PhonemeVocab,
     source: str = "<lyrics>",
 ) -> LyricFields:
-    """Record fields for one song. `language` None/'auto' detects; the vocabulary grows as needed.
+    """Record fields for one song. `language` None/'auto' reads each line in the song's context (its
+    majority language; a line switches only on evidence); the vocabulary grows as needed.
 
-    `g2p` is a factory because building G2P is slow and instrumental songs never need it.
+    Lyrics with nothing pronounceable (emoji, symbols) give an instrumental record and a
+    `no_pronounceable_lyrics` note, as sampling treats them. `g2p` is a factory because building G2P
+    is slow and instrumental songs never need it.
     """
     if not text or not text.strip() or fmt is None:
         return LyricFields(issues=[make_issue("no_lyrics", "no lyrics file" if text is None else "empty")])
@@ -108,20 +99,19 @@ def build_lyric_fields(
     if not sung:
         issues.append(make_issue("no_lyrics", "no sung line with a timestamp"))
         return LyricFields(issues=issues)
-    late = [line for line in sung if line.time >= duration]
+    late = lines_after_note(sung, duration)
     if late:
-        issues.append(
-            make_issue("lyrics_past_end", f"{len(late)} of {len(sung)} lines start after {duration:.2f} s")
-        )
+        issues.append(make_issue("lyrics_past_end", late))
     fixed = None if language in (None, "", "auto") else language
-    phones, unsupported = _phonemize(g2p(), [line.text for line in lines], fixed)
-    phoneme_ids = [vocab.encode_sentence(p, grow=True) for p in phones]
+    context = None if fixed else song_context([line.text for line in lines], "en")
+    phones, unsupported = _phonemize(g2p(), [line.text for line in lines], fixed, context)
     if unsupported:
         first = lines[unsupported[0]].text
         issues.append(make_issue("unsupported_script", f"{len(unsupported)} line(s), first: {first!r}"))
-    skipped = set(unsupported)
-    readable = "\n".join(line.text for i, line in enumerate(lines) if i not in skipped)
-    song_language = fixed or _song_language(readable)
+    if not pronounceable(phones):
+        issues.append(make_issue("no_pronounceable_lyrics", f"{len(sung)} line(s), first: {sung[0].text!r}"))
+        return LyricFields(issues=issues)
+    phoneme_ids = [vocab.encode_sentence(p, grow=True) for p in phones]
     # ACE-Step keeps structure tags in norm_lyrics; LRC lyrics become their plain lines.
     norm = normalize_lyrics(text if lrc_source == "estimated" else "\n".join(line.text for line in sung))
     return LyricFields(
@@ -129,6 +119,6 @@ def build_lyric_fields(
         lrc=[{"time": float(line.time), "text": line.text} for line in lines],
         lrc_source=lrc_source,
         phoneme_ids=phoneme_ids,
-        language=song_language,
+        language=fixed or (context.language if context else INSTRUMENTAL),
         issues=issues,
     )

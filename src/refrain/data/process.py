@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from refrain.data.audio_checks import DEFAULT_MAX_SECONDS, inspect_audio
-from refrain.data.issues import make_issue
-from refrain.data.lyric_fields import build_lyric_fields
+from refrain.data.issues import Issue, make_issue
+from refrain.data.lyric_fields import build_lyric_fields, read_sidecar_text
 from refrain.data.outcome import FileOutcome
 from refrain.data.schema import INSTRUMENTAL, empty_recaption
-from refrain.data.sources import SourceItem, read_text, split_tags
+from refrain.data.sources import SourceItem, split_tags
 from refrain.text.g2p import G2P
 from refrain.text.vocab import PhonemeVocab
 
@@ -32,12 +32,16 @@ class ProcessContext:
         return self._g2p
 
 
-def item_tags(item: SourceItem) -> list[str]:
-    """Tags from the inline source (CSV row, licence table) or the item's tags file."""
+def item_tags(item: SourceItem, issues: list[Issue] | None = None) -> list[str]:
+    """Tags from the inline source (CSV row, licence table) or the item's tags file (a non-UTF-8 file is
+    decoded by the fallback chain and an issue naming its encoding is appended to `issues`)."""
     if item.inline_tags is not None:
         return list(item.inline_tags)
     if item.tags_file is not None:
-        return split_tags(read_text(item.tags_file))
+        text, found = read_sidecar_text(item.tags_file)
+        if issues is not None:
+            issues.extend(found)
+        return split_tags(text)
     return []
 
 
@@ -49,7 +53,7 @@ def process_item(item: SourceItem, content_hash: str, ctx: ProcessContext) -> Fi
     if facts is None:
         return outcome
     try:
-        tags = item_tags(item)
+        tags = item_tags(item, outcome.issues)
     except OSError as err:
         tags = []
         outcome.issues.append(make_issue("no_tags", f"{item.tags_file}: {err.strerror}"))
@@ -58,10 +62,14 @@ def process_item(item: SourceItem, content_hash: str, ctx: ProcessContext) -> Fi
             outcome.issues.append(
                 make_issue("no_tags", "no tags file" if item.tags_file is None else "empty")
             )
-    try:
-        lyrics = read_text(item.lyrics_file) if item.lyrics_file is not None else None
-    except OSError:
-        lyrics = None
+    lyrics = None
+    if item.lyrics_file is not None:
+        try:
+            lyrics, found = read_sidecar_text(item.lyrics_file)
+        except OSError:
+            lyrics = None
+        else:
+            outcome.issues.extend(found)
     fields = build_lyric_fields(
         lyrics,
         item.lyrics_format,

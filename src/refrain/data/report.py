@@ -1,7 +1,9 @@
 """What a preparation run did, written next to the dataset as text, JSON and a PNG.
 
-A person reads report.txt (also printed) and report.png; tools read report.json. Every skipped file is
-listed with its reason so nothing disappears silently.
+A person reads report.txt (also printed) and report.png; tools read report.json. Every file that was
+skipped, repaired or kept with a note (upmixed, downmixed, no lyrics, a non-UTF-8 lyrics file ...) is
+named with its reasons, so nothing disappears or changes silently. The console shows the first
+`CONSOLE_LIST_LIMIT` files of each list; report.txt and report.json hold them all.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from refrain.fileio import atomic_path
 
 # Histogram bin edges in seconds: fine where songs and clips live, open-ended at the top.
 DURATION_EDGES = (0, 5, 10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 600, math.inf)
+CONSOLE_LIST_LIMIT = 20
+FILE_LISTS = (("skipped", "skipped files"), ("repaired", "repaired files"), ("noted", "kept with notes"))
 
 
 @dataclass
@@ -65,10 +69,14 @@ def build_report(outcomes: list[FileOutcome], facts: RunFacts) -> dict[str, Any]
         entry["hours"] += outcome.record["duration"] / 3600.0
 
     def listing(status: str) -> list[dict[str, Any]]:
+        """Files of one status with their reasons (a skipped file's notes are left out: it is not kept)."""
         return [
-            {"file": o.audio, "issues": [i.to_dict() for i in o.issues if i.severity != "note"]}
+            {
+                "file": o.audio,
+                "issues": [i.to_dict() for i in o.issues if status != "skipped" or i.severity != "note"],
+            }
             for o in outcomes
-            if o.status == status
+            if o.status == status and o.issues
         ]
 
     return {
@@ -95,6 +103,7 @@ def build_report(outcomes: list[FileOutcome], facts: RunFacts) -> dict[str, Any]
         "seconds": facts.seconds,
         "skipped": listing("skipped"),
         "repaired": listing("repaired"),
+        "noted": listing("kept"),
     }
 
 
@@ -106,8 +115,25 @@ def _reason_lines(title: str, counts: dict[str, int]) -> list[str]:
     return lines
 
 
-def render_text(report: dict[str, Any]) -> str:
-    """report.txt: the counts, reasons, histogram, language table and every skipped file."""
+def _file_lines(report: dict[str, Any], limit: int | None) -> list[str]:
+    """Each skipped, repaired and noted file with its reasons; past `limit` per list, a count."""
+    lines: list[str] = []
+    for name, title in FILE_LISTS:
+        items = report.get(name) or []
+        if not items:
+            continue
+        lines.append(f"{title}: {len(items)}")
+        for item in items[:limit]:
+            reasons = "; ".join(f"{i['code']}: {i['message']}" for i in item["issues"])
+            lines.append(f"  {item['file']}: {reasons}")
+        if limit is not None and len(items) > limit:
+            lines.append(f"  ... and {len(items) - limit} more (all in report.txt and report.json)")
+    return lines
+
+
+def render_text(report: dict[str, Any], limit: int | None = None) -> str:
+    """report.txt: the counts, reasons, histogram, language table and every skipped, repaired or noted
+    file (the first `limit` of each list when given, for the console)."""
     counts, splits = report["counts"], report["splits"]
     lines = [
         f"refrain-prepare report for {report['output']}",
@@ -137,11 +163,7 @@ def render_text(report: dict[str, Any]) -> str:
     lines.append("languages:")
     for language, entry in report["languages"].items():
         lines.append(f"  {language:<14} {entry['files']:>5} files {entry['hours']:>8.3f} h")
-    if report["skipped"]:
-        lines.append("skipped files:")
-        for item in report["skipped"]:
-            reasons = "; ".join(f"{i['code']}: {i['message']}" for i in item["issues"])
-            lines.append(f"  {item['file']}: {reasons}")
+    lines += _file_lines(report, limit)
     return "\n".join(lines) + "\n"
 
 

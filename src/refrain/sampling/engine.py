@@ -185,6 +185,7 @@ class SamplingEngine:
             mode, params, options.to_dict(), **facts,
             bundle={"path": self.bundle_path, "hash": self.bundle_hash},
             lyrics_timing=timed.timing(), lyrics_source=timed.source, unknown_phonemes=timed.unknown_phonemes,
+            lyrics_notes=list(timed.notes),
             sample_rate=self.sample_rate, num_samples=int(samples.shape[-1]), num_frames=int(latent.shape[-1]),
             duration=samples.shape[-1] / self.sample_rate, device=str(self.device),
             dtype=str(dtype).removeprefix("torch."),

@@ -5,19 +5,24 @@ inference: the vocabulary is frozen (a phoneme the training data never had becom
 counted, it never grows the table the model's embedding indexes), and plain lyrics are laid out at the
 requested tempo instead of being stretched over a known song length; they are squeezed into the
 duration only when they would not fit.
+
+The policies are the ones preparation applies, and nothing is dropped silently: malformed LRC lines
+are dropped with a note, lines that start after the requested duration are counted in a note, and
+lyrics with nothing pronounceable (emoji, symbols) make an instrumental with a note. The notes travel
+in ``TimedLyrics.notes``, into the song's sidecar (``lyrics_notes``) and onto the console.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from refrain.errors import RefrainInputError
 from refrain.text.alignment import align_sentences
-from refrain.text.g2p import G2P
-from refrain.text.lrc import LrcLine, looks_like_lrc, parse_lrc
+from refrain.text.g2p import G2P, pronounceable
+from refrain.text.lrc import LrcLine, lines_after_note, looks_like_lrc, parse_lrc
 from refrain.text.lyrics import estimate_line_times, parse_structured_lyrics
 from refrain.text.vocab import PhonemeVocab
 
@@ -33,6 +38,7 @@ class TimedLyrics:
     phoneme_ids: list[list[int]]
     source: str  # "lrc" | "estimated" | "none"
     unknown_phonemes: int = 0
+    notes: list[str] = field(default_factory=list)  # what was dropped or changed, one sentence each
 
     def grid(self, num_frames: int, frame_rate: float) -> torch.LongTensor:
         """(num_frames,) phoneme ids on the latent frame grid, 0 where nothing is sung."""
@@ -52,27 +58,40 @@ def timed_lines(
     start: float = 0.0,
 ) -> tuple[list[LrcLine], str]:
     """(lines sorted by time, source). LRC keeps its times; structured lyrics are laid out at ``bpm``."""
+    lines, source, _ = timed_lines_with_notes(text, duration, bpm, lyrics_format, start)
+    return lines, source
+
+
+def timed_lines_with_notes(
+    text: str,
+    duration: float,
+    bpm: float = 100.0,
+    lyrics_format: str = "auto",
+    start: float = 0.0,
+) -> tuple[list[LrcLine], str, list[str]]:
+    """`timed_lines` plus the notes: malformed LRC lines dropped, lines starting after ``duration``."""
     if lyrics_format not in LYRICS_FORMATS:
         raise RefrainInputError(
             "lyrics_format", f"unknown format {lyrics_format!r}", f"use one of {', '.join(LYRICS_FORMATS)}"
         )
     if not text or not text.strip():
-        return [], "none"
+        return [], "none", []
+    notes: list[str] = []
     if lyrics_format == "lrc" or (lyrics_format == "auto" and looks_like_lrc(text)):
         parsed = parse_lrc(text, source="lyrics")
-        if parsed.malformed:
-            number, line = parsed.malformed[0]
-            raise RefrainInputError(
-                f"lyrics line {number}", f"malformed LRC timestamp in {line!r}", "write times as [mm:ss.xx]"
-            )
-        return sorted(parsed.lines, key=lambda line: line.time), "lrc"
-    structured = parse_structured_lyrics(text)
-    if not structured:
-        return [], "none"
-    lines = estimate_line_times(structured, None, bpm, start)
-    if lines and lines[-1].time > duration - _MIN_LAST_LINE_BEATS * 60.0 / bpm:
-        lines = estimate_line_times(structured, duration, bpm, start)  # too long at this tempo: squeeze
-    return lines, "estimated"
+        note = parsed.malformed_note()
+        notes += [note] if note else []
+        lines, source = sorted(parsed.lines, key=lambda line: line.time), "lrc"
+    else:
+        structured = parse_structured_lyrics(text)
+        if not structured:
+            return [], "none", []
+        lines, source = estimate_line_times(structured, None, bpm, start), "estimated"
+        if lines and lines[-1].time > duration - _MIN_LAST_LINE_BEATS * 60.0 / bpm:
+            lines = estimate_line_times(structured, duration, bpm, start)  # too long at this tempo: squeeze
+    late = lines_after_note(lines, duration)
+    notes += [late] if late else []
+    return lines, source, notes
 
 
 class LyricsPreparer:
@@ -97,14 +116,21 @@ class LyricsPreparer:
         lyrics_format: str = "auto",
         start: float = 0.0,
     ) -> TimedLyrics:
-        """Timed lines and ids; ``language`` None detects per line (code-switching allowed)."""
-        lines, source = timed_lines(text, duration, bpm, lyrics_format, start)
+        """Timed lines and ids; ``language`` None reads each line in the song's context (code-switching
+        allowed). Lyrics with nothing pronounceable give an instrumental (no lines) and a note."""
+        lines, source, notes = timed_lines_with_notes(text, duration, bpm, lyrics_format, start)
         sung = [index for index, line in enumerate(lines) if line.text.strip()]
         ids: list[list[int]] = [[] for _ in lines]
         unknown = 0
         if sung:
             phones = self.g2p.phonemize_lines([lines[i].text for i in sung], language=language)
+            if not pronounceable(phones):
+                notes.append(
+                    f"no_pronounceable_lyrics: {len(sung)} line(s) hold nothing to sing (first: "
+                    f"{lines[sung[0]].text!r}); sampled as an instrumental"
+                )
+                return TimedLyrics([], [], "none", 0, notes)
             for index, line_phones in zip(sung, phones, strict=True):
                 ids[index] = self.vocab.encode_sentence(line_phones)
                 unknown += sum(1 for token in ids[index] if token == PhonemeVocab.UNK_ID)
-        return TimedLyrics(lines, ids, source, unknown)
+        return TimedLyrics(lines, ids, source, unknown, notes)

@@ -1,7 +1,9 @@
 """Grapheme-to-phoneme for lyrics in en zh ja ko es fr de pt it ru, code-switching included.
 
-Per line: the language is the one given, else detected by script (`scripts.detect_language`);
-the line is split into script runs, each read in its own language:
+Per line: the language is the one given, else the line's language in its song's context
+(`scripts.song_context` over all lines passed together, then `scripts.line_language`: the song's
+Latin language unless the line clearly holds another); the line is split into script runs, each
+read in its own language:
 - en es fr de pt it ru: espeak-ng IPA through phonemizer (no stress marks; voices in
   `ESPEAK_VOICES`: American English, Latin-American Spanish, Brazilian Portuguese);
 - zh: pypinyin initials + finals with tone digits (`chinese.py`, DiffRhythm's scheme);
@@ -17,19 +19,32 @@ import re
 from collections.abc import Mapping, Sequence
 
 from refrain.text.chinese import chinese_words
-from refrain.text.espeak import espeak_backend, espeak_words
+from refrain.text.espeak import espeak_words
 from refrain.text.japanese import kana_words
 from refrain.text.korean import korean_words
 from refrain.text.scripts import (
     LANGUAGES,
+    SongContext,
     UnsupportedScriptError,
     check_language,
     detect_language,
+    line_language,
+    song_context,
     split_runs,
 )
 from refrain.text.vocab import WORD_BOUNDARY
 
-__all__ = ["ESPEAK_VOICES", "G2P", "LANGUAGES", "UnsupportedScriptError", "WORD_BOUNDARY", "detect_language"]
+__all__ = [
+    "ESPEAK_VOICES",
+    "G2P",
+    "LANGUAGES",
+    "SongContext",
+    "UnsupportedScriptError",
+    "WORD_BOUNDARY",
+    "detect_language",
+    "pronounceable",
+    "song_context",
+]
 
 ESPEAK_VOICES: dict[str, str] = {
     "en": "en-us",
@@ -50,6 +65,12 @@ _NOT_SPOKEN = re.compile(r"[^\w\s'+&%@$-]|_")
 _SPACED_CAPITALS = re.compile(r"\b[A-Z]\b(?:(?:\.\s*|\s+)[A-Z]\b)+\.?")
 
 
+def pronounceable(phones: Sequence[Sequence[str]]) -> bool:
+    """Whether any line gave a phoneme. Lyrics that give none (only emoji, symbols, punctuation) are
+    treated as no lyrics, an instrumental, in dataset preparation and in sampling alike."""
+    return any(phones)
+
+
 def _join_capitals(match: re.Match[str]) -> str:
     return "".join(ch for ch in match[0] if ch.isalpha())
 
@@ -68,13 +89,6 @@ class G2P:
         self.default_language = check_language(default_language, "default language")
         self.espeak_voices = {**ESPEAK_VOICES, **(espeak_voices or {})}
 
-    def warm_up(self, languages: Sequence[str] = LANGUAGES) -> None:
-        """Create the espeak backends now (30-50 ms each) rather than on the first line that needs them."""
-        for language in languages:
-            voice = self.espeak_voices.get(check_language(language))
-            if voice:
-                espeak_backend(voice)
-
     def phonemize(self, text: str, language: str | None = None) -> list[str]:
         """Phones of `text` (several lines allowed, joined by a word boundary); `language` None detects
         per line. Raises UnsupportedScriptError for a script no language here covers."""
@@ -86,18 +100,28 @@ class G2P:
             out.extend(phones)
         return out
 
-    def phonemize_lines(self, lines: Sequence[str], language: str | None = None) -> list[list[str]]:
+    def phonemize_lines(
+        self, lines: Sequence[str], language: str | None = None, context: SongContext | None = None
+    ) -> list[list[str]]:
         """Phones per line, batching every espeak voice into one call. Leading `[...]` groups (section
-        tags, timestamps) are skipped, so tag-only lines give []."""
+        tags, timestamps) are skipped, so tag-only lines give []. `language` None reads each line in the
+        song's context: `context` when given (a caller phonemizing a song line by line), else the
+        context of `lines` themselves."""
+        texts = [_LEADING_TAGS.sub("", line) for line in lines]
         if language is not None:
             check_language(language)
+        elif context is None:
+            context = song_context(texts, self.default_language)
         # (line index, run order) -> words; espeak jobs are filled in after their batched calls.
         words_of: dict[tuple[int, int], list[list[str]]] = {}
         jobs: dict[str, list[tuple[tuple[int, int], str]]] = {}
         run_keys: list[list[tuple[int, int]]] = []
-        for index, line in enumerate(lines):
+        for index, text in enumerate(texts):
             keys: list[tuple[int, int]] = []
-            runs = split_runs(_LEADING_TAGS.sub("", line), language, self.default_language)
+            if context is None:
+                runs = split_runs(text, language, self.default_language)
+            else:
+                runs = split_runs(text, line_language(text, context), latin_default=context.latin)
             for order, run in enumerate(runs):
                 key = (index, order)
                 keys.append(key)

@@ -1,18 +1,25 @@
 """LRC lyric files: `[mm:ss.xx]text` lines plus `[ar:]`/`[ti:]`/`[al:]`/`[by:]`/`[offset:]` tags.
 
 Real LRC files are messy (hand edits, several writers' dialects), so parsing never raises: a line
-it cannot read is skipped and reported in `LrcFile.malformed` as (line number, reason), and the
-caller decides whether that is worth a warning.
+it cannot read is skipped and reported in `LrcFile.malformed` as (line number, reason).
+
+One policy for preparation and sampling: a malformed line is dropped and the rest of the file is
+used; the drop is never silent (`LrcFile.malformed_note()` is the sentence both print: a
+`malformed_lrc` entry in the dataset report, a note on the generated song). `looks_like_lrc` counts
+a malformed timestamp line as an LRC line, so one typo does not turn the file into plain text.
 """
 
 from __future__ import annotations
 
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from refrain.errors import RefrainInputError
+
+log = logging.getLogger(__name__)
 
 # LRC's mm is two digits; anything longer than this is a typo, not a 100-minute song.
 MAX_MINUTES = 99
@@ -39,6 +46,34 @@ class LrcFile:
     tags: dict[str, str] = field(default_factory=dict)
     malformed: list[tuple[int, str]] = field(default_factory=list)
     source: str = "<string>"
+
+    def malformed_note(self) -> str | None:
+        """What was dropped, for a report or a warning: count, first line number and reason; None if nothing."""
+        if not self.malformed:
+            return None
+        number, reason = self.malformed[0]
+        return (
+            f"{len(self.malformed)} line(s) dropped as malformed LRC, first at line {number}: {reason}; "
+            "write times as [mm:ss.xx]"
+        )
+
+
+def lines_after(lines: Iterable[LrcLine], seconds: float) -> list[LrcLine]:
+    """The lines that start at or after `seconds`: outside a song (or clip) of that length, so never sung."""
+    return [line for line in lines if line.time >= seconds and line.text.strip()]
+
+
+def lines_after_note(lines: Sequence[LrcLine], seconds: float) -> str | None:
+    """`N of M lyric lines start after X s (first: [mm:ss.xx] text)`, or None when every line fits."""
+    sung = [line for line in lines if line.text.strip()]
+    late = lines_after(sung, seconds)
+    if not late:
+        return None
+    first = late[0]
+    return (
+        f"{len(late)} of {len(sung)} lyric lines start after {seconds:g} s and are not sung "
+        f"(first: {format_timestamp(first.time)}{first.text})"
+    )
 
 
 class _Malformed(Exception):
@@ -128,19 +163,21 @@ def parse_lrc(text: str, source: str = "<string>") -> LrcFile:
 
 
 def read_text_file(path: str | Path) -> str:
-    """UTF-8 text (BOM allowed, or UTF-16 with a BOM); RefrainInputError for missing or other encodings."""
+    """A text file's content: UTF-8 (BOM allowed), UTF-16 with a BOM, or a legacy encoding that
+    `refrain.text.encoding.decode_text` recognises (logged as a warning, naming the encoding).
+    RefrainInputError for a missing file or one that no encoding fits."""
+    from refrain.text.encoding import describe_encoding, read_text_with_encoding
+
     path = Path(path)
     if not path.is_file():
         raise RefrainInputError(path, "file not found", "check the path")
-    data = path.read_bytes()
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise RefrainInputError(
-            path, f"not UTF-8 text ({err.reason} at byte {err.start})", "re-save it as UTF-8"
-        ) from err
+    text, encoding = read_text_with_encoding(path)
+    if encoding is None:
+        raise RefrainInputError(path, describe_encoding(None) or "unreadable text", "re-save it as UTF-8")
+    note = describe_encoding(encoding)
+    if note:
+        log.warning("%s: not UTF-8; %s", path, note)
+    return text
 
 
 def load_lrc(path: str | Path) -> LrcFile:
@@ -163,7 +200,8 @@ def format_lrc(lines: Iterable[LrcLine], tags: dict[str, str] | None = None) -> 
 
 
 def looks_like_lrc(text: str) -> bool:
-    """True when most non-empty lines start with a valid timestamp (tag-only lines are not counted)."""
+    """True when most non-empty lines start with a timestamp, valid or malformed (tag-only lines are not
+    counted). Preparation and sampling both decide with this."""
     timed = other = 0
     for raw in text.lstrip("\ufeff").splitlines():
         line = raw.strip()
@@ -173,7 +211,7 @@ def looks_like_lrc(text: str) -> bool:
         try:
             seconds = _timestamp_seconds(match[1]) if match else None
         except _Malformed:
-            seconds = None
+            seconds = -1.0  # a timestamp with a typo is still an LRC line (parse_lrc reports it)
         if seconds is not None:
             timed += 1
         elif not (match and match.end() == len(line) and _TAG.match(match[1])):

@@ -3,7 +3,12 @@
 Lyrics mix scripts ("硅谷 那个 coder 调试 neural network"), so G2P works on runs of one script,
 each read in its own language. Script decides most languages outright (Han, kana, Hangul,
 Cyrillic); Latin text needs a guess, made by `detect_latin_language` from diacritics and
-stop-words, falling back to the caller's default.
+distinct stop-words, falling back to the caller's default.
+
+Lyrics are read in their song's context (`song_context`, `line_language`): the Latin language is
+decided over the whole song, and one line leaves it only on clear evidence, so a refrain of vocables
+("Abracadabra ama-ooh-na-na") is read like the English lines around it and the same word gets the
+same phonemes everywhere in the song.
 """
 
 from __future__ import annotations
@@ -154,23 +159,109 @@ _STOP_WORDS: dict[str, frozenset[str]] = {
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]*)?")
 
 
-def detect_latin_language(text: str, default: str = "en") -> str:
-    """Guess en/es/fr/de/pt/it for Latin-script text (see the scoring note above)."""
+def latin_scores(text: str) -> dict[str, int]:
+    """Evidence per Latin-script language: diacritic weights plus one point per *distinct* stop-word, so a
+    repeated vocable ("na na na", "la la la") counts once."""
     lowered = text.lower().replace("’", "'")
     scores = dict.fromkeys(LATIN_LANGUAGES, 0)
     for ch in lowered:
         for language, marks in _DIACRITICS.items():
             scores[language] += marks.get(ch, 0)
-    for word in _WORD.findall(lowered):
+    for word in set(_WORD.findall(lowered)):
         elided = word[: word.index("'") + 1] if "'" in word else None
         for language, words in _STOP_WORDS.items():
             if word in words or (elided and elided in words):
                 scores[language] += 1
+    return scores
+
+
+def detect_latin_language(text: str, default: str = "en") -> str:
+    """Guess en/es/fr/de/pt/it for Latin-script text (see the scoring note above)."""
+    scores = latin_scores(text)
     ranked = sorted(scores.items(), key=lambda item: -item[1])
     (best, top), (_, second) = ranked[0], ranked[1]
     if top >= 2 and top > second and top > scores.get(default, 0):
         return best
     return default if default in LATIN_LANGUAGES else "en"
+
+
+# A Latin line leaves its song's Latin language only on this much evidence, and this far ahead of it.
+SWITCH_EVIDENCE = 2
+SWITCH_LEAD = 2
+
+
+def switch_latin_language(text: str, song_latin: str) -> str:
+    """The language of a Latin-script line inside a song whose Latin lines are `song_latin`: that language,
+    unless another one has at least SWITCH_EVIDENCE points and leads it by SWITCH_LEAD (a Spanish line
+    "Te quiero, mi amor" in an English song switches; "Abracadabra ama-ooh-na-na" does not)."""
+    scores = latin_scores(text)
+    best = max(scores, key=lambda language: (scores[language], language == song_latin))
+    own = scores.get(song_latin, 0)
+    if best != song_latin and scores[best] >= SWITCH_EVIDENCE and scores[best] >= own + SWITCH_LEAD:
+        return best
+    return song_latin if song_latin in LATIN_LANGUAGES else "en"
+
+
+@dataclass(frozen=True)
+class SongContext:
+    """A song's language (majority of its lines) and the language its Latin-script text is read in."""
+
+    language: str
+    latin: str
+
+
+def _script_language(counts: dict[str, int]) -> str | None:
+    """ja/ko/zh/ru from the script alone; LATIN for Latin-only text; None for no supported letter."""
+    for script, language in ((KANA, "ja"), (HANGUL, "ko"), (HAN, "zh"), (CYRILLIC, "ru")):
+        if counts.get(script):
+            return language
+    return LATIN if counts.get(LATIN) else None
+
+
+def song_context(lines: list[str] | tuple[str, ...], default: str = "en") -> SongContext:
+    """The context each line is read in. Its Latin language is the majority of the lines that hold
+    evidence for one (a line of vocables votes for nothing; ties go to the pooled evidence of the whole
+    song, then to `default`); the song's language is the majority of all its lines by script (ties:
+    the first to appear; no letters at all: `default`)."""
+    check_language(default, "default language")
+    normalised = [unicodedata.normalize("NFKC", line) for line in lines]
+    latin_votes: dict[str, int] = {}
+    for line in normalised:
+        scores = latin_scores(line)
+        ranked = sorted(scores.values(), reverse=True)
+        if ranked[0] >= SWITCH_EVIDENCE and ranked[0] > ranked[1]:
+            best = max(scores, key=scores.__getitem__)
+            latin_votes[best] = latin_votes.get(best, 0) + 1
+    pooled = latin_scores("\n".join(normalised))
+    latin = max(
+        LATIN_LANGUAGES,
+        key=lambda lang: (latin_votes.get(lang, 0), pooled[lang] if latin_votes else 0, lang == default),
+    )
+    votes: dict[str, int] = {}
+    for line in normalised:
+        language = _script_language(script_counts(line, strict=False))
+        if language is not None:
+            language = latin if language == LATIN else language
+            votes[language] = votes.get(language, 0) + 1
+    if not votes:
+        return SongContext(default, latin)
+    top = max(votes.values())
+    return SongContext(next(lang for lang, n in votes.items() if n == top), latin)
+
+
+def line_language(text: str, context: SongContext) -> str:
+    """A line's language in its song: the script decides kana/Hangul/Cyrillic lines, a Han-only line is ja
+    in a Japanese song and zh otherwise, a Latin-only line keeps the song's Latin language unless it
+    holds evidence for another (`switch_latin_language`), a line with no letters takes the song's."""
+    text = unicodedata.normalize("NFKC", text)
+    language = _script_language(script_counts(text, strict=False))
+    if language is None:
+        return context.language
+    if language == "zh" and context.language == "ja":
+        return "ja"
+    if language == LATIN:
+        return switch_latin_language(text, context.latin)
+    return language
 
 
 def detect_language(text: str, default: str = "en") -> str:
@@ -209,11 +300,14 @@ class Run:
     text: str
 
 
-def split_runs(line: str, language: str | None = None, default: str = "en") -> list[Run]:
+def split_runs(
+    line: str, language: str | None = None, default: str = "en", latin_default: str = "en"
+) -> list[Run]:
     """Split a line into language runs. The line's language is `language` or the detected one;
     Han reads as ja in a Japanese line (kanji) and zh otherwise; Latin runs take the line's language
-    when it is a Latin-script one, else a guess with English as default (code-switched English
-    in CJK/Russian lyrics). Digits and punctuation join the run they follow (or the first run)."""
+    when it is a Latin-script one, else a guess with `latin_default` as default (code-switched English
+    in CJK/Russian lyrics; the song's Latin language). Digits and punctuation join the run they follow
+    (or the first run)."""
     text = unicodedata.normalize("NFKC", line)
     counts = script_counts(text)
     if language is not None:
@@ -245,7 +339,7 @@ def split_runs(line: str, language: str | None = None, default: str = "en") -> l
         if line_language in LATIN_LANGUAGES:
             latin = line_language
         else:
-            latin = detect_latin_language(" ".join(t for s, t in pieces if s == LATIN), "en")
+            latin = detect_latin_language(" ".join(t for s, t in pieces if s == LATIN), latin_default)
         pieces = [[latin if slot == LATIN else slot, piece] for slot, piece in pieces]
     runs: list[Run] = []
     for slot, piece in pieces:
