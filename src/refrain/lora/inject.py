@@ -86,6 +86,9 @@ def inject_lora(model: nn.Module, spec: LoraSpec, adapter_name: str = "default")
         attach_control(model, spec.control)
         extra = (CONTROL_MODULE,)
     config = spec.lora_config(extra)
+    root = getattr(getattr(model, "backbone_spec", None), "lora_root", None)
+    if root and config.exclude_modules is None:  # e.g. ACE-Step 1.5: adapt the transformer, not its encoders
+        config.exclude_modules = rf"^(?!{re.escape(root)}\.).*"
     check_targets(model, config, spec.source)
     return get_peft_model(model, config, adapter_name=adapter_name)
 

@@ -29,8 +29,9 @@ class ExactResume(Callback):
     """Save/restore every RNG per rank; give each DDP rank its own stream; apply the loader's saved place.
 
     ``distinct_rank_streams``: ``seed_everything`` gives every rank the same seed, so without this all
-    ranks would draw the same noise and timesteps for different data; rank 0 keeps the single-process
-    stream, rank ``r`` is reseeded from ``seed + r * 1000003`` when training starts.
+    ranks would draw the same noise and timesteps for different data. Under DDP rank ``r`` (0 included)
+    is reseeded from ``seed + r * 1000003`` when training starts, so its stream does not depend on what
+    was drawn before (model init, Lightning's own reseed at process-group set-up, the loader's seed).
     """
 
     def __init__(self, distinct_rank_streams: bool = True) -> None:
@@ -47,7 +48,7 @@ class ExactResume(Callback):
         apply_pending_loader_states(trainer)
         if self._pending is not None or not self.distinct_rank_streams:
             return
-        if trainer.world_size > 1 and trainer.global_rank > 0:
+        if trainer.world_size > 1:
             step = trainer.global_step if self._resumed else 0
             reseed_all(torch.initial_seed() + RANK_STRIDE * trainer.global_rank + 7919 * step)
 
