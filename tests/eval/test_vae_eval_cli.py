@@ -29,7 +29,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("eval_world")
     dataset = root / "dataset"
     prepare_dataset(
-        PrepareOptions(output_dir=dataset, input_dir=write_songs(root / "songs", count=4), val_fraction=0.5, progress=False)
+        PrepareOptions(
+            output_dir=dataset,
+            input_dir=write_songs(root / "songs", count=4),
+            val_fraction=0.5,
+            progress=False,
+        )
     )
     torch.manual_seed(0)
     save_vae_bundle(root / "vae", build_oobleck_vae(**TINY_VAE).autoencoder, {"model": {"vae": TINY_VAE}})
@@ -43,7 +48,13 @@ def test_vae_table_rows_and_baseline_degrade_with_bitrate(world: dict[str, Path]
     assert main(argv) == 0
     report = json.loads((out / "eval.json").read_text())
     rows = {(r["system"], r["condition"]): r for r in report["rows"]}
-    assert set(rows) == {("vae", "clean"), ("vae", "cbr320"), ("vae", "cbr64"), ("input", "cbr320"), ("input", "cbr64")}
+    assert set(rows) == {
+        ("vae", "clean"),
+        ("vae", "cbr320"),
+        ("vae", "cbr64"),
+        ("input", "cbr320"),
+        ("input", "cbr64"),
+    }
     # the do-nothing baseline gets worse as the bitrate falls
     assert rows[("input", "cbr64")]["lsd"] > rows[("input", "cbr320")]["lsd"]
     assert rows[("input", "cbr64")]["mcd"] > rows[("input", "cbr320")]["mcd"]
@@ -59,7 +70,15 @@ def test_vae_table_rows_and_baseline_degrade_with_bitrate(world: dict[str, Path]
 
 
 def test_bad_condition_is_one_line_before_loading(world: dict[str, Path], capsys) -> None:
-    argv = ["vae", "--bundle", str(world["vae"]), "--dataset_path", str(world["dataset"]), "--conditions", "aac128"]
+    argv = [
+        "vae",
+        "--bundle",
+        str(world["vae"]),
+        "--dataset_path",
+        str(world["dataset"]),
+        "--conditions",
+        "aac128",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "aac128" in err and len(err.splitlines()) == 1

@@ -1,6 +1,8 @@
 """``refrain-eval``: measure what a run learned.
 
     refrain-eval vae --bundle B --dataset_path D [--bundle OTHER] [--out DIR]
+    refrain-eval songs --generated DIR --reference DIR_or_dataset [--prompts FILE]
+                       [--mert DIR] [--clap DIR] [--whisper DIR] [--out DIR]
     refrain-eval compare A/eval.json B/eval.json
 
 ``vae`` writes ``eval.json``, ``eval.md`` and ``vae_mp3.png`` (each metric against the MP3 condition, one
@@ -81,6 +83,65 @@ def run_vae(args: argparse.Namespace) -> Path:
     return out
 
 
+def build_songs_evaluator(args: argparse.Namespace) -> Any:
+    """The configured embedding, CLAP and ASR models from their local folders (none is required)."""
+    from refrain.eval.asr import WhisperTranscriber
+    from refrain.eval.embedders import EmbedderSpec, build_embedder
+    from refrain.eval.embedding_cache import EmbeddingCache
+    from refrain.eval.songs_eval import SongsEvaluator
+
+    embedders = []
+    if args.mert:
+        spec = EmbedderSpec("mert", "ssl", args.mert, args.mert_layer, args.mert_sample_rate, normalize=True)
+        embedders.append(build_embedder(spec, args.device))
+    clap = build_embedder(EmbedderSpec("clap", "clap", args.clap), args.device) if args.clap else None
+    if clap is not None:
+        embedders.append(clap)
+    asr = WhisperTranscriber(args.whisper, args.device, args.language) if args.whisper else None
+    return SongsEvaluator(embedders, clap, asr, EmbeddingCache(args.cache_dir), args.max_seconds,
+                          args.language, None if args.quiet else _progress)  # fmt: skip
+
+
+def run_songs(args: argparse.Namespace) -> Path:
+    """FAD, CLAP score, WER/PER and music statistics of a generated set against a reference set."""
+    from refrain.eval.report import markdown_table, write_report
+    from refrain.eval.songs_eval import read_prompts_file, song_set, summarise
+
+    prompts = read_prompts_file(args.prompts) if args.prompts else None
+    generated, reference = song_set(args.generated, prompts), song_set(args.reference)
+    evaluator = build_songs_evaluator(args)
+    started = time.perf_counter()
+    fad = evaluator.fad(generated, reference) if evaluator.embedders else {}
+    per_song = {s.name: evaluator.per_song(s) for s in (generated, reference)}
+    seconds = time.perf_counter() - started
+    rows = [
+        {**summarise(per_song[generated.name], "generated"), **fad},
+        summarise(per_song[reference.name], "reference"),
+    ]
+    out = Path(args.out) if args.out else Path(args.generated) / "eval"
+    models = {e.name: e.fingerprint for e in evaluator.embedders}
+    if evaluator.asr is not None:
+        models["whisper"] = evaluator.asr.fingerprint
+    report = {
+        "kind": "songs",
+        "inputs": {"generated": str(args.generated), "reference": str(args.reference), "prompts": args.prompts,
+                   "max_seconds": args.max_seconds, "models": models},
+        "rows": rows,
+        "per_song": per_song,
+        "timing": {"seconds": seconds, "cache_hits": evaluator.cache.hits, "cache_misses": evaluator.cache.misses},
+    }  # fmt: skip
+    markdown = (
+        f"# Songs: {len(generated.songs)} generated against {len(reference.songs)} reference\n\n"
+        "fad_* and wer/per: lower is better; clap: higher is better; loudness and centroid figures describe "
+        "the sets (compare generated with reference).\n\n" + markdown_table(rows)
+    )
+    write_report(out, report, markdown)
+    print(markdown)
+    print(f"eval: {out / 'eval.json'}, {out / 'eval.md'} ({seconds:.1f} s, embedding cache "
+          f"{evaluator.cache.hits} hits / {evaluator.cache.misses} computed)")  # fmt: skip
+    return out
+
+
 def run_compare(args: argparse.Namespace) -> None:
     """Print B - A per row and metric with the verdict (+ better, - worse, = equal)."""
     from refrain.eval.report import compare_reports, markdown_table, read_report
@@ -114,6 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     vae.add_argument("--device", default="cpu")
     vae.add_argument("--out", default=None, help="report folder (default <first bundle>/eval)")
     vae.add_argument("--quiet", action="store_true", help="no per-clip progress lines")
+    songs = sub.add_parser("songs", help="FAD, CLAP score, lyric WER/PER and statistics of a song set")
+    songs.add_argument("--generated", required=True, help="folder of generated songs (with their sidecars)")
+    songs.add_argument("--reference", required=True, help="folder of reference songs or a prepared dataset")
+    songs.add_argument("--prompts", default=None, help="the prompts file the songs were generated from")
+    songs.add_argument("--mert", default=None, help="local MERT (or HuBERT-style) folder for FAD")
+    songs.add_argument(
+        "--mert_layer", type=int, default=-1, help="hidden layer whose time mean is the embedding"
+    )
+    songs.add_argument("--mert_sample_rate", type=int, default=24000, help="the model's input rate")
+    songs.add_argument("--clap", default=None, help="local CLAP folder: FAD and the text-audio score")
+    songs.add_argument("--whisper", default=None, help="local Whisper folder: lyric WER and PER")
+    songs.add_argument("--language", default=None, help="lyrics language for ASR and G2P (default: detect)")
+    songs.add_argument("--max_seconds", type=float, default=30.0, help="audio read per song")
+    songs.add_argument(
+        "--cache_dir", default=None, help="embedding cache (default ~/.cache/refrain/embeddings)"
+    )
+    songs.add_argument("--device", default="cpu")
+    songs.add_argument("--out", default=None, help="report folder (default GENERATED/eval)")
+    songs.add_argument("--quiet", action="store_true")
     compare = sub.add_parser("compare", help="difference table of two eval.json files")
     compare.add_argument("a", help="eval.json (or its folder) of the baseline")
     compare.add_argument("b", help="eval.json (or its folder) to compare against it")
@@ -123,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"vae": run_vae, "compare": run_compare}[args.command](args)
+        {"vae": run_vae, "songs": run_songs, "compare": run_compare}[args.command](args)
     except RefrainInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

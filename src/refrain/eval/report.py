@@ -69,23 +69,35 @@ def _row_id(row: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(str(row.get(k, "")) for k in ROW_KEYS)
 
 
+def direction(metric: str) -> int:
+    """+1 if higher is better, -1 if lower is, 0 if the metric has no better side (e.g. loudness)."""
+    if metric in DIRECTIONS:
+        return DIRECTIONS[metric]
+    return DIRECTIONS.get(metric.split("_")[0], 0)
+
+
 def compare_reports(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Rows present in both reports: A, B, B - A per metric and whether B is better (+), worse (-) or equal."""
+    """Rows present in both reports: A, B, B - A per metric and whether B is better (+), worse (-), equal (=)
+    or neither (a figure with no better side, such as loudness, gets ' ')."""
     b_rows = {_row_id(row): row for row in b["rows"]}
     out = []
     for row_a in a["rows"]:
         row_b = b_rows.get(_row_id(row_a))
         if row_b is None:
             continue
-        for metric, direction in DIRECTIONS.items():
-            va, vb = row_a.get(metric), row_b.get(metric)
-            if not isinstance(va, (int, float)) or not isinstance(vb, (int, float)):
+        label = " ".join(v for v in _row_id(row_a) if v)
+        for metric, va in row_a.items():
+            vb = row_b.get(metric)
+            if metric in ROW_KEYS or isinstance(va, bool) or not isinstance(va, (int, float)):
+                continue
+            if not isinstance(vb, (int, float)) or metric in ("clips", "songs"):
                 continue
             delta = float(vb) - float(va)
-            verdict = (
-                "=" if math.isnan(delta) or abs(delta) < 1e-9 else ("+" if delta * direction > 0 else "-")
-            )
-            label = " ".join(v for v in _row_id(row_a) if v)
+            sign = direction(metric)
+            if math.isnan(delta) or abs(delta) < 1e-9:
+                verdict = "="
+            else:
+                verdict = " " if sign == 0 else ("+" if delta * sign > 0 else "-")
             out.append({"row": label, "metric": metric, "A": va, "B": vb, "B-A": delta, "better": verdict})
     return out
 
