@@ -44,7 +44,21 @@ def test_unknown_target_lists_what_would_match() -> None:
     with pytest.raises(RefrainInputError) as info:
         inject_lora(tiny_dit(), spec)
     message = str(info.value)
-    assert "'linear_q' matches no module" in message and "attn.to_q" in message and "\n" not in message
+    assert "'linear_q' matches nothing" in message and "attn.to_q" in message and "\n" not in message
+
+
+def test_every_unmatched_acestep_target_is_named_in_one_error() -> None:
+    """ACE-Step's own example config: four names match nothing here; one run reports all four."""
+    targets = ["speaker_embedder", "linear_q", "linear_k", "linear_v", "to_q", "to_k", "to_v", "to_out.0", "to_qq"]
+    spec = parse_lora_spec({"r": 4, "lora_alpha": 4, "target_modules": targets}, "acestep.json")
+    with pytest.raises(RefrainInputError) as info:
+        inject_lora(tiny_dit(), spec)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("acestep.json: target_modules: 5 of 9 entries")
+    for name in ("speaker_embedder", "linear_q", "linear_k", "linear_v", "to_qq"):
+        assert f"'{name}' matches nothing" in message, name
+    assert "conditioner.lyric_proj" in message and "conditioner.speaker_proj" in message  # ACE-Step's roles
+    assert "'to_qq' matches nothing (closest: attn.to_q" in message  # difflib's nearest names
 
 
 def test_target_of_wrong_kind() -> None:

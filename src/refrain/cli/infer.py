@@ -22,10 +22,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from refrain.cli.infer_inputs import open_bundle, preflight
 from refrain.errors import RefrainInputError
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -34,8 +36,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 def _common(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     """Loading and output flags every invocation has."""
     parser.add_argument(
-        "--bundle", type=Path, default=None, help="an exported DiT bundle (refrain-export --kind dit)"
-    )
+        "--bundle", type=Path, default=None,
+        help="an exported DiT bundle (refrain-export --kind dit), or a DiT training checkpoint (.ckpt)",
+    )  # fmt: skip
     parser.add_argument(
         "--out",
         type=Path,
@@ -59,6 +62,10 @@ def _common(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     parser.add_argument(
         "--lora", action="append", default=[], metavar="ADAPTER[:SCALE]",
         help="a LoRA adapter folder to apply (repeatable; scale 0 switches one off)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--allow_other_base", action="store_true",
+        help="apply adapters that record another base bundle hash than --bundle's",
     )  # fmt: skip
 
 
@@ -181,7 +188,6 @@ def check_output(path: Path) -> Path:
 def run(args: argparse.Namespace, regenerate: bool) -> list[Path]:
     """Load the bundle, sample, save song + sidecar (+ PNG); returns the written song paths."""
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from refrain.cli.encode import resolve_device
     from refrain.sampling.pipeline import Pipeline
@@ -201,15 +207,28 @@ def run(args: argparse.Namespace, regenerate: bool) -> list[Path]:
         )
     if args.out is not None and not getattr(args, "prompts_file", None):
         check_output(args.out)
+    has_sampler = sidecar is None and hasattr(args, "steps")
+    preflight(args, Path(bundle), sampler_options(args) if has_sampler else None)  # before the slow load
     dtype = getattr(torch, args.dtype)
-    pipe = Pipeline.from_bundle(
-        bundle, resolve_device(args.device), dtype, args.text_encoder_dir, not args.no_verify
-    )
+    with ExitStack() as stack:
+        folder, identity = open_bundle(Path(bundle), stack)
+        pipe = Pipeline.from_bundle(
+            folder, resolve_device(args.device), dtype, args.text_encoder_dir, not args.no_verify
+        )
+        if identity is not None:  # a training checkpoint: sidecars name it, and the weights' hash
+            pipe.bundle_hash, pipe.bundle_path = identity, str(Path(bundle).resolve())
+        return sample_and_save(pipe, args, sidecar)
+
+
+def sample_and_save(pipe: Any, args: argparse.Namespace, sidecar: dict[str, Any] | None) -> list[Path]:
+    """Adapters on, the mode (or the regeneration) run under a progress bar, songs and sidecars saved."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     if args.lora:
         from refrain.lora.adapters import AdapterRef
         from refrain.lora.sampling import apply_adapters
 
-        apply_adapters(pipe, [AdapterRef.parse(text) for text in args.lora])
+        apply_adapters(pipe, [AdapterRef.parse(text) for text in args.lora], args.allow_other_base)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

@@ -1,6 +1,6 @@
-"""`python -m refrain.lora merge`: fold LoRA adapters into a base DiT bundle and write a merged bundle.
+"""`refrain-lora merge`: fold LoRA adapters into a base DiT bundle and write a merged bundle.
 
-    python -m refrain.lora merge --bundle BASE --lora exps/stems/adapter --lora exps/rap/adapter:0.5 --out MERGED
+    refrain-lora merge --bundle BASE --lora exps/stems/adapter --lora exps/rap/adapter:0.5 --out MERGED
 
 The merged bundle samples like base + adapters (``refrain-infer ... --bundle MERGED``), without PEFT at
 inference and without the adapters' extra matmuls.
@@ -17,7 +17,7 @@ from refrain.errors import RefrainInputError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m refrain.lora", description="LoRA adapter tools.")
+    parser = argparse.ArgumentParser(prog="refrain-lora", description="LoRA adapter tools.")
     commands = parser.add_subparsers(dest="command", required=True)
     merge = commands.add_parser("merge", help="fold adapters into a base bundle and write a merged bundle")
     merge.add_argument(
@@ -26,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--lora", action="append", required=True, metavar="ADAPTER[:SCALE]", help="repeatable")
     merge.add_argument("--out", type=Path, required=True, help="the merged bundle folder to write")
     merge.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
+    merge.add_argument(
+        "--allow_other_base", action="store_true",
+        help="merge adapters that record another base bundle hash than --bundle's",
+    )  # fmt: skip
     return parser
 
 
@@ -36,7 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         refs = [AdapterRef.parse(text) for text in args.lora]
-        out = export_merged_bundle(args.bundle, refs, args.out, overwrite=args.overwrite)
+        out = export_merged_bundle(
+            args.bundle, refs, args.out, overwrite=args.overwrite, allow_other_base=args.allow_other_base
+        )
     except RefrainInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -71,6 +71,19 @@ def read_adapter_base(folder: str | Path) -> dict[str, Any]:
     return dict(read_json(file).get(BASE_KEY) or {}) if file.is_file() else {}
 
 
+def check_adapter_base(folder: str | Path, base_hash: str, allow_other_base: bool = False) -> None:
+    """An adapter learned deltas against one set of base weights; on another base (same shapes, other
+    weights) it loads without a complaint and samples something else. Refused unless explicitly allowed."""
+    recorded = str(read_adapter_base(folder).get("bundle_hash") or "")
+    if not recorded or not base_hash or recorded == base_hash or allow_other_base:
+        return
+    trained_on = read_adapter_base(folder).get("bundle") or "see refrain_lora.json"
+    raise RefrainInputError(
+        Path(folder), f"was trained on base bundle {recorded[:12]}, but this base is {base_hash[:12]}",
+        f"use the base it was trained on ({trained_on}), or pass --allow_other_base to apply it anyway",
+    )  # fmt: skip
+
+
 def _tensor_shapes(file: Path) -> dict[str, tuple[int, ...]]:
     with safe_open(str(file), framework="pt") as handle:
         return {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118 - safe_open is not iterable
@@ -172,11 +185,18 @@ def _unique_names(refs: Sequence[AdapterRef]) -> list[str]:
     return names
 
 
-def load_adapters(base: nn.Module, refs: Sequence[AdapterRef]) -> LoadedAdapters:
-    """Load every adapter onto ``base`` (in place), all active at their scales, in eval mode."""
+def load_adapters(
+    base: nn.Module, refs: Sequence[AdapterRef], base_hash: str = "", allow_other_base: bool = False
+) -> LoadedAdapters:
+    """Load every adapter onto ``base`` (in place), all active at their scales, in eval mode.
+
+    ``base_hash`` is the bundle hash of ``base``; an adapter recording another one is refused (see
+    ``check_adapter_base``)."""
     if not refs:
         raise RefrainInputError("--lora", "no adapter given", "pass an adapter folder, optionally PATH:SCALE")
     specs = [read_adapter_spec(ref.path) for ref in refs]
+    for ref in refs:
+        check_adapter_base(ref.path, base_hash, allow_other_base)
     controlled = [(ref, spec) for ref, spec in zip(refs, specs, strict=True) if spec.control is not None]
     if len(controlled) > 1:
         raise RefrainInputError(

@@ -7,6 +7,7 @@ complains when *no* entry matches), or one that names only modules LoRA cannot a
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 
@@ -46,34 +47,53 @@ def _matches(pattern: str, name: str) -> bool:
     return name == pattern or name.endswith(f".{pattern}")
 
 
+# ACE-Step v1's LoRA target names that have no module of the same name in refrain's DiT, and where the
+# same role lives here (see lora_configs/README.md, "ACE-Step's target names").
+ACESTEP_NAMES = {
+    "linear_q": "ACE-Step's lyric-encoder attention; refrain's lyric path has none, its entry is conditioner.lyric_proj",
+    "linear_k": "ACE-Step's lyric-encoder attention; refrain's lyric path has none, its entry is conditioner.lyric_proj",
+    "linear_v": "ACE-Step's lyric-encoder attention; refrain's lyric path has none, its entry is conditioner.lyric_proj",
+    "speaker_embedder": "ACE-Step's speaker projection; here conditioner.speaker_proj, only on a base with speaker_dim",
+}  # fmt: skip
+
+
+def _unmatched_hint(pattern: str, names: list[str]) -> str:
+    if pattern in ACESTEP_NAMES:
+        return ACESTEP_NAMES[pattern]
+    close = difflib.get_close_matches(pattern, names, n=3, cutoff=0.4)
+    return f"closest: {', '.join(close)}" if close else "nothing close"
+
+
 def check_targets(model: nn.Module, config: LoraConfig, source: str = "target_modules") -> list[str]:
-    """The adaptable module names ``config`` selects; a one-line error for any pattern that selects none."""
+    """The adaptable module names ``config`` selects. Every pattern that selects nothing (or only modules
+    LoRA cannot adapt) is named in ONE one-line error, each with the closest existing names."""
     adaptable = adaptable_modules(model)
     every = [name for name, _ in model.named_modules() if name]
-    available = ", ".join(short_names(adaptable))
+    names = short_names(adaptable)
     targets = config.target_modules
     patterns = [targets] if isinstance(targets, str) else sorted(targets or [])
+    problems = []
     for pattern in patterns:
         if isinstance(targets, str):
             hit_all = [n for n in every if re.fullmatch(pattern, n)]
         else:
             hit_all = [n for n in every if _matches(pattern, n)]
         if not hit_all:
-            raise RefrainInputError(
-                f"{source}: target_modules", f"{pattern!r} matches no module of the base DiT",
-                f"use names that exist: {available}",
-            )  # fmt: skip
-        if not any(n in adaptable for n in hit_all):
+            problems.append(f"{pattern!r} matches nothing ({_unmatched_hint(pattern, names)})")
+        elif not any(n in adaptable for n in hit_all):
             kinds = sorted({type(model.get_submodule(n)).__name__ for n in hit_all})
-            raise RefrainInputError(
-                f"{source}: target_modules", f"{pattern!r} matches only {'/'.join(kinds)} modules, which LoRA cannot adapt",
-                f"target Linear layers instead: {available}",
-            )  # fmt: skip
+            problems.append(f"{pattern!r} matches only {'/'.join(kinds)} modules, which LoRA cannot adapt")
+    if problems:
+        raise RefrainInputError(
+            f"{source}: target_modules", f"{len(problems)} of {len(patterns)} entries select no module LoRA can "
+            f"adapt in the base DiT: {'; '.join(problems)}",
+            f"rename or remove them; adaptable names: {', '.join(names)}",
+        )  # fmt: skip
     selected = [name for name in adaptable if check_target_module_exists(config, name)]
     if not selected:
         raise RefrainInputError(
             f"{source}: target_modules", "the patterns select no adaptable module (all excluded)",
-            f"check exclude_modules/layers_to_transform; adaptable: {available}",
+            f"check exclude_modules/layers_to_transform; adaptable: {', '.join(names)}",
         )  # fmt: skip
     return selected
 

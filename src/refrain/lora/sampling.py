@@ -45,14 +45,16 @@ def adapters_hash(base_hash: str, refs: Sequence[AdapterRef]) -> str:
     return digest.hexdigest()
 
 
-def apply_adapters(pipe: SamplingEngine, refs: Sequence[AdapterRef]) -> LoadedAdapters:
+def apply_adapters(
+    pipe: SamplingEngine, refs: Sequence[AdapterRef], allow_other_base: bool = False
+) -> LoadedAdapters:
     """Load adapters onto a pipeline's base DiT; its modes then sample with them (``use_adapters``)."""
     if isinstance(pipe.model, AdaptedDiT) or pipe.adapters is not None:
         raise RefrainInputError(
             "--lora", "this pipeline already carries adapters or is a merged LoRA bundle",
             "load adapters onto a plain base bundle",
         )  # fmt: skip
-    loaded = load_adapters(pipe.model, refs)
+    loaded = load_adapters(pipe.model, refs, pipe.bundle_hash, allow_other_base)
     control = loaded.control_spec.control if loaded.control_spec is not None else None
     pipe.use_adapters(
         AdaptedDiT(loaded.model, loaded.null_lyrics, control).eval(), adapters_hash(pipe.bundle_hash, refs), loaded
@@ -137,7 +139,11 @@ def accompany_song(
 
 
 def export_merged_bundle(
-    bundle: str | Path, refs: Sequence[AdapterRef], out_dir: str | Path, overwrite: bool = False
+    bundle: str | Path,
+    refs: Sequence[AdapterRef],
+    out_dir: str | Path,
+    overwrite: bool = False,
+    allow_other_base: bool = False,
 ) -> Path:
     """Fold adapters (at their scales) into the base and write a DiT bundle the sampler loads like any other.
 
@@ -148,7 +154,7 @@ def export_merged_bundle(
     from refrain.bundles.dit import open_dit_bundle, save_dit_bundle
 
     base = open_dit_bundle(bundle)
-    loaded = load_adapters(base.build_model(), refs)
+    loaded = load_adapters(base.build_model(), refs, base.bundle_hash, allow_other_base)
     control = loaded.control_spec.control if loaded.control_spec is not None else None
     merged = AdaptedDiT(merge_adapters(loaded), loaded.null_lyrics, control)
     spec: dict[str, Any] = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,11 +14,13 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from refrain.config import register_resolvers
+from refrain.config import register_resolvers, resolve_checked
 from refrain.errors import RefrainInputError
-from refrain.training.callbacks import CheckpointMetadata
+from refrain.training import run_folder
+from refrain.training.callbacks import CheckpointMetadata, ParameterSummary
 from refrain.training.checkpoint_io import AtomicCheckpointIO
 from refrain.training.cluster import release_process_group
+from refrain.training.console import quiet_console
 
 
 @dataclass
@@ -40,6 +44,8 @@ def build_callbacks(cfg: DictConfig, has_logger: bool) -> list[Callback]:
     """Instantiate the named callbacks; null entries are dropped, LR monitoring only when something logs."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
     callbacks: list[Callback] = [CheckpointMetadata(resolved)]
+    if (cfg.get("trainer") or {}).get("enable_model_summary", True):
+        callbacks.append(ParameterSummary())  # Lightning's own prints a column of zero FLOPs
     for spec in (cfg.get("callbacks") or {}).values():
         if spec is None:
             continue
@@ -62,6 +68,57 @@ def check_selected(cfg: DictConfig) -> None:
         raise RefrainInputError(
             cfg.ckpt_path, "checkpoint to resume from does not exist", "pass an existing .ckpt file"
         )
+    if cfg.get("validate_only") and not (cfg.get("ckpt_path") or cfg.get("checkpoint_dir")):
+        raise RefrainInputError(
+            "--validate_only", "needs weights to validate",
+            "pass --ckpt_path CHECKPOINT (a training checkpoint) or --checkpoint_dir BUNDLE",
+        )  # fmt: skip
+
+
+def check_trainer_fits_task(trainer: pl.Trainer, task: pl.LightningModule) -> None:
+    """Settings Lightning would refuse later with its own exception, refused now in one line."""
+    accumulate = int(getattr(trainer, "accumulate_grad_batches", 1) or 1)
+    if accumulate > 1 and not task.automatic_optimization:
+        raise RefrainInputError(
+            "--accumulate_grad_batches / trainer.accumulate_grad_batches",
+            f"{type(task).__name__} steps its optimisers by hand (generator and discriminator), so Lightning "
+            f"cannot accumulate {accumulate} batches",
+            "drop it (keep 1) and raise data.batch_size (--batch_size) or add devices for a larger batch",
+        )  # fmt: skip
+
+
+def checkpoint_summary(path: str | Path) -> dict[str, Any]:
+    """The task, recipe and step a checkpoint records (memory-mapped: the tensors are not read)."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - a foreign file: nothing to report beyond the mismatch itself
+        return {}
+    config = ((checkpoint.get("refrain") or {}).get("config") or {}) if isinstance(checkpoint, dict) else {}
+    return {
+        "task": str((config.get("task") or {}).get("_target_", "?")).rsplit(".", 1)[-1],
+        "exp_name": config.get("exp_name"),
+        "global_step": int(checkpoint.get("global_step", 0)) if isinstance(checkpoint, dict) else 0,
+    }
+
+
+@contextmanager
+def explained_checkpoint_mismatch(ckpt_path: str | None, task: pl.LightningModule) -> Iterator[None]:
+    """A checkpoint of another model (a VAE checkpoint resumed into a DiT run) as one line, not Lightning's
+    traceback with a dump of every state-dict key."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not ckpt_path or "Error(s) in loading state_dict" not in str(error):
+            raise
+        facts = checkpoint_summary(ckpt_path)
+        what = f"a {facts['task']} checkpoint (run {facts['exp_name']!r})" if facts else "a checkpoint"
+        raise RefrainInputError(
+            f"--ckpt_path {ckpt_path}", f"is {what} whose weights do not fit this run's {type(task).__name__}",
+            "resume with a checkpoint of the same recipe and model size; to start from exported weights "
+            "use --checkpoint_dir BUNDLE",
+        ) from None  # fmt: skip
 
 
 @dataclass
@@ -78,13 +135,22 @@ class Run:
 def build_run(cfg: DictConfig, **trainer_kwargs: Any) -> Run:
     """Resolve LoRA routing, check the selection, and instantiate data, task, loggers, callbacks, trainer."""
     register_resolvers()
-    if cfg.get("lora_config_path"):  # LoRA task/data over the base bundle (refrain.lora.recipe)
-        from refrain.lora.recipe import lora_run_config
+    if cfg.get("lora_config_path"):  # the lora group composed the run; check its inputs in one line
+        from refrain.lora.recipe import check_lora_run
 
-        cfg = lora_run_config(cfg)
+        check_lora_run(cfg)
+    full_fine_tune = bool(cfg.get("checkpoint_dir")) and not cfg.get("lora_config_path")
+    if full_fine_tune:
+        from refrain.training import warm_start
+
+        cfg = cfg.copy()
+        warm_start.prepare_config(cfg)  # e.g. a DiT bundle's VAE, before anything reads vae_bundle
     check_selected(cfg)
+    resolve_checked(cfg)  # a resolver's bad input (a missing bundle) as one line, before anything is built
+    quiet_console()
     datamodule = instantiate(cfg.data)
-    task = instantiate(cfg.task)
+    task = warm_start.task_from_bundle(cfg) if full_fine_tune else instantiate(cfg.task)
+    run_folder.continue_logger_versions(cfg)
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
     trainer: pl.Trainer = instantiate(
@@ -92,19 +158,24 @@ def build_run(cfg: DictConfig, **trainer_kwargs: Any) -> Run:
         logger=loggers or False,
         callbacks=callbacks,
         plugins=[AtomicCheckpointIO()],
-        **trainer_kwargs,
+        **{"enable_model_summary": False, **trainer_kwargs},  # ParameterSummary (a callback) prints it
     )
+    check_trainer_fits_task(trainer, task)
     return Run(cfg, datamodule, task, trainer, callbacks)
 
 
 def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
-    """Build data, task, loggers, callbacks and a Lightning Trainer from ``cfg`` and fit."""
-    pl.seed_everything(cfg.seed, workers=True)
+    """Build data, task, loggers, callbacks and a Lightning Trainer from ``cfg`` and fit (or only validate)."""
+    if cfg.get("validate_only"):
+        from refrain.training.validate import validate
+
+        return validate(cfg, **trainer_kwargs)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = run_folder.claim_run_dir(cfg)  # before anything is built or written there
     run = build_run(cfg, **trainer_kwargs)
-    run_dir = Path(run.cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
-    run.trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=run.cfg.ckpt_path)
+    with explained_checkpoint_mismatch(run.cfg.ckpt_path, run.task):
+        run.trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=run.cfg.ckpt_path)
     release_process_group()  # DDP: a clean exit code after a finished run
 
     last = next((cb.last_model_path for cb in run.callbacks if isinstance(cb, ModelCheckpoint)), None)

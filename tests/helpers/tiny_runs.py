@@ -1,0 +1,95 @@
+"""A tiny world for whole-run CLI tests: a prepared dataset, a VAE bundle and a DiT bundle, made in code.
+
+Four 3 s songs in ACE-Step's folder layout are prepared with ``prepare_dataset``; the VAE bundle is the
+sampler tests' tiny Oobleck (16 latent channels); the DiT bundle is exported from a checkpoint of the
+tiny DiT preset over that dataset's vocabulary. ``dit_argv``/``vae_argv`` are the trainer.py command
+lines (ACE-Step flags + Hydra overrides) that train them for a few steps in seconds.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+LYRICS = "[verse]\nhello night city lights\nwe are singing all the way home\n"
+TINY_DIT_OVERRIDES = ["model/dit=tiny", "model.dit.latent_channels=16", "model.dit.lyric_vocab_size=256"]
+
+
+def write_songs(root: Path, count: int = 4, seconds: float = 3.0, rate: int = 44100) -> Path:
+    """ACE-Step's layout: x.wav + x_prompt.txt + x_lyrics.txt (tones with a little noise)."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    t = np.arange(int(seconds * rate)) / rate
+    for index in range(count):
+        tone = 0.3 * np.sin(2 * np.pi * (220 + 55 * index) * t) + 0.02 * rng.standard_normal(t.size)
+        sf.write(root / f"song{index}.wav", np.stack([tone, 0.8 * tone]).T.astype(np.float32), rate)
+        (root / f"song{index}_prompt.txt").write_text("synth pop, 120 bpm" if index % 2 else "hip hop, rap")
+        (root / f"song{index}_lyrics.txt").write_text(LYRICS)
+    return root
+
+
+def make_world(root: Path) -> dict[str, Path]:
+    """dataset (prepared), vae (bundle), dit (bundle over the dataset's vocabulary), under ``root``."""
+    from tiny_bundle import TINY_VAE
+
+    from refrain.bundles.export import export_dit
+    from refrain.bundles.vae import save_vae_bundle
+    from refrain.config import compose_config
+    from refrain.data.prepare import PrepareOptions, prepare_dataset
+    from refrain.models.vae.oobleck import build_oobleck_vae
+
+    dataset = root / "dataset"
+    prepare_dataset(
+        PrepareOptions(output_dir=dataset, input_dir=write_songs(root / "songs"), val_fraction=0.25, progress=False)
+    )
+    torch.manual_seed(0)
+    save_vae_bundle(root / "vae", build_oobleck_vae(**TINY_VAE).autoencoder, {"model": {"vae": TINY_VAE}})
+    spec = dict(compose_config(TINY_DIT_OVERRIDES).model.dit)
+    from refrain.bundles.dit import build_from_spec
+
+    torch.manual_seed(1)
+    g = torch.Generator().manual_seed(2)
+    state = {
+        f"model.{k}": v + 0.05 * torch.randn(v.shape, generator=g)
+        for k, v in build_from_spec(spec).state_dict().items()
+    }
+    config = {
+        "model": {"dit": spec}, "vae_bundle": str(root / "vae"), "dataset_path": str(dataset),
+        "text_encoder_dir": None, "shift": 3.0, "data": {"text_max_length": 32},
+    }  # fmt: skip
+    checkpoint = root / "dit_source.ckpt"
+    torch.save({"state_dict": state, "refrain": {"config": config, "format_version": 1}, "global_step": 3},
+               checkpoint)  # fmt: skip
+    export_dit(checkpoint, root / "dit", use_ema=False)
+    return {"root": root, "dataset": dataset, "vae": root / "vae", "dit": root / "dit"}
+
+
+def common_overrides(run_dir: Path) -> list[str]:
+    return [
+        f"run_dir={run_dir}", "logger=csv", "callbacks.progress=null", "trainer.accelerator=cpu",
+        "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false", "num_workers=0",
+    ]  # fmt: skip
+
+
+def dit_argv(world: dict[str, Path], run_dir: Path, steps: int = 2) -> list[str]:
+    """A few steps of the tiny DiT on the world's dataset, conditioning encoded online (cached on first use)."""
+    return [
+        "experiment=demo_dit", "~repa", *TINY_DIT_OVERRIDES, "--dataset_path", str(world["dataset"]),
+        "--vae_bundle", str(world["vae"]), "--max_steps", str(steps), "--every_n_train_steps", str(steps),
+        "--every_plot_step", "1000", "data.batch_size=2", "data.max_frames=32", "data.val_items=1",
+        "data.text_max_length=32", "task.ema_decay=null", "trainer.val_check_interval=null",
+        "+trainer.limit_val_batches=1", "trainer.check_val_every_n_epoch=1", *common_overrides(run_dir),
+    ]  # fmt: skip
+
+
+def vae_argv(world: dict[str, Path], run_dir: Path, steps: int = 2) -> list[str]:
+    """A few steps of the demo VAE recipe on the world's dataset with the tiny preset."""
+    return [
+        "experiment=demo_vae", "--dataset_path", str(world["dataset"]), "--max_steps", str(steps),
+        "--every_n_train_steps", str(steps), "--every_plot_step", "1000", "data.crop_samples=16384",
+        "data.val_items=1", "trainer.val_check_interval=null", "+trainer.limit_val_batches=1",
+        "trainer.check_val_every_n_epoch=1", *common_overrides(run_dir),
+    ]  # fmt: skip
