@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from refrain.config import compose_config, config_keys, group_options
+from refrain.config import compose_config, config_keys, group_options, normalize_overrides, resolve_checked
 from refrain.errors import RefrainInputError
 
 
@@ -55,3 +55,34 @@ def test_config_keys_walks_nested_paths() -> None:
 
 def test_group_options_lists_yaml_files() -> None:
     assert {"tensorboard", "csv", "wandb"} <= set(group_options("logger"))
+
+
+def test_a_group_set_to_null_is_dropped_even_when_a_recipe_selected_it() -> None:
+    assert normalize_overrides(["repa=null", "model/dit=null", "exp_name=null"]) == [
+        "~repa", "~model/dit", "exp_name=null",
+    ]  # fmt: skip
+    cfg = compose_config(["experiment=demo_dit", "repa=null"])
+    assert cfg.get("repa") is None and cfg.data.teachers is None
+    assert compose_config(["experiment=demo_dit"]).repa.teachers is not None
+
+
+def test_cfg_job_with_repa_null_prints_the_config(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    from refrain.cli.train import main
+
+    main(["experiment=demo_dit", "repa=null", f"run_dir={tmp_path}", "--cfg", "job"])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err and "exp_name: demo_dit" in out.out and "random_teachers" not in out.out
+
+
+def test_dit_latent_channels_are_read_from_the_vae_bundle(tmp_path) -> None:
+    from tiny_bundle import TINY_VAE
+
+    from refrain.bundles.vae import save_vae_bundle
+    from refrain.models.vae.oobleck import build_oobleck_vae
+
+    bundle = save_vae_bundle(tmp_path / "vae", build_oobleck_vae(**TINY_VAE).autoencoder, {})
+    cfg = compose_config(["experiment=demo_dit", f"vae_bundle={bundle}"])
+    assert cfg.model.dit.latent_channels == TINY_VAE["latent_channels"] == 16
+    assert compose_config(["experiment=demo_dit"]).model.dit.latent_channels == 64  # no bundle named yet
+    with pytest.raises(RefrainInputError, match="manifest"):
+        resolve_checked(compose_config(["experiment=demo_dit", f"vae_bundle={tmp_path}"]))

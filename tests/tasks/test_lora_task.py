@@ -227,10 +227,15 @@ def test_the_reference_path_learns_what_lora_alone_cannot(tmp_path: Path) -> Non
     assert stem < 0.6 * start and stem < 0.8 * plain, losses
 
 
-def test_trainer_flags_route_to_a_lora_run(world: dict[str, Path], tmp_path: Path) -> None:
-    from refrain.cli.train import translate_argv
+def test_trainer_flags_route_to_a_lora_run_whose_cfg_job_is_the_config_it_trains(
+    world: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ACE-Step's flags alone compose the LoRA run in Hydra: `--cfg job --resolve` prints exactly the
+    config the run's checkpoints store (nothing is patched after composition)."""
+    import yaml
+
+    from refrain.cli.train import main
     from refrain.config import compose_config
-    from refrain.training.run import train
 
     spec_file = tmp_path / "l2v.json"
     spec_file.write_text(json.dumps(small_spec("lyric2vocal").to_dict()))
@@ -239,18 +244,25 @@ def test_trainer_flags_route_to_a_lora_run(world: dict[str, Path], tmp_path: Pat
         "--dataset_path", str(world["dataset"]), "--exp_name", "l2v", "--max_steps", "2", "--num_workers", "0",
         "--every_n_train_steps", "2", "--every_plot_step", "2", f"run_dir={tmp_path / 'run'}", "logger=csv",
         "callbacks.progress=null", "trainer.accelerator=cpu", "trainer.enable_model_summary=false",
+        "+trainer.limit_val_batches=1",
     ]  # fmt: skip
-    cfg = compose_config(translate_argv(argv))
-    assert cfg.get("lora") is None and cfg.get("task") is None  # ACE-Step's command line selects neither
-    result = train(cfg, limit_val_batches=1)
-    assert result.trainer.global_step == 2
-    task = result.task
-    assert isinstance(task, LoraTask) and task.spec.variant == "lyric2vocal"
+    main([*argv, "--cfg", "job", "--resolve"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["task"]["_target_"] == "refrain.tasks.lora_task.LoraTask"
+    assert printed["vae_bundle"] == str(world["bundle"] / "vae") and printed["data"]["text_max_length"] == 32
+    main(argv)
+    assert "run folder:" in capsys.readouterr().out
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 2
+    assert checkpoint["refrain"]["config"] == printed
     saved = load_file(str(tmp_path / "run" / "adapter" / "adapter_model.safetensors"))
     assert saved and all(".lora_" in k for k in saved)
     assert (
         tmp_path / "run" / "plots" / "step_000002" / "spectrograms.png"
     ).is_file()  # decoded with the base's VAE
-    with pytest.raises(RefrainInputError, match="needs the base DiT bundle"):
-        cfg2 = compose_config(translate_argv(["--lora_config_path", str(spec_file), "--dataset_path", "x"]))
-        train(cfg2)
+    with pytest.raises(SystemExit):
+        main(["--lora_config_path", str(spec_file), "--dataset_path", "x"])
+    assert "needs the base DiT bundle" in capsys.readouterr().err
+    assert compose_config([f"lora_config_path={spec_file}"]).task.get(
+        "lora_config_path"
+    ) == str(spec_file)  # the Hydra spelling selects the lora group too

@@ -1,63 +1,71 @@
-"""Turn a training config that names a LoRA JSON into a LoRA run (called by ``refrain.training.run.train``).
+"""What a LoRA run takes from its base bundle, and the checks that run before anything is built.
 
-ACE-Step's command line gives only ``--checkpoint_dir BASE_BUNDLE --lora_config_path X.json``; no task or
-data group is selected. The ``lora`` group (conf/lora/default.yaml, applied when none was selected) says
-which task/data configs a LoRA run starts from and what it changes in them; facts the base bundle
-already fixes (its VAE, text encoder, prompt length, speaker size) are filled in unless set explicitly.
+ACE-Step's command line gives only ``--checkpoint_dir BASE_BUNDLE --lora_config_path X.json``. Setting
+``lora_config_path`` selects the ``lora`` config group (``refrain.config.normalize_overrides``), which
+Hydra composes like any other: conf/lora/default.yaml picks the DiT task and data and changes what a
+LoRA run changes in them. Facts the base bundle fixes (its VAE, text encoder, prompt length, speaker
+size) enter through the ``${refrain_base:${checkpoint_dir},KEY}`` resolver, so ``--cfg job`` prints the
+run that trains and an explicit override still wins.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
-from refrain.config import conf_dir
 from refrain.errors import RefrainInputError
 from refrain.lora.config import load_lora_spec
 
-DEFAULT_OPTION = "default"
+NEEDS_BASE = (
+    "--checkpoint_dir",
+    "a LoRA run needs the base DiT bundle it adapts",
+    "pass --checkpoint_dir BASE_BUNDLE (a folder made by refrain-export)",
+)
+BASE_FACTS = ("vae_bundle", "text_encoder_dir", "text_max_length", "speaker_dim", "latent_channels")
 
 
-def _group_file(group: str, option: str) -> Path:
-    path = conf_dir() / group / f"{option}.yaml"
-    if not path.is_file():
-        raise RefrainInputError(f"lora.base_{group}", f"no config {path}", f"use an option of conf/{group}/")
-    return path
-
-
-def lora_run_config(cfg: DictConfig) -> DictConfig:
-    """``cfg`` unchanged when no LoRA JSON is named, else a copy set up for LoRA fine-tuning."""
-    if not cfg.get("lora_config_path"):
-        return cfg
-    load_lora_spec(cfg.lora_config_path)  # bad JSON fails here, before anything is built
-    if not cfg.get("checkpoint_dir"):
-        raise RefrainInputError(
-            "--checkpoint_dir", "a LoRA run needs the base DiT bundle it adapts",
-            "pass --checkpoint_dir BASE_BUNDLE (a folder made by refrain-export)",
-        )  # fmt: skip
+def base_bundle_fact(bundle: str | None, key: str) -> Any:
+    """One fact of the base DiT bundle (see ``BASE_FACTS``), read from its manifest without the weights."""
+    if not bundle:
+        raise RefrainInputError(*NEEDS_BASE)
+    if key not in BASE_FACTS:
+        raise RefrainInputError(f"refrain_base:{key}", "not a fact of a base bundle", f"use one of {BASE_FACTS}")
     from refrain.bundles.dit import open_dit_bundle
 
-    bundle = open_dit_bundle(cfg.checkpoint_dir, verify=False)
-    out = cfg.copy()
-    with open_dict(out):
-        if out.get("lora") is None:
-            out.lora = OmegaConf.load(_group_file("lora", DEFAULT_OPTION))
-        lora = out.lora
-        for slot in ("task", "data"):
-            base = out.get(slot)
-            if base is None:
-                base = OmegaConf.load(_group_file(slot, str(lora[f"base_{slot}"])))
-            out[slot] = OmegaConf.merge(base, lora[slot])
-        if not out.get("vae_bundle"):
-            out.vae_bundle = str(bundle.vae_path)
-        encoder = bundle.text_encoder
-        if out.get("text_encoder_dir") is None and encoder.path:
-            out.text_encoder_dir = encoder.path
-        data = out.data
-        if "text_max_length" in data:
-            data.text_max_length = int(encoder.max_length)
-        speaker = (bundle.manifest.get("model") or {}).get("speaker_dim")
-        if "speaker_dim" in data and data.get("speaker_dim") is None and speaker:
-            data.speaker_dim = int(speaker)
-    return out
+    opened = open_dit_bundle(bundle, verify=False)
+    encoder = opened.text_encoder
+    if key == "vae_bundle":
+        return str(opened.vae_path)
+    if key == "text_encoder_dir":
+        return encoder.path
+    if key == "text_max_length":
+        return int(encoder.max_length)
+    if key == "latent_channels":
+        return int(opened.manifest["latent_channels"])
+    model = opened.manifest.get("model") or {}
+    speaker = model.get("speaker_dim", (model.get("config") or {}).get("speaker_dim"))
+    return int(speaker) if speaker else None
+
+
+def is_lora_run(cfg: DictConfig) -> bool:
+    """A config composed with the lora group: its task reads the LoRA JSON."""
+    task = cfg.get("task")
+    return task is not None and "lora_config_path" in task
+
+
+def check_lora_run(cfg: DictConfig) -> None:
+    """One-line errors for a LoRA run that cannot start: bad JSON, no base bundle, no lora group."""
+    if not cfg.get("lora_config_path"):
+        return
+    load_lora_spec(cfg.lora_config_path)  # bad JSON fails here, before anything is built
+    if not cfg.get("checkpoint_dir"):
+        raise RefrainInputError(*NEEDS_BASE)
+    from refrain.bundles.dit import open_dit_bundle
+
+    open_dit_bundle(cfg.checkpoint_dir, verify=False)
+    if not is_lora_run(cfg):
+        raise RefrainInputError(
+            "lora_config_path", "is set but the lora config group is not selected",
+            "add lora=default (trainer.py --lora_config_path selects it by itself)",
+        )  # fmt: skip

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 from refrain.errors import RefrainInputError
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.dit.velocity import VelocityModel, VelocityOutput
 
-CONF = Path(__file__).resolve().parents[3] / "conf" / "model" / "dit"
+
+def preset(name: str):
+    """A conf/model/dit preset as trainer.py composes it (its latent size resolves from the VAE bundle)."""
+    from refrain.config import compose_config
+
+    return compose_config([f"model/dit={name}"]).model.dit
 C, TEXT, SPK = 8, 16, 6
 
 
@@ -122,7 +124,7 @@ def test_bad_config_and_input_are_errors() -> None:
 
 
 def test_tiny_preset_runs() -> None:
-    model = instantiate(OmegaConf.load(CONF / "tiny.yaml"))
+    model = instantiate(preset("tiny"))
     cond = DiTConditioning(
         style=torch.randn(1, 3, 384),
         style_mask=torch.ones(1, 3, dtype=torch.bool),
@@ -135,7 +137,7 @@ def test_presets_on_meta_device() -> None:
     counts = {}
     for name in ("small", "base_1b"):
         with torch.device("meta"):
-            model = instantiate(OmegaConf.load(CONF / f"{name}.yaml"))
+            model = instantiate(preset(name))
         counts[name] = sum(p.numel() for p in model.parameters())
         assert all(p.is_meta for p in model.parameters())
     print(f"\nDiT parameters: small {counts['small'] / 1e6:.1f} M, base_1b {counts['base_1b'] / 1e9:.3f} B")
