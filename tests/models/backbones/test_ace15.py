@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.ace15 import ace15_release  # noqa: F401  (session fixture)
 
 from refrain.errors import RefrainInputError
 from refrain.losses.flow_matching import FlowMatchingLoss
@@ -16,7 +15,7 @@ from refrain.models.backbones.ace15 import TRAIN_RECIPE, AceStep15, build_ace15,
 
 
 @pytest.fixture(scope="module")
-def backbone(ace15_release: Path) -> AceStep15:  # noqa: F811
+def backbone(ace15_release: Path) -> AceStep15:
     return load_ace15(ace15_release, repa_layer=2).eval()
 
 
@@ -41,7 +40,7 @@ def test_default_configs_have_the_published_sizes_on_the_meta_device() -> None:
     assert model.latent_channels == 64 and model.hidden_size == 2048
 
 
-def test_a_folder_missing_part_of_the_layout_is_a_one_line_error(ace15_release: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_a_folder_missing_part_of_the_layout_is_a_one_line_error(ace15_release: Path, tmp_path: Path) -> None:
     broken = tmp_path / "release"
     shutil.copytree(ace15_release, broken, ignore=shutil.ignore_patterns("condition_encoder"))
     assert is_release_folder(ace15_release) and not is_release_folder(broken)
@@ -52,7 +51,7 @@ def test_a_folder_missing_part_of_the_layout_is_a_one_line_error(ace15_release: 
         load_ace15(ace15_release, repa_layer=9)
 
 
-def test_turbo_flag_and_defaults_follow_the_release(ace15_release: Path) -> None:  # noqa: F811
+def test_turbo_flag_and_defaults_follow_the_release(ace15_release: Path) -> None:
     base, turbo = load_ace15(ace15_release, repa_layer=2), load_ace15(ace15_release, repa_layer=2, turbo=True)
     assert base.backbone_spec.name == "ace15" and turbo.backbone_spec.name == "ace15_turbo"
     assert base.backbone_spec.sampler_defaults["guidance"] == "apg"
@@ -90,7 +89,7 @@ def test_repa_hidden_state_is_one_token_per_latent_frame(backbone: AceStep15) ->
     assert torch.equal(out.hidden[:, 20], seen[0][:, 10])  # odd length: the last patch is padded
 
 
-def test_gradient_checkpointing_changes_no_numbers(ace15_release: Path) -> None:  # noqa: F811
+def test_gradient_checkpointing_changes_no_numbers(ace15_release: Path) -> None:
     plain, ckpt = (
         load_ace15(ace15_release, repa_layer=2),
         load_ace15(ace15_release, repa_layer=2, gradient_checkpointing=True),

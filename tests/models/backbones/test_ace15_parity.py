@@ -13,7 +13,6 @@ import pytest
 import torch
 from diffusers import AceStepPipeline
 from diffusers.utils import logging as diffusers_logging
-from helpers.ace15 import ace15_release  # noqa: F401  (session fixture)
 
 from refrain.models.backbones.ace15 import AceStep15, load_ace15
 from refrain.models.backbones.ace15_conditioning import AceStepConditioning
@@ -26,7 +25,7 @@ TOLERANCE = 1e-5
 
 
 @pytest.fixture(scope="module")
-def pipe(ace15_release: Path) -> AceStepPipeline:  # noqa: F811
+def pipe(ace15_release: Path) -> AceStepPipeline:
     diffusers_logging.set_verbosity_error()
     pipeline = AceStepPipeline.from_pretrained(ace15_release)
     pipeline.set_progress_bar_config(disable=True)
@@ -34,7 +33,7 @@ def pipe(ace15_release: Path) -> AceStepPipeline:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def backbone(ace15_release: Path) -> AceStep15:  # noqa: F811
+def backbone(ace15_release: Path) -> AceStep15:
     return load_ace15(ace15_release, repa_layer=2).eval()
 
 
