@@ -80,7 +80,9 @@ class AceStep15(nn.Module):
         self.frame_rate = float(frame_rate)
         self.repa_layer = int(repa_layer)
         config = transformer.config
-        self.turbo = bool(config.is_turbo or config.model_version == "turbo") if turbo is None else bool(turbo)
+        self.turbo = (
+            bool(config.is_turbo or config.model_version == "turbo") if turbo is None else bool(turbo)
+        )
         self.condition_encoder.requires_grad_(train_condition_encoder)
         self.enable_gradient_checkpointing(gradient_checkpointing)
         self._memo: dict[int, tuple[Any, Tensor]] = {}
@@ -147,7 +149,12 @@ class AceStep15(nn.Module):
     def encode_condition(self, cond: AceStepConditioning) -> Tensor:
         """The packed cross-attention sequence (B, L, D); dropped samples get the null embedding."""
         key = id(cond)
-        if not torch.is_grad_enabled() and not self.training and key in self._memo and self._memo[key][0] is cond:
+        if (
+            not torch.is_grad_enabled()
+            and not self.training
+            and key in self._memo
+            and self._memo[key][0] is cond
+        ):
             return self._memo[key][1]
         dtype = self.transformer.dtype
         b = cond.batch_size
@@ -206,7 +213,9 @@ class AceStep15(nn.Module):
             if hook is not None:
                 hook.remove()
         velocity = out.transpose(1, 2) * cond.frame_mask[:, None, :].to(out.dtype)
-        hidden = frames_to_tokens(captured[-1], x.shape[-1], self.transformer.patch_size) if captured else None
+        hidden = (
+            frames_to_tokens(captured[-1], x.shape[-1], self.transformer.patch_size) if captured else None
+        )
         return VelocityOutput(velocity=velocity.to(x.dtype), hidden=hidden)
 
 
@@ -240,7 +249,9 @@ def is_release_folder(root: str | Path | None) -> bool:
     if not root:
         return False
     path = Path(root)
-    return (path / "transformer" / "config.json").is_file() and (path / "condition_encoder" / "config.json").is_file()
+    return (path / "transformer" / "config.json").is_file() and (
+        path / "condition_encoder" / "config.json"
+    ).is_file()
 
 
 def load_ace15(
@@ -262,9 +273,20 @@ def load_ace15(
         import json
 
         config = json.loads(vae_config.read_text())
-        frame_rate = float(config.get("sampling_rate", 48000)) / math.prod(config.get("downsampling_ratios", [1920]))
+        frame_rate = float(config.get("sampling_rate", 48000)) / math.prod(
+            config.get("downsampling_ratios", [1920])
+        )
     text = TextSide(root) if (root / "text_encoder").is_dir() else None
-    return AceStep15(transformer, encoder, text, frame_rate, repa_layer, turbo, gradient_checkpointing, train_condition_encoder)
+    return AceStep15(
+        transformer,
+        encoder,
+        text,
+        frame_rate,
+        repa_layer,
+        turbo,
+        gradient_checkpointing,
+        train_condition_encoder,
+    )
 
 
 def build_ace15(

@@ -119,7 +119,9 @@ class AceStepConditioning:
         for f in fields(self):
             value = getattr(self, f.name)
             if value is not None:
-                value = value.to(device=device, dtype=dtype if dtype is not None and value.is_floating_point() else None)
+                value = value.to(
+                    device=device, dtype=dtype if dtype is not None and value.is_floating_point() else None
+                )
             values[f.name] = value
         return AceStepConditioning(**values)
 
@@ -135,8 +137,12 @@ class AceStepConditioning:
         out: dict[str, Tensor | None] = {}
         for name, mask in _SEQUENCES:
             length = max(getattr(c, name).shape[1] for c in items)
-            out[name] = torch.cat([F.pad(getattr(c, name), (0, 0, 0, length - getattr(c, name).shape[1])) for c in items])
-            out[mask] = torch.cat([F.pad(getattr(c, mask), (0, length - getattr(c, mask).shape[1])) for c in items])
+            out[name] = torch.cat(
+                [F.pad(getattr(c, name), (0, 0, 0, length - getattr(c, name).shape[1])) for c in items]
+            )
+            out[mask] = torch.cat(
+                [F.pad(getattr(c, mask), (0, length - getattr(c, mask).shape[1])) for c in items]
+            )
         for name in ("frame_mask", *_FLAGS):
             out[name] = torch.cat([getattr(c, name) for c in items])
         out["context"] = out["context_mask"] = out["timbre"] = None

@@ -94,11 +94,20 @@ class TextSide:
         return self._tokenizer, self._encoder
 
     @torch.no_grad()
-    def encode_one(self, caption: str, lyrics: str, meta: SongMeta, device: torch.device) -> tuple[Tensor, Tensor]:
+    def encode_one(
+        self, caption: str, lyrics: str, meta: SongMeta, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
         """(1, S, D) SFT-prompt states and (1, L, D) lyric token embeddings of one song."""
         tokenizer, encoder = self._load(device)
-        text = tokenizer([sft_prompt(caption, meta)], truncation=True, max_length=self.max_text_length, return_tensors="pt")
-        lyric = tokenizer([lyric_prompt(lyrics, meta.language)], truncation=True, max_length=self.max_lyric_length, return_tensors="pt")
+        text = tokenizer(
+            [sft_prompt(caption, meta)], truncation=True, max_length=self.max_text_length, return_tensors="pt"
+        )
+        lyric = tokenizer(
+            [lyric_prompt(lyrics, meta.language)],
+            truncation=True,
+            max_length=self.max_lyric_length,
+            return_tensors="pt",
+        )
         states = encoder(input_ids=text.input_ids.to(device)).last_hidden_state
         embeddings = encoder.get_input_embeddings()(lyric.input_ids.to(device))
         return states.float(), embeddings.float()
