@@ -2,8 +2,11 @@
 
 Each item decodes only its crop (``load_audio`` with an offset and a duration), resamples to the model's
 rate, pads a short file with zeros plus a mask, and makes the degraded copy the VAE sees as input. A
-file that fails to load yields ``None``; ``collate_crops`` drops it and counts it in the batch so the
-task can report the total at the end of every epoch, and training goes on.
+file that fails to load yields ``None`` and is quarantined (named once, then skipped without being
+decoded again, ``refrain.data.quarantine``); ``collate_crops`` drops it and counts it in the batch so
+the task can report the total at the end of every epoch, and the rest of the batch trains. A crop
+that loads only after a repair (NaN samples zeroed, samples beyond full scale clipped) is kept and its
+file named once.
 
 Every random draw (crop offset, MP3 setting) comes from ``(seed, key)``: the training sampler yields
 keys that include the epoch (``ResumableSampler(epoch_keys=True)``), so crops change every epoch, are
@@ -25,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from refrain.audio.io import load_audio
 from refrain.audio.mp3 import Mp3Setting, mp3_roundtrip
+from refrain.data.quarantine import Quarantine
 from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler
 from refrain.errors import RefrainInputError
 
@@ -64,17 +68,28 @@ class AudioCropDataset(Dataset):
         self.fixed_setting = fixed_setting
         self.seed = seed
         self.crops_per_item = max(1, int(crops_per_item))
+        self.quarantine = Quarantine(len(self.items), "audio file")
 
     def __len__(self) -> int:
         return len(self.items) * self.crops_per_item
 
+    def quarantined_files(self) -> list[str]:
+        """Files skipped for the rest of the run (named once when it happened)."""
+        return list(dict.fromkeys(self.items[i][0] for i in self.quarantine.quarantined() if i < len(self.items)))
+
     def __getitem__(self, key: int) -> dict[str, Any] | None:
-        filename, duration = self.items[int(key) % len(self.items)]
+        slot = int(key) % len(self.items)
+        if self.quarantine.is_quarantined(slot):
+            return None
+        filename, duration = self.items[slot]
         rng = np.random.default_rng([self.seed, int(key)])
         crop_seconds = self.crop_samples / self.sample_rate
         offset = float(rng.uniform(0.0, max(0.0, duration - crop_seconds)))
         try:
             loaded = load_audio(filename, self.sample_rate, self.channels, offset, crop_seconds)
+            if loaded.nonfinite_repaired or loaded.clipped:
+                repairs = f"{loaded.nonfinite_repaired} NaN/inf samples zeroed, {loaded.clipped} clipped"
+                self.quarantine.note(slot, filename, f"{repairs} in the crop at {offset:.2f} s")
             clean, valid = self._fit(loaded.samples)
             if self.fixed_setting is not None:
                 degraded, setting = (
@@ -86,7 +101,7 @@ class AudioCropDataset(Dataset):
             else:
                 degraded, setting = clean, None
         except LOAD_ERRORS as error:
-            log.warning("skipping %s: %s", filename, error)
+            self.quarantine.quarantine(slot, filename, error)
             return None
         mask = np.zeros((1, self.crop_samples), dtype=np.float32)
         mask[:, :valid] = 1.0
@@ -203,6 +218,11 @@ class AudioCropDataModule(pl.LightningDataModule):
             crops_per_item=self.val_crops_per_item,
             **common,
         )
+
+    def quarantined(self, stage: str = "train") -> list[str]:
+        """Files of ``stage`` skipped for the rest of the run."""
+        dataset = self.train_set if stage == "train" else self.val_set
+        return dataset.quarantined_files() if dataset is not None else []
 
     def _options(self) -> dict[str, Any]:
         workers = self.num_workers

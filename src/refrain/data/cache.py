@@ -309,7 +309,9 @@ def open_entry(
 ) -> FileEntry:
     """Open and check an entry: structure, and (when given) its record, encoder and prompts.
 
-    ``verify`` also re-hashes every byte against the stored checksum (reads the whole file).
+    ``verify`` also re-hashes every byte against the stored checksum and refuses NaN/inf values
+    (reads the whole file): an entry encoded from bad input has a valid checksum but would poison
+    every batch it lands in.
     """
     entry = FileEntry(path)
     source = str(entry.path)
@@ -320,9 +322,21 @@ def open_entry(
         raise CacheEntryError(source, "entry was made by another encoder", "re-run refrain-encode")
     if prompts is not None and entry.meta.prompts != list(prompts):
         raise CacheEntryError(source, "the record's prompt variants changed", "re-run refrain-encode")
-    if verify and tensor_checksum(entry.load_all()) != entry.meta.checksum:
-        raise CacheEntryError(source, "checksum mismatch (corrupt data)", "re-run refrain-encode to redo it")
+    if verify:
+        tensors = entry.load_all()
+        if tensor_checksum(tensors) != entry.meta.checksum:
+            raise CacheEntryError(source, "checksum mismatch (corrupt data)", "re-run refrain-encode to redo it")
+        check_finite(tensors, source)
     return entry
+
+
+def check_finite(tensors: Mapping[str, Tensor], source: str) -> None:
+    """Raise CacheEntryError naming the tensors that hold NaN/inf values."""
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CacheEntryError(
+            source, f"holds NaN/inf values in {', '.join(sorted(bad))}", "re-run refrain-encode --verify to redo it"
+        )
 
 
 # ----------------------------------------------------------------------------------- index

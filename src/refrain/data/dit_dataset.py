@@ -3,8 +3,10 @@
 Each item reads one record's entry from the conditioning cache, memory-mapped so only the crop's slices
 are read; a record without an entry is encoded online by the same ``ConditioningEncoder`` code that
 filled the cache, created once per DataLoader worker, so both paths give the same batch. A record
-that cannot be loaded (missing audio, corrupt entry, bad speaker file) yields None: the collate leaves
-it out and a counter shared with the workers counts it, so the task can log the total per epoch.
+that cannot be loaded (missing audio, corrupt entry, NaN/inf values, bad speaker file) yields None and
+is quarantined: named once, then skipped without being read again (``refrain.data.quarantine``). The
+collate leaves it out, so the rest of its batch still trains, and a counter shared with the workers
+counts it, so the task can log the total per epoch.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ import soundfile as sf
 from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Dataset
 
-from refrain.data.cache import EntryView, cache_dir, entry_path, open_entry, other_fingerprints, write_entry
+from refrain.data.cache import (
+    EntryView,
+    FileEntry,
+    cache_dir,
+    check_finite,
+    entry_path,
+    open_entry,
+    other_fingerprints,
+    write_entry,
+)
 from refrain.data.collate import collate_dit
 from refrain.data.conditioning_encoder import (
     ConditioningEncoder,
@@ -34,6 +45,7 @@ from refrain.data.conditioning_encoder import (
 )
 from refrain.data.crops import Crop, choose_crop, crop_lyrics, record_sentences, teacher_span
 from refrain.data.prompt_variants import record_prompt_variants
+from refrain.data.quarantine import Quarantine
 from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler
 from refrain.data.speaker import load_speaker_embedding
 from refrain.errors import RefrainInputError
@@ -77,6 +89,7 @@ class DiTDataset(Dataset):
         self.speaker_dim = int(speaker_dim) if speaker_dim else None
         self.dataset_root = Path(dataset_root) if dataset_root is not None else None
         self.failures = multiprocessing.Value("q", 0)  # shared with DataLoader workers
+        self.quarantine = Quarantine(len(records), "DiT record")
         self._encoder: ConditioningEncoder | None = None
         self._encoder_pid: int | None = None
 
@@ -134,8 +147,20 @@ class DiTDataset(Dataset):
                 log.warning("could not cache %s (%s); it will be encoded online again", digest, err)
         return entry
 
+    def _fail(self) -> None:
+        with self.failures.get_lock():
+            self.failures.value += 1
+
+    def quarantined_keys(self) -> list[str]:
+        """Records skipped for the rest of the run, as `key (audio file)`."""
+        return [_name(self.records[i]) for i in self.quarantine.quarantined() if i < len(self.records)]
+
     def __getitem__(self, index: int) -> dict[str, Any] | None:
-        record = self.records[int(index) % len(self.records)]
+        slot = int(index) % len(self.records)
+        if self.quarantine.is_quarantined(slot):
+            self._fail()
+            return None
+        record = self.records[slot]
         try:
             entry = self.entry(record)
             rng = self._generator(index)
@@ -145,9 +170,8 @@ class DiTDataset(Dataset):
             variant = int(rng.integers(entry.num_variants))
             return self.item(entry, record, crop, variant)
         except LOAD_ERRORS as err:
-            log.warning("skipping %s: %s", record.get("keys") or record.get("filename"), err)
-            with self.failures.get_lock():
-                self.failures.value += 1
+            self.quarantine.quarantine(slot, _name(record), err)
+            self._fail()
             return None
 
     def item(self, entry: EntryView, record: Mapping[str, Any], crop: Crop, variant: int) -> dict[str, Any]:
@@ -173,7 +197,16 @@ class DiTDataset(Dataset):
             item["speaker"] = load_speaker_embedding(
                 record.get("speaker_emb_path") or "", self.speaker_dim, self.dataset_root
             )
+        tensors = {"latent_mean": mean, "latent_std": std, "style": item["style"], **teachers}
+        if "speaker" in item:
+            tensors["speaker"] = item["speaker"]
+        where = str(entry.path) if isinstance(entry, FileEntry) else f"online encoding of {record.get('filename')}"
+        check_finite(tensors, where)  # one NaN would make the whole batch's loss NaN
         return item
+
+
+def _name(record: Mapping[str, Any]) -> str:
+    return f"{record.get('keys') or '?'} ({record.get('filename') or 'no file'})"
 
 
 class DiTDataModule(pl.LightningDataModule):
@@ -308,6 +341,11 @@ class DiTDataModule(pl.LightningDataModule):
                 "vae_bundle, text_encoder_dir, repa teachers and storage settings%s",
                 missing, self.cache_folder, how, hint,
             )  # fmt: skip
+
+    def quarantined(self, stage: str = "train") -> list[str]:
+        """Records of ``stage`` skipped for the rest of the run (named once when it happened)."""
+        dataset = self.train_set if stage == "train" else self.val_set
+        return dataset.quarantined_keys() if dataset is not None else []
 
     def skipped_items(self, stage: str = "train", reset: bool = False) -> int:
         """Items of ``stage`` (train | validation) that failed to load so far (across all workers)."""
