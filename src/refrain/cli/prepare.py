@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from refrain.data.sources import source_layouts
 from refrain.errors import RefrainInputError
-
-LANGUAGES = ("auto", "en", "zh", "ja", "ko", "es", "fr", "de", "pt", "it", "ru")
+from refrain.text.scripts import LANGUAGES
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,13 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Build a refrain/ACE-Step HF dataset (OUT/hf) with a report from an audio folder. "
         "Re-running on the same folder only processes files that changed.",
     )
+    layouts = source_layouts()
     parser.add_argument(
         "--source",
         default="auto",
-        choices=("auto", "acestep", "lrc", "embedded"),
-        help="folder layout: acestep (x.mp3 + x_prompt.txt + x_lyrics.txt), lrc (x.wav + x.lrc, tags "
-        "from x.txt/x_prompt.txt or --tags_csv), embedded (the immich-memories-music corpus, no --input), "
-        "auto (detect from the folder)",
+        choices=("auto", *layouts),
+        help="folder layout: "
+        + ", ".join(f"{name} ({layout.summary})" for name, layout in layouts.items())
+        + ", auto (detect from the folder)",
     )
     parser.add_argument("--input", type=Path, default=None, help="the audio folder (searched recursively)")
     parser.add_argument("--output", type=Path, required=True, help="the dataset folder to create or update")
@@ -45,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--val_fraction", type=float, default=0.1, help="share of songs held out for validation"
     )
-    parser.add_argument("--language", default="auto", choices=LANGUAGES, help="lyrics language; auto detects")
+    parser.add_argument(
+        "--language", default="auto", choices=("auto", *LANGUAGES), help="lyrics language; auto detects"
+    )
     parser.add_argument("--min_seconds", type=float, default=1.0, help="skip audio shorter than this")
     parser.add_argument(
         "--max_duration",

@@ -1,28 +1,32 @@
 """Find the songs in an input folder and where their tags and lyrics live.
 
-Three layouts are understood: ACE-Step's (`x.mp3` + `x_prompt.txt` + `x_lyrics.txt`), an LRC folder
-(`x.wav` + `x.lrc`, tags from `x.txt`/`x_prompt.txt` or a CSV) and the corpus embedded in the
-`immich-memories-music` package (tags from its LICENSE-MUSIC table). Scanning only looks at names and
-small text files; decoding happens later, and only for files that changed.
+Source layouts are a registry (``SourceLayout``, ``register_source``): every module of
+``refrain.data.layouts`` registers one, e.g. ACE-Step's (`x.mp3` + `x_prompt.txt` + `x_lyrics.txt`), an LRC
+folder (`x.wav` + `x.lrc`) and the corpus embedded in the `immich-memories-music` package; ``--source``'s
+choices and ``auto`` detection read it. Scanning only looks at names and small text files; decoding happens
+later, and only for files that changed.
 """
 
 from __future__ import annotations
 
 import csv
+import importlib
 import json
+import pkgutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from refrain.data.audio_files import AUDIO_EXTENSIONS as AUDIO_EXTENSIONS  # re-exported
 from refrain.data.audio_files import find_audio, path_text, unique_keys
-from refrain.data.embedded import embedded_tags, embedded_tracks_dir
 from refrain.data.issues import Issue
 from refrain.errors import RefrainInputError
 from refrain.text.scripts import LANGUAGES
 
-SOURCES = ("auto", "acestep", "lrc", "embedded")
 LyricsFormat = Literal["lrc", "structured"]
+Sidecars = Callable[[Path], tuple[Path | None, Path | None, LyricsFormat]]
+"""A folder layout's rule: audio file -> (tags file, lyrics file, lyrics format)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,61 @@ class SourceItem:
         return json.dumps({"tags": tags, "language": self.language}, ensure_ascii=False, sort_keys=True)
 
 
+@dataclass(frozen=True)
+class SourceLayout:
+    """One input layout ``refrain-prepare --source NAME`` reads.
+
+    A folder layout gives ``sidecars`` (where an audio file's tags and lyrics live) and, to take part in
+    ``--source auto``, ``detect`` (the folder's file names -> whether they look like this layout; layouts
+    are tried by ascending ``priority``, and the ``fallback`` one is used when none matches). A fixed corpus
+    gives ``scan`` instead and needs no ``--input``.
+    """
+
+    name: str
+    summary: str
+    sidecars: Sidecars | None = None
+    scan: Callable[[], list[SourceItem]] | None = None
+    detect: Callable[[Sequence[str]], bool] | None = None
+    priority: int = 100
+    fallback: bool = False
+
+
+_LAYOUTS: dict[str, SourceLayout] = {}
+
+
+def register_source(layout: SourceLayout) -> SourceLayout:
+    if (layout.sidecars is None) == (layout.scan is None):
+        raise ValueError(f"source layout {layout.name!r} needs exactly one of sidecars (a folder) or scan")
+    existing = _LAYOUTS.get(layout.name)
+    if existing is not None and existing != layout:
+        raise ValueError(f"source layout {layout.name!r} is registered twice")
+    _LAYOUTS[layout.name] = layout
+    return layout
+
+
+def source_layouts() -> dict[str, SourceLayout]:
+    """Every registered layout (the modules of ``refrain.data.layouts`` register themselves on first use)."""
+    import refrain.data.layouts as package
+
+    for module in sorted(info.name for info in pkgutil.iter_modules(package.__path__)):
+        importlib.import_module(f"{package.__name__}.{module}")
+    return dict(_LAYOUTS)
+
+
+def source_names() -> tuple[str, ...]:
+    """``--source`` choices: auto, then every registered layout."""
+    return ("auto", *source_layouts())
+
+
+def _layout(source: str) -> SourceLayout:
+    layouts = source_layouts()
+    if source not in layouts:
+        raise RefrainInputError(
+            source, f"unknown source, expected one of {', '.join(source_names())}", "pick one"
+        )
+    return layouts[source]
+
+
 def split_tags(text: str) -> list[str]:
     """ACE-Step prompt files are comma-separated tags; newlines separate tags too."""
     parts = text.replace("\n", ",").split(",")
@@ -77,7 +136,8 @@ def list_audio(folder: Path, exclude: Path | None = None) -> list[Path]:
     return [found.path for found in find_audio(folder, exclude) if found.problem is None]
 
 
-def _sibling(audio: Path, suffix: str) -> Path | None:
+def sibling(audio: Path, suffix: str) -> Path | None:
+    """``audio``'s stem + ``suffix`` beside it, when that file exists."""
     candidate = audio.with_name(audio.stem + suffix)
     return candidate if candidate.is_file() else None
 
@@ -121,11 +181,14 @@ def _csv_row(table: dict, audio: Path, root: Path) -> tuple[tuple[str, ...], str
 
 def scan_folder(
     folder: Path,
-    source: Literal["acestep", "lrc"],
+    source: str,
     tags_csv: Path | None = None,
     exclude: Path | None = None,
 ) -> list[SourceItem]:
-    """Items of an ACE-Step or LRC folder. Missing sidecars are not errors: processing notes them."""
+    """Items of a folder in layout ``source``. Missing sidecars are not errors: processing notes them."""
+    sidecars = _layout(source).sidecars
+    if sidecars is None:
+        raise RefrainInputError(f"--source {source}", "is not a folder layout", "leave out --input")
     if not folder.is_dir():
         raise RefrainInputError(
             folder, "the input folder does not exist", "pass an existing folder to --input"
@@ -141,12 +204,7 @@ def scan_folder(
     ]
     for audio in audio_files:
         row = _csv_row(table, audio, folder)
-        if source == "acestep":
-            tags_file = _sibling(audio, "_prompt.txt")
-            lyrics_file, fmt = _sibling(audio, "_lyrics.txt"), "structured"
-        else:
-            tags_file = _sibling(audio, "_prompt.txt") or _sibling(audio, ".txt")
-            lyrics_file, fmt = _sibling(audio, ".lrc"), "lrc"
+        tags_file, lyrics_file, fmt = sidecars(audio)
         items.append(
             SourceItem(
                 key=keys[audio],
@@ -161,32 +219,19 @@ def scan_folder(
     return items
 
 
-def scan_embedded() -> list[SourceItem]:
-    """The 29 tracks shipped by immich-memories-music, tagged from its licence table, no lyrics."""
-    root = embedded_tracks_dir()
-    table = embedded_tags()
-    audio_files = list_audio(root)
-    keys = unique_keys(audio_files, root)
-    items = []
-    for audio in audio_files:
-        mood = audio.parent.name
-        tags = table.get(f"{mood}/{audio.name}", (mood,))
-        items.append(SourceItem(key=keys[audio], audio=audio.resolve(), inline_tags=tuple(tags)))
-    return items
-
-
-def detect_source(folder: Path) -> Literal["acestep", "lrc"]:
-    """ACE-Step sidecars win; otherwise `.lrc` files mean an LRC folder; plain audio reads as ACE-Step."""
+def detect_source(folder: Path) -> str:
+    """The first layout (by priority) whose ``detect`` accepts the folder's file names, else the fallback
+    (ACE-Step sidecars win over `.lrc` files; plain audio reads as ACE-Step)."""
     if not folder.is_dir():
         raise RefrainInputError(
             folder, "the input folder does not exist", "pass an existing folder to --input"
         )
     names = [p.name for p in folder.rglob("*") if p.is_file()]
-    if any(name.endswith(("_prompt.txt", "_lyrics.txt")) for name in names):
-        return "acestep"
-    if any(name.lower().endswith(".lrc") for name in names):
-        return "lrc"
-    return "acestep"
+    layouts = sorted(source_layouts().values(), key=lambda layout: layout.priority)
+    for layout in layouts:
+        if layout.detect is not None and layout.detect(names):
+            return layout.name
+    return next(layout.name for layout in layouts if layout.fallback)
 
 
 def scan_source(
@@ -196,13 +241,12 @@ def scan_source(
     exclude: Path | None = None,
 ) -> tuple[str, list[SourceItem]]:
     """Resolve `source` (auto detects) and list its items; returns the resolved source name too."""
-    if source not in SOURCES:
-        raise RefrainInputError(source, f"unknown source, expected one of {', '.join(SOURCES)}", "pick one")
-    if source == "embedded":
-        return source, scan_embedded()
+    layout = None if source == "auto" else _layout(source)
+    if layout is not None and layout.scan is not None:
+        return source, layout.scan()
     if input_dir is None:
         raise RefrainInputError(
             f"--source {source}", "needs --input", "pass --input DIR, or use --source embedded"
         )
-    resolved = detect_source(input_dir) if source == "auto" else source
+    resolved = detect_source(input_dir) if layout is None else source
     return resolved, scan_folder(input_dir, resolved, tags_csv=tags_csv, exclude=exclude)
