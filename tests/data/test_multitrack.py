@@ -108,3 +108,21 @@ def test_role_vocals() -> None:
     stems = ("vocals", "drums")
     assert role_has_vocals("rest:drums", stems) and role_has_vocals("stem:vocals", stems)
     assert not role_has_vocals("rest:vocals", stems) and not role_has_vocals("stem:drums", stems)
+
+
+def test_cli_prints_one_truth_about_the_split(
+    prepared: tuple[Path, Path], capsys: pytest.CaptureFixture
+) -> None:
+    """The report used to say "validation 0" (the inner run) and the summary "validation 9" (records)."""
+    root, ds = prepared
+    args = ["--input", str(root / "songs"), "--output", str(ds), "--val_fraction", "0.34", "--no_progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    layout = read_layout(ds)
+    assert layout is not None and sorted(layout.splits.values()) == ["train", "train", "validation"]
+    sizes = {name: len(split) for name, split in load_prepared(ds).items()}
+    assert sizes == {"train": 18, "validation": 9}
+    assert "splits: train 18 x repeat 1 = 18 rows, validation 9" in out
+    assert "validation 1 of 3 songs (--val_fraction 0.34 x 3 = 1.02, rounded)" in out
+    assert "multitrack: 3 songs (train 2, validation 1), records train 18, validation 9" in out
+    assert "validation 0" not in out

@@ -53,9 +53,14 @@ def test_emoji_only_lyrics_make_an_instrumental_with_a_note(tmp_path: Path, writ
     rows = _rows(tmp_path / "ds")
     emoji = rows["emoji"]
     assert (emoji["language"], emoji["phoneme_ids"], emoji["lrc"], emoji["lrc_source"]) == (
-        "instrumental", [], [], "none"
+        "instrumental",
+        [],
+        [],
+        "none",
     )
-    assert rows["sung"]["language"] == "en" and len(rows["sung"]["phoneme_ids"]) == 2  # one emoji line is fine
+    assert (
+        rows["sung"]["language"] == "en" and len(rows["sung"]["phoneme_ids"]) == 2
+    )  # one emoji line is fine
     assert result.report["notes_by_reason"] == {"no_pronounceable_lyrics": 1, "no_tags": 2}
     (line,) = [line for line in result.report_text.splitlines() if "emoji.wav:" in line]
     assert "no_pronounceable_lyrics: the lyrics hold nothing G2P can pronounce" in line

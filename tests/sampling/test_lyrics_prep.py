@@ -53,7 +53,9 @@ def test_lines_outside_a_short_request_are_counted() -> None:
     text = format_lrc(lines)
     kept, source, notes = timed_lines_with_notes(text, 10.0)
     assert source == "lrc" and len(kept) == len(lines) == 22
-    assert notes == ["21 of 22 lyric lines start after 10 s and are not sung (first: [00:15.00]line at 15 seconds)"]
+    assert notes == [
+        "21 of 22 lyric lines start after 10 s and are not sung (first: [00:15.00]line at 15 seconds)"
+    ]
     assert timed_lines_with_notes(text, 220.0)[2] == []
 
 

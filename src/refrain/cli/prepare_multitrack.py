@@ -8,12 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from refrain.data.multitrack import DEFAULT_STEMS, LAYOUT_FILE, VOCAB_NAME, prepare_multitrack
+from refrain.data.report import CONSOLE_LIST_LIMIT, render_text
 from refrain.errors import RefrainInputError
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m refrain.data.multitrack",
+        prog="refrain-prepare-multitrack",
         description="Prepare a multitrack dataset (a folder per song: mix + stems) for StemGen and "
         "singing2accompaniment LoRAs (lyric2vocal trains on its vocal stems).",
     )
@@ -23,7 +24,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--audio_dir", type=Path, default=None, help="staged role files (default OUTPUT_audio)"
     )
     parser.add_argument("--stems", default=",".join(DEFAULT_STEMS), help="stem file names, comma-separated")
-    parser.add_argument("--val_fraction", type=float, default=0.1, help="share of songs held out")
+    parser.add_argument(
+        "--val_fraction",
+        type=float,
+        default=0.1,
+        help="share of songs held out for validation, rounded; at least one song when above 0 (0: none)",
+    )
     parser.add_argument("--language", default="auto", help="lyrics language; auto detects")
     parser.add_argument("--min_seconds", type=float, default=1.0, help="skip audio shorter than this")
     parser.add_argument(
@@ -47,13 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RefrainInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(result.report_text)
+    print(render_text(result.report, CONSOLE_LIST_LIMIT) if result.report else result.report_text, end="")
     for note in result.notes:
         print(f"note: {note}")
-    sizes = {name: len(split) for name, split in result.dataset.items()}
-    print(
-        f"multitrack: {len(result.layout.songs)} songs, records {sizes}, layout {Path(args.output) / LAYOUT_FILE}"
-    )
+    print(f"{result.summary()}; layout {Path(args.output) / LAYOUT_FILE}")
     return 0
 
 

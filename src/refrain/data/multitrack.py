@@ -16,12 +16,14 @@ Stems are linked, not copied; ``rest`` mixes are rendered once into ``audio_dir`
 only when the sum would clip, the gain recorded). Records are produced by ``refrain.data.prepare`` (so
 validation, lyrics, phonemes, report and incremental re-runs are the usual ones) from a staging folder in
 ACE-Step's layout; then whole songs are assigned to train or validation (no song leaks across splits),
-and ``multitrack.json`` beside the dataset maps every song's roles to record keys.
+and ``multitrack.json`` beside the dataset maps every song's roles to record keys. Whole songs are held
+out for validation by the rule of ``refrain.data.splits`` (``--val_fraction`` of the songs, rounded, at
+least one), inside the one preparation run, so its report and this module's summary give the same
+numbers.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from collections.abc import Sequence
@@ -32,7 +34,9 @@ from typing import Any
 import numpy as np
 from datasets import DatasetDict
 
-from refrain.data.sources import AUDIO_EXTENSIONS, read_text, split_tags
+from refrain.data.lyric_fields import read_sidecar_text
+from refrain.data.schema import SPLITS
+from refrain.data.sources import AUDIO_EXTENSIONS, split_tags
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_path
 
@@ -196,12 +200,23 @@ def _render_rest(song: SongFolder, stem: str, target: Path) -> float | None:
     return gain
 
 
+def _sidecar(path: Path | None, song: str, notes: list[str]) -> str:
+    """A song's tags or lyrics text (any encoding `read_sidecar_text` knows; the staged copy is UTF-8, so
+    the encoding is noted here)."""
+    if path is None:
+        return ""
+    text, issues = read_sidecar_text(path)
+    notes.extend(f"{song}: {issue.code}: {issue.message}" for issue in issues)
+    return text
+
+
 def stage_song(
-    song: SongFolder, audio_dir: Path, stems: Sequence[str]
+    song: SongFolder, audio_dir: Path, stems: Sequence[str], notes: list[str] | None = None
 ) -> tuple[dict[str, str], dict[str, float]]:
     """Link/render one song's role files with ACE-Step sidecars; returns role -> key and rest gains."""
-    tags = split_tags(read_text(song.tags_file)) if song.tags_file is not None else []
-    lyrics = read_text(song.lyrics_file) if song.lyrics_file is not None else ""
+    notes = [] if notes is None else notes
+    tags = split_tags(_sidecar(song.tags_file, song.name, notes))
+    lyrics = _sidecar(song.lyrics_file, song.name, notes)
     roles: dict[str, str] = {}
     gains: dict[str, float] = {}
     files: list[tuple[str, Path]] = []
@@ -229,28 +244,22 @@ def stage_song(
     return roles, gains
 
 
-def song_splits(songs: dict[str, list[dict[str, Any]]], val_fraction: float) -> dict[str, str]:
-    """Whole songs to train/validation by a hash of their records (stable across re-runs)."""
-    from refrain.data.splits import hash_position
-
-    def position(name: str) -> float:
-        digest = hashlib.sha256("".join(sorted(r["content_hash"] for r in songs[name])).encode()).hexdigest()
-        return hash_position(digest)
-
-    order = sorted(songs, key=lambda n: (position(n), n))
-    n_val = sum(1 for n in order if position(n) < val_fraction)
-    if len(order) >= 2 and val_fraction > 0:
-        n_val = max(n_val, 1)
-    n_val = min(n_val, len(order) - 1)
-    return {name: ("validation" if i < n_val else "train") for i, name in enumerate(order)}
-
-
 @dataclass
 class MultitrackResult:
     dataset: DatasetDict
     layout: MultitrackLayout
     report_text: str
     notes: list[str]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """One line that agrees with the report: songs and records per split."""
+        songs = {name: sum(1 for split in self.layout.splits.values() if split == name) for name in SPLITS}
+        records = {name: len(self.dataset[name]) for name in SPLITS}
+        return (
+            f"multitrack: {len(self.layout.songs)} songs (train {songs['train']}, validation "
+            f"{songs['validation']}), records train {records['train']}, validation {records['validation']}"
+        )
 
 
 def prepare_multitrack(
@@ -270,8 +279,8 @@ def prepare_multitrack(
     output) holds the staged role files. ``base_vocab`` seeds the phoneme vocabulary with a base
     bundle's, so a LoRA's lyric ids mean what they meant when the base was trained.
     """
-    from refrain.data.prepare import PrepareOptions, prepare_dataset, save_dataset_atomic
-    from refrain.data.schema import VOCAB_FILE, load_prepared, records_to_dataset
+    from refrain.data.prepare import PrepareOptions, prepare_dataset
+    from refrain.data.schema import VOCAB_FILE
 
     out = Path(output_dir).resolve()
     staging = Path(audio_dir).resolve() if audio_dir is not None else out.with_name(f"{out.name}_audio")
@@ -279,30 +288,24 @@ def prepare_multitrack(
     staging.mkdir(parents=True, exist_ok=True)
     layout = MultitrackLayout(tuple(stems))
     for song in songs:
-        layout.songs[song.name], gains = stage_song(song, staging, stems)
+        layout.songs[song.name], gains = stage_song(song, staging, stems, notes)
         layout.gains.update(gains)
     out.mkdir(parents=True, exist_ok=True)
     if base_vocab is not None and not (out / VOCAB_FILE).exists():
         shutil.copyfile(base_vocab, out / VOCAB_FILE)
-    options = PrepareOptions(output_dir=out, source="acestep", input_dir=staging, val_fraction=0.0,
-                             language=language, min_seconds=min_seconds, progress=progress)  # fmt: skip
-    result = prepare_dataset(options)
-    records = [dict(r) for split in load_prepared(out).values() for r in split]
     song_of = {key: song for key, (song, _) in layout.roles_by_key().items()}
-    by_song: dict[str, list[dict[str, Any]]] = {}
-    for record in records:
-        by_song.setdefault(song_of.get(record["keys"], record["keys"]), []).append(record)
-    layout.splits = song_splits(by_song, val_fraction)
-    for song, items in by_song.items():
-        for record in items:
-            record["split"] = layout.splits[song]
+    options = PrepareOptions(output_dir=out, source="acestep", input_dir=staging, val_fraction=val_fraction,
+                             language=language, min_seconds=min_seconds, progress=progress,
+                             split_group=lambda r: song_of.get(r["keys"], r["keys"]), split_unit="songs")  # fmt: skip
+    result = prepare_dataset(options)
+    assert result.dataset is not None  # prepare_dataset raises when nothing is usable
+    records = [r for name in ("train", "validation") for r in result.dataset[name]]
+    layout.splits = {song_of.get(r["keys"], r["keys"]): r["split"] for r in records}
     present = {r["keys"] for r in records}
     for song, roles in layout.songs.items():
         missing = sorted(role for role, key in roles.items() if key not in present)
         if missing:
             notes.append(f"{song}: roles {', '.join(missing)} were skipped by preparation (see report.txt)")
-    parts = {name: [r for r in records if r["split"] == name] for name in ("train", "validation")}
-    dataset = DatasetDict({name: records_to_dataset(items) for name, items in parts.items()})
-    save_dataset_atomic(dataset, out)
     layout.save(out)
-    return MultitrackResult(dataset, layout, result.report_text, notes)
+    dataset = result.dataset
+    return MultitrackResult(dataset, layout, result.report_text, notes, result.report)

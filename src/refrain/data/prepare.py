@@ -1,8 +1,9 @@
 """One call from an audio folder to a prepared HF dataset on disk (what `refrain-prepare` runs).
 
 Order of writes keeps every interruption safe: the append-only vocabulary first, then the dataset
-(saved to a temporary folder and renamed over the old one), then the state, then the report. Files
-whose fingerprint is unchanged since the last run reuse their record without being decoded.
+(saved to a temporary folder and swapped in; the dataset it replaces is kept under ``versions/``, see
+`refrain.data.versions`), then the state, then the report. Files whose fingerprint is unchanged since
+the last run reuse their record without being decoded; a run that changes no record rewrites nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +28,9 @@ from refrain.data.process import ProcessContext, process_item
 from refrain.data.report import RunFacts, build_report, write_report
 from refrain.data.schema import HF_DIR, STATE_FILE, VOCAB_FILE, records_to_dataset
 from refrain.data.sources import SourceItem, scan_source
-from refrain.data.splits import assign_splits
+from refrain.data.splits import assign_splits, describe_split
 from refrain.data.state import PrepState, content_hash, file_sha256, fingerprint
+from refrain.data.versions import DatasetChanges, archive_previous, diff_records, read_rows
 from refrain.errors import RefrainInputError
 from refrain.text.vocab import PhonemeVocab
 
@@ -58,6 +61,10 @@ class PrepareOptions:
     min_seconds: float = 1.0
     max_duration: float | None = DEFAULT_MAX_SECONDS  # seconds; None keeps files of any length
     progress: bool = True
+    # Records that must share a split (a multitrack song's roles): record -> group name; the split then
+    # counts groups, named `split_unit` in the report.
+    split_group: Callable[[dict[str, Any]], str] | None = None
+    split_unit: str = "records"
 
 
 @dataclass
@@ -71,6 +78,7 @@ class PrepareResult:
     decoded: int
     reused: int
     seconds: float
+    changes: DatasetChanges = field(default_factory=DatasetChanges)
 
 
 def _check_options(options: PrepareOptions) -> None:
@@ -89,16 +97,20 @@ def _check_options(options: PrepareOptions) -> None:
 
 
 def recover_interrupted_swap(output_dir: Path) -> None:
-    """A run killed between the two renames leaves hf.previous but no hf: put it back."""
+    """A run killed between the two renames leaves hf.previous but no hf: put it back. Killed after
+    them, hf.previous is the replaced dataset: keep it under versions/ as the run meant to."""
     final, previous = output_dir / HF_DIR, output_dir / PREVIOUS_DIR
     if not final.exists() and previous.is_dir():
         os.replace(previous, final)
     shutil.rmtree(output_dir / PARTIAL_DIR, ignore_errors=True)
-    shutil.rmtree(previous, ignore_errors=True)
+    if previous.is_dir():
+        archive_previous(output_dir, previous)
 
 
-def save_dataset_atomic(dataset: DatasetDict, output_dir: Path) -> Path:
-    """save_to_disk into hf.partial, then swap it in; the old hf survives any interruption."""
+def save_dataset_atomic(dataset: DatasetDict, output_dir: Path, keep_previous: bool = True) -> Path | None:
+    """save_to_disk into hf.partial, then swap it in; the old hf survives any interruption. The replaced
+    dataset is moved to versions/ (`keep_previous`) or deleted (when it held the same rows); returns
+    the version folder that keeps it, if any."""
     final, partial, previous = output_dir / HF_DIR, output_dir / PARTIAL_DIR, output_dir / PREVIOUS_DIR
     shutil.rmtree(partial, ignore_errors=True)
     bars_were_on = datasets.is_progress_bar_enabled()
@@ -111,11 +123,16 @@ def save_dataset_atomic(dataset: DatasetDict, output_dir: Path) -> Path:
         if bars_were_on:
             datasets.enable_progress_bars()
     if final.exists():
-        shutil.rmtree(previous, ignore_errors=True)
+        if previous.exists():
+            archive_previous(output_dir, previous)
         os.replace(final, previous)
     os.replace(partial, final)
-    shutil.rmtree(previous, ignore_errors=True)
-    return final
+    if not previous.exists():
+        return None
+    if keep_previous:
+        return archive_previous(output_dir, previous)
+    shutil.rmtree(previous)
+    return None
 
 
 def _progress(enabled: bool) -> Progress:
@@ -218,8 +235,9 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
     outcomes, entries, (decoded, reused) = _outcomes(items, state, ctx, options.progress)
 
     records = sorted((o.record for o in outcomes if o.record is not None), key=lambda r: r["keys"])
-    train, validation = assign_splits(records, options.val_fraction)
+    train, validation = assign_splits(records, options.val_fraction, options.split_group)
     dataset = None
+    changes = DatasetChanges()
     if records:
         vocab.save(vocab_file)  # atomic; append-only, so saving before the dataset is safe
         dataset = DatasetDict(
@@ -228,9 +246,15 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
                 "validation": records_to_dataset(validation),
             }
         )
-        save_dataset_atomic(dataset, output_dir)
+        changes = diff_records(
+            read_rows(output_dir), {name: split.to_list() for name, split in dataset.items()}
+        )
+        if changes.rows_changed:
+            kept = save_dataset_atomic(dataset, output_dir, keep_previous=changes.previous)
+            changes.kept_as = str(kept) if kept is not None else None
     state.save(output_dir / STATE_FILE, entries, file_sha256(vocab_file))
     seconds = time.perf_counter() - started
+    units = len({options.split_group(r) for r in records}) if options.split_group else len(records)
     facts = RunFacts(
         source=source,
         input_dir=str(input_dir) if input_dir is not None else "(embedded corpus)",
@@ -241,6 +265,8 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
         split_sizes={"train": len(train), "validation": len(validation)},
         repeat_count=options.repeat_count,
         dataset_written=dataset is not None,
+        split_note=describe_split(units, options.val_fraction, options.split_unit),
+        changes=changes.to_dict() if dataset is not None else None,
     )
     report = build_report(outcomes, facts)
     text = write_report(report, output_dir)
@@ -250,4 +276,4 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
         raise NoUsableAudioError(
             where, problem, f"see {output_dir / 'report.txt'} for each file's reason", text
         )
-    return PrepareResult(output_dir, dataset, report, text, decoded, reused, seconds)
+    return PrepareResult(output_dir, dataset, report, text, decoded, reused, seconds, changes)

@@ -39,6 +39,8 @@ class RunFacts:
     split_sizes: dict[str, int] = field(default_factory=dict)
     repeat_count: int = 1
     dataset_written: bool = True
+    split_note: str = ""  # how the validation count came about (splits.describe_split)
+    changes: dict[str, Any] | None = None  # versions.DatasetChanges.to_dict() against the previous dataset
 
 
 def _bin_label(low: float, high: float) -> str:
@@ -97,6 +99,8 @@ def build_report(outcomes: list[FileOutcome], facts: RunFacts) -> dict[str, Any]
         "notes_by_reason": dict(sorted(by_severity["note"].items())),
         "total_hours": sum(durations) / 3600.0,
         "splits": dict(facts.split_sizes),
+        "split_rule": facts.split_note,
+        "changes": facts.changes,
         "repeat_count": facts.repeat_count,
         "duration_histogram": duration_histogram(durations),
         "languages": dict(sorted(languages.items(), key=lambda kv: -kv[1]["files"])),
@@ -112,6 +116,34 @@ def _reason_lines(title: str, counts: dict[str, int]) -> list[str]:
         return [f"{title}: none"]
     lines = [f"{title}:"]
     lines += [f"  {code:<20} {n:>5}  {REASONS[code][1]}" for code, n in counts.items()]
+    return lines
+
+
+def _change_lines(changes: dict[str, Any] | None, limit: int | None) -> list[str]:
+    """What changed against the previous dataset, every key named (the first `limit` per kind)."""
+    if not changes:
+        return []
+    if not changes["previous"]:
+        return ["changes: first dataset in this folder"]
+    if not changes["rows_changed"]:
+        return ["changes: none since the previous run (the dataset was left as it was)"]
+    kinds = (
+        ("added", "added"),
+        ("replaced", "replaced"),
+        ("dropped", "dropped"),
+        ("moved", "moved between splits"),
+    )
+    counts = ", ".join(f"{label} {len(changes[name])}" for name, label in kinds)
+    lines = [f"changes since the previous dataset: {counts}"]
+    for name, label in kinds:
+        keys = changes[name]
+        if keys:
+            shown = ", ".join(keys[:limit]) + (
+                f", ... and {len(keys) - limit} more" if limit and len(keys) > limit else ""
+            )
+            lines.append(f"  {label}: {shown}")
+    lines.append(f"  previous dataset kept in {changes['kept_as']}" if changes.get("kept_as") else
+                 "  previous dataset: not kept (no rows to keep)")  # fmt: skip
     return lines
 
 
@@ -149,6 +181,9 @@ def render_text(report: dict[str, Any], limit: int | None = None) -> str:
             f"splits: train {train} x repeat {report['repeat_count']} = {train * report['repeat_count']} rows,"
             f" validation {val}"
         )
+        if report.get("split_rule"):
+            lines.append(f"  {report['split_rule']}")
+        lines += _change_lines(report.get("changes"), limit)
     else:
         lines.append("dataset: NOT written (no usable records); the previous dataset, if any, is unchanged")
     lines += _reason_lines("skipped by reason", report["skipped_by_reason"])

@@ -41,8 +41,11 @@ def _has_bad_controls(text: str) -> bool:
 def _cjk_like(ch: str) -> bool:
     """Han, kana, Hangul, CJK punctuation or full-width forms (what a CJK legacy encoding mostly holds)."""
     cp = ord(ch)
-    return char_script(ch) in (HAN, KANA, HANGUL) or 0x3000 <= cp <= 0x303F or 0xFF00 <= cp <= 0xFFEF or (
-        unicodedata.category(ch)[0] in "PS" and cp < 0x2700
+    return (
+        char_script(ch) in (HAN, KANA, HANGUL)
+        or 0x3000 <= cp <= 0x303F
+        or 0xFF00 <= cp <= 0xFFEF
+        or (unicodedata.category(ch)[0] in "PS" and cp < 0x2700)
     )
 
 
@@ -134,9 +137,11 @@ def describe_encoding(encoding: str | None) -> str | None:
     if encoding in (UTF8, "utf-8-sig"):
         return None
     if encoding is None:
-        return "no encoding fits (tried UTF-8, UTF-16 with BOM, " + ", ".join(
-            codec for codec, _ in LEGACY_ENCODINGS
-        ) + "); unreadable bytes were replaced"
+        return (
+            "no encoding fits (tried UTF-8, UTF-16 with BOM, "
+            + ", ".join(codec for codec, _ in LEGACY_ENCODINGS)
+            + "); unreadable bytes were replaced"
+        )
     return f"decoded as {encoding}"
 
 
