@@ -68,3 +68,24 @@ def test_real_english_lrc_in_a_ten_second_request(fixtures_dir: Path, g2p: G2P) 
     ]
     late = [i for i in _prepared(text, 10.0, g2p).issues if i.code == "lyrics_past_end"]
     assert len(late) == 1 and timed.notes[0] in late[0].message  # the same sentence as preparation's
+
+
+@pytest.mark.slow
+def test_the_song_sidecar_carries_the_notes(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A 1 s request with lyrics timed to 215 s, and one with only emoji, on a real (tiny) bundle."""
+    from tiny_bundle import make_tiny_bundle
+
+    from refrain.sampling.options import SamplerOptions
+    from refrain.sampling.pipeline import Pipeline
+
+    pipe = Pipeline.from_bundle(make_tiny_bundle(tmp_path_factory.mktemp("notes")))
+    options = SamplerOptions(steps=2, guidance="cfg", guidance_scale=3.0, seed=3)
+    lines = [LrcLine(float(t), f"line at {t} seconds") for t in range(0, 216, 5)]
+    song = pipe.text2music("synth pop", format_lrc(lines), 1.0, options=options)
+    assert song.sidecar["lyrics_notes"] == [
+        "43 of 44 lyric lines start after 1 s and are not sung (first: [00:05.00]line at 5 seconds)"
+    ]
+    emoji = pipe.text2music("synth pop", EMOJI_ONLY[0], 1.0, options=options)
+    assert emoji.sidecar["lyrics_source"] == "none" and emoji.sidecar["lyrics_timing"] == []
+    (note,) = emoji.sidecar["lyrics_notes"]
+    assert note.startswith("no_pronounceable_lyrics: 2 line(s) hold nothing to sing")
