@@ -95,7 +95,7 @@ def _walk(folder: Path, exclude: Path | None, seen: set[tuple[int, int]], found:
         elif audio_name and not stat.S_ISREG(info.st_mode):
             found.append(FoundFile(path, make_issue("not_a_file", "a device, pipe or socket")))
         elif audio_name and not is_utf8(path):
-            found.append(FoundFile(path, make_issue("bad_file_name", "rename it, e.g. convmv -f latin1 -t utf8")))
+            found.append(FoundFile(path, make_issue("bad_file_name", "e.g. convmv -f latin1 -t utf8 --notest")))
         elif audio_name:
             found.append(FoundFile(path))
 
