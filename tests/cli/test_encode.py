@@ -12,7 +12,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from refrain.bundles.vae import save_vae_bundle
-from refrain.cli.encode import main
+from refrain.cli.encode import load_repa_teachers, main
+from refrain.config import compose_config
 from refrain.data.cache import read_index
 from refrain.data.prepare import save_dataset_atomic
 from refrain.data.schema import empty_recaption, records_to_dataset
@@ -75,16 +76,11 @@ def test_encode_resume_and_train_config_agree(
     assert main(argv) == 0  # the same teachers through --repa_set: the same cache, nothing to do
     assert "(encoded 0, reused 3, redone 0, failed 0)" in capsys.readouterr().out
 
-    # Training built from conf/data/latents.yaml + conf/repa/tiny_random.yaml finds that very cache.
-    cfg = OmegaConf.create(
-        {
-            "dataset_path": str(setup_dirs["data"]), "vae_bundle": str(setup_dirs["bundle"]),
-            "text_encoder_dir": None, "num_workers": 0, "seed": 0, "run_dir": "unused",
-            "repa": OmegaConf.load(CONF / "repa" / "tiny_random.yaml"),
-            "data": OmegaConf.load(CONF / "data" / "latents.yaml"),
-        }
-    )  # fmt: skip
-    cfg.repa.teacher_root = str(setup_dirs["teachers"])
+    # Training composed by trainer.py's config code (data=latents, repa=tiny_random) finds that very cache.
+    cfg = compose_config([
+        "data=latents", "repa=tiny_random", f"repa.teacher_root={setup_dirs['teachers']}",
+        f"dataset_path={setup_dirs['data']}", f"vae_bundle={setup_dirs['bundle']}", "num_workers=0", "seed=0",
+    ])  # fmt: skip
     module = instantiate(cfg.data)
     module.setup("fit")
     assert module.cache_folder == folder and module.cached_records == 3
@@ -117,3 +113,17 @@ def test_bad_input_is_one_line_and_exit_2(
     assert "neither a file nor a conf/repa option" in capsys.readouterr().err
     assert main(["--dataset_path", "x", "--vae_bundle", "y", "--repa", "tiny_random", "teacher_root=T"]) == 2
     assert "not a repa.KEY=VALUE override" in capsys.readouterr().err
+
+
+def test_repa_teachers_are_composed_as_trainer_py_composes_them(tmp_path: Path) -> None:
+    from refrain.data.conditioning_encoder import as_teacher_specs
+
+    trained = compose_config(["experiment=demo_dit", f"repa.teacher_root={tmp_path}"])
+    expected = as_teacher_specs(OmegaConf.to_container(trained.repa.teachers, resolve=True))
+    assert load_repa_teachers("tiny_random", [f"teacher_root={tmp_path}"]) == expected
+    assert expected["mert"].checkpoint_dir == str(tmp_path / "mert")
+    copy = tmp_path / "my_repa.yaml"
+    copy.write_text((CONF / "repa" / "tiny_random.yaml").read_text())
+    assert load_repa_teachers(str(copy), [f"teacher_root={tmp_path}"]) == expected  # a file outside conf/
+    default_root = load_repa_teachers("tiny_random", [])["mert"].checkpoint_dir
+    assert default_root == "exps/refrain/random_teachers/mert"  # ${run_dir} as trainer.py's default

@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Hydra-style overrides of the REPA config, as trainer.py takes them (repa.teacher_root=T)",
     )  # fmt: skip
     parser.add_argument(
-        "--run_dir", default="exps/refrain", help="value of ${run_dir} inside the REPA config"
+        "--run_dir", default=None, help="value of ${run_dir} inside the REPA config (default: trainer.py's)"
     )
     parser.add_argument("--split", default="train,validation", help="comma-separated splits to encode")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, cuda:1, ...")
@@ -73,39 +73,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_repa_teachers(option: str, overrides: Sequence[str], run_dir: str) -> dict:
-    """TeacherSpecs of a conf/repa option or YAML file, its ${run_dir} and ${repa.*} resolved."""
-    from omegaconf import OmegaConf
+def load_repa_teachers(option: str, overrides: Sequence[str], run_dir: str | None = None) -> dict:
+    """TeacherSpecs of a conf/repa option (composed by Hydra exactly as trainer.py composes it) or a YAML file.
+
+    ``overrides`` are ``KEY=VALUE`` pairs of the repa config (``teacher_root=T``); ``run_dir`` stands for
+    ``${run_dir}`` (None = trainer.py's default).
+    """
+    from omegaconf import OmegaConf, open_dict
     from omegaconf.errors import OmegaConfBaseException
 
+    from refrain.config import compose_config, group_options, resolve_checked
     from refrain.data.conditioning_encoder import as_teacher_specs
 
-    path = Path(option)
-    if not path.is_file():
-        from refrain.config import conf_dir
-
-        path = conf_dir() / "repa" / f"{option}.yaml"
-        if not path.is_file():
+    for item in overrides:
+        if "=" not in item:
             raise RefrainInputError(
-                "--repa",
-                f"{option!r} is neither a file nor a conf/repa option",
-                "pass e.g. mert_mhubert or a YAML path",
+                f"--repa_set {item}", "not KEY=VALUE", "write e.g. --repa_set mert_dir=/ckpt/MERT"
             )
-    try:
-        root = OmegaConf.create({"run_dir": run_dir, "repa": OmegaConf.load(path)})
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise RefrainInputError(
-                    f"--repa_set {item}", "not KEY=VALUE", "write e.g. --repa_set mert_dir=/ckpt/MERT"
-                )
-            OmegaConf.update(root, f"repa.{key.strip()}", value.strip(), merge=True)
-        teachers = OmegaConf.to_container(root.repa.get("teachers"), resolve=True)
-    except OmegaConfBaseException as err:
+    path = Path(option)
+    is_file = path.is_file()
+    if not is_file and option not in group_options("repa"):
         raise RefrainInputError(
-            path, f"cannot read the REPA config ({type(err).__name__}: {err})", "fix the file or --repa_set"
-        ) from err
-    return as_teacher_specs(teachers)
+            "--repa", f"{option!r} is neither a file nor a conf/repa option",
+            f"pass one of {', '.join(group_options('repa'))} or a YAML path",
+        )  # fmt: skip
+    base = [f"run_dir={run_dir}"] if run_dir else []
+    repa_overrides = [f"repa.{item.strip()}" for item in overrides]
+    if not is_file:
+        cfg = compose_config([*base, f"repa={option}", *repa_overrides])
+    else:  # a file outside conf/: the same root config, its repa node read from the file
+        cfg = compose_config(base)
+        try:
+            with open_dict(cfg):
+                cfg.repa = OmegaConf.load(path)
+                cfg.merge_with_dotlist(repa_overrides)
+        except OmegaConfBaseException as err:
+            raise RefrainInputError(
+                path, f"cannot read the REPA config ({type(err).__name__}: {err})", "fix the file or --repa_set"
+            ) from None
+    return as_teacher_specs(resolve_checked(cfg)["repa"].get("teachers"))
 
 
 def resolve_device(name: str) -> str:
