@@ -54,11 +54,11 @@ from refrain.data.cache import folder_digest
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_folder, atomic_path
 from refrain.models.text_encoder import DEFAULT_PACKAGE, default_text_encoder_dir
-from refrain.text.vocab import PhonemeVocab
+from refrain.text.vocab import VOCAB_FILE, PhonemeVocab
 
 DIT_BUNDLE_FORMAT_VERSION = 2  # 2: registry model spec, bundle_hash over the manifest (1 still loads)
 WEIGHTS_NAME = "dit.safetensors"
-VOCAB_NAME = "phoneme_vocab.json"
+VOCAB_NAME = VOCAB_FILE
 CONFIG_NAME = "config.yaml"
 VAE_DIR = "vae"
 

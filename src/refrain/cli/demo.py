@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from refrain.errors import RefrainInputError
+from refrain.text.vocab import VOCAB_FILE
 
 
 def stage_prepare(out: Path) -> None:
@@ -94,7 +95,7 @@ def stage_export_dit(out: Path) -> None:
         out / "dit_bundle",
         overwrite=True,
         vae_bundle=out / "vae_bundle",
-        phoneme_vocab=out / "dataset" / "phoneme_vocab.json",
+        phoneme_vocab=out / "dataset" / VOCAB_FILE,
     )
     print(f"DiT bundle: {bundle}")
 

@@ -7,9 +7,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from refrain.data.multitrack import DEFAULT_STEMS, LAYOUT_FILE, VOCAB_NAME, prepare_multitrack
+from refrain.data.multitrack import DEFAULT_STEMS, LAYOUT_FILE, prepare_multitrack
 from refrain.data.report import CONSOLE_LIST_LIMIT, render_text
 from refrain.errors import RefrainInputError
+from refrain.text.vocab import VOCAB_FILE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     stems = [s.strip().lower() for s in args.stems.split(",") if s.strip()]
     try:
-        vocab = args.base_bundle / VOCAB_NAME if args.base_bundle is not None else None
+        vocab = args.base_bundle / VOCAB_FILE if args.base_bundle is not None else None
         if vocab is not None and not vocab.is_file():
             raise RefrainInputError(
                 vocab, "the base bundle has no phoneme vocabulary", "pass a DiT bundle folder"

@@ -46,7 +46,6 @@ DEFAULT_STEMS = ("vocals", "drums", "bass", "other")
 MIX_NAMES = ("mix", "mixture")
 TAG_FILES = ("prompt.txt", "tags.txt")
 LYRIC_FILES = ("lyrics.lrc", "lyrics.txt")
-VOCAB_NAME = "phoneme_vocab.json"  # a DiT bundle's copy of its training vocabulary
 
 
 @dataclass(frozen=True)
@@ -280,7 +279,7 @@ def prepare_multitrack(
     bundle's, so a LoRA's lyric ids mean what they meant when the base was trained.
     """
     from refrain.data.prepare import PrepareOptions, prepare_dataset
-    from refrain.data.schema import VOCAB_FILE
+    from refrain.text.vocab import VOCAB_FILE
 
     out = Path(output_dir).resolve()
     staging = Path(audio_dir).resolve() if audio_dir is not None else out.with_name(f"{out.name}_audio")

@@ -15,9 +15,9 @@ import datasets
 from datasets import DatasetDict, Features, List, Value
 
 from refrain.errors import RefrainInputError
+from refrain.text.vocab import VOCAB_FILE
 
 HF_DIR = "hf"
-VOCAB_FILE = "phoneme_vocab.json"
 STATE_FILE = "prep_state.json"
 REPORT_TXT = "report.txt"
 REPORT_JSON = "report.json"

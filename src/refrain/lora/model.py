@@ -28,6 +28,7 @@ from refrain.lora.control import ControlConditioning, attach_control
 from refrain.lora.variants import ControlSpec
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.velocity import VelocityOutput
+from refrain.text.vocab import VOCAB_FILE
 
 
 @dataclass
@@ -174,10 +175,9 @@ def check_vocab_extends(bundle: str | Path | None, dataset_path: str | Path | No
     """The dataset's phoneme ids must mean what they meant when the base was trained (same prefix)."""
     if not bundle or not dataset_path:
         return
-    from refrain.bundles.dit import VOCAB_NAME
     from refrain.text.vocab import PhonemeVocab
 
-    base_file, data_file = Path(bundle) / VOCAB_NAME, Path(dataset_path) / VOCAB_NAME
+    base_file, data_file = Path(bundle) / VOCAB_FILE, Path(dataset_path) / VOCAB_FILE
     if not base_file.is_file() or not data_file.is_file():
         return
     base, data = PhonemeVocab.load(base_file).tokens, PhonemeVocab.load(data_file).tokens

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from refrain.data.multitrack import DEFAULT_STEMS
+
 ROLE_FAMILIES = ("stem", "rest", "mix")
-DEFAULT_STEMS = ("vocals", "drums", "bass", "other")
 
 
 @dataclass(frozen=True)

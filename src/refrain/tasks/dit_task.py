@@ -29,6 +29,7 @@ from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.lyrics import LyricEmbedder
 from refrain.models.teachers import TeacherSpec
 from refrain.sampling import Guidance
+from refrain.text.vocab import VOCAB_FILE
 from refrain.training.dit_plotting import SamplePlotter
 from refrain.training.ema import EMA
 from refrain.training.lr_schedule import WarmupDecay
@@ -45,7 +46,7 @@ def lyric_capacity(model: nn.Module) -> int | None:
 def check_phoneme_vocab(model: nn.Module, dataset_path: str | Path | None) -> None:
     """One-line error when the dataset's phoneme vocabulary outgrew the model's embedding table."""
     capacity = lyric_capacity(model)
-    vocab_file = Path(dataset_path) / "phoneme_vocab.json" if dataset_path else None
+    vocab_file = Path(dataset_path) / VOCAB_FILE if dataset_path else None
     if capacity is None or vocab_file is None or not vocab_file.is_file():
         return
     from refrain.text.vocab import PhonemeVocab

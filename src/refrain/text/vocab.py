@@ -21,6 +21,7 @@ WORD_BOUNDARY = "<wb>"
 SPECIAL_TOKENS = (PAD, UNK, SENTENCE_END, WORD_BOUNDARY)
 
 FORMAT_NAME = "refrain.phoneme_vocab"
+VOCAB_FILE = "phoneme_vocab.json"  # its name in a prepared dataset and in a DiT bundle
 FORMAT_VERSION = 1
 
 
