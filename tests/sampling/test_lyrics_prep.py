@@ -54,7 +54,7 @@ def test_lines_outside_a_short_request_are_counted() -> None:
     kept, source, notes = timed_lines_with_notes(text, 10.0)
     assert source == "lrc" and len(kept) == len(lines) == 22
     assert notes == [
-        "21 of 22 lyric lines start after 10 s and are not sung (first: [00:15.00]line at 15 seconds)"
+        "21 of 22 lyric lines start after 10 s (first: [00:15.00]line at 15 seconds); those lines are not sung"
     ]
     assert timed_lines_with_notes(text, 220.0)[2] == []
 
@@ -62,12 +62,10 @@ def test_lines_outside_a_short_request_are_counted() -> None:
 def test_real_english_lrc_in_a_ten_second_request(fixtures_dir: Path, g2p: G2P) -> None:
     text = (fixtures_dir / "diffrhythm_lrc" / "eg_en.lrc").read_text(encoding="utf-8")
     timed = LyricsPreparer(PhonemeVocab(), g2p).prepare(text, 10.0, language="en")
-    assert timed.notes == [
-        "26 of 26 lyric lines start after 10 s and are not sung "
-        "(first: [00:10.00]Moonlight spills through broken blinds)"
-    ]
+    common = "26 of 26 lyric lines start after 10 s (first: [00:10.00]Moonlight spills through broken blinds)"
+    assert timed.notes == [f"{common}; those lines are not sung"]
     late = [i for i in _prepared(text, 10.0, g2p).issues if i.code == "lyrics_past_end"]
-    assert len(late) == 1 and timed.notes[0] in late[0].message  # the same sentence as preparation's
+    assert len(late) == 1 and common in late[0].message  # the same sentence as preparation's
 
 
 @pytest.mark.slow
@@ -83,7 +81,7 @@ def test_the_song_sidecar_carries_the_notes(tmp_path_factory: pytest.TempPathFac
     lines = [LrcLine(float(t), f"line at {t} seconds") for t in range(0, 216, 5)]
     song = pipe.text2music("synth pop", format_lrc(lines), 1.0, options=options)
     assert song.sidecar["lyrics_notes"] == [
-        "43 of 44 lyric lines start after 1 s and are not sung (first: [00:05.00]line at 5 seconds)"
+        "43 of 44 lyric lines start after 1 s (first: [00:05.00]line at 5 seconds); those lines are not sung"
     ]
     emoji = pipe.text2music("synth pop", EMOJI_ONLY[0], 1.0, options=options)
     assert emoji.sidecar["lyrics_source"] == "none" and emoji.sidecar["lyrics_timing"] == []

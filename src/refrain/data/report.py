@@ -115,7 +115,8 @@ def _reason_lines(title: str, counts: dict[str, int]) -> list[str]:
     if not counts:
         return [f"{title}: none"]
     lines = [f"{title}:"]
-    lines += [f"  {code:<20} {n:>5}  {REASONS[code][1]}" for code, n in counts.items()]
+    width = max(20, *(len(code) for code in counts))
+    lines += [f"  {code:<{width}} {n:>5}  {REASONS[code][1]}" for code, n in counts.items()]
     return lines
 
 

@@ -90,7 +90,7 @@ def timed_lines_with_notes(
         if lines and lines[-1].time > duration - _MIN_LAST_LINE_BEATS * 60.0 / bpm:
             lines = estimate_line_times(structured, duration, bpm, start)  # too long at this tempo: squeeze
     late = lines_after_note(lines, duration)
-    notes += [late] if late else []
+    notes += [f"{late}; those lines are not sung"] if late else []
     return lines, source, notes
 
 

@@ -64,14 +64,14 @@ def lines_after(lines: Iterable[LrcLine], seconds: float) -> list[LrcLine]:
 
 
 def lines_after_note(lines: Sequence[LrcLine], seconds: float) -> str | None:
-    """`N of M lyric lines start after X s (first: [mm:ss.xx] text)`, or None when every line fits."""
+    """`N of M lyric lines start after X s (first: [mm:ss.xx]text)`, or None when every line fits."""
     sung = [line for line in lines if line.text.strip()]
     late = lines_after(sung, seconds)
     if not late:
         return None
     first = late[0]
     return (
-        f"{len(late)} of {len(sung)} lyric lines start after {seconds:g} s and are not sung "
+        f"{len(late)} of {len(sung)} lyric lines start after {seconds:g} s "
         f"(first: {format_timestamp(first.time)}{first.text})"
     )
 
