@@ -130,7 +130,7 @@ class DiTBundle:
 
     def build_model(self, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> nn.Module:
         """The DiT from the manifest's constructor and the safetensors weights, in eval mode."""
-        model = build_from_spec(self.manifest["model"])
+        model = build_from_spec(self.manifest["model"], f"{self.path / MANIFEST_NAME} model")
         weights = self.path / WEIGHTS_NAME
         try:
             state = load_file(str(weights))
@@ -159,14 +159,14 @@ def _package_dir(package: str) -> Path:
         ) from None  # fmt: skip
 
 
-def build_from_spec(spec: Mapping[str, Any]) -> nn.Module:
+def build_from_spec(spec: Mapping[str, Any], where: str = "manifest.json model") -> nn.Module:
     """The model a bundle's spec names, built through the registry (``refrain.bundles.registry``).
 
     A bundle is data: only registered constructors with plain JSON arguments are called; older bundles'
     Hydra ``_target_`` is accepted only when it is exactly a registered constructor's. Sampling never
     runs backward, so gradient checkpointing is off.
     """
-    return build_model(spec, "manifest.json model", gradient_checkpointing=False)
+    return build_model(spec, where, gradient_checkpointing=False)
 
 
 def text_encoder_ref(text_encoder_dir: str | Path | None, max_length: int = 256) -> TextEncoderRef:

@@ -75,13 +75,14 @@ def verify_files(root: str | Path, files: Mapping[str, str]) -> None:
     shards next to the listed weights make diffusers load other weights) under the same bundle hash.
     """
     root = Path(root)
-    for name in listed_entries(root):
-        if name != MANIFEST_NAME and name not in files:
-            raise RefrainInputError(
-                root / name,
-                "is in the bundle folder but not listed in its manifest (a loader could pick it up)",
-                "delete it, or re-export the bundle",
-            )
+    unlisted = [n for n in listed_entries(root) if n != MANIFEST_NAME and n not in files]
+    if unlisted:
+        more = f"; also unlisted: {', '.join(unlisted[1:4])}" if len(unlisted) > 1 else ""
+        raise RefrainInputError(
+            root / unlisted[0],
+            f"is in the bundle folder but not listed in its manifest (a loader could pick it up){more}",
+            "delete it, or re-export the bundle",
+        )
     for name, expected in files.items():
         file = root / name
         if not file.is_file():
