@@ -58,7 +58,9 @@ class BackboneSpec:
     def __post_init__(self) -> None:
         unknown = set(self.cfg_drops) - set(CFG_DROPS)
         if unknown or self.latent_layout not in ("BCT", "BTC"):
-            raise ValueError(f"backbone spec {self.name}: bad cfg_drops {unknown} or layout {self.latent_layout}")
+            raise ValueError(
+                f"backbone spec {self.name}: bad cfg_drops {unknown} or layout {self.latent_layout}"
+            )
 
 
 @runtime_checkable
@@ -81,7 +83,9 @@ class Backbone(Protocol):
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None: ...
 
-    def __call__(self, x: Tensor, sigma: Tensor, cond: Any, return_hidden: bool = False) -> VelocityOutput: ...
+    def __call__(
+        self, x: Tensor, sigma: Tensor, cond: Any, return_hidden: bool = False
+    ) -> VelocityOutput: ...
 
 
 def backbone_of(model: nn.Module) -> Any:
@@ -140,8 +144,12 @@ def check_guidance(model: nn.Module, lyrics_scale: float | None) -> None:
 
 
 def seeded_noise(seed: int, channels: int, frames: int, layout: str = "BCT") -> Tensor:
-    """(1, C, T) Gaussian noise from a CPU generator, drawn as (1, T, C) when the native layout is BTC."""
-    generator = torch.Generator().manual_seed(int(seed))
+    """(1, C, T) Gaussian noise from a fresh CPU generator seeded with ``seed`` (see ``draw_noise``)."""
+    return draw_noise(torch.Generator().manual_seed(int(seed)), channels, frames, layout)
+
+
+def draw_noise(generator: torch.Generator, channels: int, frames: int, layout: str = "BCT") -> Tensor:
+    """(1, C, T) Gaussian noise from ``generator``, drawn as (1, T, C) when the native layout is BTC."""
     if layout == "BTC":
         return torch.randn((1, frames, channels), generator=generator).transpose(1, 2).contiguous()
     return torch.randn((1, channels, frames), generator=generator)

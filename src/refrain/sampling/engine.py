@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from refrain.audio.io import load_audio
 from refrain.errors import RefrainInputError
+from refrain.models.backbone import draw_noise, require, spec_of
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.vae.oobleck import OobleckVAE
 from refrain.sampling.lyrics_prep import LyricsPreparer, TimedLyrics
@@ -116,14 +117,16 @@ class SamplingEngine:
         """Conditioning of one song with ``frames`` valid frames, padded to ``total`` (a batch's longest).
 
         ``context``/``context_mask`` (1, C, T)/(1, 1, T) give the kept frames of a repaint or extend, as
-        masked-span training did; a model built without a context input repaints by the reset alone.
+        masked-span training did; a backbone without a context input refuses them in one line.
         """
         total = frames if total is None else total
         style, mask = self.style(prompt)
         grid = nn.functional.pad(timed.grid(frames, self.frame_rate), (0, total - frames))
         valid = torch.arange(total) < frames
-        if not getattr(getattr(self.model, "conditioner", None), "use_context", False):
-            context = context_mask = None
+        if context is not None:
+            require(
+                self.model, "context", "source modes", "use a backbone with a context input (use_context)"
+            )
         cond = DiTConditioning(
             style, mask, grid[None], context=context, context_mask=context_mask, frame_mask=valid[None]
         )
@@ -132,7 +135,8 @@ class SamplingEngine:
     def noise(self, seed: int, frames: int) -> tuple[Tensor, torch.Generator]:
         """(1, C, frames) noise from a CPU generator (the same on every device) and that generator after it."""
         generator = torch.Generator().manual_seed(int(seed))
-        return torch.randn((1, self.latent_channels, frames), generator=generator), generator
+        layout = spec_of(self.model).latent_layout  # drawn like the backbone's reference pipeline draws it
+        return draw_noise(generator, self.latent_channels, frames, layout), generator
 
     def load_source(self, source: Source) -> tuple[Tensor, dict[str, Any]]:
         """(C, N) float32 source audio at the VAE's rate and channel count, and its identity for the sidecar."""

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from refrain.errors import RefrainInputError
-from refrain.models.dit.conditioning import DiTConditioning
+from refrain.models.backbone import spec_of
 from refrain.sampling.edits import retake_noise
 from refrain.sampling.engine import SamplingEngine
 from refrain.sampling.modes.base import Layout, Outputs, lyrics_flags, lyrics_from_flags, register_mode
@@ -47,7 +47,7 @@ def text2music_batch(
             noise = retake_noise(noise, engine.noise(retake[2], length)[0], retake[1])
         noises.append(nn.functional.pad(noise, (0, total - length)))
         generators.append(generator)
-    velocity = options.guided(engine.model, DiTConditioning.cat(conds))
+    velocity = options.guided(engine.model, spec_of(engine.model).conditioning_type.cat(conds))
     x = torch.cat(noises).to(engine.device)
     callback = engine.callback("text2music", options.steps)
     latents = sample(velocity, x, options.sigmas(), options.solver, generator=generators[0], callback=callback)
