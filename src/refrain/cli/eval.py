@@ -3,6 +3,7 @@
     refrain-eval vae --bundle B --dataset_path D [--bundle OTHER] [--out DIR]
     refrain-eval songs --generated DIR --reference DIR_or_dataset [--prompts FILE]
                        [--mert DIR] [--clap DIR] [--whisper DIR] [--out DIR]
+    refrain-eval bundle --bundle B --prompts FILE [--lora A[:SCALE] ...] [--dataset_path D] [model flags]
     refrain-eval compare A/eval.json B/eval.json
 
 ``vae`` writes ``eval.json``, ``eval.md`` and ``vae_mp3.png`` (each metric against the MP3 condition, one
@@ -142,6 +143,54 @@ def run_songs(args: argparse.Namespace) -> Path:
     return out
 
 
+def run_bundle(args: argparse.Namespace) -> Path:
+    """Generate the prompts with fixed seeds (base, and adapted when --lora is given) and evaluate them."""
+    from refrain.eval.bundle_eval import evaluate_sets, generate, training_dataset
+    from refrain.eval.report import markdown_table, write_report
+    from refrain.eval.songs_eval import folder_set, read_prompts_file, song_set
+
+    prompts = read_prompts_file(args.prompts)
+    dataset = args.dataset_path or training_dataset(args.bundle, args.lora)
+    reference = song_set(dataset)
+    evaluator = build_songs_evaluator(args)  # model folders fail here, before any song is generated
+    out = Path(args.out) if args.out else Path(args.bundle) / "eval"
+    extra = ["--steps", str(args.steps), "--device", args.device]
+    sets = [folder_set(generate(args.bundle, args.prompts, out / "base", [], extra), prompts, "base")]
+    if args.lora:
+        sets.append(
+            folder_set(
+                generate(args.bundle, args.prompts, out / "adapted", args.lora, extra), prompts, "adapted"
+            )
+        )
+    started = time.perf_counter()
+    rows, per_prompt = evaluate_sets(evaluator, sets, reference)
+    seconds = time.perf_counter() - started
+    report = {
+        "kind": "bundle",
+        "inputs": {"bundle": str(args.bundle), "lora": list(args.lora), "prompts": str(args.prompts),
+                   "reference": str(dataset), "steps": args.steps,
+                   "models": {e.name: e.fingerprint for e in evaluator.embedders}},
+        "rows": rows,
+        "per_prompt": per_prompt,
+        "timing": {"seconds": seconds},
+    }  # fmt: skip
+    markdown = (
+        f"# Bundle {Path(args.bundle).name}: {len(prompts)} prompts against {len(reference.songs)} training songs\n\n"
+        + (
+            "`adapted` is the bundle with " + ", ".join(args.lora) + "; same prompts and seeds as `base`.\n\n"
+            if args.lora
+            else ""
+        )
+        + markdown_table(rows)
+        + "\n## Per prompt\n\n"
+        + markdown_table([row for rows_ in per_prompt.values() for row in rows_])
+    )
+    write_report(out, report, markdown)
+    print(markdown)
+    print(f"eval: {out / 'eval.json'}, {out / 'eval.md'} (songs under {out})")
+    return out
+
+
 def run_compare(args: argparse.Namespace) -> None:
     """Print B - A per row and metric with the verdict (+ better, - worse, = equal)."""
     from refrain.eval.report import compare_reports, markdown_table, read_report
@@ -163,6 +212,24 @@ def _progress(message: str) -> None:
     print(f"  {message}", file=sys.stderr, flush=True)
 
 
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    """The evaluation models (each optional, each a local folder) and their settings."""
+    parser.add_argument("--mert", default=None, help="local MERT (or HuBERT-style) folder for FAD")
+    parser.add_argument(
+        "--mert_layer", type=int, default=-1, help="hidden layer whose time mean is the embedding"
+    )
+    parser.add_argument("--mert_sample_rate", type=int, default=24000, help="the model's input rate")
+    parser.add_argument("--clap", default=None, help="local CLAP folder: FAD and the text-audio score")
+    parser.add_argument("--whisper", default=None, help="local Whisper folder: lyric WER and PER")
+    parser.add_argument("--language", default=None, help="lyrics language for ASR and G2P (default: detect)")
+    parser.add_argument("--max_seconds", type=float, default=30.0, help="audio read per song")
+    parser.add_argument(
+        "--cache_dir", default=None, help="embedding cache (default ~/.cache/refrain/embeddings)"
+    )
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refrain-eval", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,21 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
     songs.add_argument("--generated", required=True, help="folder of generated songs (with their sidecars)")
     songs.add_argument("--reference", required=True, help="folder of reference songs or a prepared dataset")
     songs.add_argument("--prompts", default=None, help="the prompts file the songs were generated from")
-    songs.add_argument("--mert", default=None, help="local MERT (or HuBERT-style) folder for FAD")
-    songs.add_argument(
-        "--mert_layer", type=int, default=-1, help="hidden layer whose time mean is the embedding"
-    )
-    songs.add_argument("--mert_sample_rate", type=int, default=24000, help="the model's input rate")
-    songs.add_argument("--clap", default=None, help="local CLAP folder: FAD and the text-audio score")
-    songs.add_argument("--whisper", default=None, help="local Whisper folder: lyric WER and PER")
-    songs.add_argument("--language", default=None, help="lyrics language for ASR and G2P (default: detect)")
-    songs.add_argument("--max_seconds", type=float, default=30.0, help="audio read per song")
-    songs.add_argument(
-        "--cache_dir", default=None, help="embedding cache (default ~/.cache/refrain/embeddings)"
-    )
-    songs.add_argument("--device", default="cpu")
+    _model_flags(songs)
     songs.add_argument("--out", default=None, help="report folder (default GENERATED/eval)")
-    songs.add_argument("--quiet", action="store_true")
+    bundle = sub.add_parser(
+        "bundle", help="generate a prompts file with fixed seeds and evaluate it (LoRA effect)"
+    )
+    bundle.add_argument("--bundle", required=True, help="a DiT bundle")
+    bundle.add_argument(
+        "--prompts", required=True, help="JSON lines as refrain-infer --prompts_file reads them"
+    )
+    bundle.add_argument(
+        "--lora", action="append", default=[], metavar="ADAPTER[:SCALE]", help="adapters (repeatable)"
+    )
+    bundle.add_argument("--dataset_path", default=None, help="reference set (default: the training dataset)")
+    bundle.add_argument("--steps", type=int, default=30, help="sampler steps")
+    bundle.add_argument("--out", default=None, help="report and songs folder (default BUNDLE/eval)")
+    _model_flags(bundle)
     compare = sub.add_parser("compare", help="difference table of two eval.json files")
     compare.add_argument("a", help="eval.json (or its folder) of the baseline")
     compare.add_argument("b", help="eval.json (or its folder) to compare against it")
@@ -203,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"vae": run_vae, "songs": run_songs, "compare": run_compare}[args.command](args)
+        {"vae": run_vae, "songs": run_songs, "bundle": run_bundle, "compare": run_compare}[args.command](args)
     except RefrainInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -170,7 +170,11 @@ class LoadedAdapters:
 
     @property
     def null_lyrics(self) -> bool:
-        return any(s.null_lyrics for s in self.specs)
+        """Whether an adapter that is on (scale != 0) was trained without lyrics: scale 0 is fully off."""
+        return any(
+            s.null_lyrics and self.scales.get(n, 1.0) != 0
+            for s, n in zip(self.specs, self.names, strict=True)
+        )
 
 
 def _unique_names(refs: Sequence[AdapterRef]) -> list[str]:
