@@ -36,7 +36,7 @@ def test_inspection_memory_is_bounded_by_the_block_not_the_file(tmp_path: Path, 
     path = tmp_path / "long.wav"
     sf.write(path, tone(20.0, channels=2), 48_000, subtype="FLOAT")  # 7.7 MB of samples
     size = path.stat().st_size
-    monkeypatch.setattr(audio_io, "BLOCK_FRAMES", 4096)
+    monkeypatch.setattr(audio_io, "BLOCK_FRAMES", 4096, raising=False)
     facts = None
 
     def run() -> None:
@@ -51,7 +51,7 @@ def test_inspection_memory_is_bounded_by_the_block_not_the_file(tmp_path: Path, 
 def test_a_whole_file_resampled_load_holds_little_beyond_its_output(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "song.wav"
     sf.write(path, tone(10.0, sample_rate=44_100, channels=2), 44_100, subtype="FLOAT")
-    monkeypatch.setattr(audio_io, "BLOCK_FRAMES", 4096)
+    monkeypatch.setattr(audio_io, "BLOCK_FRAMES", 4096, raising=False)
     out = {}
     peak = _peak_bytes(lambda: out.setdefault("x", load_audio(path, sample_rate=48_000)))
     samples = out["x"].samples
