@@ -58,7 +58,9 @@ def test_a_nan_cache_entry_is_named_once_and_the_rest_of_its_batch_trains(
     module.setup("fit")
     opened: list[str] = []
     real_open = dit_dataset.open_entry
-    monkeypatch.setattr(dit_dataset, "open_entry", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k))
+    monkeypatch.setattr(
+        dit_dataset, "open_entry", lambda path, *a, **k: opened.append(str(path)) or real_open(path, *a, **k)
+    )
     with caplog.at_level(logging.WARNING, logger="refrain.data.quarantine"):
         for _ in range(3):  # three epochs
             (batch,) = list(module.train_dataloader())

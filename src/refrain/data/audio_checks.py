@@ -110,7 +110,9 @@ def inspect_audio(
     if header.duration < min_seconds:
         return _skip("too_short", f"{header.duration:.3f} s < {min_seconds:g} s")
     if max_seconds is not None and header.duration > max_seconds:
-        return _skip("too_long", f"{header.duration:.1f} s > {max_seconds:g} s; raise --max_duration to keep it")
+        return _skip(
+            "too_long", f"{header.duration:.1f} s > {max_seconds:g} s; raise --max_duration to keep it"
+        )
     try:
         stats = measure(header)
     except RefrainInputError as err:
@@ -127,7 +129,9 @@ def inspect_audio(
             code = "corrupt_stretch" if scan.corrupt else "truncated"
             return _skip(code, f"{scan.detail}; {frames / rate:.2f} s decoded")
     elif frames < header.frames * (1.0 - TRUNCATION_TOLERANCE):
-        return _skip("truncated", f"decoded {frames / rate:.2f} s of the {header.frames / rate:.2f} s announced")
+        return _skip(
+            "truncated", f"decoded {frames / rate:.2f} s of the {header.frames / rate:.2f} s announced"
+        )
     issues: list[Issue] = []
     if stats.nonfinite:
         if stats.nonfinite >= stats.values:

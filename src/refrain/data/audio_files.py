@@ -86,7 +86,9 @@ def _walk(folder: Path, exclude: Path | None, seen: set[tuple[int, int]], found:
         if stat.S_ISDIR(info.st_mode):
             if (info.st_dev, info.st_ino) in seen:
                 target = path_text(path.resolve())
-                found.append(FoundFile(path, make_issue("symlink_loop", f"leads to {target}, already scanned")))
+                found.append(
+                    FoundFile(path, make_issue("symlink_loop", f"leads to {target}, already scanned"))
+                )
                 continue
             seen.add((info.st_dev, info.st_ino))
             if audio_name:
@@ -95,7 +97,9 @@ def _walk(folder: Path, exclude: Path | None, seen: set[tuple[int, int]], found:
         elif audio_name and not stat.S_ISREG(info.st_mode):
             found.append(FoundFile(path, make_issue("not_a_file", "a device, pipe or socket")))
         elif audio_name and not is_utf8(path):
-            found.append(FoundFile(path, make_issue("bad_file_name", "e.g. convmv -f latin1 -t utf8 --notest")))
+            found.append(
+                FoundFile(path, make_issue("bad_file_name", "e.g. convmv -f latin1 -t utf8 --notest"))
+            )
         elif audio_name:
             found.append(FoundFile(path))
 

@@ -54,7 +54,10 @@ class Quarantine:
                 self._flags[slot] = _NOTED
         if first:
             log.warning(
-                "%s %s was repaired while loading: %s (named once; it stays in training)", self.what, name, repair
+                "%s %s was repaired while loading: %s (named once; it stays in training)",
+                self.what,
+                name,
+                repair,
             )
         return first
 
