@@ -1,4 +1,5 @@
-"""atomic_path replaces the target only on success and leaves ordinary permissions."""
+"""atomic_path replaces the target only on success and leaves ordinary permissions; read_json's failures
+are one-line errors naming the file."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from refrain.fileio import atomic_folder, atomic_path
+from refrain.errors import RefrainInputError
+from refrain.fileio import atomic_folder, atomic_path, read_json
 
 
 def test_success_replaces_target_with_readable_file(tmp_path: Path) -> None:
@@ -50,3 +52,28 @@ def test_atomic_folder_failure_keeps_the_previous_folder(tmp_path: Path) -> None
         raise RuntimeError("killed mid-export")
     assert [p.name for p in target.iterdir()] == ["old.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (None, "missing thing"),
+        (b'{"a": 1,\n  oops}', "invalid JSON at line 2 column 3"),
+        (b"\xff\xfe{}", "not UTF-8 text"),
+        (b"[1, 2]", "is not a JSON object (found a list)"),
+    ],
+)
+def test_read_json_errors_name_the_file_and_the_fix(tmp_path: Path, content: bytes | None, problem: str) -> None:
+    path = tmp_path / "x.json"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(RefrainInputError) as caught:
+        read_json(path, "write it again", missing="missing thing")
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and problem in message and message.endswith("Fix: write it again")
+    assert "\n" not in message
+
+
+def test_read_json_returns_the_object(tmp_path: Path) -> None:
+    (tmp_path / "ok.json").write_text('{"a": [1, 2]}', encoding="utf-8")
+    assert read_json(tmp_path / "ok.json", "unused") == {"a": [1, 2]}

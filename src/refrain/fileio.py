@@ -1,13 +1,37 @@
-"""Atomic file writes: a reader (or a crash) never sees half of a file that a user relies on."""
+"""Atomic file writes (a reader, or a crash, never sees half of a file that a user relies on) and the one
+JSON reader whose every failure is a one-line error naming the file."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from refrain.errors import RefrainInputError
+
+
+def read_json(path: str | Path, fix: str, *, missing: str = "not found") -> dict[str, Any]:
+    """The JSON object in ``path``; a missing file (problem ``missing``), text that is not UTF-8 JSON (with
+    its line and column) or another JSON value is a ``RefrainInputError`` naming the file and ``fix``."""
+    path = Path(path)
+    if not path.is_file():
+        raise RefrainInputError(path, missing, fix)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise RefrainInputError(path, f"not UTF-8 text ({err.reason} at byte {err.start})", fix) from None
+    except json.JSONDecodeError as err:
+        raise RefrainInputError(
+            path, f"not a JSON file (invalid JSON at line {err.lineno} column {err.colno}: {err.msg})", fix
+        ) from None
+    if not isinstance(data, dict):
+        raise RefrainInputError(path, f"is not a JSON object (found a {type(data).__name__})", fix)
+    return data
 
 
 @contextmanager

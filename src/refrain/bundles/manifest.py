@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from refrain.errors import RefrainInputError
+from refrain.fileio import read_json
 
 MANIFEST_NAME = "manifest.json"
 
@@ -31,14 +32,7 @@ def read_bundle_manifest(path: str | Path, kind: str, max_version: int, kind_fix
         raise RefrainInputError(
             root, "not a refrain bundle (manifest.json missing)", "pass a folder made by refrain-export"
         )
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
-        raise RefrainInputError(
-            manifest_path, f"unreadable JSON ({error.msg})", "re-export the bundle"
-        ) from None
-    if not isinstance(manifest, dict):
-        raise RefrainInputError(manifest_path, "is not a JSON object", "re-export the bundle")
+    manifest = read_json(manifest_path, "re-export the bundle")
     if manifest.get("kind") != kind:
         raise RefrainInputError(
             manifest_path, f"bundle kind is {manifest.get('kind')!r}, not {kind!r}", kind_fix

@@ -7,7 +7,6 @@ the config is read as JSON, the model built from it, and the one named safetenso
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from diffusers import AutoencoderOobleck
@@ -15,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from refrain.errors import RefrainInputError
+from refrain.fileio import read_json
 
 CONFIG_NAME = "config.json"
 SAFETENSORS_NAME = "diffusion_pytorch_model.safetensors"
@@ -29,16 +29,9 @@ def load_autoencoder(folder: str | Path) -> AutoencoderOobleck:
     """An Oobleck VAE from ``folder/config.json`` and ``folder/diffusion_pytorch_model.safetensors`` only."""
     folder = Path(folder)
     config_path = folder / CONFIG_NAME
-    try:
-        config = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise RefrainInputError(
-            config_path, "missing", "point at a diffusers VAE folder (save_pretrained)"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RefrainInputError(config_path, f"unreadable JSON ({error})", "re-export the VAE") from None
-    if not isinstance(config, dict):
-        raise RefrainInputError(config_path, "is not a JSON object", "re-export the VAE")
+    config = read_json(
+        config_path, "point at a diffusers VAE folder (save_pretrained), or re-export the VAE", missing="missing"
+    )
     declared = config.get("_class_name", AutoencoderOobleck.__name__)
     if declared != AutoencoderOobleck.__name__:
         raise RefrainInputError(

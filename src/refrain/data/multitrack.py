@@ -38,7 +38,7 @@ from refrain.data.lyric_fields import read_sidecar_text
 from refrain.data.schema import SPLITS
 from refrain.data.sources import AUDIO_EXTENSIONS, split_tags
 from refrain.errors import RefrainInputError
-from refrain.fileio import atomic_path
+from refrain.fileio import atomic_path, read_json
 
 LAYOUT_FILE = "multitrack.json"
 LAYOUT_VERSION = 1
@@ -86,11 +86,11 @@ def read_layout(dataset_path: str | Path) -> MultitrackLayout | None:
     path = Path(dataset_path) / LAYOUT_FILE
     if not path.is_file():
         return None
+    data = read_json(path, "re-run multitrack preparation")
     try:
-        data = json.loads(path.read_text())
         return MultitrackLayout(tuple(data["stems"]), dict(data["songs"]), dict(data.get("splits") or {}),
                                 dict(data.get("rest_gains") or {}))  # fmt: skip
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+    except (KeyError, TypeError) as err:
         raise RefrainInputError(
             path, f"unreadable multitrack layout ({err})", "re-run multitrack preparation"
         ) from None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -20,6 +19,7 @@ from typing import Any
 
 from peft import LoraConfig
 
+from refrain import fileio
 from refrain.errors import RefrainInputError
 from refrain.lora.variants import ROLE_FAMILIES, VARIANTS, ControlSpec, DataSelection, Variant
 
@@ -258,13 +258,5 @@ def load_lora_spec(path: str | Path) -> LoraSpec:
 
 
 def read_json(file: Path) -> dict[str, Any]:
-    """A JSON object from ``file``, or a one-line error naming the line."""
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise RefrainInputError(
-            file, f"invalid JSON at line {err.lineno} column {err.colno} ({err.msg})", "fix the JSON syntax"
-        ) from None
-    if not isinstance(raw, dict):
-        raise RefrainInputError(file, "the file is not a JSON object", 'write {"r": 16, ...}')
-    return raw
+    """A LoRA JSON's object, or a one-line error naming the line."""
+    return fileio.read_json(file, 'fix the JSON: one object such as {"r": 16, ...}')

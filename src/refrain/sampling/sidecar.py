@@ -19,7 +19,7 @@ import numpy as np
 from refrain import __version__
 from refrain.bundles.manifest import sha256_file
 from refrain.errors import RefrainInputError
-from refrain.fileio import atomic_path
+from refrain.fileio import atomic_path, read_json
 
 SIDECAR_FORMAT = "refrain.sidecar"
 SIDECAR_VERSION = 1
@@ -87,15 +87,7 @@ def write_sidecar(path: str | Path, sidecar: Mapping[str, Any]) -> Path:
 
 def read_sidecar(path: str | Path) -> dict[str, Any]:
     """Load and check a sidecar (format and version)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RefrainInputError(path, "sidecar not found", "pass the .json written beside a generated song")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RefrainInputError(
-            path, f"not JSON ({error})", "pass the .json written beside a generated song"
-        ) from None
+    data = read_json(path, "pass the .json written beside a generated song", missing="sidecar not found")
     check_sidecar(data, str(path))
     return data
 

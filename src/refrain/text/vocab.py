@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from refrain.errors import RefrainInputError
-from refrain.fileio import atomic_path
+from refrain.fileio import atomic_path, read_json
 
 PAD = "<pad>"
 UNK = "<unk>"
@@ -108,15 +108,7 @@ class PhonemeVocab:
     @classmethod
     def load(cls, path: str | Path) -> PhonemeVocab:
         """Read a vocabulary written by `save`; bad files raise `RefrainInputError`."""
-        path = Path(path)
-        if not path.is_file():
-            raise RefrainInputError(path, "phoneme vocabulary not found", "run data prep, which writes it")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise RefrainInputError(
-                path, f"not a JSON phoneme vocabulary ({err})", "run data prep again"
-            ) from err
+        data = read_json(path, "run data prep, which writes it", missing="phoneme vocabulary not found")
         return cls.from_dict(data, source=str(path))
 
     @classmethod
