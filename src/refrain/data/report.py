@@ -22,7 +22,7 @@ from refrain.fileio import atomic_path
 
 # Histogram bin edges in seconds: fine where songs and clips live, open-ended at the top.
 DURATION_EDGES = (0, 5, 10, 20, 30, 45, 60, 90, 120, 180, 240, 300, 600, math.inf)
-CONSOLE_LIST_LIMIT = 20
+CONSOLE_LIST_LIMIT = 10
 FILE_LISTS = (("skipped", "skipped files"), ("repaired", "repaired files"), ("noted", "kept with notes"))
 
 
