@@ -108,3 +108,17 @@ def test_a_file_that_fails_is_quarantined_across_workers(tmp_path: Path, monkeyp
     real = audio_dataset.load_audio
     monkeypatch.setattr(audio_dataset, "load_audio", lambda f, *a: calls.append(f) or real(f, *a))
     assert dataset[1] is None and calls == []  # skipped without decoding it again
+
+
+def test_encoding_a_song_that_needed_repairs_names_it(tmp_path: Path, caplog) -> None:
+    from refrain.data.conditioning_encoder import load_record_audio
+
+    samples = np.full((CROP, 2), 0.2, dtype=np.float32)
+    samples[5, 1] = np.inf
+    filename, _ = _wav(tmp_path / "inf.wav", samples)
+    with caplog.at_level(logging.WARNING, logger="refrain.data.conditioning_encoder"):
+        audio = load_record_audio({"filename": filename}, RATE, 2)
+    assert bool(torch.isfinite(audio).all())
+    assert _messages(caplog, "inf.wav") == [
+        f"{filename}: 1 NaN/inf samples zeroed and 0 samples beyond full scale clipped before encoding"
+    ]

@@ -9,6 +9,7 @@ encoder call): encoding only the crop would make the numbers depend on where the
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +26,8 @@ from refrain.errors import RefrainInputError
 from refrain.models.teachers import SSLTeacher, TeacherSpec, load_teachers
 from refrain.models.text_encoder import TextEncoder, default_text_encoder_dir
 from refrain.models.vae.oobleck import OobleckVAE
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -107,6 +110,11 @@ def encoder_fingerprint(
 def load_record_audio(record: Mapping[str, Any], sample_rate: int, channels: int) -> Tensor:
     """A record's whole song as float32 (channels, samples) at ``sample_rate`` (cache and online path)."""
     loaded = load_audio(str(record["filename"]), sample_rate=sample_rate, channels=channels)
+    if loaded.nonfinite_repaired or loaded.clipped:  # encoded once per song, so this names it once
+        log.warning(
+            "%s: %d NaN/inf samples zeroed and %d samples beyond full scale clipped before encoding",
+            record["filename"], loaded.nonfinite_repaired, loaded.clipped,
+        )  # fmt: skip
     return torch.from_numpy(loaded.samples)
 
 
