@@ -84,3 +84,14 @@ def test_a_kill_after_the_swap_still_keeps_the_replaced_dataset(tmp_path: Path, 
     recover_interrupted_swap(out)
     (version,) = (out / VERSIONS_DIR).iterdir()
     assert set(_keys(version)) == {"a", "b", "c"} and not (out / PREVIOUS_DIR).exists()
+
+
+def test_an_unreadable_previous_dataset_is_kept_not_deleted(tmp_path: Path, music: Path) -> None:
+    out = tmp_path / "ds"
+    (out / "hf").mkdir(parents=True)
+    (out / "hf" / "my_notes.txt").write_text("something the user made", encoding="utf-8")
+    result = prepare_dataset(PrepareOptions(output_dir=out, source="lrc", input_dir=music, progress=False))
+    assert result.changes.kept_as is not None
+    kept = Path(result.changes.kept_as) / "hf" / "my_notes.txt"
+    assert kept.read_text(encoding="utf-8") == "something the user made"
+    assert f"an unreadable hf/ found there was kept in {result.changes.kept_as}" in result.report_text

@@ -249,8 +249,8 @@ def prepare_dataset(options: PrepareOptions) -> PrepareResult:
         changes = diff_records(
             read_rows(output_dir), {name: split.to_list() for name, split in dataset.items()}
         )
-        if changes.rows_changed:
-            kept = save_dataset_atomic(dataset, output_dir, keep_previous=changes.previous)
+        if changes.rows_changed:  # a previous hf/ is kept even when it could not be read (never deleted)
+            kept = save_dataset_atomic(dataset, output_dir)
             changes.kept_as = str(kept) if kept is not None else None
     state.save(output_dir / STATE_FILE, entries, file_sha256(vocab_file))
     seconds = time.perf_counter() - started

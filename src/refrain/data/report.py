@@ -125,7 +125,10 @@ def _change_lines(changes: dict[str, Any] | None, limit: int | None) -> list[str
     if not changes:
         return []
     if not changes["previous"]:
-        return ["changes: first dataset in this folder"]
+        kept = changes.get("kept_as")
+        return ["changes: first dataset in this folder"] + (
+            [f"  an unreadable hf/ found there was kept in {kept}"] if kept else []
+        )
     if not changes["rows_changed"]:
         return ["changes: none since the previous run (the dataset was left as it was)"]
     kinds = (
