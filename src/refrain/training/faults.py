@@ -17,6 +17,12 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
+def gradients_finite(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every gradient ``optimizer`` would apply is finite (one fused norm, one host sync)."""
+    grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+
+
 class NonFiniteTrainingError(RuntimeError):
     """Too many non-finite updates in a row; the message names the step and the last good checkpoint."""
 
@@ -74,10 +80,7 @@ class NonFiniteGuard(Callback):
     ) -> None:
         if not self._owns:
             return
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        local = self._bad_loss or (
-            bool(grads) and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
-        )
+        local = self._bad_loss or not gradients_finite(optimizer)
         self._bad_loss = False
         if trainer.strategy.reduce_boolean_decision(local, all=False):
             optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are left untouched
