@@ -137,6 +137,10 @@ def load_base_dit(path: str | Path, device: str = "cpu") -> nn.Module:
             "not set",
             "pass --checkpoint_dir BASE_BUNDLE (a DiT bundle from refrain-export)",
         )
+    from refrain.models.backbones.ace15 import is_release_folder, load_ace15
+
+    if is_release_folder(path):  # a released ACE-Step 1.5 folder in diffusers' layout
+        return load_ace15(path).to(device)
     return open_dit_bundle(path).build_model(device)
 
 
@@ -163,7 +167,11 @@ def base_facts(model: nn.Module, bundle: str | Path | None) -> dict[str, Any]:
         "hidden_size": int(getattr(model, "hidden_size", 0)),
         "parameters": sum(p.numel() for p in model.parameters()),
     }
-    if bundle:
+    from refrain.models.backbones.ace15 import is_release_folder
+
+    if bundle and is_release_folder(bundle):  # a release folder has no manifest: its path is the record
+        facts.update(bundle=str(Path(bundle).resolve()), bundle_hash="")
+    elif bundle:
         from refrain.bundles.dit import read_dit_manifest
 
         manifest = read_dit_manifest(bundle)

@@ -32,7 +32,10 @@ def base_bundle_fact(bundle: str | None, key: str) -> Any:
     if key not in BASE_FACTS:
         raise RefrainInputError(f"refrain_base:{key}", "not a fact of a base bundle", f"use one of {BASE_FACTS}")
     from refrain.bundles.dit import open_dit_bundle
+    from refrain.models.backbones.ace15 import is_release_folder, release_fact
 
+    if is_release_folder(bundle):  # ACE-Step 1.5 in diffusers' layout
+        return release_fact(bundle, key)
     opened = open_dit_bundle(bundle, verify=False)
     encoder = opened.text_encoder
     if key == "vae_bundle":
@@ -62,8 +65,10 @@ def check_lora_run(cfg: DictConfig) -> None:
     if not cfg.get("checkpoint_dir"):
         raise RefrainInputError(*NEEDS_BASE)
     from refrain.bundles.dit import open_dit_bundle
+    from refrain.models.backbones.ace15 import is_release_folder
 
-    open_dit_bundle(cfg.checkpoint_dir, verify=False)
+    if not is_release_folder(cfg.checkpoint_dir):
+        open_dit_bundle(cfg.checkpoint_dir, verify=False)
     if not is_lora_run(cfg):
         raise RefrainInputError(
             "lora_config_path", "is set but the lora config group is not selected",

@@ -36,6 +36,10 @@ def bundle_kind(path: str | Path) -> str:
 
 def prepare_config(cfg: DictConfig) -> None:
     """Facts the bundle fixes, filled in before anything is instantiated: a DiT bundle's VAE."""
+    from refrain.models.backbones.ace15 import is_release_folder
+
+    if is_release_folder(cfg.checkpoint_dir):  # ACE-Step 1.5: model/dit=ace15 loads it (task_from_bundle)
+        return
     if bundle_kind(cfg.checkpoint_dir) == "dit" and not cfg.get("vae_bundle"):
         with open_dict(cfg):
             cfg.vae_bundle = str(Path(cfg.checkpoint_dir) / "vae")
@@ -84,6 +88,16 @@ def task_from_bundle(cfg: DictConfig) -> Any:
     from refrain.models.vae.oobleck import OobleckVAE
 
     path = cfg.checkpoint_dir
+    from refrain.models.backbones.ace15 import AceStep15, is_release_folder
+
+    if is_release_folder(path):  # the release's weights are loaded by the model config itself
+        model = instantiate(cfg.task.model)
+        if not isinstance(model, AceStep15):
+            raise RefrainInputError(
+                f"--checkpoint_dir {path}", "is an ACE-Step 1.5 release folder but the run's model is not",
+                "add model/dit=ace15 (or ace15_turbo) to the command line",
+            )  # fmt: skip
+        return instantiate(cfg.task, model=model)
     kind = bundle_kind(path)
     model = instantiate(cfg.task.model)
     wants = "vae" if isinstance(model, OobleckVAE) else "dit"

@@ -62,13 +62,14 @@ class AceStep15(nn.Module):
         condition_encoder: AceStepConditionEncoder,
         text_side: TextSide | None = None,
         frame_rate: float = 25.0,
-        repa_layer: int = 8,
+        repa_layer: int | None = None,
         turbo: bool | None = None,
         gradient_checkpointing: bool = False,
         train_condition_encoder: bool = True,
     ) -> None:
         super().__init__()
         layers = len(transformer.layers)
+        repa_layer = max(1, layers // 3) if repa_layer is None else repa_layer  # None: ACE-Step v1's 8 of 24
         if not 1 <= repa_layer <= layers:
             raise RefrainInputError(
                 "model.dit.repa_layer", f"{repa_layer} is outside [1, {layers}] transformer blocks",
@@ -256,7 +257,7 @@ def is_release_folder(root: str | Path | None) -> bool:
 
 def load_ace15(
     checkpoint_dir: str | Path,
-    repa_layer: int = 8,
+    repa_layer: int | None = None,
     turbo: bool | None = None,
     gradient_checkpointing: bool = False,
     train_condition_encoder: bool = True,
@@ -291,7 +292,7 @@ def load_ace15(
 
 def build_ace15(
     transformer: Mapping[str, Any], condition_encoder: Mapping[str, Any], frame_rate: float = 25.0,
-    repa_layer: int = 8, turbo: bool | None = None, text_dir: str | None = None,
+    repa_layer: int | None = None, turbo: bool | None = None, text_dir: str | None = None,
 ) -> AceStep15:  # fmt: skip
     """Random-initialised from the two config dicts (what a bundle records; its weights are loaded after)."""
     clean = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
@@ -300,3 +301,21 @@ def build_ace15(
         AceStepConditionEncoder.from_config(clean(condition_encoder)),
         TextSide(text_dir) if text_dir else None, frame_rate, repa_layer, turbo,
     )  # fmt: skip
+
+
+def release_fact(root: str | Path, key: str) -> Any:
+    """What a LoRA or fine-tuning run takes from a release folder, in the keys of a base bundle's facts.
+
+    The release has no refrain VAE bundle (write one with ``python -m refrain.cli.ace15 vae``) and no
+    style-prompt encoder for refrain's data (its conditioning is built from the batch text by the backbone).
+    """
+    path = check_release_folder(root)
+    if key == "latent_channels":
+        import json
+
+        return int(
+            json.loads((path / "transformer" / "config.json").read_text()).get(
+                "audio_acoustic_hidden_dim", 64
+            )
+        )
+    return {"vae_bundle": None, "text_encoder_dir": None, "text_max_length": 256, "speaker_dim": None}[key]

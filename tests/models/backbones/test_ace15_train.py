@@ -1,0 +1,93 @@
+"""trainer.py over a (tiny) ACE-Step 1.5 release folder: LoRA and full fine-tune, as a user types them.
+
+The dataset is prepared by refrain-prepare's function from 48 kHz songs, its latents come from the release's
+own VAE written as a refrain VAE bundle (``python -m refrain.cli.ace15 vae``), and the backbone builds its
+Qwen3 conditioning from each batch's prompt and lyrics text (online; nothing to cache first).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from helpers.tiny_runs import write_songs
+from safetensors.torch import load_file
+
+from refrain.cli.ace15 import main as ace15_cli
+from refrain.cli.train import main as train_main
+
+pytestmark = pytest.mark.slow
+COMMON = [
+    "--max_steps", "2", "--every_n_train_steps", "2", "--every_plot_step", "1000",
+    "--shift", "1", "task.loss.logit_mean=-0.4", "task.loss.drop_lyrics_prob=0",  # the released recipe
+    "data.batch_size=2", "data.max_frames=32", "data.val_items=1", "logger=csv", "callbacks.progress=null",
+    "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "num_workers=0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def world(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from refrain.data.prepare import PrepareOptions, prepare_dataset
+
+    root = tmp_path_factory.mktemp("ace15_runs")
+    songs = write_songs(root / "songs", rate=48000)
+    prepare_dataset(
+        PrepareOptions(output_dir=root / "dataset", input_dir=songs, val_fraction=0.25, progress=False)
+    )
+    ace15_cli(["vae", "--checkpoint_dir", str(ace15_release), "--output", str(root / "vae")])
+    (root / "lora.json").write_text(json.dumps({"r": 4, "lora_alpha": 8, "target_modules": ["to_q", "to_v"]}))
+    return {"root": root, "release": ace15_release, "dataset": root / "dataset", "vae": root / "vae"}
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    try:
+        train_main(argv)
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+def test_lora_run_from_the_release_folder_writes_a_transformer_adapter(world, capsys) -> None:
+    run_dir = world["root"] / "lora_run"
+    code, err = run([
+        "--checkpoint_dir", str(world["release"]), "--vae_bundle", str(world["vae"]),
+        "--lora_config_path", str(world["root"] / "lora.json"), "--dataset_path", str(world["dataset"]),
+        f"run_dir={run_dir}", *COMMON,
+    ], capsys)  # fmt: skip
+    assert code == 0, err[-2000:]
+    weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    assert weights and all(".transformer." in k and ".lora_" in k for k in weights)
+    assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # two steps moved the adapter
+
+
+def test_full_fine_tune_trains_every_weight(world, capsys) -> None:
+    run_dir = world["root"] / "full_run"
+    code, err = run([
+        "task=dit", "data=latents", "model/dit=ace15", "model.dit.repa_layer=2",
+        "--checkpoint_dir", str(world["release"]), "--vae_bundle", str(world["vae"]),
+        "--dataset_path", str(world["dataset"]), f"run_dir={run_dir}", *COMMON,
+    ], capsys)  # fmt: skip
+    assert code == 0, err[-2000:]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")[
+        "state_dict"
+    ]
+    from refrain.models.backbones.ace15 import load_ace15
+
+    released = load_ace15(world["release"]).state_dict()
+    key = "transformer.layers.0.self_attn.to_q.weight"
+    assert not torch.equal(state[f"model.{key}"], released[key])  # trained from the release's weights
+    assert (state[f"model.{key}"] - released[key]).abs().max() < 0.05
+
+
+def test_what_the_backbone_cannot_do_is_one_line(world, capsys) -> None:
+    code, err = run([
+        "--checkpoint_dir", str(world["release"]), "--vae_bundle", str(world["vae"]),
+        "--lora_config_path", str(world["root"] / "lora.json"), "--dataset_path", str(world["dataset"]),
+        f"run_dir={world['root'] / 'bad'}", "--max_steps", "1", "trainer.accelerator=cpu", "num_workers=0",
+    ], capsys)  # fmt: skip
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "drop_lyrics_prob" in lines[0] and "Traceback" not in err
