@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -19,6 +20,8 @@ from resilience_toys import DiTBatches, tiny_dit_model, toy_config
 from refrain.config import compose_config
 from refrain.tasks.dit_task import DiTTask
 from refrain.training.cluster import devices_from_env, nodes_from_env
+from refrain.training.dit_plotting import SamplePlotter
+from refrain.training.ema import EMA
 from refrain.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +149,7 @@ def test_when_a_rank_dies_the_other_exits_within_a_bound(tmp_path: Path, dying: 
 
 
 def test_bf16_mixed_on_cpu_trains_the_tiny_dit_with_finite_losses(tmp_path: Path) -> None:
-    task = DiTTask(tiny_dit_model(), ema_decay=0.99, run_dir=tmp_path)
+    task = DiTTask(tiny_dit_model(), ema=partial(EMA, decay=0.99), plotter=SamplePlotter(tmp_path))
     dtypes: list[torch.dtype] = []
     linear = next(m for m in task.model.blocks[0].modules() if isinstance(m, torch.nn.Linear))
     linear.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
@@ -188,14 +191,14 @@ def test_presets_compose_and_read_the_launcher_environment(monkeypatch: pytest.M
     fsdp = instantiate(compose_config(["trainer=fsdp"]).trainer.strategy)
     from refrain.models.dit.blocks import DiTBlock
 
-    assert type(fsdp).__name__ == "FSDPStrategy" and fsdp._state_dict_type == "full"
+    assert type(fsdp).__name__ == "SafeFSDPStrategy" and fsdp._state_dict_type == "full"
     assert fsdp.kwargs["auto_wrap_policy"]._module_classes == {DiTBlock}
 
 
 # ----- CUDA (skipped without a GPU) -----
 @pytest.mark.gpu
 def test_bf16_mixed_on_cuda_trains_the_tiny_dit(tmp_path: Path) -> None:
-    task = DiTTask(tiny_dit_model(), ema_decay=0.99, run_dir=tmp_path)
+    task = DiTTask(tiny_dit_model(), ema=partial(EMA, decay=0.99), plotter=SamplePlotter(tmp_path))
     trainer = pl.Trainer(
         max_steps=6, precision="bf16-mixed", accelerator="gpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,

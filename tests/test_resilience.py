@@ -8,6 +8,7 @@ import os
 import random
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from refrain.errors import RefrainInputError
 from refrain.tasks.dit_task import DiTTask
 from refrain.training import checkpoint_io
 from refrain.training.checkpoint_io import AtomicCheckpointIO, load_torch_file
+from refrain.training.dit_plotting import SamplePlotter
+from refrain.training.ema import EMA
 from refrain.training.faults import NonFiniteGuard, NonFiniteTrainingError, SkippedItemsReport
 from refrain.training.rng_state import capture_rng_state, restore_rng_state
 from refrain.training.run import train
@@ -160,6 +163,7 @@ def test_a_run_killed_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path
     assert step_of(folder / "last.ckpt") == 4
     resumed = train(toy_config(run, "trainer.max_steps=6", f"ckpt_path={folder / 'last.ckpt'}"))
     assert resumed.trainer.global_step == 6
+    assert not half_written[0].exists() and not list(folder.glob(".*.tmp"))  # removed at this start
 
 
 # ----- preemption signals -----
@@ -272,7 +276,7 @@ def tiny_trainer(tmp_path: Path, callbacks: list[pl.Callback], max_steps: int, *
 
 
 def test_guard_reads_the_dit_tasks_own_counter(tmp_path: Path) -> None:
-    task = DiTTask(tiny_dit_model(), ema_decay=0.99, run_dir=tmp_path, max_consecutive_skips=100)
+    task = DiTTask(tiny_dit_model(), ema=partial(EMA, decay=0.99), plotter=SamplePlotter(tmp_path))
     saver = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=1, save_last=True)
     trainer = tiny_trainer(tmp_path, [NonFiniteGuard(max_consecutive=3), saver], max_steps=12)
     with (

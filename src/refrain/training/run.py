@@ -18,7 +18,11 @@ from refrain.config import register_resolvers, resolve_checked
 from refrain.errors import RefrainInputError
 from refrain.training import run_folder
 from refrain.training.callbacks import CheckpointMetadata, ParameterSummary
-from refrain.training.checkpoint_io import AtomicCheckpointIO
+from refrain.training.checkpoint_io import (
+    AtomicCheckpointIO,
+    check_safe_loading,
+    remove_stale_partial_checkpoints,
+)
 from refrain.training.cluster import release_process_group
 from refrain.training.console import quiet_console
 
@@ -161,6 +165,7 @@ def build_run(cfg: DictConfig, **trainer_kwargs: Any) -> Run:
         **{"enable_model_summary": False, **trainer_kwargs},  # ParameterSummary (a callback) prints it
     )
     check_trainer_fits_task(trainer, task)
+    check_safe_loading(trainer.strategy)  # every resume reads through weights_only (FSDP included)
     return Run(cfg, datamodule, task, trainer, callbacks)
 
 
@@ -173,6 +178,7 @@ def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = run_folder.claim_run_dir(cfg)  # before anything is built or written there
     run = build_run(cfg, **trainer_kwargs)
+    remove_stale_partial_checkpoints(run.callbacks)  # .tmp files of a save killed in an earlier start
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(run.cfg, resolve=True))
     with explained_checkpoint_mismatch(run.cfg.ckpt_path, run.task):
         run.trainer.fit(run.task, datamodule=run.datamodule, ckpt_path=run.cfg.ckpt_path)
