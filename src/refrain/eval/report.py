@@ -111,16 +111,23 @@ def plot_metric_curves(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = list(dict.fromkeys(str(r[x_key]) for r in rows))
+    xs: list[Any] = list(dict.fromkeys(str(r[x_key]) for r in rows))
+    numeric = all(x.replace(".", "", 1).isdigit() for x in xs)
+    if numeric:  # training steps: a numeric axis, not categories
+        xs = sorted(float(x) for x in xs)
     systems = list(dict.fromkeys(str(r["system"]) for r in rows))
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics, strict=True):
         for system in systems:
-            points = {str(r[x_key]): r.get(metric) for r in rows if r["system"] == system}
+            points = {
+                (float(r[x_key]) if numeric else str(r[x_key])): r.get(metric)
+                for r in rows
+                if r["system"] == system
+            }
             ax.plot(xs, [points.get(x, float("nan")) for x in xs], marker="o", label=system)
         arrow = {1: " (higher better)", -1: " (lower better)"}.get(DIRECTIONS.get(metric, 0), "")
         ax.set_title(metric + arrow, fontsize=9)
-        ax.tick_params(axis="x", rotation=45, labelsize=8)
+        ax.tick_params(axis="x", rotation=0 if numeric else 45, labelsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)

@@ -41,7 +41,7 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
 
 
 def stoi(reference: np.ndarray, estimate: np.ndarray, sample_rate: int) -> float:
-    """Short-time objective intelligibility (0..1) of ``estimate`` against ``reference``, by ``pystoi``."""
+    """Short-time objective intelligibility (1 = identical; near or below 0 for unrelated audio) of ``estimate`` against ``reference``, by ``pystoi``."""
     from pystoi import stoi as _stoi
 
     return float(_stoi(to_mono(reference), to_mono(estimate), sample_rate, extended=False))

@@ -23,6 +23,7 @@ from refrain.bundles.vae import VAEBundle
 from refrain.data.schema import load_prepared
 from refrain.errors import RefrainInputError
 from refrain.eval.signal_metrics import ReconstructionScorer
+from refrain.models.vae.oobleck import OobleckVAE
 
 CONDITIONS = ("clean", "cbr64", "cbr128", "cbr320", "vbr0", "vbr4", "vbr7")
 BASELINE = "input"  # the system name of the degraded input itself
@@ -97,9 +98,8 @@ def heldout_clips(
 
 
 @torch.no_grad()
-def reconstruct(bundle: VAEBundle, audio: np.ndarray, sample_rate: int) -> np.ndarray:
-    """(C, T) audio at ``sample_rate`` -> the bundle's reconstruction (posterior mean), same rate and length."""
-    model = bundle.model
+def reconstruct_with(model: OobleckVAE, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """(C, T) audio at ``sample_rate`` -> ``model``'s reconstruction (posterior mean), same rate and length."""
     rate = model.sample_rate
     source = audio if rate == sample_rate else resample(audio, sample_rate, rate)
     device = next(model.parameters()).device
@@ -111,6 +111,11 @@ def reconstruct(bundle: VAEBundle, audio: np.ndarray, sample_rate: int) -> np.nd
     frames = min(out.shape[-1], audio.shape[-1])
     fitted[:, :frames] = out[:, :frames]
     return np.clip(fitted, -1.0, 1.0)
+
+
+def reconstruct(bundle: VAEBundle, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """A bundle's reconstruction of (C, T) audio (see ``reconstruct_with``)."""
+    return reconstruct_with(bundle.model, audio, sample_rate)
 
 
 def evaluate_vae(
