@@ -39,9 +39,11 @@ from refrain.config import compose_config
 from refrain.data.conditioning_encoder import ConditioningEncoder
 from refrain.data.embedded import embedded_tracks_dir
 from refrain.losses.flow_matching import FlowMatchingLoss
+from refrain.losses.repa import REPALoss
 from refrain.models.teachers import TeacherSpec, load_teachers
 from refrain.models.text_encoder import TextEncoder
 from refrain.tasks.dit_task import DiTTask
+from refrain.training.ema import EMA
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def build(setup: Setup, root: Path) -> tuple[DiTTask, ConditioningEncoder]:
     specs = make_teachers(setup, root)
     task = DiTTask(
         model, loss=FlowMatchingLoss(shift=3.0), optimizer=partial(torch.optim.AdamW, lr=1e-4),
-        repa_teachers=specs, repa_projector_dim=setup.projector_dim, ema_decay=0.9999,
+        repa=partial(REPALoss, teachers=specs, projector_dim=setup.projector_dim), ema=partial(EMA, decay=0.9999),
     )  # fmt: skip
     encoder = ConditioningEncoder(vae, TextEncoder(), load_teachers(specs), fingerprint="bench")
     return task, encoder

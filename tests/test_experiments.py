@@ -27,8 +27,9 @@ def tiny_overrides(name: str, tmp_path: Path, base_bundle: Path) -> list[str]:
         f"run_dir={tmp_path / name}",
         f"dataset_path={tmp_path / 'dataset'}",
         f"vae_bundle={base_bundle / 'vae'}",
-        f"checkpoint_dir={base_bundle}",
     ]
+    if selected.get("lora_config_path"):  # LoRA recipes adapt the base; others would warm-start from it
+        overrides.append(f"checkpoint_dir={base_bundle}")
     model = selected.get("model") or {}
     overrides += [f"model/{part}=tiny" for part in ("vae", "dit") if model.get(part) is not None]
     return overrides

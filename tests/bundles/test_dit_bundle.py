@@ -100,9 +100,12 @@ def test_live_weights_when_asked_or_when_no_ema(workdir: Path, tmp_path: Path) -
 
 def test_training_weights_match_the_dit_task_layout() -> None:
     """The prefixes export reads are the ones DiTTask's state_dict really has."""
-    from refrain.tasks.dit_task import DiTTask
+    from functools import partial
 
-    task = DiTTask(build_from_spec(TINY_DIT), ema_decay=0.9)
+    from refrain.tasks.dit_task import DiTTask
+    from refrain.training.ema import EMA
+
+    task = DiTTask(build_from_spec(TINY_DIT), ema=partial(EMA, decay=0.9))
     with torch.no_grad():
         for p in task.ema.shadow.parameters():
             p.add_(1.0)

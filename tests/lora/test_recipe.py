@@ -33,7 +33,7 @@ def test_acestep_flags_alone_make_a_lora_run(bundle: Path, tmp_path: Path) -> No
     assert cfg.task.model._target_ == "refrain.lora.model.load_base_dit"
     assert cfg.data._target_ == "refrain.lora.data.LoraDataModule"
     assert cfg.task.loss.drop_style_prob == 0.15  # the DiT task's settings are kept underneath
-    assert cfg.task.optimizer.betas == [0.8, 0.9] and cfg.task.ema_decay is None
+    assert cfg.task.optimizer.betas == [0.8, 0.9] and cfg.task.ema is None
     assert cfg.vae_bundle == str(bundle / "vae") and cfg.data.text_max_length == 48
     task = instantiate(cfg.task)
     assert task.spec.variant == "stemgen" and str(task.adapter_dir) == str(Path(cfg.run_dir) / "adapter")

@@ -18,10 +18,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from refrain.errors import RefrainInputError
 from refrain.losses.flow_matching import FlowMatchingLoss
+from refrain.losses.repa import REPALoss
 from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.teachers import TeacherSpec
 from refrain.sampling import CFG
-from refrain.tasks.dit_task import DiTTask
+from refrain.tasks.dit_task import DiTTask, FlowValidation
+from refrain.training.dit_plotting import SamplePlotter
+from refrain.training.ema import EMA
 from refrain.training.lr_schedule import WarmupDecay
 
 C, T, TEXT, VOCAB, HOP = 4, 16, 8, 20, 4
@@ -91,20 +94,16 @@ def make_task(tmp: Path, seed: int = 0, **kwargs: Any) -> DiTTask:
         name: TeacherSpec(name=name, checkpoint_dir=str(tmp / name), sample_rate=16000, feature_dim=dim)
         for name, (_, dim) in TEACHERS.items()
     }
+    plot = {"num_steps": 3, "guidance": CFG(), "guidance_scale": 2.0, "guidance_interval": 1.0}
+    plot.update(kwargs.pop("plot", {}))
     options: dict[str, Any] = {
         "loss": FlowMatchingLoss(shift=3.0, masked_span_prob=0.2),
         "optimizer": partial(torch.optim.AdamW, lr=3e-3, weight_decay=0.0),
         "lr_schedule": WarmupDecay(warmup_steps=5, decay="cosine", min_lr_ratio=0.3),
-        "repa_teachers": specs,
-        "repa_weight": 1.0,
-        "repa_projector_dim": 32,
-        "ema_decay": 0.9,
-        "validation_bins": 4,
-        "plot_num_steps": 3,
-        "plot_guidance": CFG(),
-        "plot_guidance_scale": 2.0,
-        "plot_guidance_interval": 1.0,
-        "run_dir": tmp,
+        "repa": partial(REPALoss, teachers=specs, projector_dim=32, weight=1.0),
+        "ema": partial(EMA, decay=0.9),
+        "validation": FlowValidation(bins=4),
+        "plotter": SamplePlotter(tmp, kwargs.get("vae_bundle"), **plot),
     }
     options.update(kwargs)
     return DiTTask(tiny_dit(seed), **options)
@@ -189,7 +188,7 @@ def test_repa_is_skipped_cleanly_without_teacher_features(tmp_path: Path) -> Non
     terms["loss"].backward()
     grads = [p.grad for p in task.repa.projectors.parameters()]
     assert all(g is not None and float(g.abs().sum()) == 0.0 for g in grads)  # used (DDP-safe), unchanged
-    plain = make_task(tmp_path, repa_teachers=None)
+    plain = make_task(tmp_path, repa=None)
     assert plain.repa is None and set(plain.compute_loss(make_batch())) == {"flow", "loss"}
 
 
@@ -241,7 +240,7 @@ def test_plot_at_the_end_writes_audio_png_lyrics_and_tensorboard(trained: dict[s
 
 
 def test_plot_without_a_vae_writes_latents_only(tmp_path: Path) -> None:
-    task = make_task(tmp_path, plot_guidance=None)
+    task = make_task(tmp_path, plot={"guidance": None})
     folder = task.plot(3, make_batch())
     assert sorted(p.name for p in folder.iterdir()) == ["latents.png", "lyrics.txt"]
     assert task.plotter.said_no_vae

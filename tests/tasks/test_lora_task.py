@@ -28,7 +28,7 @@ from refrain.lora.data import LoraDataModule
 from refrain.losses.flow_matching import FlowMatchingLoss
 from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.vae.oobleck import build_oobleck_vae
-from refrain.tasks.dit_task import batch_conditioning
+from refrain.tasks.dit_task import FlowValidation, batch_conditioning
 from refrain.tasks.lora_task import LoraTask
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +89,7 @@ def make_task(world: dict[str, Path], spec: Any, run_dir: Path, **options: Any) 
     settings: dict[str, Any] = {
         "loss": FlowMatchingLoss(masked_span_prob=0.0),
         "optimizer": partial(torch.optim.AdamW, lr=1e-2),
-        "ema_decay": None, "validation_bins": 2, "run_dir": run_dir, "dataset_path": str(world["dataset"]),
+        "validation": FlowValidation(bins=2), "run_dir": run_dir, "dataset_path": str(world["dataset"]),
     }  # fmt: skip
     settings.update(options)
     return LoraTask(base_model(world), spec, base_bundle=str(world["bundle"]), **settings)
@@ -213,7 +213,7 @@ def test_the_reference_path_learns_what_lora_alone_cannot(tmp_path: Path) -> Non
             }
         )
         loss = FlowMatchingLoss(masked_span_prob=0.0, drop_style_prob=0.0, drop_lyrics_prob=0.0)
-        task = LoraTask(base, spec, loss=loss, optimizer=partial(torch.optim.AdamW, lr=1e-2), ema_decay=None,
+        task = LoraTask(base, spec, loss=loss, optimizer=partial(torch.optim.AdamW, lr=1e-2),
                         run_dir=tmp_path / variant)  # fmt: skip
         batch = _fixed_batch()
         loader = DataLoader([batch] * STEPS, batch_size=None, collate_fn=lambda x: x)

@@ -74,16 +74,23 @@ def repa_loss(
 
 
 class REPALoss(nn.Module):
-    """Projectors plus teacher weights, built from the same TeacherSpecs that data_prep used."""
+    """Projectors plus teacher weights, built from the same TeacherSpecs that data_prep used.
+
+    ``weight`` scales the whole term in the task's loss (flow + weight * repa); the config (repa.loss) gives
+    everything but ``hidden_size``, which the task reads from its backbone.
+    """
 
     def __init__(
         self,
         hidden_size: int,
-        teachers: Mapping[str, TeacherSpec] | list[TeacherSpec],
+        teachers: Mapping[str, TeacherSpec] | list[TeacherSpec] | None,
         projector_dim: int = 2048,
+        weight: float = 1.0,
     ) -> None:
         super().__init__()
-        specs = list(teachers.values()) if isinstance(teachers, Mapping) else list(teachers)
+        items = teachers or {}
+        specs = list(items.values()) if isinstance(items, Mapping) else list(items)
+        self.weight = float(weight)
         self.weights = {spec.name: float(spec.weight) for spec in specs}
         self.projectors = REPAProjectors(
             hidden_size, {spec.name: spec.resolved_feature_dim() for spec in specs}, projector_dim

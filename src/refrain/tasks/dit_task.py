@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,15 +28,14 @@ from refrain.losses.repa import REPALoss
 from refrain.models.backbone import backbone_of, check_loss, spec_of
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.lyrics import LyricEmbedder
-from refrain.models.teachers import TeacherSpec
-from refrain.sampling import Guidance
 from refrain.text.vocab import VOCAB_FILE
 from refrain.training.dit_plotting import SamplePlotter
 from refrain.training.ema import EMA
-from refrain.training.faults import gradients_finite
 from refrain.training.lr_schedule import WarmupDecay
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
+REPAFactory = Callable[[int], REPALoss]  # hidden size -> projectors (conf: repa.loss, _partial_)
+EMAFactory = Callable[[nn.Module, nn.Module], EMA]  # (model, twin) -> EMA (conf: task.ema, _partial_)
 
 
 def lyric_capacity(model: nn.Module) -> int | None:
@@ -75,6 +75,15 @@ def _default_optimizer(params: Iterable[Any]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=1e-4)
 
 
+@dataclass(frozen=True)
+class FlowValidation:
+    """Validation flow loss in ``bins`` equal sigma bins with noise fixed by ``seed``; ``use_ema`` = the EMA's."""
+
+    bins: int = 5
+    seed: int = 1234
+    use_ema: bool = True
+
+
 class DiTTask(pl.LightningModule):
     """Trains any ``VelocityModel`` (default: ``DiffusionTransformer``) on cached DiT batches."""
 
@@ -84,53 +93,33 @@ class DiTTask(pl.LightningModule):
         loss: FlowMatchingLoss | None = None,
         optimizer: OptimizerFactory | None = None,
         lr_schedule: WarmupDecay | None = None,
-        repa_teachers: Mapping[str, TeacherSpec] | None = None,
-        repa_weight: float = 1.0,
-        repa_projector_dim: int = 2048,
-        ema_decay: float | None = 0.9999,
-        ema_warmup: bool = True,
-        validation_bins: int = 5,
-        validation_seed: int = 1234,
-        validate_with_ema: bool = True,
+        repa: REPAFactory | None = None,
+        ema: EMAFactory | None = None,
+        plotter: SamplePlotter | None = None,
         every_plot_step: int | None = None,
-        plot_num_samples: int = 2,
-        plot_num_steps: int = 30,
-        plot_solver: str = "euler",
-        plot_guidance: Guidance | None = None,
-        plot_guidance_scale: float = 15.0,
-        plot_guidance_interval: float = 0.5,
-        plot_shift: float = 3.0,
-        plot_seed: int = 0,
+        validation: FlowValidation | None = None,
         vae_bundle: str | Path | None = None,
         dataset_path: str | Path | None = None,
-        run_dir: str | Path = "exps/dit",
-        max_consecutive_skips: int = 100,
         activation_offload: bool = False,
     ) -> None:
+        """``repa``/``ema`` are built here from their configured factories because both need the model:
+        ``repa(hidden_size)`` (None, no teachers or weight 0 = no REPA), ``ema(model, copy)`` (None = none)."""
         super().__init__()
         self.model = model
         self.activation_offload = activation_offload
         self.loss_fn = loss or FlowMatchingLoss()
         self.optimizer_factory = optimizer or _default_optimizer
         self.lr_schedule = lr_schedule
-        self.repa: REPALoss | None = None
-        self.repa_weight = float(repa_weight)
         check_loss(model, self.loss_fn)  # a CFG drop or context the backbone lacks: one line, now
-        if repa_teachers and self.repa_weight > 0:
-            hidden = spec_of(model).hidden_size
-            self.repa = REPALoss(int(hidden), dict(repa_teachers), repa_projector_dim)
-        self.ema = EMA(model, copy.deepcopy(model), ema_decay, ema_warmup) if ema_decay else None
-        self.validation_bins = validation_bins
-        self.validation_seed = validation_seed
-        self.validate_with_ema = validate_with_ema
+        self.repa: REPALoss | None = repa(int(spec_of(model).hidden_size)) if repa is not None else None
+        if self.repa is not None and not (self.repa.weights and self.repa.weight > 0):
+            self.repa = None
+        self.ema = ema(model, copy.deepcopy(model)) if ema is not None else None
+        self.validation = validation or FlowValidation()
         self.every_plot_step = int(every_plot_step or 0)
-        self.plotter = SamplePlotter(
-            run_dir, vae_bundle, plot_num_samples, plot_num_steps, plot_solver, plot_guidance,
-            plot_guidance_scale, plot_guidance_interval, plot_shift, plot_seed,
-        )  # fmt: skip
+        self.plotter = plotter
         self.vae_bundle = str(vae_bundle) if vae_bundle else None
         self.dataset_path = dataset_path
-        self.max_consecutive_skips = max_consecutive_skips  # read by the NonFiniteGuard callback (conf)
         self.nonfinite_skips = 0
         self._skip_pending = False
         self._step_skipped = False
@@ -188,7 +177,7 @@ class DiTTask(pl.LightningModule):
             if use_repa:
                 repa_terms = self.repa(out.hidden, out.cond.frame_mask, features, batch.get("teacher_masks"))
                 terms.update(repa_terms)
-                total = total + self.repa_weight * repa_terms["repa"]
+                total = total + self.repa.weight * repa_terms["repa"]
             # Projectors of teachers absent from this batch get an exact zero, so DDP sees every parameter used.
             idle = [
                 p
@@ -240,10 +229,11 @@ class DiTTask(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Drop the whole (accumulated) update when a loss or a gradient is not finite on any process."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         local = self._skip_pending
-        if not local and scaler is None:  # fp16's GradScaler handles overflowing gradients itself
-            local = not gradients_finite(optimizer)
+        if not local and grads and scaler is None:  # fp16's GradScaler handles overflowing gradients itself
+            local = not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
         self._skip_pending = False
         self._step_skipped = self.trainer.strategy.reduce_boolean_decision(local, all=False)
         if self._step_skipped:  # refrain.training.faults.NonFiniteGuard reads the count and stops a run
@@ -281,9 +271,9 @@ class DiTTask(pl.LightningModule):
         """``flow_bin_<lo>_<hi>`` per sigma bin plus their mean ``flow``; same noise and sigmas every time."""
         x0 = batch["latent_mean"]
         generator = torch.Generator(device=x0.device)
-        generator.manual_seed(self.validation_seed + 1_000_003 * self.global_rank + batch_idx)
-        model = self.sampling_model() if self.validate_with_ema else self.model
-        raw = binned_flow_loss(model, x0, self.conditioning(batch), self.validation_bins, generator)
+        generator.manual_seed(self.validation.seed + 1_000_003 * self.global_rank + batch_idx)
+        model = self.sampling_model() if self.validation.use_ema else self.model
+        raw = binned_flow_loss(model, x0, self.conditioning(batch), self.validation.bins, generator)
         terms = {"flow_bin_" + k.removeprefix("flow_sigma_"): v for k, v in raw.items()}
         terms["flow"] = torch.stack(list(terms.values())).mean()
         return terms
@@ -298,7 +288,7 @@ class DiTTask(pl.LightningModule):
     # ----- listening -----
     def _plot_source(self, fallback: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """The first few validation items (kept on the CPU); the training batch when there is no validation."""
-        if self._plot_batch is None:
+        if self._plot_batch is None and self.plotter is not None:
             batch = None
             datamodule = self.trainer.datamodule if self._trainer is not None else None
             if datamodule is not None and hasattr(datamodule, "val_dataloader"):
@@ -321,6 +311,8 @@ class DiTTask(pl.LightningModule):
     def plot(self, step: int, fallback: Mapping[str, Any] | None = None) -> Path | None:
         """Sample the validation prompts with the EMA weights, decode, write and log; returns the folder."""
         self._last_plot_step = step
+        if self.plotter is None:
+            return None
         attached = self._trainer is not None
         if attached and not self.trainer.is_global_zero:
             return None

@@ -40,6 +40,7 @@ class LoraTask(DiTTask):
         model: nn.Module,
         lora_config_path: str | Path | LoraSpec,
         base_bundle: str | Path | None = None,
+        run_dir: str | Path = "exps/lora",
         adapter_dir: str | Path | None = None,
         **dit_task_options: Any,
     ) -> None:
@@ -52,7 +53,7 @@ class LoraTask(DiTTask):
         self.spec = spec
         self.base_bundle = str(base_bundle) if base_bundle else None
         self.base = base_facts(model, self.base_bundle)
-        self.lora_run_dir = Path(dit_task_options.get("run_dir") or "exps/lora")
+        self.lora_run_dir = Path(run_dir)
         self.adapter_dir = Path(adapter_dir) if adapter_dir else self.lora_run_dir / "adapter"
         self.strict_loading = (
             False  # checkpoints hold the trainable tensors only; the base comes from its bundle

@@ -42,7 +42,7 @@ def trained(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory):
     model = load_ace15(ace15_release, repa_layer=2)
     task = LoraTask(
         model, parse_lora_spec(LORA, "test.json"), loss=FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0),
-        ema_decay=None, run_dir=tmp_path_factory.mktemp("lora_run"),
+        run_dir=tmp_path_factory.mktemp("lora_run"),
     )  # fmt: skip
     params = [p for p in task.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=3e-3)
