@@ -191,7 +191,7 @@ def test_presets_compose_and_read_the_launcher_environment(monkeypatch: pytest.M
     fsdp = instantiate(compose_config(["trainer=fsdp"]).trainer.strategy)
     from refrain.models.dit.blocks import DiTBlock
 
-    assert type(fsdp).__name__ == "FSDPStrategy" and fsdp._state_dict_type == "full"
+    assert type(fsdp).__name__ == "SafeFSDPStrategy" and fsdp._state_dict_type == "full"
     assert fsdp.kwargs["auto_wrap_policy"]._module_classes == {DiTBlock}
 
 

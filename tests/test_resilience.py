@@ -163,6 +163,7 @@ def test_a_run_killed_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path
     assert step_of(folder / "last.ckpt") == 4
     resumed = train(toy_config(run, "trainer.max_steps=6", f"ckpt_path={folder / 'last.ckpt'}"))
     assert resumed.trainer.global_step == 6
+    assert not half_written[0].exists() and not list(folder.glob(".*.tmp"))  # removed at this start
 
 
 # ----- preemption signals -----

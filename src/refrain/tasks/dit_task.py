@@ -31,6 +31,7 @@ from refrain.models.dit.lyrics import LyricEmbedder
 from refrain.text.vocab import VOCAB_FILE
 from refrain.training.dit_plotting import SamplePlotter
 from refrain.training.ema import EMA
+from refrain.training.faults import gradients_finite
 from refrain.training.lr_schedule import WarmupDecay
 
 OptimizerFactory = Callable[[Iterable[Any]], torch.optim.Optimizer]
@@ -229,11 +230,10 @@ class DiTTask(pl.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Drop the whole (accumulated) update when a loss or a gradient is not finite on any process."""
-        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         local = self._skip_pending
-        if not local and grads and scaler is None:  # fp16's GradScaler handles overflowing gradients itself
-            local = not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+        if not local and scaler is None:  # fp16's GradScaler handles overflowing gradients itself
+            local = not gradients_finite(optimizer)
         self._skip_pending = False
         self._step_skipped = self.trainer.strategy.reduce_boolean_decision(local, all=False)
         if self._step_skipped:  # refrain.training.faults.NonFiniteGuard reads the count and stops a run
