@@ -18,7 +18,6 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from diffusers import AutoencoderOobleck
-from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 
@@ -28,6 +27,7 @@ from refrain.losses.metrics import ReconstructionMetrics
 from refrain.losses.spectral import MelDistance, StereoMRSTFTLoss
 from refrain.models.vae.oobleck import OobleckVAE
 from refrain.training.ema import EMA
+from refrain.training.media import Clip, log_media
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
@@ -314,26 +314,8 @@ class VAETask(pl.LightningModule):
         png = save_spectrogram_png(
             folder / "spectrograms.png", [(titles[n], a) for n, a in arrays.items()], rate
         )
-        for logger in self.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                for name, array in arrays.items():
-                    logger.experiment.add_audio(
-                        f"audio/{name}", torch.from_numpy(array.mean(0, keepdims=True)), step, rate
-                    )
-                import matplotlib.pyplot as plt
-
-                logger.experiment.add_image(
-                    "spectrograms", plt.imread(str(png))[..., :3], step, dataformats="HWC"
-                )
-            elif isinstance(logger, WandbLogger):
-                logger.log_audio(
-                    "audio",
-                    [a.T for a in arrays.values()],
-                    step=step,
-                    sample_rate=[rate] * 3,
-                    caption=list(arrays),
-                )
-                logger.log_image("spectrograms", [str(png)], step=step)
+        clips = [Clip(f"audio/{name}", name, array) for name, array in arrays.items()]
+        log_media(self.loggers, step, clips=clips, sample_rate=rate, image=("spectrograms", png))
         return folder
 
     # ----- checkpoints -----

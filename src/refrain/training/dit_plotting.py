@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
 
 from refrain.fileio import atomic_path
 from refrain.sampling import Guidance, sample_guided, sigma_schedule
+from refrain.training.media import Clip, TextTable, log_media
 
 
 @dataclass
@@ -114,39 +115,19 @@ def log_plot_files(
     sample_rate: int | None,
 ) -> None:
     """Send audio, the image and the lyrics to TensorBoard and/or W&B (other loggers get the files only)."""
-    text = lyrics_text(samples)
-    for logger in loggers:
-        if isinstance(logger, TensorBoardLogger):
-            import matplotlib.pyplot as plt
-
-            writer = logger.experiment
-            if sample_rate is not None:
-                for index, sample in enumerate(samples):
-                    if sample.audio is not None:
-                        mono = torch.from_numpy(np.nan_to_num(sample.audio.mean(0, keepdims=True)))
-                        writer.add_audio(f"samples/audio_{index}", mono.clamp(-1, 1), step, sample_rate)
-            writer.add_image(
-                f"samples/{files.image.stem}", plt.imread(str(files.image))[..., :3], step, dataformats="HWC"
-            )
-            writer.add_text("samples/lyrics", text.replace("\n", "  \n"), step)
-        elif isinstance(logger, WandbLogger):
-            if sample_rate is not None:
-                decoded = [s for s in samples if s.audio is not None]
-                if decoded:
-                    logger.log_audio(
-                        "samples/audio",
-                        [np.nan_to_num(s.audio).T for s in decoded],
-                        step=step,
-                        sample_rate=[sample_rate] * len(decoded),
-                        caption=[s.prompt[:200] for s in decoded],
-                    )
-            logger.log_image(f"samples/{files.image.stem}", [str(files.image)], step=step)
-            logger.log_text(
-                "samples/lyrics",
-                columns=["key", "prompt", "lyrics"],
-                data=[[s.key, s.prompt, s.lyrics] for s in samples],
-                step=step,
-            )
+    clips = [
+        Clip(f"samples/audio_{index}", sample.prompt[:200], sample.audio)
+        for index, sample in enumerate(samples)
+        if sample.audio is not None
+    ]
+    lyrics = TextTable(
+        "samples/lyrics", lyrics_text(samples), ["key", "prompt", "lyrics"],
+        [[s.key, s.prompt, s.lyrics] for s in samples],
+    )  # fmt: skip
+    log_media(
+        loggers, step, clips=clips, sample_rate=sample_rate, audio_key="samples/audio",
+        image=(f"samples/{files.image.stem}", files.image), text=lyrics,
+    )  # fmt: skip
 
 
 class SamplePlotter:
