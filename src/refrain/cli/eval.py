@@ -143,9 +143,22 @@ def run_songs(args: argparse.Namespace) -> Path:
     return out
 
 
+def generate(
+    bundle: str | Path, prompts: str | Path, out_dir: Path, loras: Sequence[str], extra: Sequence[str]
+) -> Path:
+    """Sample every prompt of ``prompts`` into ``out_dir`` with ``refrain-infer`` (seeds from the file)."""
+    from refrain.cli.infer import main as infer_main
+
+    argv = ["text2music", "--bundle", str(bundle), "--prompts_file", str(prompts), "--out_dir", str(out_dir),
+            "--no_progress", *[arg for lora in loras for arg in ("--lora", lora)], *extra]  # fmt: skip
+    if infer_main(argv) != 0:
+        raise RefrainInputError(out_dir, "refrain-infer failed (its message is above)", "fix that and re-run")
+    return out_dir
+
+
 def run_bundle(args: argparse.Namespace) -> Path:
     """Generate the prompts with fixed seeds (base, and adapted when --lora is given) and evaluate them."""
-    from refrain.eval.bundle_eval import evaluate_sets, generate, training_dataset
+    from refrain.eval.bundle_eval import evaluate_sets, training_dataset
     from refrain.eval.report import markdown_table, write_report
     from refrain.eval.songs_eval import folder_set, read_prompts_file, song_set
 

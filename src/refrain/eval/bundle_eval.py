@@ -1,7 +1,7 @@
 """Evaluate a DiT bundle (and LoRA adapters on it) by generating a prompts file with fixed seeds.
 
-Generation goes through ``refrain-infer text2music --prompts_file``, the very command a user runs, so the
-songs measured are the songs a user gets (with their sidecars). With adapters, the base and the adapted
+Generation goes through ``refrain-infer text2music --prompts_file`` (``refrain.cli.eval.generate``), the
+very command a user runs, so the songs measured are the songs a user gets (with their sidecars). With adapters, the base and the adapted
 bundle sing the same prompts from the same seeds, and the report puts the two rows side by side: how far
 the adapter moved the songs toward its training set (FAD before/after), and whether they still follow
 their prompts (CLAP score before/after), overall and per prompt.
@@ -18,19 +18,6 @@ import yaml
 
 from refrain.errors import RefrainInputError
 from refrain.eval.songs_eval import SongSet, SongsEvaluator, embed_set, summarise
-
-
-def generate(
-    bundle: str | Path, prompts: str | Path, out_dir: Path, loras: Sequence[str], extra: Sequence[str]
-) -> Path:
-    """Sample every prompt of ``prompts`` into ``out_dir`` with ``refrain-infer`` (seeds from the file)."""
-    from refrain.cli.infer import main as infer_main
-
-    argv = ["text2music", "--bundle", str(bundle), "--prompts_file", str(prompts), "--out_dir", str(out_dir),
-            "--no_progress", *[arg for lora in loras for arg in ("--lora", lora)], *extra]  # fmt: skip
-    if infer_main(argv) != 0:
-        raise RefrainInputError(out_dir, "refrain-infer failed (its message is above)", "fix that and re-run")
-    return out_dir
 
 
 def _recorded_dataset(adapter: Path) -> str | None:
