@@ -64,3 +64,17 @@ def test_emoji_only_lyrics_make_an_instrumental_with_a_note(tmp_path: Path, writ
     assert result.report["notes_by_reason"] == {"no_pronounceable_lyrics": 1, "no_tags": 2}
     (line,) = [line for line in result.report_text.splitlines() if "emoji.wav:" in line]
     assert "no_pronounceable_lyrics: the lyrics hold nothing G2P can pronounce" in line
+
+
+def test_lyrics_only_in_an_unreadable_script_are_an_instrumental_too() -> None:
+    from refrain.data.lyric_fields import build_lyric_fields
+    from refrain.text.g2p import G2P
+    from refrain.text.vocab import PhonemeVocab
+
+    g2p = G2P()
+    fields = build_lyric_fields(
+        "[00:01.00]สวัสดีครับ\n[00:02.00]🎵", "lrc", 5.0, None, lambda: g2p, PhonemeVocab()
+    )
+    assert (fields.language, fields.phoneme_ids, fields.lrc) == ("instrumental", [], [])
+    assert [issue.code for issue in fields.issues] == ["unsupported_script", "no_pronounceable_lyrics"]
+    assert "a script it cannot read" in fields.issues[1].message

@@ -52,7 +52,8 @@ REASONS: dict[str, tuple[Severity, str]] = {
     "no_lyrics": ("note", "no lyrics (missing or empty); kept as instrumental"),
     "no_pronounceable_lyrics": (
         "note",
-        "the lyrics hold nothing G2P can pronounce (only emoji, symbols or punctuation); kept as instrumental",
+        "the lyrics hold nothing G2P can pronounce (only emoji, symbols, punctuation or a script it cannot "
+        "read); kept as instrumental",
     ),
     "text_encoding": ("note", "a lyrics or tags file is not UTF-8; it was decoded with the encoding named"),
     "text_undecodable": (
