@@ -97,7 +97,7 @@ def save_spectrogram_png(
             extent=(0.0, seconds, 0, mel.shape[0]),
         )
         ax.set_title(title, fontsize=10)
-        ax.set_ylabel("mel bin")
+        label_hz(ax, sample_rate, mel.shape[0])
         fig.colorbar(image, ax=ax, label="dB")
     axes[-1].set_xlabel("seconds")
     fig.subplots_adjust(
@@ -107,6 +107,30 @@ def save_spectrogram_png(
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return path
+
+
+HZ_TICKS = (50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000)
+
+
+def mel_bin_of(frequencies: np.ndarray, sample_rate: int, n_mels: int) -> np.ndarray:
+    """Where each frequency sits on the row axis of a ``mel_spectrogram`` image (fractional bin index).
+
+    Filter i of the Slaney bank is centred at mel point i + 1 of n_mels + 2 equally spaced points over
+    0..sample_rate / 2, so a frequency's row is its mel position in those steps, minus one.
+    """
+    from transformers.audio_utils import hertz_to_mel
+
+    top = float(hertz_to_mel(np.array([sample_rate / 2]), mel_scale="slaney")[0])
+    mels = hertz_to_mel(np.asarray(frequencies, dtype=np.float64), mel_scale="slaney")
+    return mels / top * (n_mels + 1) - 1
+
+
+def label_hz(ax: object, sample_rate: int, n_mels: int) -> None:
+    """Label a mel image's rows in Hz (the bins themselves mean nothing to a listener)."""
+    ticks = np.array([f for f in HZ_TICKS if f < sample_rate / 2], dtype=np.float64)
+    rows = mel_bin_of(ticks, sample_rate, n_mels) + 0.5  # imshow's extent puts bin i at i..i+1
+    ax.set_yticks(rows, [f"{f / 1000:g}k" if f >= 1000 else f"{f:g}" for f in ticks])  # type: ignore[attr-defined]
+    ax.set_ylabel("Hz")  # type: ignore[attr-defined]
 
 
 def _display_mel(wave: np.ndarray | torch.Tensor, sample_rate: int) -> np.ndarray:

@@ -281,8 +281,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         if result.last_checkpoint:
             print(f"last checkpoint: {result.last_checkpoint}")
 
-    sys.argv = [sys.argv[0], *overrides]
-    _run()
+    saved, sys.argv = sys.argv, [sys.argv[0], *overrides]
+    try:
+        _run()
+    finally:
+        sys.argv = saved
 
 
 if __name__ == "__main__":

@@ -145,7 +145,10 @@ class DiTTask(pl.LightningModule):
         trainable = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
         decay = [p for n, p in trainable if p.ndim >= 2 and "null_" not in n]
         no_decay = [p for n, p in trainable if not (p.ndim >= 2 and "null_" not in n)]
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        groups = [  # named: LearningRateMonitor logs lr/decayed and lr/not_decayed, not lr/pg1, lr/pg2
+            {"params": decay, "name": "decayed"},
+            {"params": no_decay, "weight_decay": 0.0, "name": "not_decayed"},
+        ]
         optimizer = self.optimizer_factory([g for g in groups if g["params"]])
         if self.lr_schedule is None:
             return optimizer

@@ -1,8 +1,13 @@
 """What the DiT task writes when it listens to itself: audio, spectrograms and the lyrics it sang.
 
 Files go to ``<run_dir>/plots/step_<6-digit step>/`` (``sample_<i>.flac``, ``reference_<i>.flac``,
-``spectrograms.png`` or ``latents.png``, ``lyrics.txt``) so a run can be judged without a logger, and the
-same material goes to every active logger (TensorBoard audio/image/text, the W&B equivalents).
+``original_<i>.flac``, ``spectrograms.png`` or ``latents.png``, ``lyrics.txt``) so a run can be judged
+without a logger, and the same material goes to every active logger (TensorBoard audio/image/text, the
+W&B equivalents).
+
+Per prompt the spectrogram shows three rows: the song itself (the same crop, read from the dataset's
+audio file), the VAE's decode of its latent (the DiT's target) and the DiT's sample. Without the first
+row a bad VAE and a bad DiT look the same: the "reference" would already sound wrong.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ class PlotSample:
     reference: Tensor  # (C, T) the data latent of the same crop (posterior mean)
     audio: np.ndarray | None = None  # (channels, samples) decoded sample
     reference_audio: np.ndarray | None = None  # (channels, samples) decoded data latent
+    original_audio: np.ndarray | None = None  # (channels, samples) the song's own audio of the crop
 
 
 @dataclass
@@ -89,12 +95,17 @@ def write_plot_files(folder: str | Path, samples: Sequence[PlotSample], sample_r
     if decoded:
         rows: list[tuple[str, np.ndarray]] = []
         for index, sample in enumerate(samples):
-            for name, wave in (("sample", sample.audio), ("reference", sample.reference_audio)):
+            waves = (
+                ("original", sample.original_audio, f"original {index}: the song ({sample.key})"),
+                ("reference", sample.reference_audio, f"VAE decode {index}: the DiT's target"),
+                ("sample", sample.audio, f"DiT sample {index}: {sample.prompt[:80]}"),
+            )
+            for name, wave, title in waves:
                 if wave is None:
                     continue
                 clean = np.nan_to_num(np.asarray(wave, dtype=np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
                 audio_paths.append(save_audio(out / f"{name}_{index}.flac", clean, int(sample_rate)))
-                rows.append((f"{name} {index}: {sample.prompt[:80]}", clean))
+                rows.append((title, clean))
         image = save_spectrogram_png(out / "spectrograms.png", rows, int(sample_rate))
     else:
         latent_rows: list[tuple[str, Tensor]] = []
@@ -149,8 +160,11 @@ class SamplePlotter:
         guidance_interval: float = 0.5,
         shift: float = 3.0,
         seed: int = 0,
+        dataset_path: str | Path | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
+        self.dataset_path = str(dataset_path) if dataset_path else None
+        self._audio_files: dict[str, Path] | None = None
         self.vae_bundle = str(vae_bundle) if vae_bundle else None
         self.num_samples, self.num_steps, self.solver = num_samples, num_steps, solver
         self.guidance, self.guidance_scale, self.guidance_interval = (
@@ -211,8 +225,37 @@ class SamplePlotter:
             if vae is not None:
                 sample.audio = _decode(vae, sample.latent)
                 sample.reference_audio = _decode(vae, sample.reference)
+                start = batch.get("crop_start")
+                seconds = sample.reference_audio.shape[-1] / vae.sample_rate
+                offset = float(start[i]) if start is not None and i < len(start) else 0.0
+                sample.original_audio = self.original(sample.key, offset, seconds, vae)
             out.append(sample)
         return out
+
+    def original(self, key: str, offset: float, seconds: float, vae: Any) -> np.ndarray | None:
+        """The crop of the song's own audio file at the VAE's rate, or None (no dataset, file gone)."""
+        if not self.dataset_path:
+            return None
+        if self._audio_files is None:
+            from refrain.data.schema import load_prepared
+
+            self._audio_files = {}
+            root = Path(self.dataset_path)
+            try:
+                splits = load_prepared(self.dataset_path)
+                for split in splits.values():
+                    for record in split.select_columns(["keys", "filename"]):
+                        path = Path(record["filename"])
+                        self._audio_files[str(record["keys"])] = path if path.is_absolute() else root / path
+            except Exception as error:  # noqa: BLE001 - plots must never stop a run; say why once
+                rank_zero_info(f"plots: no original audio ({error})")
+        path = self._audio_files.get(key)
+        if path is None or not path.is_file():
+            return None
+        from refrain.audio.io import load_audio
+
+        loaded = load_audio(path, vae.sample_rate, int(vae.audio_channels), offset, seconds)
+        return loaded.samples
 
     def __call__(
         self, model: nn.Module, cond: Any, batch: Mapping[str, Any], step: int, device: torch.device,

@@ -9,6 +9,7 @@ gradient on any rank drops the whole update by clearing the gradients before the
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -28,12 +29,15 @@ class NonFiniteTrainingError(RuntimeError):
 
 
 def last_checkpoint(trainer: pl.Trainer) -> str | None:
-    """The newest checkpoint the run wrote (``last.ckpt`` when kept), or None before the first one."""
+    """The newest checkpoint the run wrote (``last.ckpt`` when kept), or None before the first one.
+
+    Only a file that exists counts: after a resume the callback's restored state names the paths of the
+    run it came from, which need not exist here."""
     for callback in trainer.callbacks:  # type: ignore[attr-defined]
         if isinstance(callback, ModelCheckpoint):
-            path = callback.last_model_path or callback.best_model_path
-            if path:
-                return str(path)
+            for path in (callback.last_model_path, callback.best_model_path):
+                if path and Path(path).is_file():
+                    return str(path)
     return None
 
 
