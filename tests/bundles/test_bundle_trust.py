@@ -202,3 +202,22 @@ def test_a_lora_run_on_a_crafted_base_bundle_runs_no_code(
     err = one_line_error(capsys)
     assert "model._target_" in err and "re-export" in err
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("crafted", [False, True])
+def test_a_released_vae_folder_with_pickled_weights_is_refused_in_one_line(
+    tmp_path: Path, tiny_vae: torch.nn.Module, tiny_config: dict, crafted: bool
+) -> None:
+    """model.vae.pretrained_path: a release folder shipping diffusion_pytorch_model.bin (honest or not)."""
+    from refrain.models.vae.oobleck import build_oobleck_vae
+
+    folder, marker = tmp_path / "release" / "vae", tmp_path / "pwned"
+    tiny_vae.autoencoder.save_pretrained(folder, safe_serialization=False)
+    assert (folder / "diffusion_pytorch_model.bin").is_file()
+    if crafted:
+        code_pickle(folder / "diffusion_pytorch_model.bin", marker)
+    with pytest.raises(RefrainInputError, match="pickled weights are refused") as caught:
+        build_oobleck_vae(**tiny_config, pretrained_path=str(tmp_path / "release"))
+    message = str(caught.value)
+    assert "\n" not in message and "diffusion_pytorch_model.bin" in message and "safetensors" in message
+    assert not marker.exists()
