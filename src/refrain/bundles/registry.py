@@ -195,3 +195,4 @@ def build_model(spec: Mapping[str, Any], where: str = "model", **overrides: Any)
 # ----- the constructors bundles may name: one line per backbone -----
 register_model("dit", "refrain.models.dit.transformer:DiffusionTransformer")
 register_model("lora_adapted_dit", "refrain.lora.model:build_adapted_dit", nested=("base",))
+register_model("ace15", "refrain.models.backbones.ace15:build_ace15")

@@ -1,8 +1,12 @@
-"""``python -m refrain.cli.ace15 vae``: the VAE of an ACE-Step 1.5 release folder as a refrain VAE bundle.
+"""``python -m refrain.cli.ace15 {vae,lora,export}``: move between an ACE-Step 1.5 release and refrain.
 
-refrain-prepare / refrain-encode / the DiT data read a latent space from a VAE bundle; this writes the
-release's own ``vae/`` (diffusers' ``AutoencoderOobleck``, 48 kHz, hop 1920, 25 frames/s) as one, so the
-cached latents of a dataset are the latents ACE-Step 1.5 was trained on. The release folder is only read.
+- ``vae``: the release's ``vae/`` (diffusers' ``AutoencoderOobleck``, 48 kHz, hop 1920, 25 frames/s) as a
+  refrain VAE bundle, so a dataset's cached latents are the ones ACE-Step 1.5 was trained on;
+- ``lora``: a refrain LoRA adapter folder as the file ``AceStepPipeline.load_lora_weights`` reads;
+- ``export``: the release with a LoRA merged in (``--adapter``) or a full fine-tune's weights (``--ckpt``)
+  as a new folder in diffusers' layout that ``AceStepPipeline.from_pretrained`` opens.
+
+The release folder is only ever read; outputs are written atomically.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from refrain.errors import RefrainInputError
 
@@ -37,6 +42,72 @@ def release_vae_bundle(checkpoint_dir: str | Path, output: str | Path, overwrite
     return save_vae_bundle(output, autoencoder, config, overwrite=overwrite)
 
 
+def release_lora(checkpoint_dir: str | Path, adapter: str | Path, output: str | Path) -> Path:
+    """A refrain adapter folder (PEFT) -> ``output/pytorch_lora_weights.safetensors`` for diffusers."""
+    from peft import PeftModel
+
+    from refrain.lora.adapters import read_adapter_spec
+    from refrain.models.backbones.ace15 import load_ace15
+    from refrain.models.backbones.ace15_lora import export_diffusers_lora
+
+    read_adapter_spec(adapter)  # one-line error for a folder that is not an adapter
+    peft = PeftModel.from_pretrained(load_ace15(checkpoint_dir), str(adapter))
+    return export_diffusers_lora(peft, output)
+
+
+def trained_backbone(checkpoint_dir: str | Path, adapter: str | Path | None, ckpt: str | Path | None) -> Any:
+    """The release's backbone with a LoRA merged in or a full fine-tune's weights (EMA when kept) loaded."""
+    import torch
+
+    from refrain.models.backbones.ace15 import load_ace15
+
+    model = load_ace15(checkpoint_dir)
+    if adapter is not None:
+        from peft import PeftModel
+
+        from refrain.lora.adapters import read_adapter_spec
+
+        read_adapter_spec(adapter)
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    if ckpt is not None:
+        state = torch.load(ckpt, weights_only=True, map_location="cpu").get("state_dict") or {}
+        prefix = "ema.shadow." if any(k.startswith("ema.shadow.") for k in state) else "model."
+        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        missing = sorted(set(model.state_dict()) - set(own))
+        if missing or len(own) != len(model.state_dict()):
+            raise RefrainInputError(
+                ckpt, f"not a full fine-tune of this release ({len(missing)} weights missing, e.g. {missing[:1]})",
+                "pass the last.ckpt of a model/dit=ace15 run over the same --checkpoint_dir",
+            )  # fmt: skip
+        model.load_state_dict(own, strict=True)
+    return model
+
+
+def export_release(
+    checkpoint_dir: str | Path, output: str | Path, adapter: str | Path | None = None,
+    ckpt: str | Path | None = None, overwrite: bool = False,
+) -> Path:  # fmt: skip
+    """A new diffusers folder: the release's text encoder, tokenizer, VAE and scheduler, the trained DiT."""
+    from diffusers import AceStepPipeline
+
+    from refrain.fileio import atomic_folder
+    from refrain.models.backbones.ace15 import check_release_folder
+
+    root = check_release_folder(checkpoint_dir)
+    target = Path(output)
+    if (adapter is None) == (ckpt is None):
+        raise RefrainInputError("export", "needs exactly one of --adapter and --ckpt", "pass one of them")
+    if target.exists() and not overwrite:
+        raise RefrainInputError(target, "already exists", "choose a new output folder or pass --overwrite")
+    model = trained_backbone(root, adapter, ckpt)
+    pipe = AceStepPipeline.from_pretrained(
+        root, transformer=model.transformer, condition_encoder=model.condition_encoder
+    )
+    with atomic_folder(target) as staging:
+        pipe.save_pretrained(staging, safe_serialization=True)
+    return target
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m refrain.cli.ace15", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -46,13 +117,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     vae.add_argument("--output", required=True, help="bundle folder to create")
     vae.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    lora = sub.add_parser("lora", help="a refrain LoRA adapter folder as diffusers' LoRA file")
+    lora.add_argument("--checkpoint_dir", required=True, help="the release the adapter was trained on")
+    lora.add_argument("--adapter", required=True, help="the adapter folder (exps/<name>/adapter)")
+    lora.add_argument("--output", required=True, help="folder for pytorch_lora_weights.safetensors")
+    export = sub.add_parser("export", help="the release with trained weights, as a new diffusers folder")
+    export.add_argument("--checkpoint_dir", required=True, help="the release the run started from")
+    export.add_argument("--adapter", default=None, help="a LoRA adapter folder to merge in")
+    export.add_argument(
+        "--ckpt", default=None, help="a full fine-tune's last.ckpt (its EMA weights when kept)"
+    )
+    export.add_argument("--output", required=True, help="folder to create")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     args = parser.parse_args(argv)
     try:
-        out = release_vae_bundle(args.checkpoint_dir, args.output, args.overwrite)
+        if args.command == "vae":
+            out = release_vae_bundle(args.checkpoint_dir, args.output, args.overwrite)
+        elif args.command == "lora":
+            out = release_lora(args.checkpoint_dir, args.adapter, args.output)
+        else:
+            out = export_release(args.checkpoint_dir, args.output, args.adapter, args.ckpt, args.overwrite)
     except RefrainInputError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
-    print(f"exported vae bundle: {out}")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -123,3 +123,21 @@ def test_a_dropped_condition_is_the_learned_null_embedding(backbone: AceStep15) 
         kept = backbone.encode_condition(cond)
     null = backbone.condition_encoder.null_condition_emb[0, 0]
     assert torch.equal(dropped, null.expand_as(dropped)) and not torch.equal(kept, dropped)
+
+
+def test_the_bundle_registry_rebuilds_it_from_its_two_configs(ace15_release: Path) -> None:
+    import json
+
+    from refrain.bundles.registry import build_model
+
+    def config(part: str) -> dict:
+        raw = json.loads((ace15_release / part / "config.json").read_text())
+        return {k: v for k, v in raw.items() if not k.startswith("_")}
+
+    built = build_model({"class": "ace15", "transformer": config("transformer"),
+                         "condition_encoder": config("condition_encoder"), "repa_layer": 2})  # fmt: skip
+    loaded = load_ace15(ace15_release, repa_layer=2)
+    assert built.backbone_spec.bundle_class == "ace15"
+    assert {k: v.shape for k, v in built.state_dict().items()} == {
+        k: v.shape for k, v in loaded.state_dict().items()
+    }

@@ -56,12 +56,55 @@ def test_lora_run_from_the_release_folder_writes_a_transformer_adapter(world, ca
     code, err = run([
         "--checkpoint_dir", str(world["release"]), "--vae_bundle", str(world["vae"]),
         "--lora_config_path", str(world["root"] / "lora.json"), "--dataset_path", str(world["dataset"]),
-        f"run_dir={run_dir}", *COMMON,
+        f"run_dir={run_dir}", "--learning_rate", "0.05", "task.lr_schedule.warmup_steps=1", *COMMON,
     ], capsys)  # fmt: skip
     assert code == 0, err[-2000:]
     weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert weights and all(".transformer." in k and ".lora_" in k for k in weights)
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # two steps moved the adapter
+    world["adapter"] = run_dir / "adapter"
+
+
+def test_the_adapter_reaches_diffusers_as_a_lora_file_and_as_a_merged_folder(world, capsys) -> None:
+    from diffusers import AceStepPipeline
+
+    if "adapter" not in world:
+        pytest.skip("needs the LoRA run of the test above")
+    release, out = str(world["release"]), world["root"]
+    ace15_cli(
+        [
+            "lora",
+            "--checkpoint_dir",
+            release,
+            "--adapter",
+            str(world["adapter"]),
+            "--output",
+            str(out / "lora"),
+        ]
+    )
+    ace15_cli(
+        [
+            "export",
+            "--checkpoint_dir",
+            release,
+            "--adapter",
+            str(world["adapter"]),
+            "--output",
+            str(out / "merged"),
+        ]
+    )
+    noise = torch.randn(1, 25, 8, generator=torch.Generator().manual_seed(0))
+    args = {"prompt": "synth pop", "lyrics": "[verse]\nhello", "audio_duration": 1.0, "guidance_scale": 1.0,
+            "output_type": "latent"}  # fmt: skip
+    pipe = AceStepPipeline.from_pretrained(release)
+    pipe.set_progress_bar_config(disable=True)
+    base = pipe(**args, latents=noise.clone()).audios
+    pipe.load_lora_weights(out / "lora")
+    with_lora = pipe(**args, latents=noise.clone()).audios
+    merged = AceStepPipeline.from_pretrained(out / "merged")
+    merged.set_progress_bar_config(disable=True)
+    assert (with_lora - base).abs().max() > 1e-4
+    assert (merged(**args, latents=noise.clone()).audios - with_lora).abs().max() < 1e-5
 
 
 def test_full_fine_tune_trains_every_weight(world, capsys) -> None:
@@ -81,6 +124,15 @@ def test_full_fine_tune_trains_every_weight(world, capsys) -> None:
     key = "transformer.layers.0.self_attn.to_q.weight"
     assert not torch.equal(state[f"model.{key}"], released[key])  # trained from the release's weights
     assert (state[f"model.{key}"] - released[key]).abs().max() < 0.05
+    from diffusers import AceStepTransformer1DModel
+
+    out = world["root"] / "full_export"
+    ace15_cli(["export", "--checkpoint_dir", str(world["release"]), "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"),
+               "--output", str(out)])  # fmt: skip
+    exported = AceStepTransformer1DModel.from_pretrained(out / "transformer").state_dict()
+    assert torch.equal(
+        exported["layers.0.self_attn.to_q.weight"], state[f"ema.shadow.{key}"]
+    )  # the EMA weights
 
 
 def test_what_the_backbone_cannot_do_is_one_line(world, capsys) -> None:
