@@ -1,8 +1,10 @@
-"""Atomic file writes (a reader, or a crash, never sees half of a file that a user relies on) and the one
-JSON reader whose every failure is a one-line error naming the file."""
+"""Atomic file writes (a reader, or a crash, never sees half of a file that a user relies on), the one
+JSON reader whose every failure is a one-line error naming the file, and content digests of files and
+model folders."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -93,3 +95,38 @@ def share_modes(folder: str | Path) -> None:
         if path.is_symlink():
             continue
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
+
+
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, remembered per (path, size, mtime) so a process hashes big weights once."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                digest.update(chunk)
+        _FILE_DIGESTS[key] = digest.hexdigest()
+    return _FILE_DIGESTS[key]
+
+
+def folder_digest(folder: str | Path) -> str:
+    """Content identity of a model folder: names and hashes of its files (hidden files ignored).
+
+    Content, not the path, so a copied dataset and encoder on another machine keep their cache.
+    """
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise RefrainInputError(
+            root, "model folder not found", "point the setting at an existing local folder"
+        )
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    listing = {p.relative_to(root).as_posix(): file_digest(p) for p in files}
+    return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()

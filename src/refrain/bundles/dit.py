@@ -50,9 +50,8 @@ from refrain.bundles.manifest import (
 from refrain.bundles.registry import build_model, canonical_spec
 from refrain.bundles.vae import read_manifest as read_vae_manifest
 from refrain.bundles.vae import verify_bundle as verify_vae_bundle
-from refrain.data.cache import folder_digest
 from refrain.errors import RefrainInputError
-from refrain.fileio import atomic_folder, atomic_path
+from refrain.fileio import atomic_folder, atomic_path, folder_digest
 from refrain.models.text_encoder import DEFAULT_PACKAGE, default_text_encoder_dir
 from refrain.text.vocab import VOCAB_FILE, PhonemeVocab
 

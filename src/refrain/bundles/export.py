@@ -16,6 +16,10 @@ import yaml
 
 from refrain.errors import RefrainInputError
 
+CHECKPOINT_FORMAT_VERSION = 1
+"""Version of the ``checkpoint["refrain"]`` metadata (the resolved config) that the trainer writes
+(``refrain.training.callbacks``) and export reads; defined here so bundles never import training."""
+
 Exporter = Callable[..., Path]
 
 
@@ -39,8 +43,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def checkpoint_config(checkpoint: dict[str, Any], path: str | Path) -> tuple[dict[str, Any], int]:
     """The resolved config and format version the trainer's callback stored in ``checkpoint["refrain"]``."""
-    from refrain.training.checkpoint_io import FORMAT_VERSION
-
     meta = checkpoint.get("refrain")
     if not isinstance(meta, dict) or "config" not in meta:
         raise RefrainInputError(
@@ -49,10 +51,10 @@ def checkpoint_config(checkpoint: dict[str, Any], path: str | Path) -> tuple[dic
             "export a checkpoint written by refrain-train",
         )
     version = int(meta.get("format_version", 0))
-    if version > FORMAT_VERSION:
+    if version > CHECKPOINT_FORMAT_VERSION:
         raise RefrainInputError(
             path,
-            f"checkpoint format version {version} is newer than this refrain understands ({FORMAT_VERSION})",
+            f"checkpoint format version {version} is newer than this refrain understands ({CHECKPOINT_FORMAT_VERSION})",
             "upgrade refrain",
         )
     config = meta["config"]

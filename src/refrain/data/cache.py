@@ -52,41 +52,6 @@ class CacheEntryError(RefrainInputError):
 
 
 # ----------------------------------------------------------------------------------- fingerprint
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so a process hashes big weights once."""
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _FILE_DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-        _FILE_DIGESTS[key] = digest.hexdigest()
-    return _FILE_DIGESTS[key]
-
-
-def folder_digest(folder: str | Path) -> str:
-    """Content identity of a model folder: names and hashes of its files (hidden files ignored).
-
-    Content, not the path, so a copied dataset and encoder on another machine keep their cache.
-    """
-    root = Path(folder).expanduser()
-    if not root.is_dir():
-        raise RefrainInputError(
-            root, "model folder not found", "point the setting at an existing local folder"
-        )
-    files = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-    listing = {p.relative_to(root).as_posix(): file_digest(p) for p in files}
-    return hashlib.sha256(json.dumps(listing, sort_keys=True).encode()).hexdigest()
-
-
 def fingerprint_of(identity: Mapping[str, Any]) -> str:
     """16 hex digits of sha256 over a JSON description of the encoders and settings."""
     payload = {"format": FORMAT_NAME, "version": FORMAT_VERSION, **identity}

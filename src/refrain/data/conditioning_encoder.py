@@ -20,9 +20,10 @@ from torch import Tensor, nn
 
 from refrain.audio.io import load_audio
 from refrain.bundles.vae import load_vae_bundle, read_manifest
-from refrain.data.cache import EntryMeta, TensorEntry, fingerprint_of, folder_digest
+from refrain.data.cache import EntryMeta, TensorEntry, fingerprint_of
 from refrain.data.prompt_variants import record_prompt_variants
 from refrain.errors import RefrainInputError
+from refrain.fileio import folder_digest
 from refrain.models.teachers import SSLTeacher, TeacherSpec, load_teachers
 from refrain.models.text_encoder import TextEncoder, default_text_encoder_dir
 from refrain.models.vae.oobleck import OobleckVAE

@@ -12,8 +12,8 @@ from lightning.pytorch.callbacks import Callback, ModelSummary, RichProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
+from refrain.bundles.export import CHECKPOINT_FORMAT_VERSION
 from refrain.fileio import atomic_path
-from refrain.training.checkpoint_io import FORMAT_VERSION
 
 Series = list[tuple[int, float]]
 
@@ -27,7 +27,7 @@ class CheckpointMetadata(Callback):
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        checkpoint["refrain"] = {"config": self.config, "format_version": FORMAT_VERSION}
+        checkpoint["refrain"] = {"config": self.config, "format_version": CHECKPOINT_FORMAT_VERSION}
 
 
 def thin(series: Series, limit: int) -> Series:

@@ -25,7 +25,6 @@ from lightning.pytorch.strategies import FSDPStrategy, Strategy
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_path
 
-FORMAT_VERSION = 1
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _OTHER = re.compile(r"Unsupported (?:global|operand)[^:]*: ?([\w.]+)")
 
