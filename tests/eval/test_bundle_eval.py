@@ -59,6 +59,7 @@ def test_adapter_moves_the_songs_and_switched_off_it_does_not(world: dict[str, P
     per_prompt = on["per_prompt"]
     assert [r["prompt"] for r in per_prompt["adapted"]] == ["calm", "loud", "rap"]
     assert {"clap", "dist_mert", "dist_clap"} <= set(per_prompt["base"][0])
+    assert (world["root"] / "on" / "overall.png").is_file() and (world["root"] / "on" / "per_prompt.png").is_file()
     assert sorted(p.name for p in (world["root"] / "on" / "base").glob("*.json")) == ["calm.json", "loud.json", "rap.json"]
 
     off = run(world, world["root"] / "off", f"{world['adapter']}:0")

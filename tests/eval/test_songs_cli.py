@@ -55,6 +55,7 @@ def test_songs_report_has_every_figure_and_reuses_cached_embeddings(world: dict[
     song = report["per_song"]["generated"][0]
     assert {"loudness_lufs", "loudness_std_db", "centroid_hz", "transcript", "wer", "per"} <= set(song)
     assert set(report["inputs"]["models"]) == {"mert", "clap", "whisper"}
+    assert (out / "songs.png").stat().st_size > 5000
     assert (
         report["timing"]["cache_misses"] == 2 * 7
     )  # two embedders x seven songs, CLAP score reads the cache

@@ -22,6 +22,7 @@ from typing import Any
 from refrain.errors import RefrainInputError
 
 VAE_PLOT_METRICS = ("stoi", "pesq", "mcd", "si_sdr", "lsd", "hf_energy_db")
+SONG_PLOT_METRICS = ("clap", "wer", "per", "loudness_lufs", "loudness_std_db", "centroid_variation")
 
 
 def _bundle_name(path: Path, taken: set[str]) -> str:
@@ -105,7 +106,7 @@ def build_songs_evaluator(args: argparse.Namespace) -> Any:
 
 def run_songs(args: argparse.Namespace) -> Path:
     """FAD, CLAP score, WER/PER and music statistics of a generated set against a reference set."""
-    from refrain.eval.report import markdown_table, write_report
+    from refrain.eval.report import markdown_table, plot_metric_bars, write_report
     from refrain.eval.songs_eval import read_prompts_file, song_set, summarise
 
     prompts = read_prompts_file(args.prompts) if args.prompts else None
@@ -137,8 +138,9 @@ def run_songs(args: argparse.Namespace) -> Path:
         "the sets (compare generated with reference).\n\n" + markdown_table(rows)
     )
     write_report(out, report, markdown)
+    plot_metric_bars(rows, SONG_PLOT_METRICS + tuple(fad), "set", out / "songs.png", "Generated vs reference")
     print(markdown)
-    print(f"eval: {out / 'eval.json'}, {out / 'eval.md'} ({seconds:.1f} s, embedding cache "
+    print(f"eval: {out / 'eval.json'}, {out / 'eval.md'}, {out / 'songs.png'} ({seconds:.1f} s, embedding cache "
           f"{evaluator.cache.hits} hits / {evaluator.cache.misses} computed)")  # fmt: skip
     return out
 
@@ -159,7 +161,7 @@ def generate(
 def run_bundle(args: argparse.Namespace) -> Path:
     """Generate the prompts with fixed seeds (base, and adapted when --lora is given) and evaluate them."""
     from refrain.eval.bundle_eval import evaluate_sets, training_dataset
-    from refrain.eval.report import markdown_table, write_report
+    from refrain.eval.report import markdown_table, plot_metric_bars, write_report
     from refrain.eval.songs_eval import folder_set, read_prompts_file, song_set
 
     prompts = read_prompts_file(args.prompts)
@@ -199,8 +201,13 @@ def run_bundle(args: argparse.Namespace) -> Path:
         + markdown_table([row for rows_ in per_prompt.values() for row in rows_])
     )
     write_report(out, report, markdown)
+    plot_metric_bars(rows, ("clap", *sorted(k for k in rows[0] if k.startswith("fad_"))), "set", out / "overall.png",
+                     "Base vs adapted: overall")  # fmt: skip
+    prompt_rows = [row for rows_ in per_prompt.values() for row in rows_]
+    metrics = ("clap", *sorted(k for k in prompt_rows[0] if k.startswith("dist_")))
+    plot_metric_bars(prompt_rows, metrics, "set", out / "per_prompt.png", "Base vs adapted: per prompt")
     print(markdown)
-    print(f"eval: {out / 'eval.json'}, {out / 'eval.md'} (songs under {out})")
+    print(f"eval: {out / 'eval.json'}, {out / 'eval.md'}, overall.png, per_prompt.png (songs under {out})")
     return out
 
 

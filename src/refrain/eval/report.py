@@ -137,3 +137,38 @@ def plot_metric_curves(
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return out
+
+
+def plot_metric_bars(
+    rows: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str],
+    group_key: str,
+    out_path: str | Path,
+    title: str,
+) -> Path:
+    """One panel per metric: a bar per row (labelled by ``group_key``), e.g. generated vs reference, or
+    base vs adapted per prompt when rows carry a ``prompt``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [m for m in metrics if any(isinstance(r.get(m), (int, float)) for r in rows)]
+    fig, axes = plt.subplots(
+        1, max(1, len(present)), figsize=(3.2 * max(1, len(present)), 3.2), squeeze=False
+    )
+    labels = [" ".join(str(r.get(k, "")) for k in (group_key, "prompt") if r.get(k)) for r in rows]
+    for ax, metric in zip(axes[0], present, strict=False):
+        values = [float(r.get(metric, float("nan"))) for r in rows]
+        ax.bar(range(len(rows)), values, color=[f"C{i % 10}" for i in range(len(rows))])
+        ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=7)
+        arrow = {1: " (higher better)", -1: " (lower better)"}.get(direction(metric), "")
+        ax.set_title(metric + arrow, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    out = Path(out_path)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return out
