@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import torch
 from helpers.ace15 import write_tiny_release
+from helpers.diffrhythm import diffrhythm_batch, tiny_diffrhythm
 from hydra.utils import get_class
 from torch import Tensor, nn
 
@@ -137,6 +138,7 @@ CASES = {
     "refrain_dit": Case(_dit, lambda b, t: dit_batch(b, t, 4, 6, 20)),
     "ace15": Case(_ace15, lambda b, t: dit_batch(b, t, 8, 6, 20)),
     "toy": Case(_toy, lambda b, t: dit_batch(b, t, 4, 6, 20)),
+    "diffrhythm": Case(lambda _: tiny_diffrhythm(), lambda b, t: diffrhythm_batch(b, t)),
 }
 
 
