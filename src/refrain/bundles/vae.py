@@ -10,7 +10,7 @@ Layout::
       manifest.json            format version, kind, shape facts, sha256 of every file above, and a
                                bundle_hash over the manifest itself (format 2)
 
-Loading reads exactly the listed files by name (``refrain.bundles.weights``): verification refuses any
+Loading reads exactly the listed files by name (``refrain.models.vae.weights``): verification refuses any
 file the manifest does not list, and the weights are only ever read from the one safetensors file.
 
 Writes go to a temporary folder beside the target that is renamed into place, so a failed export never
@@ -36,10 +36,10 @@ from refrain.bundles.manifest import (
     verify_files,
     verify_manifest_hash,
 )
-from refrain.bundles.weights import load_autoencoder
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_folder
 from refrain.models.vae.oobleck import OobleckVAE
+from refrain.models.vae.weights import load_autoencoder
 
 BUNDLE_FORMAT_VERSION = 2  # 2: bundle_hash covers the manifest
 WEIGHTS_DIR = "vae"

@@ -234,7 +234,7 @@ def build_oobleck_vae(
             f"set encoder_hidden_size: {2 * latent_channels}",
         )
     if pretrained_path:
-        from refrain.bundles.weights import load_autoencoder  # config.json + safetensors by name, no pickles
+        from refrain.models.vae.weights import load_autoencoder  # config.json + safetensors, no pickles
 
         autoencoder = load_autoencoder(_resolve_pretrained(pretrained_path))
         got = (
