@@ -87,3 +87,12 @@ def test_the_song_sidecar_carries_the_notes(tmp_path_factory: pytest.TempPathFac
     assert emoji.sidecar["lyrics_source"] == "none" and emoji.sidecar["lyrics_timing"] == []
     (note,) = emoji.sidecar["lyrics_notes"]
     assert note.startswith("no_pronounceable_lyrics: 2 line(s) hold nothing to sing")
+
+
+def test_structured_lyrics_squeezed_into_a_short_request_say_so() -> None:
+    text = "[verse]\n" + "\n".join(f"this is line number {i} of the song" for i in range(40))
+    lines, source, notes = timed_lines_with_notes(text, 10.0, bpm=100.0)
+    assert source == "estimated" and lines[-1].time < 10.0
+    (note,) = notes
+    assert note.startswith("40 lyric lines laid out at 100 bpm would run to ") and "squeezed into 10 s" in note
+    assert timed_lines_with_notes(text, 400.0, bpm=100.0)[2] == []  # room enough: no squeeze, no note

@@ -148,8 +148,10 @@ def test_bad_requests_get_one_line_errors(pipe: Pipeline, tmp_path: Path) -> Non
         pipe.text2music("pop", "", 0.0, options=FAST)
     with pytest.raises(RefrainInputError, match="unknown key"):
         pipe.text2music_batch([{"prompt": "x", "tempo": 3}], FAST)
-    with pytest.raises(RefrainInputError, match="malformed LRC"):
-        pipe.text2music("pop", "[00:01.00]ok\n[00:99:99]bad\n[00:02.00]fine", 1.0, options=FAST)
+    # one malformed LRC line: dropped with a note, as preparation does (it used to refuse the song)
+    song = pipe.text2music("pop", "[00:01.00]ok\n[00:99:99]bad\n[00:02.00]fine", 3.0, options=FAST)
+    assert [line["text"] for line in song.sidecar["lyrics_timing"]] == ["ok", "fine"]
+    assert "1 line(s) dropped as malformed LRC, first at line 2" in song.sidecar["lyrics_notes"][0]
     with pytest.raises(RefrainInputError, match="cannot write"):
         pipe.text2music("pop", "", 0.3, options=FAST).save(tmp_path / "song.mp3")
     with pytest.raises(RefrainInputError, match="text2music"):

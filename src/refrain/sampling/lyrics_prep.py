@@ -88,7 +88,12 @@ def timed_lines_with_notes(
             return [], "none", []
         lines, source = estimate_line_times(structured, None, bpm, start), "estimated"
         if lines and lines[-1].time > duration - _MIN_LAST_LINE_BEATS * 60.0 / bpm:
+            natural = lines[-1].time
             lines = estimate_line_times(structured, duration, bpm, start)  # too long at this tempo: squeeze
+            notes.append(
+                f"{len(lines)} lyric lines laid out at {bpm:g} bpm would run to {natural:.1f} s; they were "
+                f"squeezed into {duration:g} s (last line at {lines[-1].time:.1f} s)"
+            )
     late = lines_after_note(lines, duration)
     notes += [f"{late}; those lines are not sung"] if late else []
     return lines, source, notes
