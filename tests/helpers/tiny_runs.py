@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
 
 LYRICS = "[verse]\nhello night city lights\nwe are singing all the way home\n"
 TINY_DIT_OVERRIDES = ["model/dit=tiny", "model.dit.latent_channels=16", "model.dit.lyric_vocab_size=256"]
@@ -33,36 +32,18 @@ def write_songs(root: Path, count: int = 4, seconds: float = 3.0, rate: int = 44
 
 def make_world(root: Path) -> dict[str, Path]:
     """dataset (prepared), vae (bundle), dit (bundle over the dataset's vocabulary), under ``root``."""
-    from tiny_bundle import TINY_VAE
-
+    from helpers.bundles import save_checkpoint, save_vae
     from refrain.bundles.export import export_dit
-    from refrain.bundles.vae import save_vae_bundle
     from refrain.config import compose_config
     from refrain.data.prepare import PrepareOptions, prepare_dataset
-    from refrain.models.vae.oobleck import build_oobleck_vae
 
     dataset = root / "dataset"
     prepare_dataset(
         PrepareOptions(output_dir=dataset, input_dir=write_songs(root / "songs"), val_fraction=0.25, progress=False)
     )
-    torch.manual_seed(0)
-    save_vae_bundle(root / "vae", build_oobleck_vae(**TINY_VAE).autoencoder, {"model": {"vae": TINY_VAE}})
+    save_vae(root / "vae")
     spec = dict(compose_config(TINY_DIT_OVERRIDES).model.dit)
-    from refrain.bundles.dit import build_from_spec
-
-    torch.manual_seed(1)
-    g = torch.Generator().manual_seed(2)
-    state = {
-        f"model.{k}": v + 0.05 * torch.randn(v.shape, generator=g)
-        for k, v in build_from_spec(spec).state_dict().items()
-    }
-    config = {
-        "model": {"dit": spec}, "vae_bundle": str(root / "vae"), "dataset_path": str(dataset),
-        "text_encoder_dir": None, "shift": 3.0, "data": {"text_max_length": 32},
-    }  # fmt: skip
-    checkpoint = root / "dit_source.ckpt"
-    torch.save({"state_dict": state, "refrain": {"config": config, "format_version": 1}, "global_step": 3},
-               checkpoint)  # fmt: skip
+    checkpoint = save_checkpoint(root / "dit_source.ckpt", spec, root / "vae", dataset, text_max_length=32, global_step=3)
     export_dit(checkpoint, root / "dit", use_ema=False)
     return {"root": root, "dataset": dataset, "vae": root / "vae", "dit": root / "dit"}
 

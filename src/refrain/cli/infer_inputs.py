@@ -8,12 +8,16 @@ sampler options, the bundle's manifest and each adapter's recorded base from sma
 to a temporary bundle (the EMA weights, the VAE, vocabulary and text encoder its config names) for the
 duration of the command. The song's sidecar names the checkpoint, and the model identity is a hash of the
 exported files (the weights, the VAE, the vocabulary), so ``--from_sidecar`` re-exports the same
-checkpoint and regenerates the same song.
+checkpoint and regenerates the same song (the weights are hashed by content: safetensors does not keep its
+metadata's key order, so two exports of one checkpoint are not byte-identical).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import struct
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -60,10 +64,25 @@ def open_bundle(bundle: Path, stack: ExitStack) -> tuple[Path, str | None]:
     """The bundle folder to load and, for a checkpoint, the identity the sidecars record (else None)."""
     if not is_checkpoint(bundle):
         return bundle, None
-    from refrain.bundles.dit import read_dit_manifest
+    from refrain.bundles.dit import WEIGHTS_NAME, read_dit_manifest
     from refrain.bundles.export import export_dit
     from refrain.bundles.manifest import files_hash
 
     folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="refrain-ckpt-")))
     exported = export_dit(bundle, folder / "bundle")
-    return exported, "checkpoint:" + files_hash(read_dit_manifest(exported).get("files") or {})
+    files = dict(read_dit_manifest(exported).get("files") or {})
+    files[WEIGHTS_NAME] = safetensors_content_hash(exported / WEIGHTS_NAME)
+    return exported, "checkpoint:" + files_hash(files)
+
+
+def safetensors_content_hash(path: Path, block: int = 1 << 20) -> str:
+    """sha256 of a safetensors file's tensors (names, dtypes, shapes, bytes) without its metadata, whose key
+    order safetensors does not keep: two exports of one checkpoint differ in bytes but not in content."""
+    with open(path, "rb") as handle:
+        size = struct.unpack("<Q", handle.read(8))[0]
+        header = json.loads(handle.read(size))
+        header.pop("__metadata__", None)
+        digest = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
