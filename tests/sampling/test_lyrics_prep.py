@@ -71,7 +71,7 @@ def test_real_english_lrc_in_a_ten_second_request(fixtures_dir: Path, g2p: G2P) 
 @pytest.mark.slow
 def test_the_song_sidecar_carries_the_notes(tmp_path_factory: pytest.TempPathFactory) -> None:
     """A 1 s request with lyrics timed to 215 s, and one with only emoji, on a real (tiny) bundle."""
-    from tiny_bundle import make_tiny_bundle
+    from helpers.bundles import make_tiny_bundle
 
     from refrain.sampling.options import SamplerOptions
     from refrain.sampling.pipeline import Pipeline
@@ -94,5 +94,6 @@ def test_structured_lyrics_squeezed_into_a_short_request_say_so() -> None:
     lines, source, notes = timed_lines_with_notes(text, 10.0, bpm=100.0)
     assert source == "estimated" and lines[-1].time < 10.0
     (note,) = notes
-    assert note.startswith("40 lyric lines laid out at 100 bpm would run to ") and "squeezed into 10 s" in note
+    assert note.startswith("40 lyric lines laid out at 100 bpm would run to ")
+    assert "squeezed into 10 s" in note
     assert timed_lines_with_notes(text, 400.0, bpm=100.0)[2] == []  # room enough: no squeeze, no note
