@@ -16,7 +16,7 @@ from typing import Any
 from refrain.data.issues import Issue, make_issue
 from refrain.data.schema import INSTRUMENTAL
 from refrain.text.encoding import describe_encoding, read_text_with_encoding
-from refrain.text.g2p import G2P, SongContext, UnsupportedScriptError, pronounceable, song_context
+from refrain.text.g2p import G2P, SongContext, UnsupportedScriptError, pronounceable
 from refrain.text.lrc import LrcLine, lines_after_note, looks_like_lrc, parse_lrc
 from refrain.text.lyrics import estimate_line_times, normalize_lyrics, parse_structured_lyrics
 from refrain.text.vocab import PhonemeVocab
@@ -103,8 +103,9 @@ def build_lyric_fields(
     if late:
         issues.append(make_issue("lyrics_past_end", late))
     fixed = None if language in (None, "", "auto") else language
-    context = None if fixed else song_context([line.text for line in lines], "en")
-    phones, unsupported = _phonemize(g2p(), [line.text for line in lines], fixed, context)
+    reader = g2p()
+    context = None if fixed else reader.context([line.text for line in lines])
+    phones, unsupported = _phonemize(reader, [line.text for line in lines], fixed, context)
     if unsupported:
         first = lines[unsupported[0]].text
         issues.append(make_issue("unsupported_script", f"{len(unsupported)} line(s), first: {first!r}"))

@@ -100,6 +100,10 @@ class G2P:
             out.extend(phones)
         return out
 
+    def context(self, lines: Sequence[str]) -> SongContext:
+        """The song context `lines` are read in (leading tags skipped, as `phonemize_lines` does)."""
+        return song_context([_LEADING_TAGS.sub("", line) for line in lines], self.default_language)
+
     def phonemize_lines(
         self, lines: Sequence[str], language: str | None = None, context: SongContext | None = None
     ) -> list[list[str]]:
@@ -111,7 +115,7 @@ class G2P:
         if language is not None:
             check_language(language)
         elif context is None:
-            context = song_context(texts, self.default_language)
+            context = self.context(lines)
         # (line index, run order) -> words; espeak jobs are filled in after their batched calls.
         words_of: dict[tuple[int, int], list[list[str]]] = {}
         jobs: dict[str, list[tuple[tuple[int, int], str]]] = {}
