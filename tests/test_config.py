@@ -75,7 +75,7 @@ def test_cfg_job_with_repa_null_prints_the_config(capsys: pytest.CaptureFixture[
 
 
 def test_dit_latent_channels_are_read_from_the_vae_bundle(tmp_path) -> None:
-    from tiny_bundle import TINY_VAE
+    from helpers.bundles import TINY_VAE
 
     from refrain.bundles.vae import save_vae_bundle
     from refrain.models.vae.oobleck import build_oobleck_vae

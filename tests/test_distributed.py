@@ -14,8 +14,8 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
+from helpers.resilience_toys import DiTBatches, tiny_dit_model, toy_config
 from hydra.utils import instantiate
-from resilience_toys import DiTBatches, tiny_dit_model, toy_config
 
 from refrain.config import compose_config
 from refrain.tasks.dit_task import DiTTask
@@ -25,7 +25,7 @@ from refrain.training.ema import EMA
 from refrain.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
-DRIVER = REPO / "tests" / "resilience_toys.py"
+DRIVER = REPO / "tests" / "helpers" / "resilience_toys.py"
 # Deterministic toy (no dropout, no loss noise, no input noise): 32 items, 8 steps = 2 epochs.
 TOY = ["trainer.max_steps=8", "every_n_train_steps=4", "task.noisy=false", "task.dropout=0.0", "data.size=32",
        "data.noise=0.0"]  # fmt: skip
@@ -125,8 +125,8 @@ def test_when_a_rank_dies_the_other_exits_within_a_bound(tmp_path: Path, dying: 
     stamp, pids, log = tmp_path / "died_at", tmp_path / "pids", tmp_path / "log"
     process = launch(
         f"run_dir={tmp_path / 'run'}", "trainer=ddp", "trainer.devices=2", "trainer.max_steps=50", "data.size=400",
-        "+callbacks.pid._target_=resilience_toys.PidFile", f"+callbacks.pid.folder={pids}",
-        "+callbacks.die._target_=resilience_toys.KillAt", "+callbacks.die.step=3", f"+callbacks.die.rank={dying}",
+        "+callbacks.pid._target_=helpers.resilience_toys.PidFile", f"+callbacks.pid.folder={pids}",
+        "+callbacks.die._target_=helpers.resilience_toys.KillAt", "+callbacks.die.step=3", f"+callbacks.die.rank={dying}",
         "+callbacks.die.exit_code=1", f"+callbacks.die.stamp={stamp}", log=log,
     )  # fmt: skip
     while not stamp.exists() and process.poll() is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_bundle import make_tiny_bundle
+from helpers.bundles import make_tiny_bundle
 
 from refrain.config import compose_config, conf_dir
 from refrain.training.run import build_run

@@ -16,8 +16,8 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from helpers.resilience_toys import DiTBatches, NoisyToyTask, read_losses, tiny_dit_model, toy_config
 from lightning.pytorch.callbacks import ModelCheckpoint
-from resilience_toys import DiTBatches, NoisyToyTask, read_losses, tiny_dit_model, toy_config
 from torch.utils.data import DataLoader, Dataset
 
 from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler, split_key
@@ -32,7 +32,7 @@ from refrain.training.rng_state import capture_rng_state, restore_rng_state
 from refrain.training.run import train
 
 REPO = Path(__file__).resolve().parents[1]
-DRIVER = REPO / "tests" / "resilience_toys.py"
+DRIVER = REPO / "tests" / "helpers" / "resilience_toys.py"
 
 
 # ----- sampler and loader -----
@@ -151,7 +151,7 @@ def test_a_run_killed_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path
     run = tmp_path / "run"
     killed = run_driver(
         f"run_dir={run}", "trainer.max_steps=12", "every_n_train_steps=4",
-        "+callbacks.die._target_=resilience_toys.KillDuringSave", "+callbacks.die.step=8",
+        "+callbacks.die._target_=helpers.resilience_toys.KillDuringSave", "+callbacks.die.step=8",
     )  # fmt: skip
     assert killed.returncode == -9, killed.stderr[-2000:]
     folder = run / "checkpoints"
@@ -173,11 +173,11 @@ def test_preemption_signal_saves_last_and_exits_cleanly(tmp_path: Path, name: st
     """Sent at step 6, the last batch of epoch 0, after GracefulStop's own check of that batch: the next
     batch end (step 7) saves and stops; the resume continues the uninterrupted run bit for bit."""
     run, saved_at = tmp_path / "run", 7
-    losses = ["+callbacks.record._target_=resilience_toys.LossRecorder"]
+    losses = ["+callbacks.record._target_=helpers.resilience_toys.LossRecorder"]
     stopped = run_driver(
         f"run_dir={run}", "trainer.max_steps=30", "every_n_train_steps=100",
         *losses, f"+callbacks.record.path={tmp_path / 'a.csv'}",
-        "+callbacks.kill._target_=resilience_toys.KillAt", "+callbacks.kill.step=6", f"+callbacks.kill.sig={name}",
+        "+callbacks.kill._target_=helpers.resilience_toys.KillAt", "+callbacks.kill.step=6", f"+callbacks.kill.sig={name}",
     )  # fmt: skip
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert f"{name} at step {saved_at}: saved" in stopped.stderr

@@ -26,8 +26,8 @@ def toy_config(tmp_path: Path, *extra: str):
         ]
     )
     with open_dict(cfg):
-        cfg.task = {"_target_": "toy_task.ToyRegressionTask", "learning_rate": "${learning_rate}"}
-        cfg.data = {"_target_": "toy_task.ToyDataModule"}
+        cfg.task = {"_target_": "helpers.toy_task.ToyRegressionTask", "learning_rate": "${learning_rate}"}
+        cfg.data = {"_target_": "helpers.toy_task.ToyDataModule"}
     return cfg
 
 
@@ -37,7 +37,7 @@ def test_train_writes_self_describing_checkpoints_and_plots(tmp_path: Path) -> N
     checkpoint = torch.load(result.last_checkpoint, weights_only=True)
     assert checkpoint["refrain"]["format_version"] == 1
     assert checkpoint["refrain"]["config"]["learning_rate"] == 0.05
-    assert checkpoint["refrain"]["config"]["task"]["_target_"] == "toy_task.ToyRegressionTask"
+    assert checkpoint["refrain"]["config"]["task"]["_target_"] == "helpers.toy_task.ToyRegressionTask"
     steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").glob("step=*.ckpt"))
     assert steps == ["step=00000003.ckpt", "step=00000006.ckpt"]
     assert not list((tmp_path / "run" / "checkpoints").glob("*.tmp"))

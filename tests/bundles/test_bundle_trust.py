@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.bundles import make_tiny_bundle
 from helpers.untrusted import code_pickle, edit_manifest, issue_spec
 from safetensors.torch import load_file, save_file
-from tiny_bundle import make_tiny_bundle
 
 from refrain.bundles.dit import open_dit_bundle
 from refrain.bundles.vae import load_vae_bundle

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.bundles import TINY_DIT, perturbed_state, write_checkpoint
 from safetensors.torch import load_file
-from tiny_bundle import TINY_DIT, perturbed_state, write_checkpoint
 
 from refrain.bundles.dit import (
     DIT_BUNDLE_FORMAT_VERSION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from tiny_bundle import TINY_DIT
+from helpers.bundles import TINY_DIT
 
 from refrain.bundles import registry
 from refrain.bundles.registry import (

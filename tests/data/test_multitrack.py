@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from multitrack_songs import write_songs
+from helpers.multitrack import write_songs
 
 from refrain.cli.prepare_multitrack import main
 from refrain.data.multitrack import (

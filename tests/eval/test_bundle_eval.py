@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.bundles import fast_base_bundle
 from helpers.eval_models import write_tiny_clap
+from helpers.lora import perturb_trainable
 from helpers.tiny_runs import write_songs
-from lora.helpers import perturb_trainable, tiny_bundle
 
 from refrain.bundles.dit import open_dit_bundle
 from refrain.cli.eval import main
@@ -28,7 +29,7 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bundle_eval")
-    bundle = tiny_bundle(root)
+    bundle = fast_base_bundle(root)
     spec = parse_lora_spec({"variant": "text2sample", "r": 4, "lora_alpha": 8})
     model = inject_lora(open_dit_bundle(bundle).build_model(), spec)
     perturb_trainable(model, seed=5, std=0.3)

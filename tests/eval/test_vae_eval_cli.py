@@ -6,22 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from helpers.bundles import save_vae
 from helpers.tiny_runs import write_songs
+from helpers.tiny_vae import TINY
 
-from refrain.bundles.vae import save_vae_bundle
 from refrain.cli.eval import main
 from refrain.data.prepare import PrepareOptions, prepare_dataset
-from refrain.models.vae.oobleck import build_oobleck_vae
-
-TINY_VAE = {
-    "sample_rate": 44100,
-    "downsampling_ratios": [2, 4, 8],
-    "channel_multiples": [1, 2, 4],
-    "encoder_hidden_size": 8,
-    "decoder_channels": 8,
-    "latent_channels": 4,
-}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +26,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             progress=False,
         )
     )
-    torch.manual_seed(0)
-    save_vae_bundle(root / "vae", build_oobleck_vae(**TINY_VAE).autoencoder, {"model": {"vae": TINY_VAE}})
+    save_vae(root / "vae", TINY)
     return {"root": root, "dataset": dataset, "vae": root / "vae"}
 
 

@@ -1,7 +1,7 @@
 """Tiny task, data and fault-injecting callbacks for the resume / signal / distributed tests.
 
 Also a command-line driver, so tests can run (and kill) a real training run in a subprocess:
-``python tests/resilience_toys.py [hydra overrides] [task.KEY=VALUE] [data.KEY=VALUE]``.
+``python tests/helpers/resilience_toys.py [hydra overrides] [task.KEY=VALUE] [data.KEY=VALUE]``.
 """
 
 from __future__ import annotations
@@ -314,7 +314,7 @@ def vae_config(run_dir: Path | str, *overrides: str) -> DictConfig:
          "trainer.log_every_n_steps=1", *VAE_OVERRIDES, *[o for o in overrides if o not in late]]
     )  # fmt: skip
     with open_dict(cfg):
-        cfg.data = {"_target_": "resilience_toys.KeyedAudioData", "seed": "${seed}"}
+        cfg.data = {"_target_": "helpers.resilience_toys.KeyedAudioData", "seed": "${seed}"}
         apply_late(cfg, late)
     return cfg
 
@@ -326,8 +326,8 @@ def apply_late(cfg: DictConfig, overrides: list[str]) -> None:
         OmegaConf.update(cfg, key, OmegaConf.create(f"v: {value}").v, force_add=True)
 
 
-TOY_TASK = {"_target_": "resilience_toys.NoisyToyTask", "learning_rate": "${learning_rate}"}
-TOY_DATA = {"_target_": "resilience_toys.ResumableToyData", "seed": "${seed}"}
+TOY_TASK = {"_target_": "helpers.resilience_toys.NoisyToyTask", "learning_rate": "${learning_rate}"}
+TOY_DATA = {"_target_": "helpers.resilience_toys.ResumableToyData", "seed": "${seed}"}
 
 
 def toy_config(run_dir: Path | str, *overrides: str) -> DictConfig:
@@ -359,7 +359,7 @@ def toy_config(run_dir: Path | str, *overrides: str) -> DictConfig:
 
 def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, so helpers.* targets import
     from refrain.training.run import train
 
     run_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("run_dir="))

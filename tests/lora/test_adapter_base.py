@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.bundles import fast_base_bundle
+from helpers.lora import perturb_trainable
 
 from refrain.bundles.dit import open_dit_bundle
 from refrain.cli.infer import main as infer_main
@@ -15,15 +17,13 @@ from refrain.lora.config import parse_lora_spec
 from refrain.lora.inject import inject_lora
 from refrain.lora.model import base_facts
 
-from .helpers import perturb_trainable, tiny_bundle
-
 SPEC = {"r": 4, "lora_alpha": 4}
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("adapter_base")
-    bundle = tiny_bundle(root)
+    bundle = fast_base_bundle(root)
     spec = parse_lora_spec(SPEC)
     base = open_dit_bundle(bundle).build_model()
     facts = base_facts(base, bundle)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.lora import control_cond, inputs, perturb_trainable, plain_cond, tiny_dit
 from peft import PeftModel
 
 from refrain.errors import RefrainInputError
@@ -22,8 +23,6 @@ from refrain.lora.adapters import (
 from refrain.lora.config import parse_lora_spec
 from refrain.lora.control import attach_control, control_modules
 from refrain.lora.inject import inject_lora
-
-from .helpers import control_cond, inputs, perturb_trainable, plain_cond, tiny_dit
 
 PLAIN = {"variant": "rapmachine", "r": 4, "lora_alpha": 8}
 STEM = {"variant": "stemgen", "r": 2, "lora_alpha": 2, "target_modules": ["attn.to_q", "attn.to_v"],

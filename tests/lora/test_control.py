@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.lora import control_cond, inputs, perturb_trainable, plain_cond, tiny_dit
 
 from refrain.errors import RefrainInputError
 from refrain.lora.config import parse_lora_spec
 from refrain.lora.control import ControlConditioning, control_modules
 from refrain.lora.inject import inject_lora, trainable_names
 from refrain.sampling import CFG, sample_guided, sigma_schedule
-
-from .helpers import control_cond, inputs, perturb_trainable, plain_cond, tiny_dit
 
 
 @pytest.mark.parametrize("variant", ["stemgen", "singing2accompaniment"])

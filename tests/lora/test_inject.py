@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.lora import inputs, perturb_trainable, plain_cond, tiny_dit
 from peft import PeftModel
 
 from refrain.errors import RefrainInputError
 from refrain.lora.config import parse_lora_spec
 from refrain.lora.inject import adaptable_modules, check_targets, inject_lora, short_names, trainable_names
-
-from .helpers import inputs, perturb_trainable, plain_cond, tiny_dit
 
 
 def test_only_lora_parameters_train_and_start_as_identity() -> None:

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.bundles import fast_base_bundle
+from helpers.lora import C, inputs, plain_cond, tiny_dit
 
 from refrain.errors import RefrainInputError
 from refrain.lora.control import ControlConditioning
 from refrain.lora.model import AdaptedDiT, check_vocab_extends
 from refrain.lora.variants import ControlSpec
 from refrain.text.vocab import PhonemeVocab
-
-from .helpers import C, inputs, plain_cond, tiny_bundle, tiny_dit
 
 
 def test_null_lyrics_is_the_base_with_lyrics_dropped() -> None:
@@ -54,7 +54,7 @@ def test_training_drops_the_reference_at_its_rate() -> None:
 
 
 def test_dataset_vocabulary_must_extend_the_bases(tmp_path: Path) -> None:
-    bundle = tiny_bundle(tmp_path)  # its vocabulary: pad/unk/sep/word tokens, then a, b, c
+    bundle = fast_base_bundle(tmp_path)  # its vocabulary: pad/unk/sep/word tokens, then a, b, c
     base = PhonemeVocab.load(bundle / "phoneme_vocab.json")
     grown = PhonemeVocab(base.tokens[len(PhonemeVocab().tokens) :] + ["d"])
     grown.save(tmp_path / "ok" / "phoneme_vocab.json")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers.bundles import fast_base_bundle
 from hydra.utils import instantiate
 
 from refrain.cli.train import translate_argv
@@ -13,15 +14,13 @@ from refrain.config import compose_config, conf_dir
 from refrain.errors import RefrainInputError
 from refrain.lora.recipe import check_lora_run
 
-from .helpers import tiny_bundle
-
 REPO = Path(__file__).resolve().parents[2]
 RECIPES = sorted(p.stem for p in (conf_dir() / "experiment").glob("lora_*.yaml"))
 
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_bundle(tmp_path_factory.mktemp("recipe"))
+    return fast_base_bundle(tmp_path_factory.mktemp("recipe"))
 
 
 def test_acestep_flags_alone_make_a_lora_run(bundle: Path, tmp_path: Path) -> None:

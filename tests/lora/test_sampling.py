@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers.bundles import fast_base_bundle
+from helpers.lora import perturb_trainable
 
 from refrain.bundles.dit import open_dit_bundle
 from refrain.cli.lora import main as lora_main
@@ -20,8 +22,6 @@ from refrain.lora.model import AdaptedDiT
 from refrain.lora.sampling import apply_adapters, export_merged_bundle
 from refrain.sampling.options import SamplerOptions
 from refrain.sampling.pipeline import Pipeline
-
-from .helpers import perturb_trainable, tiny_bundle
 
 OPTIONS = SamplerOptions(steps=4, guidance="cfg", guidance_scale=3.0, guidance_interval=1.0, seed=11)
 STEM = {"variant": "stemgen", "r": 4, "lora_alpha": 4, "conditioning": {"control_width": 16}}
@@ -39,7 +39,7 @@ def make_adapter(bundle: Path, folder: Path, raw: dict, seed: int) -> Path:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("lora_sampling")
-    bundle = tiny_bundle(root)
+    bundle = fast_base_bundle(root)
     t = np.arange(8000) / 16000.0
     reference = np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)]).astype(np.float32) * 0.5
     sf.write(root / "reference.flac", reference.T, 16000)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tiny_bundle import make_tiny_bundle
+from helpers.bundles import make_tiny_bundle
 
 from refrain.cli.infer import build_parser, main
 from refrain.errors import RefrainInputError

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from tiny_bundle import make_tiny_bundle
+from helpers.bundles import make_tiny_bundle
 
 from refrain.errors import RefrainInputError
 from refrain.sampling.options import SamplerOptions

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tiny_bundle import make_tiny_bundle
+from helpers.bundles import make_tiny_bundle
 
 from refrain.audio.io import load_audio, save_audio
 from refrain.errors import RefrainInputError

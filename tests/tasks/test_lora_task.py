@@ -12,8 +12,8 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from helpers.multitrack import write_songs
 from lightning.pytorch.callbacks import ModelCheckpoint
-from multitrack_songs import write_songs
 from peft import PeftModel
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from resilience_toys import read_losses, toy_config
+from helpers.resilience_toys import read_losses, toy_config
 
 from refrain.training.run import train
 
 REPO = Path(__file__).resolve().parents[2]
-DRIVER = REPO / "tests" / "resilience_toys.py"
+DRIVER = REPO / "tests" / "helpers" / "resilience_toys.py"
 # 24 items, batch 4: 6 batches per epoch. Checkpoints at 4, 8, 12, 16; the kill at 10 loses steps 9-10
 # and resumes from step 8 (epoch 1, 2 batches in), through the epoch-2 boundary at step 12.
 COMMON = ["every_n_train_steps=4", "data.num_workers=2"]
@@ -32,7 +32,7 @@ def one_thread() -> Iterator[None]:
 
 
 def recorder(path: Path) -> list[str]:
-    return ["+callbacks.record._target_=resilience_toys.LossRecorder", f"+callbacks.record.path={path}"]
+    return ["+callbacks.record._target_=helpers.resilience_toys.LossRecorder", f"+callbacks.record.path={path}"]
 
 
 def run_subprocess(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -60,7 +60,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_losses_bit_for_bit(tmp
             "trainer.max_steps=16",
             *COMMON,
             *recorder(tmp_path / "killed.csv"),
-            "+callbacks.kill._target_=resilience_toys.KillAt",
+            "+callbacks.kill._target_=helpers.resilience_toys.KillAt",
             "+callbacks.kill.step=10",
         ]
     )
@@ -131,7 +131,7 @@ def test_stop_at_max_steps_then_resume_matches_in_process(tmp_path: Path, stop: 
 @pytest.mark.slow
 def test_the_vae_task_resumes_bit_for_bit(tmp_path: Path) -> None:
     """The real VAETask: posterior noise, GAN start, EMA, two optimizers and LR warm-ups all resume."""
-    from resilience_toys import vae_config
+    from helpers.resilience_toys import vae_config
 
     common = ["every_n_train_steps=3", "data.frames=2048"]
     first = train(vae_config(tmp_path / "a", "trainer.max_steps=3", *common))

@@ -16,12 +16,12 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
+from helpers.bundles import TINY_DIT
 from helpers.untrusted import CodeOnLoad
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.strategies import fsdp as fsdp_module
-from tiny_bundle import TINY_DIT
 from torch.distributed.checkpoint.api import CheckpointException
 
 from refrain.bundles.dit import build_from_spec
