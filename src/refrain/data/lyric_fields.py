@@ -99,9 +99,6 @@ def build_lyric_fields(
     if not sung:
         issues.append(make_issue("no_lyrics", "no sung line with a timestamp"))
         return LyricFields(issues=issues)
-    late = lines_after_note(sung, duration)
-    if late:
-        issues.append(make_issue("lyrics_past_end", late))
     fixed = None if language in (None, "", "auto") else language
     reader = g2p()
     context = None if fixed else reader.context([line.text for line in lines])
@@ -112,6 +109,9 @@ def build_lyric_fields(
     if not pronounceable(phones):
         issues.append(make_issue("no_pronounceable_lyrics", f"{len(sung)} line(s), first: {sung[0].text!r}"))
         return LyricFields(issues=issues)
+    late = lines_after_note(sung, duration)
+    if late:
+        issues.append(make_issue("lyrics_past_end", late))
     phoneme_ids = [vocab.encode_sentence(p, grow=True) for p in phones]
     # ACE-Step keeps structure tags in norm_lyrics; LRC lyrics become their plain lines.
     norm = normalize_lyrics(text if lrc_source == "estimated" else "\n".join(line.text for line in sung))

@@ -69,34 +69,44 @@ def timed_lines_with_notes(
     lyrics_format: str = "auto",
     start: float = 0.0,
 ) -> tuple[list[LrcLine], str, list[str]]:
-    """`timed_lines` plus the notes: malformed LRC lines dropped, lines starting after ``duration``."""
+    """`timed_lines` plus the notes: malformed LRC lines dropped, a layout squeezed into ``duration``,
+    lines starting after ``duration``."""
+    lines, source, parse_notes, layout_notes = _timed(text, duration, bpm, lyrics_format, start)
+    return lines, source, parse_notes + layout_notes
+
+
+def _timed(
+    text: str, duration: float, bpm: float, lyrics_format: str, start: float
+) -> tuple[list[LrcLine], str, list[str], list[str]]:
+    """(lines, source, notes about reading the text, notes about placing its lines in ``duration``)."""
     if lyrics_format not in LYRICS_FORMATS:
         raise RefrainInputError(
             "lyrics_format", f"unknown format {lyrics_format!r}", f"use one of {', '.join(LYRICS_FORMATS)}"
         )
     if not text or not text.strip():
-        return [], "none", []
-    notes: list[str] = []
+        return [], "none", [], []
+    parse_notes: list[str] = []
+    layout_notes: list[str] = []
     if lyrics_format == "lrc" or (lyrics_format == "auto" and looks_like_lrc(text)):
         parsed = parse_lrc(text, source="lyrics")
         note = parsed.malformed_note()
-        notes += [note] if note else []
+        parse_notes += [note] if note else []
         lines, source = sorted(parsed.lines, key=lambda line: line.time), "lrc"
     else:
         structured = parse_structured_lyrics(text)
         if not structured:
-            return [], "none", []
+            return [], "none", [], []
         lines, source = estimate_line_times(structured, None, bpm, start), "estimated"
         if lines and lines[-1].time > duration - _MIN_LAST_LINE_BEATS * 60.0 / bpm:
             natural = lines[-1].time
             lines = estimate_line_times(structured, duration, bpm, start)  # too long at this tempo: squeeze
-            notes.append(
+            layout_notes.append(
                 f"{len(lines)} lyric lines laid out at {bpm:g} bpm would run to {natural:.1f} s; they were "
                 f"squeezed into {duration:g} s (last line at {lines[-1].time:.1f} s)"
             )
     late = lines_after_note(lines, duration)
-    notes += [f"{late}; those lines are not sung"] if late else []
-    return lines, source, notes
+    layout_notes += [f"{late}; those lines are not sung"] if late else []
+    return lines, source, parse_notes, layout_notes
 
 
 class LyricsPreparer:
@@ -123,19 +133,19 @@ class LyricsPreparer:
     ) -> TimedLyrics:
         """Timed lines and ids; ``language`` None reads each line in the song's context (code-switching
         allowed). Lyrics with nothing pronounceable give an instrumental (no lines) and a note."""
-        lines, source, notes = timed_lines_with_notes(text, duration, bpm, lyrics_format, start)
+        lines, source, parse_notes, layout_notes = _timed(text, duration, bpm, lyrics_format, start)
         sung = [index for index, line in enumerate(lines) if line.text.strip()]
         ids: list[list[int]] = [[] for _ in lines]
         unknown = 0
         if sung:
             phones = self.g2p.phonemize_lines([lines[i].text for i in sung], language=language)
-            if not pronounceable(phones):
-                notes.append(
+            if not pronounceable(phones):  # nothing is placed, so where lines would have gone is moot
+                note = (
                     f"no_pronounceable_lyrics: {len(sung)} line(s) hold nothing to sing (first: "
                     f"{lines[sung[0]].text!r}); sampled as an instrumental"
                 )
-                return TimedLyrics([], [], "none", 0, notes)
+                return TimedLyrics([], [], "none", 0, [*parse_notes, note])
             for index, line_phones in zip(sung, phones, strict=True):
                 ids[index] = self.vocab.encode_sentence(line_phones)
                 unknown += sum(1 for token in ids[index] if token == PhonemeVocab.UNK_ID)
-        return TimedLyrics(lines, ids, source, unknown, notes)
+        return TimedLyrics(lines, ids, source, unknown, parse_notes + layout_notes)
