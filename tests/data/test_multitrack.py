@@ -126,3 +126,13 @@ def test_cli_prints_one_truth_about_the_split(
     assert "validation 1 of 3 songs (--val_fraction 0.34 x 3 = 1.02, rounded)" in out
     assert "multitrack: 3 songs (train 2, validation 1), records train 18, validation 9" in out
     assert "validation 0" not in out
+
+
+def test_unusable_entries_in_a_song_folder_are_named(tmp_path: Path) -> None:
+    songs = write_songs(tmp_path / "songs", count=1, stems=("vocals", "drums"))
+    (songs / "song0" / "bass.wav").mkdir()  # a folder that looks like a stem
+    (songs / "song0" / "vocals.mp3").write_bytes(b"not really")  # beside vocals.flac
+    found, notes = scan_multitrack(songs, ("vocals", "drums", "bass"))
+    assert found[0].stems["vocals"].name == "vocals.flac" and "bass" not in found[0].stems
+    assert any(n.startswith("song0: bass.wav: not_a_file:") for n in notes)
+    assert any(n.startswith("song0: vocals.mp3: duplicate_stem:") for n in notes)

@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 from datasets import DatasetDict
 
+from refrain.data.audio_files import find_audio
 from refrain.data.lyric_fields import read_sidecar_text
 from refrain.data.schema import SPLITS
-from refrain.data.sources import AUDIO_EXTENSIONS, split_tags
+from refrain.data.sources import split_tags
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_path, read_json
 
@@ -96,11 +97,17 @@ def read_layout(dataset_path: str | Path) -> MultitrackLayout | None:
         ) from None
 
 
-def _audio_by_name(folder: Path) -> dict[str, Path]:
+def _audio_by_name(folder: Path, notes: list[str]) -> dict[str, Path]:
+    """A song folder's audio files by lower-case stem; entries that cannot be used (a folder named
+    ``drums.wav``, a link loop, ``vocals.mp3`` beside ``vocals.wav``) are named in `notes`, not dropped."""
     found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith("."):
-            found.setdefault(path.stem.lower(), path)
+    for entry in find_audio(folder):
+        if entry.path.parent != folder:
+            continue  # a song's files sit directly in its folder
+        if entry.problem is not None:
+            notes.append(f"{folder.name}: {entry.path.name}: {entry.problem.code}: {entry.problem.message}")
+            continue
+        found.setdefault(entry.path.stem.lower(), entry.path)
     return found
 
 
@@ -120,7 +127,7 @@ def scan_multitrack(
         )
     songs, notes = [], []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        audio = _audio_by_name(folder)
+        audio = _audio_by_name(folder, notes)
         found = {name: audio[name] for name in stems if name in audio}
         if not found:
             notes.append(f"{folder.name}: no stem file ({', '.join(stems)}); skipped")
