@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,31 @@ def test_variants_the_backbone_cannot_run_are_one_line_errors(ace15_release: Pat
     with pytest.raises(RefrainInputError, match="ff.net.0.proj") as error:
         inject_lora(model, parse_lora_spec({**LORA, "target_modules": ["to_q", "ff.net.0.proj"]}, "x.json"))
     assert "\n" not in str(error.value)
+
+
+def test_full_fine_tune_task_aligns_the_configured_block_with_repa(
+    ace15_release: Path, tmp_path: Path
+) -> None:
+    from refrain.losses.repa import REPALoss
+    from refrain.models.teachers import TeacherSpec
+    from refrain.tasks.dit_task import DiTTask
+
+    model = load_ace15(ace15_release, repa_layer=3)
+    teacher = TeacherSpec(
+        name="mert", checkpoint_dir=str(tmp_path / "mert"), sample_rate=24000, feature_dim=12
+    )
+    repa = functools.partial(REPALoss, teachers={"mert": teacher}, projector_dim=16, weight=1.0)
+    task = DiTTask(model, loss=FlowMatchingLoss(**TRAIN_RECIPE), repa=repa)
+    assert task.repa is not None and task.repa.projectors["mert"][0].in_features == model.hidden_size
+    batch = fixed_batch()
+    batch["teacher_features"] = {"mert": torch.randn(2, 75, 12, generator=torch.Generator().manual_seed(3))}
+    batch["teacher_masks"] = {"mert": torch.ones(2, 75, dtype=torch.bool)}
+    seen = []
+    hook = model.transformer.layers[2].register_forward_hook(lambda _m, _i, out: seen.append(out))
+    terms = task.compute_loss(batch)
+    hook.remove()
+    assert {"flow", "repa/mert", "repa", "loss"} <= set(terms) and torch.isfinite(terms["loss"])
+    terms["loss"].backward()
+    block = model.transformer.layers[2].mlp.down_proj.weight
+    later = model.transformer.layers[3].mlp.down_proj.weight
+    assert seen and block.grad is not None and later.grad is not None  # REPA's gradient flows into block 3
