@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile as sf
 import torch
 import yaml
 from helpers.tiny_runs import common_overrides, dit_argv, make_world, vae_argv
@@ -31,7 +32,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def dit_run(world: dict[str, Path]) -> dict[str, object]:
     """`python trainer.py ...` for 2 steps with TensorBoard; its console output and its folder."""
     run_dir = world["root"] / "dit_run"
-    argv = [*dit_argv(world, run_dir, steps=2), "logger=tensorboard", "trainer.enable_model_summary=true"]
+    argv = [*dit_argv(world, run_dir, steps=2), "logger=tensorboard", "trainer.enable_model_summary=true",
+            "trainer.log_every_n_steps=1"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(
         [sys.executable, str(REPO / "trainer.py"), *argv], capture_output=True, text=True, env=env, timeout=600
@@ -87,6 +89,12 @@ def test_resume_continues_curves_and_tensorboard_version(dit_run, capsys) -> Non
     assert curves["train"]["train/loss"][:, 0].tolist() == [1, 2, 3, 4]  # steps 1-2 survived the resume
     assert curves["validation"]["val/flow"].shape[0] >= 2
     assert (run_dir / "plots" / "loss_curves.png").stat().st_size > 5000
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "logs" / "tensorboard" / "version_0")).Reload()
+    tags = events.Tags()["scalars"]
+    assert {"lr/decayed", "lr/not_decayed"} <= set(tags) and not any("pg1" in t for t in tags)
+    assert [e.step for e in events.Scalars("train/loss")][-1] >= 3  # one run, one version, both halves
 
 
 def test_validate_only_reports_without_touching_the_run(dit_run, capsys) -> None:
@@ -139,13 +147,32 @@ def test_vae_run_errors_and_its_checkpoint_in_a_dit_run(world, tmp_path, capsys)
     code, err = run_main([*vae_argv(world, tmp_path / "vae_acc"), "--accumulate_grad_batches", "2"], capsys)
     line = assert_one_line(err)
     assert code == 2 and "accumulate" in line and "--batch_size" in line
-    code, err = run_main(vae_argv(world, tmp_path / "vae", steps=1), capsys)
+    code, err = run_main([*vae_argv(world, tmp_path / "vae", steps=1), "--every_plot_step", "1"], capsys)
     assert code == 0, err[-2000:]
+    heard = sf.info(tmp_path / "vae" / "plots" / "step_000001" / "reconstruction.wav")
+    assert heard.duration > 2.9  # the whole 3 s validation song, not the 0.37 s training crop
     vae_ckpt = tmp_path / "vae" / "checkpoints" / "last.ckpt"
     code, err = run_main([*dit_argv(world, tmp_path / "dit"), "--ckpt_path", str(vae_ckpt)], capsys)
     line = assert_one_line(err)
     assert code == 2 and "VAETask checkpoint" in line and "DiTTask" in line and "--checkpoint_dir" in line
     assert "Missing key" not in err
+    # A full fine-tune from a VAE bundle: exported from that run, trained at learning rate 0, unchanged.
+    from refrain.bundles.export import export_vae
+    from refrain.bundles.vae import load_vae_bundle
+
+    bundle = export_vae(vae_ckpt, tmp_path / "vae_bundle")
+    argv = [*vae_argv(world, tmp_path / "vae_ft", steps=1), "--checkpoint_dir", str(bundle), "--learning_rate", "0"]
+    code, err = run_main(argv, capsys)
+    assert code == 0, err[-2000:]
+    state = torch.load(tmp_path / "vae_ft" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    expected = load_vae_bundle(bundle).model.state_dict()
+    assert all(torch.equal(state[f"model.{k}"], v) for k, v in expected.items())
+    wider = [*vae_argv(world, tmp_path / "vae_other"), "--checkpoint_dir", str(bundle), "model.vae.decoder_channels=24"]
+    code, err = run_main(wider, capsys)
+    line = assert_one_line(err)
+    assert code == 2 and "do not fit model.vae" in line and "in the bundle" in line
+    code, err = run_main([*vae_argv(world, tmp_path / "vae_dit"), "--checkpoint_dir", str(world["dit"])], capsys)
+    assert code == 2 and "is a DIT bundle but this run trains a VAE" in assert_one_line(err)
 
 
 def test_nonfinite_stop_is_one_line_and_names_no_checkpoint_it_lacks(world, tmp_path, capsys) -> None:
@@ -176,8 +203,6 @@ def test_a_sweep_gives_each_job_its_own_folder(world, tmp_path, capsys) -> None:
 def test_listening_plots_put_the_song_itself_beside_decode_and_sample(dit_run, world) -> None:
     """The DiT's 'reference' is the VAE's decode; the song's own audio must be there too (a bad VAE and a bad
     DiT would look the same otherwise)."""
-    import soundfile as sf
-
     from refrain.audio.io import load_audio
     from refrain.data.schema import load_prepared
 

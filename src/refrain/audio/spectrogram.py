@@ -109,7 +109,7 @@ def save_spectrogram_png(
     return path
 
 
-HZ_TICKS = (50, 100, 200, 500, 1000, 2000, 4000, 8000, 16000)
+HZ_TICKS = (100, 500, 1000, 2000, 4000, 8000, 16000)  # low ticks sparse: mel rows crowd there
 
 
 def mel_bin_of(frequencies: np.ndarray, sample_rate: int, n_mels: int) -> np.ndarray:

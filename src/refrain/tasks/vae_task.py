@@ -194,7 +194,7 @@ class VAETask(pl.LightningModule):
         self._log_terms(terms, batch_size=target.shape[0])
         step = self.global_step
         if self.every_plot_step and step % int(self.every_plot_step) == 0 and self.trainer.is_global_zero:
-            self.plot(step, target[0], inputs[0] * mask[0], recon[0].detach(), batch["setting"][0])
+            self.plot(step, *self.listening(target[0], inputs[0] * mask[0], recon[0], batch["setting"][0]))
         return None
 
     def _update(
@@ -293,6 +293,21 @@ class VAETask(pl.LightningModule):
             )
 
     # ----- plots -----
+    def listening(
+        self, clean: torch.Tensor, degraded: torch.Tensor, recon: torch.Tensor, setting: str
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+        """Seconds of the first validation song (refrain.training.vae_listening), reconstructed by the EMA
+        weights from its MP3; the training crop when there is no validation song."""
+        from refrain.training.vae_listening import listening_clip, reconstruct
+
+        m = self.model
+        clip = listening_clip(self.trainer.datamodule, m.sample_rate, m.audio_channels, m.hop_length)
+        if clip is None:
+            return clean, degraded, recon.detach(), setting
+        clean, degraded, setting = clip
+        vae = self.ema_vae() if self.validate_with_ema else self.model
+        return clean, degraded, reconstruct(vae, degraded, self.device), setting
+
     def plot(
         self, step: int, clean: torch.Tensor, degraded: torch.Tensor, recon: torch.Tensor, setting: str
     ) -> Path:

@@ -1,0 +1,44 @@
+"""What the VAE task listens to at a plot step: seconds of a real song, not the training crop.
+
+A training crop is what fits a batch (16384 samples, 0.37 s, in the demo recipe): too short to hear a
+reconstruction or to see anything but a smear in a spectrogram. The plot uses the first ``seconds`` of
+the first validation song instead, clean and through the validation MP3 setting, and reconstructs it
+from the MP3 (the task's job), with the chunked codec so a long excerpt fits in memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+PLOT_SECONDS = 10.0
+
+
+def listening_clip(datamodule: Any, sample_rate: int, channels: int, hop: int, seconds: float = PLOT_SECONDS
+                   ) -> tuple[torch.Tensor, torch.Tensor, str] | None:  # fmt: skip
+    """(clean, degraded, setting) of the first validation song's first ``seconds``, hop-aligned; None when
+    the datamodule has no validation items (the caller then plots the training crop)."""
+    from refrain.audio.io import load_audio
+    from refrain.audio.mp3 import mp3_roundtrip
+
+    items = getattr(getattr(datamodule, "val_set", None), "items", None)
+    setting = getattr(datamodule, "val_setting", None)
+    if not items or setting is None:
+        return None
+    name, duration = items[0]
+    clean = load_audio(name, sample_rate, channels, 0.0, min(float(duration), seconds)).samples
+    usable = clean.shape[-1] // hop * hop
+    if usable == 0:
+        return None
+    clean = clean[:, :usable]
+    degraded = mp3_roundtrip(clean, sample_rate, setting)
+    return torch.from_numpy(clean), torch.from_numpy(degraded), str(setting)
+
+
+@torch.no_grad()
+def reconstruct(vae: Any, degraded: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The VAE's reconstruction of a (channels, samples) clip through its chunked encoder and decoder."""
+    posterior = vae.encode_chunked(degraded[None], output_device=device)
+    audio = vae.decode_chunked(posterior.mode(), length=degraded.shape[-1], output_device="cpu")
+    return audio[0].float()
