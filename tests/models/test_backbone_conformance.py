@@ -25,6 +25,7 @@ from refrain.models.backbone import (
     BackboneSpec,
     backbone_of,
     check_loss,
+    fsdp_unit_classes,
     require,
     seeded_noise,
     spec_of,
@@ -162,8 +163,9 @@ def test_spec_describes_the_model(case) -> None:
     assert spec.latent_channels == model.latent_channels and spec.hidden_size > 0
     for name in ("cat", "repeat", "to", "validate", "with_dropped"):
         assert callable(getattr(spec.conditioning_type, name))
-    units = [get_class(path) for path in spec.fsdp_wrap]
-    assert any(isinstance(m, tuple(units)) for m in model.modules())  # FSDP has something to wrap
+    units = tuple(fsdp_unit_classes(model))
+    assert set(units) == {get_class(path) for path in spec.fsdp_wrap}
+    assert any(isinstance(m, units) for m in model.modules())  # FSDP has something to wrap
     SamplerOptions(**spec.sampler_defaults)  # the defaults are valid sampler options
     check_loss(model, FlowMatchingLoss(**spec.loss_preset))  # the preset only uses drops it has
 

@@ -160,3 +160,19 @@ def frames_to_tokens(hidden: Tensor, frames: int, patch: int) -> Tensor:
     if patch == 1:
         return hidden[:, :frames]
     return hidden.repeat_interleave(patch, dim=1)[:, :frames]
+
+
+def fsdp_unit_classes(model: nn.Module) -> set[type[nn.Module]]:
+    """The block classes FSDP should wrap for the backbone inside ``model`` (its spec's ``fsdp_wrap``).
+
+    For an auto-wrap policy built from the run's model rather than from a class list in conf/trainer.
+    """
+    from hydra.utils import get_class
+
+    spec = spec_of(next((m for m in model.modules() if "backbone_spec" in dir(type(m))), model))
+    classes = {get_class(path) for path in spec.fsdp_wrap}
+    if not all(isinstance(c, type) and issubclass(c, nn.Module) for c in classes):
+        raise RefrainInputError(
+            f"backbone {spec.name}: fsdp_wrap", "names a non-module class", "name block classes"
+        )
+    return classes
