@@ -4,7 +4,8 @@
         [--tags_csv F] [--repeat_count N] [--val_fraction 0.1] [--language auto|en|zh|...]
         [--min_seconds 1.0] [--max_duration 1200] [--no_progress]
 
-Prints the report (also written to OUT/report.txt); bad input ends with a one-line error and exit 2.
+Prints the report (also written to OUT/report.txt), with what changed since the previous run; the
+dataset a re-run replaces is kept in OUT/versions/. Bad input ends with a one-line error and exit 2.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--repeat_count", type=int, default=1, help="repeat the train split N times (ACE-Step)"
     )
     parser.add_argument(
-        "--val_fraction", type=float, default=0.1, help="share of songs held out for validation"
+        "--val_fraction",
+        type=float,
+        default=0.1,
+        help="share of songs held out for validation, rounded; at least one song when above 0 (0: none)",
     )
     parser.add_argument(
         "--language", default="auto", choices=("auto", *LANGUAGES), help="lyrics language; auto detects"
@@ -86,7 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(report_text, end="")
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(result.report_text, end="")
+    from refrain.data.report import CONSOLE_LIST_LIMIT, render_text
+
+    print(render_text(result.report, CONSOLE_LIST_LIMIT), end="")  # report.txt lists every file
     print(f"dataset: {result.output_dir / 'hf'} (load with refrain.data.schema.load_prepared)")
     return 0
 
