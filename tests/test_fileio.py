@@ -43,6 +43,17 @@ def test_atomic_folder_swaps_in_a_complete_readable_folder(tmp_path: Path) -> No
     assert [p.name for p in tmp_path.iterdir()] == ["bundle"]
 
 
+def test_atomic_folder_leaves_what_libraries_wrote_0600_readable(tmp_path: Path) -> None:
+    """diffusers' save_pretrained writes its safetensors 0600; a bundle's files are 0644 (issue 10)."""
+    with atomic_folder(tmp_path / "bundle") as staging:
+        (staging / "vae").mkdir(mode=0o700)
+        (staging / "vae" / "weights.safetensors").write_bytes(b"w")
+        (staging / "vae" / "weights.safetensors").chmod(0o600)
+        (staging / "link").symlink_to("vae/weights.safetensors")
+    modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in (tmp_path / "bundle").rglob("*")}
+    assert modes["vae"] == 0o755 and modes["weights.safetensors"] == 0o644
+
+
 def test_atomic_folder_failure_keeps_the_previous_folder(tmp_path: Path) -> None:
     target = tmp_path / "bundle"
     target.mkdir()
