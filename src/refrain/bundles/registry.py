@@ -196,4 +196,8 @@ def build_model(spec: Mapping[str, Any], where: str = "model", **overrides: Any)
 register_model("dit", "refrain.models.dit.transformer:DiffusionTransformer")
 register_model("lora_adapted_dit", "refrain.lora.model:build_adapted_dit", nested=("base",))
 register_model("ace15", "refrain.models.backbones.ace15:build_ace15")
-register_model("diffrhythm", "refrain.models.backbones.diffrhythm:DiffRhythm")
+register_model(  # a run's model/dit=diffrhythm_1b (load_diffrhythm) exports as the class; the bundle has the weights
+    "diffrhythm", "refrain.models.backbones.diffrhythm:DiffRhythm",
+    aliases=("refrain.models.backbones.diffrhythm_load.load_diffrhythm",),
+    upgrade=lambda args: {k: v for k, v in args.items() if k not in ("checkpoint", "use_ema", "dtype")},
+)

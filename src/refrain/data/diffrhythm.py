@@ -8,6 +8,7 @@ file with ``torch.load(weights_only=True)`` (nothing runs code), checks it, and 
     OUT/entries/<n>-<utt>.safetensors   latent (64, T) float32, style (512,), line_times (L,),
                                          line_tokens (N,), line_offsets (L + 1,)
     OUT/index.json                      the entries, and every skipped line of train.scp with its reason
+    OUT/phoneme_vocab.json              empty: DiffRhythm's ids are its own (a bundle records a vocabulary)
 
 so a DiffRhythm dataset moves over without re-encoding audio. ``DiffRhythmDataset`` then draws the
 release's random crop (start frame uniform in [0, T - max_frames], ``start_time`` = start / T), places the
@@ -33,6 +34,7 @@ from torch.utils.data import Dataset
 from refrain.data.diffrhythm_lyrics import BASE_FRAMES, VOCAB_SIZE, frame_of, lines_in_window, place_lyrics
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_path, read_json
+from refrain.text.vocab import VOCAB_FILE, PhonemeVocab
 
 INDEX_NAME = "index.json"
 FORMAT = "refrain.diffrhythm_import"
@@ -56,7 +58,10 @@ def _load(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        first = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(error)).strip()
+        if text.startswith("Weights only load failed"):
+            text = "it needs code to unpickle, which weights_only loading refuses"
+        first = text.splitlines()[0][:120] if text else type(error).__name__
         raise BadItem(f"{what} {path} is not plain tensors ({first})") from None
 
 
@@ -128,8 +133,15 @@ def import_diffrhythm(scp: str | Path, out_dir: str | Path, min_frames: int = 1)
         result.imported.append(
             {"utt": utt, "file": f"entries/{name}", "frames": int(tensors["latent"].shape[-1])}
         )
+    if not result.imported:
+        first = result.skipped[0] if result.skipped else {"line": str(scp), "reason": "no lines"}
+        raise RefrainInputError(
+            scp, f"no song could be imported ({len(result.skipped)} lines skipped; {first['line']}: {first['reason']})",
+            "check the paths in train.scp (absolute, or relative to its folder) and the .pt files",
+        )  # fmt: skip
     index = {"format": FORMAT, "version": 1, "source": str(scp.resolve()), "entries": result.imported,
              "skipped": result.skipped}  # fmt: skip
+    PhonemeVocab().save(out / VOCAB_FILE)  # refrain's phoneme vocabulary: unused by DiffRhythm, empty
     with atomic_path(out / INDEX_NAME) as tmp:
         tmp.write_text(json.dumps(index, indent=2))
     return result
@@ -150,7 +162,7 @@ class DiffRhythmDataset(Dataset):
             )  # fmt: skip
         self.entries: list[dict[str, Any]] = list(index["entries"])
         self.max_frames, self.seed, self.random_crop = int(max_frames), int(seed), random_crop
-        self.epoch = 0
+        self.epoch, self.draws = 0, 0
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -160,7 +172,8 @@ class DiffRhythmDataset(Dataset):
         data = load_file(str(self.folder / entry["file"]))
         latent = data["latent"]
         total = int(latent.shape[-1])
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        self.draws += 1  # a new crop per draw; workers differ by their torch seed (new every epoch)
+        rng = np.random.default_rng([self.seed, self.epoch, index, self.draws, torch.initial_seed() % 2**32])
         start = int(rng.integers(0, max(0, total - self.max_frames) + 1)) if self.random_crop else 0
         offsets = data["line_offsets"].tolist()
         lines = [data["line_tokens"][a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]

@@ -96,7 +96,7 @@ def check_state(model: DiffRhythm, state: Mapping[str, Tensor], source: str | Pa
 
 
 def load_diffrhythm(
-    checkpoint: str | Path,
+    checkpoint: str | Path | None,
     max_frames: int = 2048,
     use_ema: bool = True,
     repa_layer: int | None = None,
@@ -108,6 +108,11 @@ def load_diffrhythm(
 
     Built on the meta device and filled by ``assign``, so a 1.1 B model costs one copy of its weights.
     """
+    if not checkpoint:
+        raise RefrainInputError(
+            "model.dit.checkpoint", "not set",
+            "pass model.dit.checkpoint=/path/to/cfm_model.pt (DiffRhythm-1_2 or DiffRhythm-full, or its folder)",
+        )  # fmt: skip
     state = read_checkpoint(checkpoint, use_ema)
     with torch.device("meta"):
         model = DiffRhythm(max_frames=max_frames, repa_layer=repa_layer, **sizes)
