@@ -136,6 +136,13 @@ def _shard_beside(folder: Path, scale: float) -> dict[str, torch.Tensor]:
     return state
 
 
+def test_a_listed_path_outside_the_bundle_is_refused(copy: Path) -> None:
+    files = json.loads((copy / "manifest.json").read_text())["files"]
+    edit_manifest(copy, reseal=False, files={**files, "../../etc/hostname": "0" * 64})
+    with pytest.raises(RefrainInputError, match="a path outside the bundle folder"):
+        open_dit_bundle(copy)
+
+
 def test_an_unlisted_shard_beside_the_listed_weights_is_refused(
     copy: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -69,6 +69,13 @@ def verify_files(root: str | Path, files: Mapping[str, str]) -> None:
     shards next to the listed weights make diffusers load other weights) under the same bundle hash.
     """
     root = Path(root)
+    outside = [n for n in files if Path(n).is_absolute() or ".." in Path(n).parts]
+    if outside:
+        raise RefrainInputError(
+            root / MANIFEST_NAME,
+            f"lists {outside[0]!r}, a path outside the bundle folder",
+            "re-export the bundle",
+        )
     unlisted = [n for n in listed_entries(root) if n != MANIFEST_NAME and n not in files]
     if unlisted:
         more = f"; also unlisted: {', '.join(unlisted[1:4])}" if len(unlisted) > 1 else ""
