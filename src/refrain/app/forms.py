@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
+import refrain.lora  # noqa: F401  (registers the stem and accompany modes)
 from refrain.errors import RefrainInputError
+from refrain.sampling.modes import get_mode
 from refrain.sampling.options import SamplerOptions
 
 # The app's tabs in ACE-Step's order, each with the mode it runs and the params it shows.
@@ -25,7 +27,7 @@ TABS: dict[str, tuple[str, ...]] = {
     "stem": ("instrument", "prompt", "lyrics"),
     "accompany": ("prompt", "lyrics"),
 }
-SOURCE_MODES = ("repaint", "edit", "extend", "audio2audio", "stem", "accompany")
+SOURCE_MODES = tuple(mode for mode in TABS if get_mode(mode).source)  # tabs that take a source song
 OPTION_FIELDS = ("steps", "guidance", "guidance_scale", "guidance_interval", "solver", "shift", "seed")
 NUMBERS = {"duration", "variance", "start", "end", "left", "right", "strength", "guidance_scale",
            "guidance_interval", "shift"}  # fmt: skip
