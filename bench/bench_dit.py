@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch.utils.flop_counter import FlopCounterMode
 
 from refrain.audio.io import load_audio
@@ -124,7 +125,8 @@ def build(setup: Setup, root: Path) -> tuple[DiTTask, ConditioningEncoder]:
     cfg = compose_config([f"model/dit={setup.dit}", f"model/vae={setup.vae}"])
     torch.manual_seed(0)
     vae = instantiate(cfg.model.vae).eval()
-    model = instantiate(cfg.model.dit, latent_channels=vae.latent_channels, gradient_checkpointing=False)
+    OmegaConf.update(cfg, "model.dit.config.latent_channels", vae.latent_channels)
+    model = instantiate(cfg.model.dit, gradient_checkpointing=False)
     specs = make_teachers(setup, root)
     task = DiTTask(
         model, loss=FlowMatchingLoss(shift=3.0), optimizer=partial(torch.optim.AdamW, lr=1e-4),

@@ -112,7 +112,7 @@ def dit_step_factory(preset: str, model: Any, batch: int, length: int, device: s
 
     g = torch.Generator().manual_seed(0)
     node = compose(preset).model.dit
-    text, speaker_dim = int(node.text_dim), node.speaker_dim
+    text, speaker_dim = int(node.config.text_dim), node.config.speaker_dim
     x0 = torch.randn(batch, model.latent_channels, length, generator=g).to(device)
     cond = DiTConditioning(
         style=torch.randn(batch, 64, text, generator=g).to(device),

@@ -82,7 +82,7 @@ def test_dit_latent_channels_are_read_from_the_vae_bundle(tmp_path) -> None:
 
     bundle = save_vae_bundle(tmp_path / "vae", build_oobleck_vae(**TINY_VAE).autoencoder, {})
     cfg = compose_config(["experiment=demo_dit", f"vae_bundle={bundle}"])
-    assert cfg.model.dit.latent_channels == TINY_VAE["latent_channels"] == 16
-    assert compose_config(["experiment=demo_dit"]).model.dit.latent_channels == 64  # no bundle named yet
+    assert cfg.model.dit.config.latent_channels == TINY_VAE["latent_channels"] == 16
+    assert compose_config(["experiment=demo_dit"]).model.dit.config.latent_channels == 64  # no bundle named yet
     with pytest.raises(RefrainInputError, match="manifest"):
         resolve_checked(compose_config(["experiment=demo_dit", f"vae_bundle={tmp_path}"]))

@@ -26,6 +26,7 @@ from refrain.bundles.dit_export import training_weights
 from refrain.bundles.export import export_dit
 from refrain.cli.export import main as export_main
 from refrain.errors import RefrainInputError
+from refrain.models.dit.config import DiTConfig
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,8 @@ def test_export_writes_a_self_describing_bundle(bundle: Path, workdir: Path) -> 
     } <= names
     manifest = read_dit_manifest(bundle)
     assert manifest["format_version"] == DIT_BUNDLE_FORMAT_VERSION and manifest["kind"] == "dit"
-    assert manifest["model"] == {"class": "dit", **{k: v for k, v in TINY_DIT.items() if k != "_target_"}}
+    sizes = {k: v for k, v in TINY_DIT.items() if k != "_target_"}
+    assert manifest["model"] == {"class": "dit", "config": DiTConfig(**sizes).to_dict()}  # the whole dataclass
     assert manifest["latent_channels"] == 16 and manifest["sample_rate"] == 44100
     assert manifest["frame_rate"] == pytest.approx(44100 / 1024)
     assert manifest["weights_source"] == "ema" and manifest["checkpoint"]["global_step"] == 5

@@ -16,9 +16,11 @@ from refrain.bundles.registry import (
     spec_class,
 )
 from refrain.errors import RefrainInputError
+from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.transformer import DiffusionTransformer
 
-ARGS = {k: v for k, v in TINY_DIT.items() if k != "_target_"}
+SIZES = {k: v for k, v in TINY_DIT.items() if k != "_target_"}
+ARGS = {"config": {**DiTConfig().to_dict(), **SIZES}}  # the whole DiTConfig, also from a flat older spec
 
 
 @pytest.fixture
@@ -70,7 +72,7 @@ def test_arguments_are_plain_json_values(value: object, message: str) -> None:
 
 def test_a_wrong_value_type_is_one_line_not_a_traceback() -> None:
     with pytest.raises(RefrainInputError, match=r"^model: cannot build model 'dit' \("):
-        build_model({"class": "dit", **ARGS, "num_heads": "four"})
+        build_model({"class": "dit", "config": {**SIZES, "num_heads": "four"}})
 
 
 def test_adding_a_backbone_is_one_line(scratch_registry: None) -> None:

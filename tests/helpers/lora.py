@@ -6,6 +6,7 @@ import torch
 
 from refrain.lora.control import ControlConditioning
 from refrain.models.dit.conditioning import DiTConditioning
+from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.transformer import DiffusionTransformer
 
 C, TEXT, VOCAB = 4, 8, 20
@@ -13,10 +14,10 @@ C, TEXT, VOCAB = 4, 8, 20
 
 def tiny_dit(seed: int = 0, hidden: int = 32) -> DiffusionTransformer:
     torch.manual_seed(seed)
-    model = DiffusionTransformer(
+    model = DiffusionTransformer(DiTConfig(
         latent_channels=C, hidden_size=hidden, num_layers=2, num_heads=4, intermediate_size=64, text_dim=TEXT,
         lyric_vocab_size=VOCAB, lyric_dim=16, lyric_conv_layers=1, repa_layer=1, zero_init_output=False,
-    )  # fmt: skip
+    ))  # fmt: skip
     return model.eval()
 
 

@@ -197,13 +197,14 @@ DIT = {"channels": 4, "frames": 16, "text": 8, "vocab": 20}
 
 
 def tiny_dit_model(seed: int = 0) -> torch.nn.Module:
+    from refrain.models.dit.config import DiTConfig
     from refrain.models.dit.transformer import DiffusionTransformer
 
     torch.manual_seed(seed)
-    return DiffusionTransformer(
+    return DiffusionTransformer(DiTConfig(
         latent_channels=DIT["channels"], hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
         text_dim=DIT["text"], lyric_vocab_size=DIT["vocab"], lyric_dim=16, lyric_conv_layers=1, repa_layer=1,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def dit_batch(seed: int, size: int = 2, nan: bool = False) -> dict[str, Any]:

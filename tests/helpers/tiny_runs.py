@@ -14,7 +14,7 @@ import numpy as np
 import soundfile as sf
 
 LYRICS = "[verse]\nhello night city lights\nwe are singing all the way home\n"
-TINY_DIT_OVERRIDES = ["model/dit=tiny", "model.dit.latent_channels=16", "model.dit.lyric_vocab_size=256"]
+TINY_DIT_OVERRIDES = ["model/dit=tiny", "model.dit.config.latent_channels=16", "model.dit.config.lyric_vocab_size=256"]
 
 
 def write_songs(root: Path, count: int = 4, seconds: float = 3.0, rate: int = 44100) -> Path:
@@ -42,7 +42,9 @@ def make_world(root: Path) -> dict[str, Path]:
         PrepareOptions(output_dir=dataset, input_dir=write_songs(root / "songs"), val_fraction=0.25, progress=False)
     )
     save_vae(root / "vae")
-    spec = dict(compose_config(TINY_DIT_OVERRIDES).model.dit)
+    from omegaconf import OmegaConf
+
+    spec = OmegaConf.to_container(compose_config(TINY_DIT_OVERRIDES).model.dit, resolve=True)
     checkpoint = save_checkpoint(root / "dit_source.ckpt", spec, root / "vae", dataset, text_max_length=32, global_step=3)
     export_dit(checkpoint, root / "dit", use_ema=False)
     return {"root": root, "dataset": dataset, "vae": root / "vae", "dit": root / "dit"}

@@ -15,6 +15,7 @@ from refrain.losses.flow_matching import (
     shift_sigma,
 )
 from refrain.models.dit.conditioning import DiTConditioning
+from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.transformer import DiffusionTransformer
 
 C, TEXT = 4, 8
@@ -22,10 +23,10 @@ C, TEXT = 4, 8
 
 def tiny_model(seed: int = 0, randomize: bool = False) -> DiffusionTransformer:
     torch.manual_seed(seed)
-    model = DiffusionTransformer(
+    model = DiffusionTransformer(DiTConfig(
         latent_channels=C, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, text_dim=TEXT,
         lyric_vocab_size=20, lyric_dim=16, lyric_conv_layers=1, speaker_dim=4, repa_layer=1,
-    )  # fmt: skip
+    ))  # fmt: skip
     if randomize:
         with torch.no_grad():
             for p in model.parameters():

@@ -31,6 +31,7 @@ from refrain.models.backbone import (
     spec_of,
 )
 from refrain.models.dit.conditioning import DiTConditioning
+from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.dit.velocity import VelocityOutput
 from refrain.sampling.options import SamplerOptions
@@ -116,8 +117,8 @@ class Case:
 
 def _dit(_: Path) -> nn.Module:
     torch.manual_seed(0)
-    model = DiffusionTransformer(latent_channels=4, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                                 text_dim=6, lyric_vocab_size=20, lyric_dim=16, lyric_conv_layers=1, repa_layer=1)  # fmt: skip
+    model = DiffusionTransformer(DiTConfig(latent_channels=4, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+                                 text_dim=6, lyric_vocab_size=20, lyric_dim=16, lyric_conv_layers=1, repa_layer=1))  # fmt: skip
     with torch.no_grad():  # adaLN-zero starts as the identity: give every weight a value so drops show
         for p in model.parameters():
             p.add_(0.1 * torch.randn(p.shape))

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from refrain.models.dit.conditioning import DiTConditioning
+from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.dit.velocity import VelocityOutput
 from refrain.sampling.guidance import APG, CFG, CFGZeroStar, GuidanceSchedule
@@ -93,10 +94,10 @@ def test_apg_momentum_resets_between_runs() -> None:
 
 def test_batched_passes_match_separate_passes_on_a_real_dit() -> None:
     torch.manual_seed(0)
-    dit = DiffusionTransformer(
+    dit = DiffusionTransformer(DiTConfig(
         latent_channels=4, hidden_size=32, num_layers=2, num_heads=2, text_dim=8,
         lyric_vocab_size=16, lyric_dim=8, lyric_conv_layers=1, repa_layer=1, zero_init_output=False,
-    ).eval()  # fmt: skip
+    )).eval()  # fmt: skip
     with torch.no_grad():  # fresh DiTs zero-init their adaLN/cross-attention outputs: make style matter
         for param in dit.parameters():
             param.add_(0.2 * torch.randn_like(param))

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from refrain.errors import RefrainInputError
 from refrain.losses.flow_matching import FlowMatchingLoss
 from refrain.losses.repa import REPALoss
+from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.teachers import TeacherSpec
 from refrain.sampling import CFG
@@ -34,10 +35,10 @@ TEACHERS = {"mert": (24, 6), "mhubert": (10, 5)}  # name -> (frames, dim)
 
 def tiny_dit(seed: int = 0) -> DiffusionTransformer:
     torch.manual_seed(seed)
-    return DiffusionTransformer(
+    return DiffusionTransformer(DiTConfig(
         latent_channels=C, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, text_dim=TEXT,
         lyric_vocab_size=VOCAB, lyric_dim=16, lyric_conv_layers=1, repa_layer=1,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def make_batch(teachers: bool = True, nan: bool = False, seed: int = 0) -> dict[str, Any]:

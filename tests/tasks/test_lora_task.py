@@ -26,6 +26,7 @@ from refrain.lora.config import load_lora_spec, parse_lora_spec
 from refrain.lora.control import attach_control
 from refrain.lora.data import LoraDataModule
 from refrain.losses.flow_matching import FlowMatchingLoss
+from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.vae.oobleck import build_oobleck_vae
 from refrain.tasks.dit_task import FlowValidation, batch_conditioning
@@ -200,9 +201,9 @@ def test_the_reference_path_learns_what_lora_alone_cannot(tmp_path: Path) -> Non
     losses = {}
     for variant in ("stemgen", "text2music"):
         torch.manual_seed(0)
-        base = DiffusionTransformer(latent_channels=4, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
+        base = DiffusionTransformer(DiTConfig(latent_channels=4, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
                                     text_dim=8, lyric_vocab_size=16, lyric_dim=8, lyric_conv_layers=1, repa_layer=1,
-                                    zero_init_output=False)  # fmt: skip
+                                    zero_init_output=False))  # fmt: skip
         control = {"instruments": ["a", "b"], "control_width": 32, "drop_reference_prob": 0.0}
         spec = parse_lora_spec(
             {

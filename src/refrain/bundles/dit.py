@@ -254,7 +254,7 @@ def _check_compatible(
             vae_bundle, f"has {vae_manifest['latent_channels']} latent channels but the DiT has {channels}",
             "export with the VAE bundle the DiT was trained on",
         )  # fmt: skip
-    capacity = spec.get("lyric_vocab_size")
+    capacity = (spec.get("config") or spec).get("lyric_vocab_size")
     if capacity is not None and len(vocab) > int(capacity):
         raise RefrainInputError(
             vocab_path, f"{len(vocab)} phonemes but the DiT embeds only {capacity}",

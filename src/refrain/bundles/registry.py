@@ -27,6 +27,7 @@ from typing import Any
 from torch import nn
 
 from refrain.errors import RefrainInputError
+from refrain.models.dit.config import upgrade_dit_args
 
 SPEC_KEY = "class"  # a Python keyword, so it can never clash with a constructor argument
 _LEGACY_META_KEYS = ("_convert_", "_recursive_")  # Hydra options that change nothing for plain arguments
@@ -193,7 +194,7 @@ def build_model(spec: Mapping[str, Any], where: str = "model", **overrides: Any)
 
 
 # ----- the constructors bundles may name: one line per backbone -----
-register_model("dit", "refrain.models.dit.transformer:DiffusionTransformer")
+register_model("dit", "refrain.models.dit.transformer:DiffusionTransformer", upgrade=upgrade_dit_args)
 register_model("lora_adapted_dit", "refrain.lora.model:build_adapted_dit", nested=("base",))
 register_model("ace15", "refrain.models.backbones.ace15:build_ace15")
 register_model(  # a run's model/dit=diffrhythm_1b (load_diffrhythm) exports as the class; the bundle has the weights

@@ -47,7 +47,7 @@ def base_bundle_fact(bundle: str | None, key: str) -> Any:
     if key == "latent_channels":
         return int(opened.manifest["latent_channels"])
     model = opened.manifest.get("model") or {}
-    speaker = model.get("speaker_dim", (model.get("config") or {}).get("speaker_dim"))
+    speaker = (model.get("config") or model).get("speaker_dim")
     return int(speaker) if speaker else None
 
 

@@ -56,8 +56,8 @@ def check_phoneme_vocab(model: nn.Module, dataset_path: str | Path | None) -> No
     size = len(PhonemeVocab.load(vocab_file))
     if size > capacity:
         raise RefrainInputError(
-            vocab_file, f"{size} phonemes but model.dit.lyric_vocab_size is {capacity}",
-            f"set model.dit.lyric_vocab_size={size} or more (leave headroom: the vocabulary only grows)",
+            vocab_file, f"{size} phonemes but model.dit.config.lyric_vocab_size is {capacity}",
+            f"set model.dit.config.lyric_vocab_size={size} or more (leave headroom: the vocabulary only grows)",
         )  # fmt: skip
 
 
@@ -136,8 +136,8 @@ class DiTTask(pl.LightningModule):
             channels = int(read_manifest(self.vae_bundle)["latent_channels"])
             if channels != self.model.latent_channels:
                 raise RefrainInputError(
-                    "model.dit.latent_channels", f"{self.model.latent_channels} but the VAE bundle {self.vae_bundle} has {channels}",
-                    f"set model.dit.latent_channels={channels}",
+                    "model.dit.config.latent_channels", f"{self.model.latent_channels} but the VAE bundle {self.vae_bundle} has {channels}",
+                    f"set model.dit.config.latent_channels={channels}",
                 )  # fmt: skip
 
     def configure_optimizers(self) -> Any:

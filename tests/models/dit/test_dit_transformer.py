@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 
 from refrain.errors import RefrainInputError
 from refrain.models.dit.conditioning import DiTConditioning
+from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.dit.velocity import VelocityModel, VelocityOutput
 
@@ -27,7 +28,8 @@ def tiny(**kw: object) -> DiffusionTransformer:
         lyric_vocab_size=40, lyric_dim=16, lyric_conv_layers=2, speaker_dim=SPK, repa_layer=2,
     )  # fmt: skip
     args.update(kw)
-    return DiffusionTransformer(**args)
+    checkpointing = bool(args.pop("gradient_checkpointing", False))
+    return DiffusionTransformer(DiTConfig(**args), gradient_checkpointing=checkpointing)
 
 
 def randomize(model: torch.nn.Module) -> torch.nn.Module:

@@ -246,7 +246,7 @@ class ConditionEmbedder(nn.Module):
             frame = frame + self._context(cond)
         elif cond.context_present().any():
             raise RefrainInputError(
-                "model.dit.use_context", "the batch carries a context latent but the model has no context input",
+                "model.dit.config.use_context", "the batch carries a context latent but the model has no context input",
                 "set use_context: true or stop passing context",
             )  # fmt: skip
         frame = frame * frame_mask.unsqueeze(-1).to(frame.dtype)

@@ -58,7 +58,7 @@ class LyricEmbedder(nn.Module):
     def forward(self, ids: Tensor, frame_mask: Tensor) -> Tensor:
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
             raise RefrainInputError(
-                "model.dit.lyric_vocab_size",
+                "model.dit.config.lyric_vocab_size",
                 f"phoneme id range [{int(ids.min())}, {int(ids.max())}] exceeds the embedding size {self.vocab_size}",
                 "set lyric_vocab_size to at least len(phoneme_vocab.json) (ids only grow, so leave headroom)",
             )

@@ -28,6 +28,7 @@ from refrain.errors import RefrainInputError
 from refrain.models.backbone import BackboneSpec, seeded_noise
 from refrain.models.dit.blocks import DiTBlock, FinalLayer, rotary_tables, zero_linear
 from refrain.models.dit.conditioning import ConditionEmbedder, DiTConditioning
+from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.velocity import VelocityOutput
 
 
@@ -38,71 +39,42 @@ def llama_intermediate_size(hidden_size: int, multiple_of: int = 256) -> int:
 
 
 class DiffusionTransformer(nn.Module):
-    """Flow-matching DiT. All sizes come from config (conf/model/dit/*.yaml)."""
+    """Flow-matching DiT. All sizes come from one DiTConfig (conf/model/dit/*.yaml, a bundle's manifest)."""
 
-    def __init__(
-        self,
-        latent_channels: int = 64,
-        hidden_size: int = 1024,
-        num_layers: int = 12,
-        num_heads: int = 16,
-        intermediate_size: int | None = None,
-        text_dim: int = 384,
-        lyric_vocab_size: int = 1024,
-        lyric_dim: int = 512,
-        lyric_conv_layers: int = 4,
-        lyric_kernel_size: int = 7,
-        speaker_dim: int | None = None,
-        use_context: bool = True,
-        repa_layer: int = 4,
-        qk_norm: bool = True,
-        shared_adaln: bool = True,
-        rope_theta: float = 10000.0,
-        norm_eps: float = 1e-6,
-        dropout: float = 0.0,
-        timestep_scale: float = 1000.0,
-        frequency_embedding_size: int = 256,
-        zero_init_output: bool = True,
-        gradient_checkpointing: bool = False,
-    ) -> None:
+    def __init__(self, config: DiTConfig | Mapping[str, Any], gradient_checkpointing: bool = False) -> None:
+        """``config``: the sizes (a DiTConfig, or its fields as a mapping: a manifest, a Hydra node)."""
         super().__init__()
-        if not 0 <= repa_layer <= num_layers:
-            raise RefrainInputError(
-                "model.dit.repa_layer", f"{repa_layer} is outside [0, num_layers={num_layers}]",
-                "pick the block whose output REPA aligns (ACE-Step: 8 of 24)",
-            )  # fmt: skip
-        if hidden_size % num_heads or (hidden_size // num_heads) % 2:
-            raise RefrainInputError(
-                "model.dit.num_heads", f"hidden_size {hidden_size} / num_heads {num_heads} is not an even integer",
-                "choose num_heads so that the head size is even (RoPE rotates pairs)",
-            )  # fmt: skip
+        config = DiTConfig.coerce(config)
+        self.config = config
+        latent_channels, hidden_size = config.latent_channels, config.hidden_size
         self._latent_channels = latent_channels
         self.hidden_size = hidden_size
-        self.num_heads = num_heads
-        self.head_dim = hidden_size // num_heads
-        self.repa_layer = repa_layer
-        self.rope_theta = rope_theta
-        self.timestep_scale = timestep_scale
+        self.num_heads = config.num_heads
+        self.head_dim = hidden_size // config.num_heads
+        self.repa_layer = config.repa_layer
+        self.rope_theta = config.rope_theta
+        self.timestep_scale = config.timestep_scale
         self.gradient_checkpointing = gradient_checkpointing
-        ff = intermediate_size or llama_intermediate_size(hidden_size)
+        ff = config.intermediate_size or llama_intermediate_size(hidden_size)
 
         self.proj_in = nn.Linear(latent_channels, hidden_size)
         self.conditioner = ConditionEmbedder(
-            hidden_size, latent_channels, text_dim, lyric_vocab_size, lyric_dim,
-            lyric_conv_layers, lyric_kernel_size, speaker_dim, use_context,
+            hidden_size, latent_channels, config.text_dim, config.lyric_vocab_size, config.lyric_dim,
+            config.lyric_conv_layers, config.lyric_kernel_size, config.speaker_dim, config.use_context,
         )  # fmt: skip
-        self.time_proj = Timesteps(frequency_embedding_size, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.time_embed = TimestepEmbedding(frequency_embedding_size, hidden_size)
+        frequencies = config.frequency_embedding_size
+        self.time_proj = Timesteps(frequencies, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embed = TimestepEmbedding(frequencies, hidden_size)
         self.adaLN_modulation: nn.Module | None = None
-        if shared_adaln:
+        if config.shared_adaln:
             self.adaLN_modulation = nn.Sequential(
                 nn.SiLU(), zero_linear(nn.Linear(hidden_size, 6 * hidden_size))
             )
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden_size, num_heads, ff, qk_norm, shared_adaln, norm_eps, dropout)
-            for _ in range(num_layers)
+            DiTBlock(hidden_size, config.num_heads, ff, config.qk_norm, config.shared_adaln, config.norm_eps, config.dropout)
+            for _ in range(config.num_layers)
         )
-        self.final_layer = FinalLayer(hidden_size, latent_channels, norm_eps, zero_init_output)
+        self.final_layer = FinalLayer(hidden_size, latent_channels, config.norm_eps, config.zero_init_output)
 
     @property
     def latent_channels(self) -> int:
@@ -150,7 +122,7 @@ class DiffusionTransformer(nn.Module):
         if x.dim() != 3 or x.shape[1] != self.latent_channels:
             raise RefrainInputError(
                 "DiffusionTransformer input", f"latent shape {tuple(x.shape)} is not (B, {self.latent_channels}, T)",
-                "set model.dit.latent_channels to the VAE's latent channel count",
+                "set model.dit.config.latent_channels to the VAE's latent channel count",
             )  # fmt: skip
         cond.validate(x)
         h, c, style, style_mask = self.embed(x, sigma, cond)
