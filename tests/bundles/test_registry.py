@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import sys
+import types
 
 import pytest
 from helpers.bundles import TINY_DIT
@@ -89,7 +91,9 @@ def test_adding_a_backbone_is_one_line(scratch_registry: None) -> None:
         register_model("bad", "torch.nn.Linear")
 
 
-def test_an_upgrade_hook_maps_older_argument_shapes(scratch_registry: None) -> None:
+def test_an_upgrade_hook_maps_older_argument_shapes(
+    scratch_registry: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def upgrade(args: dict) -> dict:
         if "size" in args:  # an older bundle's single size -> today's two
             size = args.pop("size")
@@ -101,3 +105,8 @@ def test_an_upgrade_hook_maps_older_argument_shapes(scratch_registry: None) -> N
         "class": "square_linear", "in_features": 4, "out_features": 4,
     }  # fmt: skip
     assert tuple(build_model({"class": "square_linear", "size": 4}).weight.shape) == (4, 4)
+    upgrades = types.ModuleType("old_shapes")
+    upgrades.square = upgrade  # type: ignore[attr-defined]
+    register_model("lazy_square", "torch.nn:Linear", upgrade="old_shapes:square")  # imported on first use
+    monkeypatch.setitem(sys.modules, "old_shapes", upgrades)
+    assert canonical_spec({"class": "lazy_square", "size": 2})["out_features"] == 2

@@ -43,15 +43,25 @@ class ModelEntry:
     name: str
     path: str  # "package.module:attribute", imported on first use (no import cycles, no start-up cost)
     nested: tuple[str, ...] = ()
-    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # older argument shapes -> current
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | str | None = None  # older shapes -> current
 
     @property
     def hydra_target(self) -> str:
         return self.path.replace(":", ".")
 
     def factory(self) -> Callable[..., nn.Module]:
-        module, _, attribute = self.path.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return _resolve(self.path)
+
+    def upgraded(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        if self.upgrade is None:
+            return arguments
+        upgrade = _resolve(self.upgrade) if isinstance(self.upgrade, str) else self.upgrade
+        return upgrade(arguments)
+
+
+def _resolve(path: str) -> Any:
+    module, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 _ENTRIES: dict[str, ModelEntry] = {}
@@ -64,16 +74,21 @@ def register_model(
     *,
     nested: tuple[str, ...] = (),
     aliases: tuple[str, ...] = (),
-    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] | str | None = None,
 ) -> None:
     """Allow bundles to name ``path`` (``"module:attr"``) as ``name``.
 
     ``nested``: arguments that are themselves model specs (built through this registry again);
     ``aliases``: further exact Hydra targets that mean this constructor (renamed modules);
-    ``upgrade``: maps the plain arguments of older bundles to the constructor's current ones (it sees
-    only checked JSON values and must return such values; it runs on every spec, so make it idempotent).
+    ``upgrade``: maps the plain arguments of older bundles to the constructor's current ones (a callable
+    or a lazy ``"module:attr"``; it sees only checked JSON values and must return such values; it runs
+    on every spec, so make it idempotent).
     """
-    if not _NAME.match(name) or not _PATH.match(path):
+    if (
+        not _NAME.match(name)
+        or not _PATH.match(path)
+        or (isinstance(upgrade, str) and not _PATH.match(upgrade))
+    ):
         raise ValueError(f"register_model({name!r}, {path!r}): name is [a-z0-9_], path is 'module:attr'")
     if name in _ENTRIES and _ENTRIES[name].path != path:
         raise ValueError(f"model name {name!r} is already registered for {_ENTRIES[name].path}")
@@ -157,7 +172,7 @@ def canonical_spec(spec: Mapping[str, Any], where: str = "model") -> dict[str, A
         _check_plain(value, f"{where}.{key}")
         arguments[key] = value
     if entry.upgrade is not None:
-        arguments = entry.upgrade(dict(arguments))
+        arguments = entry.upgraded(dict(arguments))
         _check_plain(arguments, where)
     _check_arguments(entry, arguments, where)
     return {SPEC_KEY: name, **arguments}
@@ -198,7 +213,8 @@ register_model("dit", "refrain.models.dit.transformer:DiffusionTransformer", upg
 register_model("lora_adapted_dit", "refrain.lora.model:build_adapted_dit", nested=("base",))
 register_model("ace15", "refrain.models.backbones.ace15:build_ace15")
 register_model(  # a run's model/dit=diffrhythm_1b (load_diffrhythm) exports as the class; the bundle has the weights
-    "diffrhythm", "refrain.models.backbones.diffrhythm:DiffRhythm",
+    "diffrhythm",
+    "refrain.models.backbones.diffrhythm:DiffRhythm",
     aliases=("refrain.models.backbones.diffrhythm_load.load_diffrhythm",),
     upgrade=lambda args: {k: v for k, v in args.items() if k not in ("checkpoint", "use_ema", "dtype")},
 )
