@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
+from refrain.data.multitrack import DEFAULT_STEMS
+
 RATE = 8000
 LYRICS = "[verse]\nhello night city lights\nwe are singing all the way home\n"
 
 
-def write_songs(
-    root: Path, count: int = 3, seconds: float = 2.0, stems=("vocals", "drums", "bass", "other")
-) -> Path:
+def write_songs(root: Path, count: int = 3, seconds: float = 2.0, stems: Sequence[str] = DEFAULT_STEMS) -> Path:
     """Song folders of synthetic stems (tones, noise bursts) whose sum is the mix."""
     rng = np.random.default_rng(0)
     t = np.arange(int(seconds * RATE)) / RATE
