@@ -43,6 +43,9 @@ def bundle_manifest(bundle: Path) -> dict[str, Any] | None:
 
 def preflight(args: argparse.Namespace, bundle: Path, options: Any) -> None:
     """One-line errors for everything that can be wrong without a model: files, options, adapters."""
+    from refrain.sampling.modes.base import check_lyrics_flags
+
+    check_lyrics_flags(args)
     for name in FILE_ARGS:
         value = getattr(args, name, None)
         if value is not None and not Path(value).is_file():

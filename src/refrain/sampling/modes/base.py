@@ -170,15 +170,21 @@ def lyrics_flags(parser: argparse.ArgumentParser, prefix: str = "", prompt: bool
     )
 
 
+def check_lyrics_flags(args: argparse.Namespace) -> None:
+    """Every --X_lyrics given at most once: as text or as a file (checked before any file is opened)."""
+    for name, file in vars(args).items():
+        flag = name.removesuffix("_file")
+        if name.endswith("lyrics_file") and file is not None and getattr(args, flag, None) is not None:
+            raise RefrainInputError(f"--{flag}", "given both as text and as a file", f"pass --{flag} or --{flag}_file")
+
+
 def lyrics_from_flags(args: argparse.Namespace, prefix: str = "") -> str | None:
     """Lyrics from --X_lyrics or --X_lyrics_file (not both); None when neither was given."""
     from refrain.text.lrc import read_text_file
 
-    flag = f"{prefix}lyrics"
-    text, file = getattr(args, flag), getattr(args, f"{flag}_file")
-    if text is not None and file is not None:
-        raise RefrainInputError(f"--{flag}", "given both as text and as a file", f"pass --{flag} or --{flag}_file")
-    return read_text_file(file) if file is not None else text
+    check_lyrics_flags(args)
+    file = getattr(args, f"{prefix}lyrics_file")
+    return read_text_file(file) if file is not None else getattr(args, f"{prefix}lyrics")
 
 
 def prompt_and_lyrics(args: argparse.Namespace) -> dict[str, Any]:
