@@ -76,6 +76,10 @@ class AdaptedDiT(nn.Module):
         self, model: nn.Module, null_lyrics: bool = False, control: ControlSpec | None = None
     ) -> None:
         super().__init__()
+        if null_lyrics:  # e.g. ACE-Step 1.5 only drops the whole condition: say so before training starts
+            from refrain.models.backbone import require
+
+            require(model, "lyrics", "conditioning.null_lyrics", "use a variant that keeps the lyrics")
         self.model = model
         self.null_lyrics = bool(null_lyrics)
         self.control = control

@@ -144,3 +144,24 @@ def test_full_fine_tune_task_aligns_the_configured_block_with_repa(
     block = model.transformer.layers[2].mlp.down_proj.weight
     later = model.transformer.layers[3].mlp.down_proj.weight
     assert seen and block.grad is not None and later.grad is not None  # REPA's gradient flows into block 3
+
+
+@pytest.mark.parametrize(
+    "variant", ["lyric2vocal", "rapmachine", "singing2accompaniment", "stemgen", "text2sample"]
+)
+def test_every_shipped_variant_trains_or_is_refused_in_one_line(
+    ace15_release: Path, tmp_path: Path, variant: str
+) -> None:
+    from refrain.lora.config import load_lora_spec
+    from refrain.tasks.lora_task import LoraTask
+
+    config = Path(__file__).resolve().parents[3] / "lora_configs" / f"{variant}.json"
+    model = load_ace15(ace15_release, repa_layer=2)
+    loss = FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0)
+    try:
+        task = LoraTask(model, load_lora_spec(config), loss=loss, run_dir=tmp_path)
+    except RefrainInputError as error:
+        assert "\n" not in str(error)
+        return
+    torch.manual_seed(0)
+    task.compute_loss(fixed_batch())["loss"].backward()  # a variant that builds also trains
