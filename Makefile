@@ -18,6 +18,7 @@ demo: $(STAMP)
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} WANDB_MODE=$${WANDB_MODE:-offline} HF_HUB_OFFLINE=1 $(BIN)/refrain-demo
 
 test: $(STAMP)
+	bash scripts/install_browser.sh
 	WANDB_MODE=$${WANDB_MODE:-offline} HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not gpu"
 
 lint: $(STAMP)

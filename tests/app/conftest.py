@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.bundles import fast_base_bundle
 from helpers.lora import perturb_trainable
+from helpers.network import free_port
 
 from refrain.bundles.dit import open_dit_bundle
 from refrain.lora.adapters import save_adapter
@@ -16,12 +16,6 @@ from refrain.lora.config import parse_lora_spec
 from refrain.lora.inject import inject_lora
 
 STEM = {"variant": "stemgen", "r": 4, "lora_alpha": 4, "conditioning": {"control_width": 16}}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -46,7 +40,11 @@ def running_app(app_world: dict[str, Path]) -> Iterator[tuple[str, object]]:
     app = build_app(session)
     port = free_port()
     app.queue(default_concurrency_limit=1).launch(
-        server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, allowed_paths=[str(out)]
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        allowed_paths=[str(out)],
     )
     try:
         yield f"http://127.0.0.1:{port}/", session

@@ -20,7 +20,15 @@ def client(running_app: tuple[str, object]) -> Client:
 
 def call(client: Client, mode: str, fields: dict, scale: float = 1.0, source: str | None = None) -> tuple:
     args = [*fields.values(), *OPTIONS.values(), scale]
-    if source is not None or mode in ("retake", "repaint", "edit", "extend", "audio2audio", "stem", "accompany"):
+    if source is not None or mode in (
+        "retake",
+        "repaint",
+        "edit",
+        "extend",
+        "audio2audio",
+        "stem",
+        "accompany",
+    ):
         args += [None, handle_file(source) if source else None]
     return client.predict(*args, api_name=f"/{mode}")
 
@@ -36,7 +44,9 @@ def check_result(result: tuple, mode: str) -> dict:
 
 
 def test_every_tab_returns_audio_spectrogram_and_sidecar(client: Client, running_app) -> None:
-    song = check_result(call(client, "text2music", {"prompt": "synth pop", "lyrics": "", "duration": 1.0}), "text2music")
+    song = check_result(
+        call(client, "text2music", {"prompt": "synth pop", "lyrics": "", "duration": 1.0}), "text2music"
+    )
     assert song["options"]["seed"] == 7 and song["app"]["adapters"][0]["scale"] == 1.0
     source = running_app[1].history[-1].audio
     check_result(call(client, "retake", {"variance": 0.3}), "retake")
@@ -48,7 +58,9 @@ def test_every_tab_returns_audio_spectrogram_and_sidecar(client: Client, running
                       source=str(source)), "extend")  # fmt: skip
     check_result(call(client, "audio2audio", {"strength": 0.5, "prompt": "lofi", "lyrics": ""}, source=str(source)),
                  "audio2audio")  # fmt: skip
-    check_result(call(client, "stem", {"instrument": "drums", "prompt": "", "lyrics": ""}, source=str(source)), "stem")
+    check_result(
+        call(client, "stem", {"instrument": "drums", "prompt": "", "lyrics": ""}, source=str(source)), "stem"
+    )
 
 
 def test_sidecar_regenerates_the_same_bits_and_scale_zero_is_the_base(client: Client, running_app) -> None:
@@ -58,12 +70,17 @@ def test_sidecar_regenerates_the_same_bits_and_scale_zero_is_the_base(client: Cl
     assert sf.read(first[0])[0].tobytes() == sf.read(again[0])[0].tobytes()
     sidecar = next(f for f in first[2] if str(f).endswith(".json"))
     session = running_app[1]  # the sidecar alone remakes the song through the pipeline, bit for bit
-    remade = session.pipeline(session.selection()).regenerate(sidecar).save(session.output_dir / "remade.flac")
+    remade = (
+        session.pipeline(session.selection()).regenerate(sidecar).save(session.output_dir / "remade.flac")
+    )
     assert sf.read(remade)[0].tobytes() == sf.read(first[0])[0].tobytes()
     filled = client.predict(handle_file(sidecar), api_name="/load_sidecar")
     assert "ambient" in json.dumps(filled)
     off = call(client, "text2music", fields, scale=0.0)
-    assert json.loads(Path(next(f for f in off[2] if str(f).endswith(".json"))).read_text())["app"]["adapters"] == []
+    assert (
+        json.loads(Path(next(f for f in off[2] if str(f).endswith(".json"))).read_text())["app"]["adapters"]
+        == []
+    )
 
 
 def test_bad_inputs_show_one_line_errors(client: Client) -> None:
@@ -72,3 +89,38 @@ def test_bad_inputs_show_one_line_errors(client: Client) -> None:
     with pytest.raises(Exception, match="repaint|start|end|outside|beyond"):
         call(client, "repaint", {"start": 50.0, "end": 60.0, "prompt": "x", "lyrics": "", "variance": 1.0},
              source=None)  # fmt: skip
+
+
+def test_stop_cancels_between_steps_and_a_second_request_waits(running_app) -> None:
+    import threading
+
+    from refrain.app.session import Cancelled
+
+    session = running_app[1]
+    fields = {"prompt": "drone", "lyrics": "", "duration": 1.0, **OPTIONS, "steps": 40}
+    started, outcome = threading.Event(), {}
+
+    def slow() -> None:
+        def progress(done: int, total: int) -> None:
+            started.set()
+
+        try:
+            session.generate("text2music", fields, progress=progress)
+            outcome["first"] = "finished"
+        except Cancelled:
+            outcome["first"] = "cancelled"
+
+    first = threading.Thread(target=slow)
+    first.start()
+    assert started.wait(60)
+    second = threading.Thread(
+        target=lambda: outcome.update(second=session.generate("text2music", {**fields, "steps": 2}))
+    )
+    second.start()
+    session.cancel()
+    first.join(60)
+    second.join(60)
+    assert outcome["first"] == "cancelled"
+    assert (
+        outcome["second"].mode == "text2music"
+    )  # queued behind the first, then run (not lost, not cancelled)

@@ -21,22 +21,24 @@ GUIDANCES = ["apg", "cfg", "cfg_zero_star", "none"]
 SOLVERS = ["euler", "heun", "pingpong"]
 PRESETS = ["only_lyrics", "remix"]
 FIELD_WIDGETS: dict[str, Any] = {
-    "prompt": lambda: gr.Textbox(label="Tags / prompt", placeholder="pop, synth, female vocals, 120 bpm"),
-    "lyrics": lambda: gr.Textbox(label="Lyrics ([verse] tags or LRC)", lines=6),
-    "duration": lambda: gr.Number(label="Duration (s)", value=30.0),
-    "variance": lambda: gr.Slider(0.0, 1.0, value=0.5, label="Variance"),
-    "start": lambda: gr.Number(label="Start (s)", value=0.0),
-    "end": lambda: gr.Number(label="End (s)", value=5.0),
-    "source_prompt": lambda: gr.Textbox(label="Source prompt"),
-    "source_lyrics": lambda: gr.Textbox(label="Source lyrics", lines=4),
-    "target_prompt": lambda: gr.Textbox(label="Target prompt"),
-    "target_lyrics": lambda: gr.Textbox(label="Target lyrics", lines=4),
-    "preset": lambda: gr.Dropdown(PRESETS, value="only_lyrics", label="Edit preset"),
-    "left": lambda: gr.Number(label="Extend left (s)", value=0.0),
-    "right": lambda: gr.Number(label="Extend right (s)", value=10.0),
-    "strength": lambda: gr.Slider(0.0, 1.0, value=0.5, label="Strength"),
-    "instrument": lambda: gr.Dropdown(
-        ["vocals", "drums", "bass", "other"], value="drums", label="Instrument"
+    "prompt": lambda **kw: gr.Textbox(
+        label="Tags / prompt", placeholder="pop, synth, female vocals, 120 bpm", **kw
+    ),
+    "lyrics": lambda **kw: gr.Textbox(label="Lyrics ([verse] tags or LRC)", lines=6, **kw),
+    "duration": lambda **kw: gr.Number(label="Duration (s)", value=30.0, **kw),
+    "variance": lambda **kw: gr.Slider(0.0, 1.0, value=0.5, label="Variance", **kw),
+    "start": lambda **kw: gr.Number(label="Start (s)", value=0.0, **kw),
+    "end": lambda **kw: gr.Number(label="End (s)", value=5.0, **kw),
+    "source_prompt": lambda **kw: gr.Textbox(label="Source prompt", **kw),
+    "source_lyrics": lambda **kw: gr.Textbox(label="Source lyrics", lines=4, **kw),
+    "target_prompt": lambda **kw: gr.Textbox(label="Target prompt", **kw),
+    "target_lyrics": lambda **kw: gr.Textbox(label="Target lyrics", lines=4, **kw),
+    "preset": lambda **kw: gr.Dropdown(PRESETS, value="only_lyrics", label="Edit preset", **kw),
+    "left": lambda **kw: gr.Number(label="Extend left (s)", value=0.0, **kw),
+    "right": lambda **kw: gr.Number(label="Extend right (s)", value=10.0, **kw),
+    "strength": lambda **kw: gr.Slider(0.0, 1.0, value=0.5, label="Strength", **kw),
+    "instrument": lambda **kw: gr.Dropdown(
+        ["vocals", "drums", "bass", "other"], value="drums", label="Instrument", **kw
     ),
 }
 
@@ -86,15 +88,15 @@ def build_app(session: AppSession) -> gr.Blocks:
     """The whole page for ``session``; each tab's button is also an API endpoint named after its mode."""
     with gr.Blocks(title=f"refrain: {session.bundle.name}") as app:
         gr.Markdown(f"## refrain: {session.bundle.name}")
-        with gr.Accordion("Sampler", open=False):
+        with gr.Accordion("Sampler", open=False, elem_id="sampler"):
             options = {
-                "steps": gr.Number(label="Steps", value=30, precision=0),
+                "steps": gr.Number(label="Steps", value=30, precision=0, elem_id="opt-steps"),
                 "guidance": gr.Dropdown(GUIDANCES, value="apg", label="Guidance"),
                 "guidance_scale": gr.Number(label="Guidance scale", value=15.0),
                 "guidance_interval": gr.Slider(0.0, 1.0, value=0.5, label="Guidance interval"),
                 "solver": gr.Dropdown(SOLVERS, value="euler", label="Solver"),
                 "shift": gr.Number(label="Shift", value=3.0),
-                "seed": gr.Number(label="Seed", value=0, precision=0),
+                "seed": gr.Number(label="Seed", value=0, precision=0, elem_id="opt-seed"),
             }
         with gr.Accordion("LoRA adapters (scale 0 = off)", open=bool(session.adapters)):
             sliders = [
@@ -113,12 +115,12 @@ def build_app(session: AppSession) -> gr.Blocks:
                     if reason is not None:
                         gr.Markdown(f"**{mode} is not available:** {reason}")
                         continue
-                    widgets = [FIELD_WIDGETS[name]() for name in fields]
+                    widgets = [FIELD_WIDGETS[name](elem_id=f"{mode}-{name}") for name in fields]
                     tabs[mode] = (list(fields), widgets)
                     buttons[mode] = gr.Button(f"Generate ({mode})", variant="primary", elem_id=f"run-{mode}")
         audio = gr.Audio(label="Result", type="filepath", elem_id="result-audio")
         picture = gr.Image(label="Spectrogram", type="filepath")
-        files = gr.File(label="Download audio + sidecar", file_count="multiple")
+        files = gr.File(label="Download audio + sidecar", file_count="multiple", elem_id="downloads")
         status = gr.Textbox(label="Status", interactive=False, elem_id="status")
         stop = gr.Button("Stop", variant="stop")
         with gr.Row():
