@@ -37,7 +37,7 @@ from refrain.config import conf_dir
 from refrain.data.audio_dataset import AudioCropDataset, collate_crops
 from refrain.data.embedded import embedded_tracks_dir
 from refrain.models.vae.discriminator import MultiScaleSTFTDiscriminator
-from refrain.tasks.vae_task import VAETask
+from refrain.tasks.vae_task import VAEObjective, VAETask
 
 # preset -> (batch size, crop samples) of the recipe that trains it
 RECIPES = {"tiny": (2, 16384), "mid": (4, 65536), "sao": (4, 65536), "ace15": (4, 65536)}
@@ -79,9 +79,8 @@ def build_task(preset: str, run_dir: Path) -> VAETask:
         MultiScaleSTFTDiscriminator(audio_channels=vae.audio_channels),
         optimizer,
         optimizer,
-        adversarial_start_step=0,
+        objective=VAEObjective(adversarial_start_step=0),
         gradient_clip_val=0.5,
-        run_dir=run_dir,
     )
 
 

@@ -22,6 +22,7 @@ from refrain.models.vae.discriminator import MultiScaleSTFTDiscriminator
 from refrain.models.vae.oobleck import build_oobleck_vae
 from refrain.tasks.vae_task import VAETask
 from refrain.training.callbacks import CheckpointMetadata
+from refrain.training.ema import EMA
 
 TINY = {
     "downsampling_ratios": [2, 4, 8],
@@ -43,8 +44,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[VAETask, Path]:
         functools.partial(torch.optim.AdamW, lr=1e-3),
         functools.partial(torch.optim.AdamW, lr=1e-3),
         spectral_loss=StereoMRSTFTLoss(44100, fft_sizes=(256, 64)),
-        ema_decay=0.9,
-        run_dir=root,
+        ema=functools.partial(EMA, decay=0.9),
     )
     audio = 0.1 * torch.randn(2, 2048, generator=torch.Generator().manual_seed(0))
     items = [{"audio": audio, "degraded": audio, "mask": torch.ones(1, 2048), "setting": "clean"}] * 2
@@ -144,7 +144,7 @@ def test_demo_recipe_trains_end_to_end_and_exports(tmp_path: Path) -> None:
             "trainer.val_check_interval=2",
             "trainer.enable_model_summary=false",
             "every_plot_step=2",
-            "task.adversarial_start_step=2",
+            "task.objective.adversarial_start_step=2",
             "data.batch_size=1",
         ]
     )

@@ -298,7 +298,7 @@ VAE_OVERRIDES = [
     "model/vae=tiny", "task=vae", "learning_rate=1e-3", "every_plot_step=null", "trainer.gradient_clip_val=null",
     "model.vae.downsampling_ratios=[2,4,8]", "model.vae.channel_multiples=[1,2,4]", "model.vae.hop_length=64",
     "model.vae.latent_channels=4", "model.vae.encoder_hidden_size=8", "model.vae.decoder_channels=8",
-    "task.adversarial_start_step=3", "task.discriminator.filters=4", "task.discriminator.n_ffts=[512,256,128]",
+    "task.objective.adversarial_start_step=3", "task.discriminator.filters=4", "task.discriminator.n_ffts=[512,256,128]",
     "task.spectral_loss.fft_sizes=[512,256,128,64]", "task.spectral_loss.perceptual_weighting=false",
     "task.generator_scheduler.total_iters=5", "task.discriminator_scheduler.total_iters=5",
 ]  # fmt: skip

@@ -15,7 +15,9 @@ from refrain.data.audio_dataset import collate_crops
 from refrain.losses.spectral import StereoMRSTFTLoss
 from refrain.models.vae.discriminator import MultiScaleSTFTDiscriminator
 from refrain.models.vae.oobleck import build_oobleck_vae
-from refrain.tasks.vae_task import VAETask
+from refrain.tasks.vae_task import VAEObjective, VAETask
+from refrain.training.ema import EMA
+from refrain.training.vae_listening import VAEPlotter
 
 RATE = 44100
 TINY = {
@@ -28,21 +30,19 @@ TINY = {
 }
 
 
-def make_task(run_dir: Path, seed: int = 0, **overrides) -> VAETask:
+def make_task(run_dir: Path, seed: int = 0, every_plot_step: int | None = None, **objective) -> VAETask:
     torch.manual_seed(seed)
-    options = {
-        "generator_optimizer": functools.partial(torch.optim.AdamW, lr=3e-3, betas=(0.8, 0.99)),
-        "discriminator_optimizer": functools.partial(torch.optim.AdamW, lr=3e-3, betas=(0.8, 0.99)),
-        "adversarial_start_step": 10_000,
-        "gradient_clip_val": 1.0,
-        "run_dir": run_dir,
-        "every_plot_step": None,
-        "ema_decay": 0.99,
-        "spectral_loss": StereoMRSTFTLoss(RATE, fft_sizes=(1024, 256, 64)),
-        **overrides,
-    }
     discriminator = MultiScaleSTFTDiscriminator(n_ffts=(512, 256, 128), filters=4)
-    return VAETask(build_oobleck_vae(**TINY), discriminator, **options)
+    return VAETask(
+        build_oobleck_vae(**TINY), discriminator,
+        generator_optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, betas=(0.8, 0.99)),
+        discriminator_optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, betas=(0.8, 0.99)),
+        spectral_loss=StereoMRSTFTLoss(RATE, fft_sizes=(1024, 256, 64)),
+        objective=VAEObjective(**{"adversarial_start_step": 10_000, **objective}),
+        ema=functools.partial(EMA, decay=0.99),
+        plotter=VAEPlotter(run_dir, every_plot_step),
+        gradient_clip_val=1.0,
+    )  # fmt: skip
 
 
 def fixed_items(count: int = 2, frames: int = 2048) -> list[dict]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,32 @@ from refrain.losses.metrics import ReconstructionMetrics
 from refrain.losses.spectral import MelDistance, StereoMRSTFTLoss
 from refrain.models.vae.oobleck import OobleckVAE
 from refrain.training.ema import EMA
-from refrain.training.media import Clip, log_media
+from refrain.training.vae_listening import VAEPlotter
 
 OptimizerFactory = Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
 SchedulerFactory = Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler]
+EMAFactory = Callable[[nn.Module, nn.Module], EMA]  # (autoencoder, twin) -> EMA (conf: task.ema, _partial_)
+DEFAULT_EMA: EMAFactory = partial(EMA, decay=0.9999)
+
+
+@dataclass(frozen=True)
+class VAEObjective:
+    """What the generator is trained on: term weights, when the discriminator joins, sampled or mean
+    latents, and whether the encoder trains (DiffRhythm's recipe freezes it: only the decoder adapts)."""
+
+    stft: float = 1.0
+    kl: float = 1e-4
+    mel: float = 0.0
+    adversarial: float = 0.1
+    feature_matching: float = 5.0
+    adversarial_start_step: int = 0  # reconstruction-only warm-up before the discriminator joins
+    sample_posterior: bool = True
+    freeze_encoder: bool = False
+
+    def weights(self) -> dict[str, float]:
+        """Weight per loss-term name, as the terms are logged."""
+        return {"stft": self.stft, "kl": self.kl, "mel": self.mel, "adv": self.adversarial,
+                "feature_matching": self.feature_matching}  # fmt: skip
 
 
 class VAETask(pl.LightningModule):
@@ -45,20 +69,13 @@ class VAETask(pl.LightningModule):
         generator_scheduler: SchedulerFactory | None = None,
         discriminator_scheduler: SchedulerFactory | None = None,
         spectral_loss: nn.Module | None = None,
-        stft_weight: float = 1.0,
-        kl_weight: float = 1e-4,
-        mel_weight: float = 0.0,
-        adversarial_weight: float = 0.1,
-        feature_matching_weight: float = 5.0,
-        adversarial_start_step: int = 0,
-        ema_decay: float = 0.9999,
-        freeze_encoder: bool = False,
-        sample_posterior: bool = True,
+        objective: VAEObjective | None = None,
+        ema: EMAFactory = DEFAULT_EMA,
+        plotter: VAEPlotter | None = None,
         gradient_clip_val: float | None = None,
-        run_dir: str | Path = "exps/vae",
-        every_plot_step: int | None = None,
         validate_with_ema: bool = True,
     ) -> None:
+        """``ema(autoencoder, twin)`` builds the EMA the bundle exports; ``plotter`` None = no listening plots."""
         super().__init__()
         self.automatic_optimization = False
         self.model = model
@@ -68,25 +85,19 @@ class VAETask(pl.LightningModule):
         self.generator_scheduler = generator_scheduler
         self.discriminator_scheduler = discriminator_scheduler
         self.spectral_loss = spectral_loss or StereoMRSTFTLoss(model.sample_rate)
-        self.mel_loss = MelDistance(model.sample_rate) if mel_weight else None
-        self.weights = {
-            "stft": stft_weight,
-            "kl": kl_weight,
-            "mel": mel_weight,
-            "adv": adversarial_weight,
-            "feature_matching": feature_matching_weight,
-        }
-        self.adversarial_start_step = int(adversarial_start_step)
-        self.freeze_encoder = freeze_encoder
-        if freeze_encoder:
+        self.objective = objective or VAEObjective()
+        self.mel_loss = MelDistance(model.sample_rate) if self.objective.mel else None
+        self.weights = self.objective.weights()
+        self.adversarial_start_step = int(self.objective.adversarial_start_step)
+        self.freeze_encoder = self.objective.freeze_encoder
+        if self.freeze_encoder:
             model.freeze_encoder()
-        self.sample_posterior = sample_posterior
+        self.sample_posterior = self.objective.sample_posterior
         self.gradient_clip_val = gradient_clip_val
-        self.run_dir = Path(run_dir)
-        self.every_plot_step = every_plot_step
+        self.plotter = plotter
         self.validate_with_ema = validate_with_ema
         twin = AutoencoderOobleck.from_config(model.autoencoder.config)
-        self.ema = EMA(model.autoencoder, twin, decay=ema_decay)
+        self.ema = ema(model.autoencoder, twin)
         self.metrics = ReconstructionMetrics(model.sample_rate)
         self.nonfinite_skips = 0  # read by refrain.training.faults.NonFiniteGuard, which stops a diverged run
         self.skipped_items_epoch = 0
@@ -193,7 +204,7 @@ class VAETask(pl.LightningModule):
             terms.update(disc_terms)
         self._log_terms(terms, batch_size=target.shape[0])
         step = self.global_step
-        if self.every_plot_step and step % int(self.every_plot_step) == 0 and self.trainer.is_global_zero:
+        if self.plotter is not None and self.plotter.due(step) and self.trainer.is_global_zero:
             self.plot(step, *self.listening(target[0], inputs[0] * mask[0], recon[0], batch["setting"][0]))
         return None
 
@@ -310,28 +321,12 @@ class VAETask(pl.LightningModule):
 
     def plot(
         self, step: int, clean: torch.Tensor, degraded: torch.Tensor, recon: torch.Tensor, setting: str
-    ) -> Path:
-        """Write wavs + a spectrogram triple to ``run_dir/plots/step_<6-digit step>`` and send them to the logger."""
-        from refrain.audio.io import save_audio
-        from refrain.audio.spectrogram import save_spectrogram_png
-
-        folder = self.run_dir / "plots" / f"step_{step:06d}"
-        rate = self.model.sample_rate
-        waves = {"input": clean, "degraded": degraded, "reconstruction": recon}
-        arrays = {name: wave.detach().float().cpu().numpy() for name, wave in waves.items()}
-        for name, array in arrays.items():
-            save_audio(folder / f"{name}.wav", array, rate)
-        titles = {
-            "input": "input (lossless target)",
-            "degraded": f"degraded ({setting})",
-            "reconstruction": "reconstruction",
-        }
-        png = save_spectrogram_png(
-            folder / "spectrograms.png", [(titles[n], a) for n, a in arrays.items()], rate
-        )
-        clips = [Clip(f"audio/{name}", name, array) for name, array in arrays.items()]
-        log_media(self.loggers, step, clips=clips, sample_rate=rate, image=("spectrograms", png))
-        return folder
+    ) -> Path | None:
+        """Write and log the listening triple through the plotter (``run_dir/plots/step_<6-digit step>``)."""
+        if self.plotter is None:
+            return None
+        return self.plotter(step, {"input": clean, "degraded": degraded, "reconstruction": recon}, setting,
+                            self.model.sample_rate, self.loggers)  # fmt: skip
 
     # ----- checkpoints -----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

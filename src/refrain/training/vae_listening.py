@@ -8,6 +8,8 @@ from the MP3 (the task's job), with the chunked codec so a long excerpt fits in 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -42,3 +44,33 @@ def reconstruct(vae: Any, degraded: torch.Tensor, device: torch.device) -> torch
     posterior = vae.encode_chunked(degraded[None], output_device=device)
     audio = vae.decode_chunked(posterior.mode(), length=degraded.shape[-1], output_device="cpu")
     return audio[0].float()
+
+
+class VAEPlotter:
+    """Every ``every_n_steps`` steps: wavs and a spectrogram triple (lossless input, its MP3, the
+    reconstruction) in ``run_dir/plots/step_<6-digit step>``, and the same to every active logger."""
+
+    def __init__(self, run_dir: str | Path = "exps/vae", every_n_steps: int | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        self.every_n_steps = int(every_n_steps or 0)
+
+    def due(self, step: int) -> bool:
+        return bool(self.every_n_steps) and step % self.every_n_steps == 0
+
+    def __call__(
+        self, step: int, waves: Mapping[str, torch.Tensor], setting: str, sample_rate: int, loggers: Sequence[Any]
+    ) -> Path:
+        from refrain.audio.io import save_audio
+        from refrain.audio.spectrogram import save_spectrogram_png
+        from refrain.training.media import Clip, log_media
+
+        folder = self.run_dir / "plots" / f"step_{step:06d}"
+        arrays = {name: wave.detach().float().cpu().numpy() for name, wave in waves.items()}
+        for name, array in arrays.items():
+            save_audio(folder / f"{name}.wav", array, sample_rate)
+        titles = {"input": "input (lossless target)", "degraded": f"degraded ({setting})", "reconstruction": "reconstruction"}
+        rows = [(titles.get(name, name), array) for name, array in arrays.items()]
+        png = save_spectrogram_png(folder / "spectrograms.png", rows, sample_rate)
+        clips = [Clip(f"audio/{name}", name, array) for name, array in arrays.items()]
+        log_media(loggers, step, clips=clips, sample_rate=sample_rate, image=("spectrograms", png))
+        return folder
