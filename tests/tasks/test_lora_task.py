@@ -12,14 +12,14 @@ from typing import Any
 import lightning.pytorch as pl
 import pytest
 import torch
+from helpers.bundles import FAST_DIT, FAST_VAE, perturbed_state, save_vae
 from helpers.multitrack import write_songs
 from lightning.pytorch.callbacks import ModelCheckpoint
 from peft import PeftModel
 from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
-from refrain.bundles.dit import build_from_spec, open_dit_bundle, save_dit_bundle, text_encoder_ref
-from refrain.bundles.vae import save_vae_bundle
+from refrain.bundles.dit import open_dit_bundle, save_dit_bundle, text_encoder_ref
 from refrain.data.multitrack import prepare_multitrack
 from refrain.errors import RefrainInputError
 from refrain.lora.config import load_lora_spec, parse_lora_spec
@@ -28,22 +28,12 @@ from refrain.lora.data import LoraDataModule
 from refrain.losses.flow_matching import FlowMatchingLoss
 from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.transformer import DiffusionTransformer
-from refrain.models.vae.oobleck import build_oobleck_vae
 from refrain.tasks.dit_task import FlowValidation, batch_conditioning
 from refrain.tasks.lora_task import LoraTask
 
 REPO = Path(__file__).resolve().parents[2]
 VARIANTS = ("lyric2vocal", "text2sample", "rapmachine", "stemgen", "singing2accompaniment")
-TINY_VAE = {
-    "sample_rate": 16000, "hop_length": 256, "latent_channels": 8, "audio_channels": 2,
-    "downsampling_ratios": [4, 8, 8], "channel_multiples": [1, 2, 2], "encoder_hidden_size": 16,
-    "decoder_channels": 8, "chunk_seconds": 1.0, "overlap_seconds": 0.25,
-}  # fmt: skip
-DIT = {
-    "_target_": "refrain.models.dit.transformer.DiffusionTransformer",
-    "latent_channels": 8, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64,
-    "text_dim": 384, "lyric_vocab_size": 256, "lyric_dim": 16, "lyric_conv_layers": 1, "repa_layer": 1,
-}  # fmt: skip
+DIT = {**FAST_DIT, "lyric_vocab_size": 256}  # the LoRA base, with room for the dataset's vocabulary
 STEPS = 40
 SMALL = {"r": 4, "lora_alpha": 4, "conditioning": {"control_width": 16, "control_layers": 1}}
 
@@ -55,14 +45,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     prepare_multitrack(
         write_songs(root / "songs", count=4, seconds=1.6), root / "ds", val_fraction=0.3, progress=False
     )
-    torch.manual_seed(0)
-    vae = build_oobleck_vae(**TINY_VAE)
-    save_vae_bundle(root / "vae", vae.autoencoder, {"model": {"vae": TINY_VAE}})
-    torch.manual_seed(1)
-    base = build_from_spec(DIT)
-    g = torch.Generator().manual_seed(2)
-    state = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in base.state_dict().items()}
-    save_dit_bundle(root / "base", state, DIT, root / "vae", root / "ds" / "phoneme_vocab.json",
+    save_vae(root / "vae", FAST_VAE)
+    save_dit_bundle(root / "base", perturbed_state(DIT, 1), DIT, root / "vae", root / "ds" / "phoneme_vocab.json",
                     text_encoder_ref(None, 32), {"model": {"dit": DIT}})  # fmt: skip
     return {"root": root, "dataset": root / "ds", "bundle": root / "base"}
 
