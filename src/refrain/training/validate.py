@@ -9,6 +9,7 @@ is touched: no logger version, no config.yaml; the metrics are printed and writt
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,9 @@ def validate(cfg: DictConfig, **trainer_kwargs: Any) -> Any:
     with open_dict(cfg):
         cfg.logger = {}  # the checkpoint's run keeps its logs as they are
     run = build_run(cfg, **trainer_kwargs)
-    with explained_checkpoint_mismatch(cfg.get("ckpt_path"), run.task):
+    with explained_checkpoint_mismatch(cfg.get("ckpt_path"), run.task), warnings.catch_warnings():
+        # Lightning asks for the training run's callbacks (its checkpoint cadence); validation has none to restore.
+        warnings.filterwarnings("ignore", message="Be aware that when using `ckpt_path`")
         results = run.trainer.validate(
             run.task, datamodule=run.datamodule, ckpt_path=cfg.get("ckpt_path"), verbose=False
         )
