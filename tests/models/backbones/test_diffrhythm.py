@@ -183,3 +183,17 @@ def test_negative_style_branch_and_drops() -> None:
         assert (zero_style - model(x, s, cond).velocity).abs().max() > 1e-4
     with pytest.raises(RefrainInputError, match="diffrhythm_style"):
         model.conditioning_from_batch({"latent_mean": x})
+
+
+def test_conditioning_of_another_backbone_is_one_line() -> None:
+    from refrain.models.dit.conditioning import DiTConditioning
+
+    model = tiny_diffrhythm().eval()
+    other = DiTConditioning(
+        torch.randn(1, 3, 6), torch.ones(1, 3, dtype=torch.bool), torch.zeros(1, 8).long()
+    )
+    for call in (lambda: model(torch.randn(1, 8, 8), torch.tensor([0.5]), other),
+                 lambda: DiffRhythmConditioning.cat([other])):  # fmt: skip
+        with pytest.raises(RefrainInputError, match="got a DiTConditioning") as error:
+            call()
+        assert "\n" not in str(error.value)

@@ -35,7 +35,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRot
 
 from refrain.errors import RefrainInputError
 from refrain.models.backbone import BackboneSpec, seeded_noise
-from refrain.models.backbones.diffrhythm_conditioning import DiffRhythmConditioning
+from refrain.models.backbones.diffrhythm_conditioning import DiffRhythmConditioning, require_diffrhythm
 from refrain.models.backbones.diffrhythm_net import (
     FinalAdaLN,
     InputEmbedding,
@@ -227,11 +227,7 @@ class DiffRhythm(nn.Module):
                 "DiffRhythm input", f"latent shape {tuple(x.shape)} is not (B, {self.latent_dim}, T)",
                 "encode audio with the Stable Audio Open VAE (64 channels at 21.5 frames/s)",
             )  # fmt: skip
-        if not isinstance(cond, DiffRhythmConditioning):
-            raise RefrainInputError(
-                "DiffRhythm conditioning", f"got a {type(cond).__name__}; DiffRhythm reads a style vector and its own lyric ids",
-                "build a DiffRhythmConditioning (refrain-infer's text prompts are not wired to DiffRhythm yet)",
-            )  # fmt: skip
+        require_diffrhythm(cond)
         cond.validate(x)
         dtype = self.proj_out.weight.dtype
         t = 1.0 - sigma.to(x.device).reshape(-1).expand(x.shape[0]).to(dtype)  # DiffRhythm's time

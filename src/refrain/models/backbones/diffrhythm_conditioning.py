@@ -132,6 +132,8 @@ class DiffRhythmConditioning:
         no duration = a full window (1.0)."""
         if not items:
             raise RefrainInputError("DiffRhythmConditioning.cat", "empty list", "pass at least one item")
+        for item in items:
+            require_diffrhythm(item)
         out: dict[str, Tensor | None] = {}
         for name in ("style", "lyrics", "frame_mask", "start_time", *_FLAGS):
             out[name] = torch.cat([getattr(c, name) for c in items])
@@ -180,3 +182,12 @@ def _context_ref(items: Sequence[DiffRhythmConditioning]) -> Tensor:
     ref = next(c.context for c in items if c.context is not None)
     assert ref is not None
     return ref
+
+
+def require_diffrhythm(cond: object) -> None:
+    """One line for a conditioning built for another backbone (refrain-infer's text prompts, say)."""
+    if not isinstance(cond, DiffRhythmConditioning):
+        raise RefrainInputError(
+            "DiffRhythm conditioning", f"got a {type(cond).__name__}; DiffRhythm reads a style vector and its own lyric ids",
+            "sample with python -m refrain.cli.diffrhythm sample (refrain-infer's text prompts are not wired to DiffRhythm)",
+        )  # fmt: skip
