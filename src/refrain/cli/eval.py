@@ -94,7 +94,8 @@ def build_songs_evaluator(args: argparse.Namespace) -> Any:
 
     embedders = []
     if args.mert:
-        spec = EmbedderSpec("mert", "ssl", args.mert, args.mert_layer, args.mert_sample_rate, normalize=True)
+        spec = EmbedderSpec("mert", "ssl", args.mert, args.mert_layer, args.mert_sample_rate, normalize=True,
+                            trust_remote_code=args.trust_remote_code)  # fmt: skip
         embedders.append(build_embedder(spec, args.device))
     clap = build_embedder(EmbedderSpec("clap", "clap", args.clap), args.device) if args.clap else None
     if clap is not None:
@@ -238,6 +239,8 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mert_layer", type=int, default=-1, help="hidden layer whose time mean is the embedding"
     )
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="run the modelling code shipped in the --mert folder (MERT needs it; review it first)")  # fmt: skip
     parser.add_argument("--mert_sample_rate", type=int, default=24000, help="the model's input rate")
     parser.add_argument("--clap", default=None, help="local CLAP folder: FAD and the text-audio score")
     parser.add_argument("--whisper", default=None, help="local Whisper folder: lyric WER and PER")

@@ -71,6 +71,7 @@ class EmbedderSpec:
     sample_rate: int = 24000
     chunk_seconds: float = 5.0
     normalize: bool = False
+    trust_remote_code: bool = False  # MERT ships its own modelling code: runs only when the user says so
 
 
 class SSLEmbedder:

@@ -12,7 +12,7 @@ row a bad VAE and a bad DiT look the same: the "reference" would already sound w
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,6 +161,7 @@ class SamplePlotter:
         shift: float = 3.0,
         seed: int = 0,
         dataset_path: str | Path | None = None,
+        evaluator: Callable[[Sequence[PlotSample], int], dict[str, float]] | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.dataset_path = str(dataset_path) if dataset_path else None
@@ -173,6 +174,7 @@ class SamplePlotter:
             guidance_interval,
         )
         self.shift, self.seed = shift, seed
+        self.evaluator = evaluator
         self.said_no_vae = False
         self._vae: Any = None
 
@@ -268,6 +270,10 @@ class SamplePlotter:
         rate = vae.sample_rate if vae is not None else None
         files = write_plot_files(self.run_dir / "plots" / f"step_{step:06d}", samples, rate)
         log_plot_files(loggers, step, samples, files, rate)
+        if self.evaluator is not None and rate is not None:  # FAD / CLAP of these samples (training.evaluation)
+            figures = self.evaluator(samples, rate)
+            for logger in loggers:
+                logger.log_metrics(figures, step=step)
         return files.folder
 
 

@@ -114,3 +114,80 @@ class VAEEvaluation(Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.history = list(state_dict.get("history", []))
+
+
+class SampleEvaluation:
+    """FAD and CLAP score of the DiT's listening samples, computed where they are made (the plotter).
+
+    The samples are the first K validation prompts sampled from fixed noise, so the figures compare
+    across steps. FAD compares the K generated crops with the songs' own audio of the same crops, per
+    configured embedding model (an ssl folder such as MERT, and/or CLAP); the CLAP score is the cosine of
+    each sample with its prompt. K must be at least 2 for FAD (``task.plotter.num_samples``).
+    """
+
+    def __init__(
+        self,
+        mert: str | None = None,
+        mert_layer: int = -1,
+        mert_sample_rate: int = 24000,
+        clap: str | None = None,
+        device: str = "cpu",
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.folders = {"mert": mert, "clap": clap}
+        self.trust_remote_code = trust_remote_code
+        self.mert_layer, self.mert_sample_rate, self.device = mert_layer, mert_sample_rate, device
+        self._embedders: list[Any] | None = None
+        self._said_cost = False
+
+    def embedders(self) -> list[Any]:
+        """The configured models, loaded on first use (a missing folder is a one-line error then)."""
+        if self._embedders is None:
+            from refrain.eval.embedders import EmbedderSpec, build_embedder
+
+            specs = []
+            if self.folders["mert"]:
+                specs.append(EmbedderSpec("mert", "ssl", self.folders["mert"], self.mert_layer, self.mert_sample_rate,
+                                          normalize=True, trust_remote_code=self.trust_remote_code))  # fmt: skip
+            if self.folders["clap"]:
+                specs.append(EmbedderSpec("clap", "clap", self.folders["clap"]))
+            self._embedders = [build_embedder(spec, self.device) for spec in specs]
+        return self._embedders
+
+    def __call__(self, samples: Sequence[Any], sample_rate: int) -> dict[str, float]:
+        """``eval/fad_<model>`` and ``eval/clap`` for decoded samples (PlotSample-like objects)."""
+        import numpy as np
+
+        from refrain.audio.resample import resample
+        from refrain.eval.frechet import GaussianStats, frechet_distance
+
+        started = time.perf_counter()
+        generated = [s.audio for s in samples if s.audio is not None]
+        originals = [s.original_audio for s in samples if s.original_audio is not None]
+        figures: dict[str, float] = {}
+
+        def mono(items: list[Any], rate: int) -> np.ndarray:
+            waves = [resample(np.asarray(a, dtype=np.float32).mean(axis=0, keepdims=True), sample_rate, rate)[0]
+                     for a in items]  # fmt: skip
+            length = min(w.shape[-1] for w in waves)
+            return np.stack([w[:length] for w in waves])
+
+        for embedder in self.embedders():
+            gen = embedder.embed_audio(mono(generated, embedder.sample_rate)) if len(generated) >= 2 else None
+            ref = embedder.embed_audio(mono(originals, embedder.sample_rate)) if len(originals) >= 2 else None
+            if gen is not None and ref is not None:
+                figures[f"eval/fad_{embedder.name}"] = frechet_distance(
+                    GaussianStats.of(gen), GaussianStats.of(ref)
+                )
+            if embedder.name == "clap" and generated:
+                audio = (
+                    gen if gen is not None else embedder.embed_audio(mono(generated, embedder.sample_rate))
+                )
+                text = embedder.embed_text([str(s.prompt) for s in samples if s.audio is not None])
+                figures["eval/clap"] = float((audio * text).sum(axis=1).mean())
+        if not self._said_cost:
+            rank_zero_info(
+                f"evaluation of {len(generated)} samples took {time.perf_counter() - started:.1f} s"
+            )
+            self._said_cost = True
+        return figures
