@@ -35,6 +35,8 @@ def quiet_console() -> None:
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
+    # The EMA copies and a LoRA run's frozen base sit in eval mode on purpose (no dropout, no batch stats).
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
     # refrain.training.run_folder already refuses a run folder holding another run's checkpoints.
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # Deprecations inside the pinned libraries (Lightning on torch's pytree, diffusers' Oobleck on

@@ -2,13 +2,15 @@
 
 ``exp_name`` names the folder (``exps/<exp_name>``). Re-running a name whose folder already holds
 checkpoints is refused with the two ways forward (resume it, or pick a fresh name); a ``-m`` sweep gives
-each job its own ``job<N>`` folder, so two jobs never share ``last.ckpt`` or ``config.yaml``. A resume
+each job its own ``job<N>`` folder, so two jobs never share ``last.ckpt`` or ``config.yaml``. A SLURM job
+that Lightning requeued (same command, its ``hpc_ckpt`` in the folder) continues its own run. A resume
 (``ckpt_path`` inside the run folder) keeps writing into the same logger version, so TensorBoard shows
 one continuous run.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -32,11 +34,17 @@ def resumes_own_run(cfg: DictConfig) -> bool:
     return bool(cfg.get("ckpt_path")) and is_inside(cfg.ckpt_path, Path(cfg.run_dir))
 
 
+def requeued_slurm_run(run_dir: Path) -> bool:
+    """A SLURM job requeued by Lightning's SIGUSR1 handler: it reruns the same command without --ckpt_path
+    and Lightning resumes it from the ``hpc_ckpt_<n>.ckpt`` it saved in the run folder."""
+    return bool(os.environ.get("SLURM_JOB_ID")) and any(run_dir.glob("hpc_ckpt_*.ckpt"))
+
+
 def claim_run_dir(cfg: DictConfig) -> Path:
     """The run folder, after checking that this run may write there (one-line error otherwise)."""
     run_dir = Path(cfg.run_dir)
     existing = checkpoints_in(run_dir)
-    if existing and not resumes_own_run(cfg):
+    if existing and not resumes_own_run(cfg) and not requeued_slurm_run(run_dir):
         last = run_dir / "checkpoints" / "last.ckpt"
         resume_from = last if last.is_file() else existing[-1]
         started = f"--ckpt_path {cfg.ckpt_path} starts from another run, but " if cfg.get("ckpt_path") else ""
