@@ -17,6 +17,7 @@ from refrain.data.collate import collate_dit
 from refrain.data.conditioning_encoder import ConditioningEncoder
 from refrain.data.crops import Crop, choose_crop, crop_lyrics, record_sentences, teacher_span
 from refrain.data.dit_dataset import DiTDataModule
+from refrain.data.options import LoaderOptions, OnlineEncoding
 from refrain.errors import RefrainInputError
 
 FRAME_RATE = 100.0  # SAMPLE_RATE 8000 / hop 80
@@ -33,7 +34,9 @@ def encoder(tiny_env: TinyEnv) -> ConditioningEncoder:
 
 
 def datamodule(env: TinyEnv, dataset: Path, **kwargs: Any) -> DiTDataModule:
-    args = {"batch_size": 2, "max_frames": 60, "num_workers": 0, "seed": 3, "teachers": env.teachers}
+    online = OnlineEncoding(**{k: kwargs.pop(k) for k in ("use_cache", "fallback") if k in kwargs})
+    loader = LoaderOptions(num_workers=kwargs.pop("num_workers", 0))
+    args = {"batch_size": 2, "max_frames": 60, "seed": 3, "teachers": env.teachers, "online": online, "loader": loader}
     args.update(kwargs)
     module = DiTDataModule(str(dataset), str(env.bundle), **args)
     module.setup("fit")
@@ -192,7 +195,7 @@ def test_failed_items_are_skipped_and_counted(
     assert module.skipped_items("train", reset=True) == 4 and module.skipped_items("train") == 0
     empty = collate_dit([None, None])
     assert empty["latent_mean"].shape[0] == 0 and empty["keys"] == []
-    strict = datamodule(tiny_env, dataset, batch_size=4, online_fallback=False)
+    strict = datamodule(tiny_env, dataset, batch_size=4, fallback=False)
     batches(strict.train_dataloader())
     assert strict.skipped_items("train") == 2
 
@@ -258,7 +261,7 @@ def test_bad_config_is_a_one_line_error(tmp_path: Path, tiny_env: TinyEnv) -> No
     with pytest.raises(RefrainInputError, match="dataset_path: not set"):
         DiTDataModule("", str(tiny_env.bundle))
     with pytest.raises(RefrainInputError, match="use_cache"):
-        DiTDataModule(str(tmp_path), str(tiny_env.bundle), use_cache=False, online_fallback=False)
+        DiTDataModule(str(tmp_path), str(tiny_env.bundle), online=OnlineEncoding(use_cache=False, fallback=False))
     assert SAMPLE_RATE / 80 == FRAME_RATE
 
 

@@ -19,6 +19,7 @@ from refrain.data.cache import FileEntry, TensorEntry, cache_dir, entry_path, op
 from refrain.data.cache_build import build_cache
 from refrain.data.conditioning_encoder import ConditioningEncoder
 from refrain.data.dit_dataset import DiTDataModule
+from refrain.data.options import LoaderOptions
 from refrain.errors import RefrainInputError
 
 RATE = 48_000
@@ -54,7 +55,7 @@ def test_a_nan_cache_entry_is_named_once_and_the_rest_of_its_batch_trains(
     bad = entry_path(cache_dir(dataset, encoder.fingerprint), songs[1]["content_hash"])
     _poison(bad)
     module = DiTDataModule(str(dataset), str(tiny_env.bundle), teachers=tiny_env.teachers, batch_size=4,
-                           max_frames=60, num_workers=0, seed=3)  # fmt: skip
+                           max_frames=60, seed=3, loader=LoaderOptions(num_workers=0))  # fmt: skip
     module.setup("fit")
     opened: list[str] = []
     real_open = dit_dataset.open_entry

@@ -63,7 +63,7 @@ def dit_argv(world: dict[str, Path], run_dir: Path, steps: int = 2) -> list[str]
         "experiment=demo_dit", "~repa", *TINY_DIT_OVERRIDES, "--dataset_path", str(world["dataset"]),
         "--vae_bundle", str(world["vae"]), "--max_steps", str(steps), "--every_n_train_steps", str(steps),
         "--every_plot_step", "1000", "data.batch_size=2", "data.max_frames=32", "data.val_items=1",
-        "data.text_max_length=32", "task.ema=null", "trainer.val_check_interval=null",
+        "data.storage.text_max_length=32", "task.ema=null", "trainer.val_check_interval=null",
         "+trainer.limit_val_batches=1", "trainer.check_val_every_n_epoch=1", *common_overrides(run_dir),
     ]  # fmt: skip
 

@@ -33,7 +33,7 @@ def test_acestep_flags_alone_make_a_lora_run(bundle: Path, tmp_path: Path) -> No
     assert cfg.data._target_ == "refrain.lora.data.LoraDataModule"
     assert cfg.task.loss.drop_style_prob == 0.15  # the DiT task's settings are kept underneath
     assert cfg.task.optimizer.betas == [0.8, 0.9] and cfg.task.ema is None
-    assert cfg.vae_bundle == str(bundle / "vae") and cfg.data.text_max_length == 48
+    assert cfg.vae_bundle == str(bundle / "vae") and cfg.data.storage.text_max_length == 48
     task = instantiate(cfg.task)
     assert task.spec.variant == "stemgen" and str(task.adapter_dir) == str(Path(cfg.run_dir) / "adapter")
     assert sum(p.numel() for p in task.parameters() if p.requires_grad) > 0
@@ -73,6 +73,6 @@ def test_base_bundle_facts_come_through_the_resolver_and_explicit_values_win(bun
     argv = ["--checkpoint_dir", str(bundle), "--lora_config_path", str(REPO / "lora_configs" / "text2sample.json")]
     cfg = compose_config(translate_argv(argv))
     assert cfg.vae_bundle == str(bundle / "vae") and cfg.data.vae_bundle == str(bundle / "vae")
-    assert cfg.data.text_max_length == 48 and cfg.data.speaker_dim is None
-    explicit = compose_config(translate_argv([*argv, "--vae_bundle", str(tmp_path), "data.text_max_length=16"]))
-    assert explicit.data.vae_bundle == str(tmp_path) and explicit.data.text_max_length == 16
+    assert cfg.data.storage.text_max_length == 48 and cfg.data.speaker_dim is None
+    explicit = compose_config(translate_argv([*argv, "--vae_bundle", str(tmp_path), "data.storage.text_max_length=16"]))
+    assert explicit.data.vae_bundle == str(tmp_path) and explicit.data.storage.text_max_length == 16

@@ -20,7 +20,9 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from refrain.bundles.dit import open_dit_bundle, save_dit_bundle, text_encoder_ref
+from refrain.data.conditioning_encoder import EncodeSettings
 from refrain.data.multitrack import prepare_multitrack
+from refrain.data.options import LoaderOptions, OnlineEncoding
 from refrain.errors import RefrainInputError
 from refrain.lora.config import load_lora_spec, parse_lora_spec
 from refrain.lora.control import attach_control
@@ -62,7 +64,8 @@ def small_spec(variant: str, source: str = "x.json"):
 def datamodule(world: dict[str, Path], spec: Any) -> LoraDataModule:
     return LoraDataModule(
         spec, dataset_path=str(world["dataset"]), vae_bundle=str(world["bundle"] / "vae"), batch_size=2,
-        max_frames=24, num_workers=0, val_items=2, use_cache=False, text_max_length=32, tag_shuffles=2,
+        max_frames=24, val_items=2, storage=EncodeSettings(tag_shuffles=2, text_max_length=32),
+        online=OnlineEncoding(use_cache=False), loader=LoaderOptions(num_workers=0),
     )  # fmt: skip
 
 
@@ -234,7 +237,7 @@ def test_trainer_flags_route_to_a_lora_run_whose_cfg_job_is_the_config_it_trains
     main([*argv, "--cfg", "job", "--resolve"])
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["task"]["_target_"] == "refrain.tasks.lora_task.LoraTask"
-    assert printed["vae_bundle"] == str(world["bundle"] / "vae") and printed["data"]["text_max_length"] == 32
+    assert printed["vae_bundle"] == str(world["bundle"] / "vae") and printed["data"]["storage"]["text_max_length"] == 32
     main(argv)
     assert "run folder:" in capsys.readouterr().out
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)

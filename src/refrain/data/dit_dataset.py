@@ -44,6 +44,7 @@ from refrain.data.conditioning_encoder import (
     vae_facts,
 )
 from refrain.data.crops import Crop, choose_crop, crop_lyrics, record_sentences, teacher_span
+from refrain.data.options import LoaderOptions, OnlineEncoding
 from refrain.data.prompt_variants import record_prompt_variants
 from refrain.data.quarantine import Quarantine
 from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler
@@ -118,7 +119,7 @@ class DiTDataset(Dataset):
         """The frozen encoders of this process, built on first use (once per DataLoader worker)."""
         if self.encoder_factory is None:
             raise RefrainInputError(
-                "data.online_fallback", "online encoding is off", "run refrain-encode first"
+                "data.online.fallback", "online encoding is off", "run refrain-encode first"
             )
         if self._encoder is None or self._encoder_pid != os.getpid():
             self._encoder = self.encoder_factory()
@@ -137,7 +138,7 @@ class DiTDataset(Dataset):
             raise RefrainInputError(
                 str(record.get("keys") or digest),
                 "no cache entry and online encoding is off",
-                "run refrain-encode on the dataset, or set data.online_fallback=true",
+                "run refrain-encode on the dataset, or set data.online.fallback=true",
             )
         entry = self.online_encoder().encode_record(record)
         if self.cache_folder is not None:  # write back, so the song is encoded online only once
@@ -212,8 +213,8 @@ def _name(record: Mapping[str, Any]) -> str:
 class DiTDataModule(pl.LightningDataModule):
     """Train/validation DiT batches from a prepared dataset and its conditioning cache.
 
-    ``use_cache=False`` encodes every item online (the bench's baseline); ``online_fallback=False``
-    skips (and counts) records without a cache entry instead of encoding them.
+    ``online`` (``OnlineEncoding``) says what happens to records without a cache entry; ``loader``
+    (``LoaderOptions``) how the DataLoaders run.
     """
 
     def __init__(
@@ -224,46 +225,37 @@ class DiTDataModule(pl.LightningDataModule):
         teachers: Any = None,
         batch_size: int = 8,
         max_frames: int = 2048,
-        num_workers: int = 2,
         seed: int = 0,
-        val_batch_size: int | None = None,
         val_items: int | None = 16,
-        use_cache: bool = True,
-        online_fallback: bool = True,
-        online_device: str = "cpu",
-        tag_shuffles: int = 4,
-        latent_dtype: str = "float32",
-        feature_dtype: str = "float32",
-        text_max_length: int = 256,
         speaker_dim: int | None = None,
-        pin_memory: bool = False,
+        storage: EncodeSettings | None = None,
+        online: OnlineEncoding | None = None,
+        loader: LoaderOptions | None = None,
     ) -> None:
+        """``storage``: the cache's storage settings (part of its fingerprint, as refrain-encode used them)."""
         super().__init__()
         for name, value in (("dataset_path", dataset_path), ("vae_bundle", vae_bundle)):
             if not value:
                 raise RefrainInputError(
                     name, "not set", f"pass --{name} PATH (refrain-prepare / refrain-export output)"
                 )
-        if not use_cache and not online_fallback:
-            raise RefrainInputError(
-                "data.use_cache", "false while online_fallback is false too", "allow one of the two"
-            )
+        online, loader = online or OnlineEncoding(), loader or LoaderOptions()
         self.dataset_path = str(dataset_path)
         self.vae_bundle = str(vae_bundle)
         self.text_encoder_dir = str(text_encoder_dir) if text_encoder_dir else None
         self.teacher_specs = as_teacher_specs(teachers)
-        self.settings = EncodeSettings(tag_shuffles, latent_dtype, feature_dtype, text_max_length)
+        self.settings = storage or EncodeSettings()
         self.batch_size = int(batch_size)
-        self.val_batch_size = int(val_batch_size or batch_size)
+        self.val_batch_size = int(loader.val_batch_size or batch_size)
         self.max_frames = int(max_frames)
-        self.num_workers = int(num_workers)
+        self.num_workers = int(loader.num_workers)
         self.seed = int(seed)
         self.val_items = val_items
-        self.use_cache = use_cache
-        self.online_fallback = online_fallback
-        self.online_device = online_device
+        self.use_cache = online.use_cache
+        self.online_fallback = online.fallback
+        self.online_device = online.device
         self.speaker_dim = speaker_dim
-        self.pin_memory = pin_memory
+        self.pin_memory = loader.pin_memory
         facts = vae_facts(self.vae_bundle)
         self.sample_rate = int(facts["sample_rate"])
         self.hop_length = int(facts["hop_length"])

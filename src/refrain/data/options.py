@@ -1,0 +1,39 @@
+"""Option groups of the DiT data module, each built from its own config node and handed in whole.
+
+They keep ``DiTDataModule``'s signature to what a reader must know (which dataset, which encoders, how
+big a batch) and name the rest by concern: how a record without a cache entry is treated, and how the
+loaders run. The storage settings (``EncodeSettings``) live with the encoders whose output they shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from refrain.errors import RefrainInputError
+
+
+@dataclass(frozen=True)
+class OnlineEncoding:
+    """Records without a cache entry: encode them online on ``device`` (``fallback``) or skip and count them.
+
+    ``use_cache=False`` encodes every item online (the bench's baseline).
+    """
+
+    use_cache: bool = True
+    fallback: bool = True
+    device: str = "cpu"  # where loader workers run the frozen encoders
+
+    def __post_init__(self) -> None:
+        if not self.use_cache and not self.fallback:
+            raise RefrainInputError(
+                "data.online.use_cache", "false while data.online.fallback is false too", "allow one of the two"
+            )
+
+
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How the DataLoaders run: worker processes, pinned memory, the validation batch (None = batch_size)."""
+
+    num_workers: int = 2
+    pin_memory: bool = False
+    val_batch_size: int | None = None
