@@ -197,3 +197,21 @@ def test_conditioning_of_another_backbone_is_one_line() -> None:
         with pytest.raises(RefrainInputError, match="got a DiTConditioning") as error:
             call()
         assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize(("preset", "frames"), [("diffrhythm_1b", 2048), ("diffrhythm_1b_full", 6144)])
+def test_presets_compose_and_need_the_release_file(preset: str, frames: int, tmp_path: Path) -> None:
+    from hydra.utils import instantiate
+
+    from refrain.config import compose_config
+
+    cfg = compose_config([f"model/dit={preset}", "data=diffrhythm", f"dataset_path={tmp_path}"])
+    assert cfg.model.dit.max_frames == frames and cfg.data.max_frames == frames  # the data window follows
+    with pytest.raises(RefrainInputError, match="model.dit.checkpoint") as error:
+        instantiate(cfg.model.dit, _partial_=True)()  # unwrapped by Hydra: what trainer.py prints
+    assert "\n" not in str(error.value)
+    source = tiny_diffrhythm(max_frames=frames)
+    torch.save({f"transformer.{k}": v for k, v in source.state_dict().items()}, tmp_path / "cfm_model.pt")
+    sizes = {k: v for k, v in TINY.items() if k not in ("max_frames", "repa_layer")}
+    model = instantiate(cfg.model.dit, checkpoint=str(tmp_path), repa_layer=2, **sizes)
+    assert model.backbone_spec.name == preset and (model.duration_time_embed is not None) == (frames == 6144)
