@@ -15,11 +15,13 @@ import gradio as gr
 
 from refrain.app.forms import OPTION_FIELDS, SOURCE_MODES, TABS, form_of
 from refrain.app.session import AppSession, Cancelled
+from refrain.data.multitrack import DEFAULT_STEMS
 from refrain.errors import RefrainInputError
+from refrain.sampling.flowedit import FLOWEDIT_PRESETS
+from refrain.sampling.options import GUIDANCE_NAMES
+from refrain.sampling.solvers import SOLVERS
 
-GUIDANCES = ["apg", "cfg", "cfg_zero_star", "none"]
-SOLVERS = ["euler", "heun", "pingpong"]
-PRESETS = ["only_lyrics", "remix"]
+GUIDANCES, PRESETS = list(GUIDANCE_NAMES), list(FLOWEDIT_PRESETS)  # the sampler's registries
 FIELD_WIDGETS: dict[str, Any] = {
     "prompt": lambda **kw: gr.Textbox(
         label="Tags / prompt", placeholder="pop, synth, female vocals, 120 bpm", **kw
@@ -38,7 +40,7 @@ FIELD_WIDGETS: dict[str, Any] = {
     "right": lambda **kw: gr.Number(label="Extend right (s)", value=10.0, **kw),
     "strength": lambda **kw: gr.Slider(0.0, 1.0, value=0.5, label="Strength", **kw),
     "instrument": lambda **kw: gr.Dropdown(
-        ["vocals", "drums", "bass", "other"], value="drums", label="Instrument", **kw
+        list(DEFAULT_STEMS), value=DEFAULT_STEMS[1], label="Instrument", **kw
     ),
 }
 
@@ -94,7 +96,7 @@ def build_app(session: AppSession) -> gr.Blocks:
                 "guidance": gr.Dropdown(GUIDANCES, value="apg", label="Guidance"),
                 "guidance_scale": gr.Number(label="Guidance scale", value=15.0),
                 "guidance_interval": gr.Slider(0.0, 1.0, value=0.5, label="Guidance interval"),
-                "solver": gr.Dropdown(SOLVERS, value="euler", label="Solver"),
+                "solver": gr.Dropdown(list(SOLVERS), value="euler", label="Solver"),
                 "shift": gr.Number(label="Shift", value=3.0),
                 "seed": gr.Number(label="Seed", value=0, precision=0, elem_id="opt-seed"),
             }
