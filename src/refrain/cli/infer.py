@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import fields
 from pathlib import Path
@@ -167,8 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def sampler_options(args: argparse.Namespace) -> Any:
-    """SamplerOptions from the flags the user gave (the rest keep their defaults)."""
+def sampler_options(args: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> Any:
+    """SamplerOptions from the flags given; the rest from ``defaults`` (the backbone's), then the class's."""
     from refrain.sampling.options import SamplerOptions
 
     given = {
@@ -176,7 +176,7 @@ def sampler_options(args: argparse.Namespace) -> Any:
         for f in fields(SamplerOptions)
         if getattr(args, f.name, None) is not None
     }
-    return SamplerOptions(**given)
+    return SamplerOptions(**{**(defaults or {}), **given})
 
 
 def check_output(path: Path) -> Path:
@@ -211,10 +211,15 @@ def run(args: argparse.Namespace, regenerate: bool) -> list[Path]:
     preflight(args, Path(bundle), sampler_options(args) if has_sampler else None)  # before the slow load
     dtype = getattr(torch, args.dtype)
     with ExitStack() as stack:
+        from refrain.models.backbones.ace15 import is_release_folder
+
         folder, identity = open_bundle(Path(bundle), stack)
-        pipe = Pipeline.from_bundle(
-            folder, resolve_device(args.device), dtype, args.text_encoder_dir, not args.no_verify
-        )
+        if is_release_folder(folder):  # an ACE-Step 1.5 release folder in diffusers' layout
+            pipe = Pipeline.from_release(folder, resolve_device(args.device))
+        else:
+            pipe = Pipeline.from_bundle(
+                folder, resolve_device(args.device), dtype, args.text_encoder_dir, not args.no_verify
+            )
         if identity is not None:  # a training checkpoint: sidecars name it, and the weights' hash
             pipe.bundle_hash, pipe.bundle_path = identity, str(Path(bundle).resolve())
         return sample_and_save(pipe, args, sidecar)
@@ -261,7 +266,10 @@ def sample_mode(pipe: Any, args: argparse.Namespace) -> list[tuple[Path, Any]]:
     from refrain.sampling.modes import get_mode
 
     mode = get_mode(args.mode)
-    options = sampler_options(args).resolved() if mode.sampler else None
+    from refrain.models.backbone import spec_of
+
+    defaults = spec_of(pipe.model).sampler_defaults  # e.g. ACE-Step 1.5: 8 steps, APG 7 over time
+    options = sampler_options(args, defaults).resolved() if mode.sampler else None
     layout = {
         "bpm": args.bpm, "language": args.language, "lyrics_format": args.lyrics_format,
         "lyrics_start": args.lyrics_start,

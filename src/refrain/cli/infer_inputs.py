@@ -34,7 +34,9 @@ def is_checkpoint(path: Path) -> bool:
 
 def bundle_manifest(bundle: Path) -> dict[str, Any] | None:
     """The manifest of ``--bundle`` (None for a checkpoint, whose bundle does not exist yet)."""
-    if is_checkpoint(bundle):
+    from refrain.models.backbones.ace15 import is_release_folder
+
+    if is_checkpoint(bundle) or is_release_folder(bundle):  # an ACE-Step 1.5 release has no manifest
         return None
     from refrain.bundles.dit import read_dit_manifest
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import Tensor, nn
 
 from refrain.audio.io import load_audio
 from refrain.errors import RefrainInputError
-from refrain.models.backbone import draw_noise, require, spec_of
+from refrain.models.backbone import backbone_of, draw_noise, require, spec_of
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.vae.oobleck import OobleckVAE
 from refrain.sampling.lyrics_prep import LyricsPreparer, TimedLyrics
@@ -92,9 +93,12 @@ class SamplingEngine:
         )  # enough frames to cover every second asked
 
     def timed_lyrics(self, text: str, duration: float, layout: LyricsLayout) -> TimedLyrics:
-        return self.lyrics.prepare(
+        timed = self.lyrics.prepare(
             text, duration, layout.bpm, layout.language, layout.lyrics_format, layout.lyrics_start
         )
+        if hasattr(backbone_of(self.model), "prompt_conditioning"):  # it reads the raw text, not phonemes
+            return replace(timed, text=text, unknown_phonemes=0)
+        return replace(timed, text=text)
 
     def style(self, prompt: str) -> tuple[Tensor, Tensor]:
         """(1, S, D) prompt states and (1, S) mask; one prompt per encoder call (padding changes numbers)."""
@@ -120,13 +124,17 @@ class SamplingEngine:
         masked-span training did; a backbone without a context input refuses them in one line.
         """
         total = frames if total is None else total
-        style, mask = self.style(prompt)
-        grid = nn.functional.pad(timed.grid(frames, self.frame_rate), (0, total - frames))
-        valid = torch.arange(total) < frames
         if context is not None:
             require(
                 self.model, "context", "source modes", "use a backbone with a context input (use_context)"
             )
+        backbone = backbone_of(self.model)
+        if hasattr(backbone, "prompt_conditioning"):  # it encodes prompt and raw lyrics itself (ACE-Step 1.5)
+            cond = backbone.prompt_conditioning(prompt, timed.text, frames, total, context, context_mask)
+            return cond.to(self.device)
+        style, mask = self.style(prompt)
+        grid = nn.functional.pad(timed.grid(frames, self.frame_rate), (0, total - frames))
+        valid = torch.arange(total) < frames
         cond = DiTConditioning(
             style, mask, grid[None], context=context, context_mask=context_mask, frame_mask=valid[None]
         )

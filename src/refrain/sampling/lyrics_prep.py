@@ -39,6 +39,7 @@ class TimedLyrics:
     source: str  # "lrc" | "estimated" | "none"
     unknown_phonemes: int = 0
     notes: list[str] = field(default_factory=list)  # what was dropped or changed, one sentence each
+    text: str = ""  # the lyrics as given (a backbone that reads raw lyrics, e.g. ACE-Step 1.5, uses these)
 
     def grid(self, num_frames: int, frame_rate: float) -> torch.LongTensor:
         """(num_frames,) phoneme ids on the latent frame grid, 0 where nothing is sung."""

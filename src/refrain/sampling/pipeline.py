@@ -57,6 +57,21 @@ class Pipeline(SamplingEngine):
         model = bundle.build_model(device, dtype)
         return cls(model, vae, bundle.load_vocab(), text_encoder, bundle.bundle_hash, bundle.path, device)
 
+    @classmethod
+    def from_release(
+        cls, path: str | Path, device: str | torch.device = "cpu", turbo: bool | None = None
+    ) -> Pipeline:
+        """An ACE-Step 1.5 release folder (diffusers' layout) with its own VAE and Qwen3; read offline."""
+        from refrain.models.backbones.ace15 import check_release_folder, load_ace15
+        from refrain.models.vae.oobleck import OobleckVAE
+        from refrain.models.vae.weights import load_autoencoder
+        from refrain.text.vocab import PhonemeVocab
+
+        root = check_release_folder(path)
+        model = load_ace15(root, turbo=turbo).to(device).eval()
+        vae = OobleckVAE(load_autoencoder(root / "vae")).to(device).eval()
+        return cls(model, vae, PhonemeVocab(), lambda: None, "", root, device)
+
     def run(self, mode: str, *args: Any, **params: Any) -> SongResult:
         """Sample with the registered mode ``mode`` (``refrain.sampling.modes``)."""
         return get_mode(mode).run(self, *args, **params)

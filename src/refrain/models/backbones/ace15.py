@@ -139,6 +139,29 @@ class AceStep15(nn.Module):
         )
         return AceStepConditioning(style, style_mask, lyrics, lyrics_mask, frame_mask)
 
+    def prompt_conditioning(
+        self, prompt: str, lyrics: str, frames: int, total: int | None = None,
+        context: Tensor | None = None, context_mask: Tensor | None = None,
+    ) -> AceStepConditioning:  # fmt: skip
+        """One song for the sampler: ``frames`` valid of ``total``, its duration in the metas, the repaint
+        instruction when a context latent is given (as the reference pipeline's repaint task does)."""
+        if self.text_side is None:
+            raise RefrainInputError(
+                "AceStep15", "has no text encoder to encode a prompt",
+                "load it from its release folder (load_ace15) so text_encoder/ and tokenizer/ are found",
+            )  # fmt: skip
+        total = frames if total is None else total
+        meta = SongMeta(
+            duration=frames / self.frame_rate, task="text2music" if context is None else "repaint"
+        )
+        device = self.condition_encoder.null_condition_emb.device
+        style, lyric = self.text_side.encode_one(prompt, lyrics, meta, device)
+        ones = lambda t: torch.ones(1, t.shape[1], dtype=torch.bool, device=device)  # noqa: E731
+        valid = (torch.arange(total, device=device) < frames)[None]
+        return AceStepConditioning(
+            style, ones(style), lyric, ones(lyric), valid, context=context, context_mask=context_mask
+        )
+
     # ----- the network -----
     def silence(self, frames: int, batch: int, like: Tensor) -> Tensor:
         """(B, frames, C) of the release's silence latent, tiled when the song is longer than it."""
