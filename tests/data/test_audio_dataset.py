@@ -12,6 +12,7 @@ import torch
 
 from refrain.audio.mp3 import Mp3Degrader, Mp3Setting
 from refrain.data.audio_dataset import AudioCropDataModule, AudioCropDataset, collate_crops
+from refrain.data.options import LoaderOptions
 from refrain.data.schema import FEATURES, empty_recaption
 
 RATE = 44100
@@ -108,7 +109,7 @@ def test_datamodule_loads_a_prepared_dataset(tmp_path: Path, files) -> None:
         RATE,
         crop_samples=CROP,
         batch_size=3,
-        num_workers=0,
+        loader=LoaderOptions(num_workers=0),
         degrader=Mp3Degrader(RATE, clean_probability=0.5),
         val_bitrate_kbps=96,
     )

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from refrain.audio.io import load_audio
 from refrain.audio.mp3 import Mp3Setting, mp3_roundtrip
+from refrain.data.options import LoaderOptions
 from refrain.data.quarantine import Quarantine
 from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler
 from refrain.errors import RefrainInputError
@@ -156,17 +157,17 @@ class AudioCropDataModule(pl.LightningDataModule):
         sample_rate: int,
         crop_samples: int = 65536,
         batch_size: int = 4,
-        num_workers: int = 2,
         channels: int = 2,
         degrader: Degrader | None = None,
         val_bitrate_kbps: int = 128,
         val_items: int = 16,
         val_crops_per_item: int = 1,
-        val_batch_size: int | None = None,
         seed: int = 0,
-        pin_memory: bool = False,
+        loader: LoaderOptions | None = None,
     ) -> None:
+        """``loader``: worker processes, pinned memory and the validation batch (None = batch_size)."""
         super().__init__()
+        loader = loader or LoaderOptions()
         if not dataset_path:
             raise RefrainInputError(
                 "dataset_path", "not set", "pass --dataset_path PATH (a folder made by refrain-prepare)"
@@ -175,15 +176,15 @@ class AudioCropDataModule(pl.LightningDataModule):
         self.sample_rate = int(sample_rate)
         self.crop_samples = int(crop_samples)
         self.batch_size = int(batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = int(loader.num_workers)
         self.channels = channels
         self.degrader = degrader
         self.val_setting = Mp3Setting(bitrate_kbps=int(val_bitrate_kbps))
         self.val_items = int(val_items)
         self.val_crops_per_item = int(val_crops_per_item)
-        self.val_batch_size = int(val_batch_size or batch_size)
+        self.val_batch_size = int(loader.val_batch_size or batch_size)
         self.seed = seed
-        self.pin_memory = pin_memory
+        self.pin_memory = loader.pin_memory
         self.train_set: AudioCropDataset | None = None
         self.val_set: AudioCropDataset | None = None
 
