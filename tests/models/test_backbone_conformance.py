@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers.ace15 import write_tiny_release
 from helpers.diffrhythm import diffrhythm_batch, tiny_diffrhythm
+from helpers.stable_audio import cached_release, sao_batch
 from hydra.utils import get_class
 from torch import Tensor, nn
 
@@ -30,6 +31,7 @@ from refrain.models.backbone import (
     seeded_noise,
     spec_of,
 )
+from refrain.models.backbones.stable_audio import load_stable_audio
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.transformer import DiffusionTransformer
@@ -141,6 +143,7 @@ CASES = {
     "ace15": Case(_ace15, lambda b, t: dit_batch(b, t, 8, 6, 20)),
     "toy": Case(_toy, lambda b, t: dit_batch(b, t, 4, 6, 20)),
     "diffrhythm": Case(lambda _: tiny_diffrhythm(), lambda b, t: diffrhythm_batch(b, t)),
+    "stable_audio_open": Case(lambda f: load_stable_audio(cached_release(f.parent), repa_layer=2), sao_batch),
 }
 
 
@@ -234,7 +237,7 @@ def test_context_is_used_or_refused_in_one_line(case) -> None:
             model(x, sigma, with_context)
         assert "\n" not in str(error.value) and "context" in str(error.value)
         with pytest.raises(RefrainInputError, match="masked_span_prob"):
-            check_loss(model, FlowMatchingLoss(masked_span_prob=0.3))
+            check_loss(model, FlowMatchingLoss(**{**spec_of(model).loss_preset, "masked_span_prob": 0.3}))
 
 
 def test_noise_for_a_seed_is_deterministic(case) -> None:

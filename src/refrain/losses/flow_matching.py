@@ -121,7 +121,7 @@ class FlowMatchingLoss:
         self, cond: DiTConditioning, generator: torch.Generator | None = None
     ) -> DiTConditioning:
         """Per-sample, independent CFG dropout; existing drop flags are kept."""
-        b, dev = cond.batch_size, cond.lyrics.device
+        b, dev = cond.batch_size, cond.frame_mask.device
         updates: dict[str, Tensor | None] = {
             "drop_style": cond.drop_style | (self._rand(b, dev, generator) < self.drop_style_prob),
             "drop_lyrics": cond.drop_lyrics | (self._rand(b, dev, generator) < self.drop_lyrics_prob),

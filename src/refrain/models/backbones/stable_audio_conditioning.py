@@ -1,0 +1,195 @@
+"""Stable Audio Open's conditioning as one batch object, and the frozen T5 side that fills it.
+
+What the released model is conditioned on, before its projection model runs: T5 last hidden states of the
+prompt (padded to the tokenizer's ``model_max_length`` as the release was trained; padded positions become
+zero after projection, not masked), and two numbers, ``seconds_start`` (where the clip starts in its song)
+and ``seconds_total`` (diffusers' ``audio_end_in_s``: where it ends).
+
+There is one CFG switch, ``drop_style``: the whole cross-attention input (prompt and both seconds tokens)
+becomes zeros, which is the unconditional branch of diffusers' ``StableAudioPipeline`` and the release's
+training dropout; the seconds still reach the model through its global token. ``drop_lyrics`` may only be
+set together with it (the model has no lyrics input) and ``validate`` says so in one line. There is no
+context latent: ``context`` stays None and modes that need one are refused by the backbone spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from refrain.errors import RefrainInputError
+
+_FLAGS = ("drop_style", "drop_lyrics", "drop_context")
+
+
+@dataclass
+class StableAudioConditioning:
+    """A batch: B items, S prompt tokens, D T5 width, T latent frames."""
+
+    text: Tensor  # (B, S, D) T5 last hidden states of the prompt
+    text_mask: Tensor  # (B, S) bool, True = a real token
+    seconds_start: Tensor  # (B,) float seconds
+    seconds_total: Tensor  # (B,) float seconds
+    frame_mask: Tensor  # (B, T) bool, True = valid frame
+    context: Tensor | None = None  # always None: the model has no context input
+    context_mask: Tensor | None = None
+    speaker: Tensor | None = None  # always None (the loss reads it)
+    drop_style: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool: whole condition
+    drop_lyrics: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool: only with drop_style
+    drop_context: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool
+
+    def __post_init__(self) -> None:
+        batch, device = self.frame_mask.shape[0], self.frame_mask.device
+        for name in _FLAGS:
+            if getattr(self, name) is None:
+                setattr(self, name, torch.zeros(batch, dtype=torch.bool, device=device))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.frame_mask.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frame_mask.shape[-1])
+
+    @property
+    def dropped(self) -> Tensor:
+        return self.drop_style
+
+    def validate(self, latent: Tensor | None = None) -> None:
+        b, t = self.batch_size, self.num_frames
+        if latent is not None and (latent.shape[0] != b or latent.shape[-1] != t):
+            raise RefrainInputError(
+                "StableAudioConditioning", f"latent shape {tuple(latent.shape)} does not match (B={b}, T={t})",
+                "build the conditioning for the same batch and crop as the latent",
+            )  # fmt: skip
+        expect = {"text_mask": (b, self.text.shape[1]), "seconds_start": (b,), "seconds_total": (b,),
+                  "drop_style": (b,), "drop_lyrics": (b,), "drop_context": (b,)}  # fmt: skip
+        for name, shape in expect.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise RefrainInputError(
+                    f"StableAudioConditioning.{name}", f"shape {got} does not match {shape}",
+                    "build every conditioning tensor from the same batch",
+                )  # fmt: skip
+        if bool((self.drop_lyrics & ~self.drop_style).any()):
+            raise RefrainInputError(
+                "StableAudioConditioning.drop_lyrics", "Stable Audio Open has no lyrics input to drop alone",
+                "drop the whole condition (drop_style) or nothing; use one guidance scale",
+            )  # fmt: skip
+
+    def context_present(self) -> Tensor:
+        """(B,) bool: a usable context latent (never, for this model)."""
+        if self.context is None or self.context_mask is None:
+            return torch.zeros_like(self.drop_context)
+        return ((self.context_mask[:, 0] > 0) & self.frame_mask).any(dim=1) & ~self.drop_context
+
+    def with_dropped(
+        self, style: bool | None = None, lyrics: bool | None = None, context: bool | None = None
+    ) -> StableAudioConditioning:
+        """Copy with whole-batch drop flags set (True/False) or kept (None); used for CFG branches."""
+        updates = {
+            name: torch.full_like(getattr(self, name), bool(value))
+            for name, value in zip(_FLAGS, (style, lyrics, context), strict=True)
+            if value is not None
+        }
+        return replace(self, **updates)
+
+    def repeat(self, n: int) -> StableAudioConditioning:
+        """Tile the batch n times ([b0, b1, b0, b1, ...])."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            values[f.name] = None if value is None else value.repeat(n, *([1] * (value.dim() - 1)))
+        return StableAudioConditioning(**values)
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> StableAudioConditioning:
+        """Move to a device; ``dtype`` applies to floating tensors only."""
+        values = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                value = value.to(
+                    device=device, dtype=dtype if dtype is not None and value.is_floating_point() else None
+                )
+            values[f.name] = value
+        return StableAudioConditioning(**values)
+
+    @classmethod
+    def cat(cls, items: Sequence[StableAudioConditioning]) -> StableAudioConditioning:
+        """Concatenate along the batch; prompts of different lengths are right-padded with zero states.
+
+        Items encoded by one tokenizer all have its ``model_max_length`` tokens, so nothing is padded then.
+        """
+        if not items:
+            raise RefrainInputError(
+                "StableAudioConditioning.cat", "empty list", "pass at least one conditioning"
+            )
+        length = max(c.text.shape[1] for c in items)
+        out: dict[str, Any] = {
+            "text": torch.cat([F.pad(c.text, (0, 0, 0, length - c.text.shape[1])) for c in items]),
+            "text_mask": torch.cat([F.pad(c.text_mask, (0, length - c.text_mask.shape[1])) for c in items]),
+        }
+        for name in ("seconds_start", "seconds_total", "frame_mask", *_FLAGS):
+            out[name] = torch.cat([getattr(c, name) for c in items])
+        if any(c.context is not None for c in items):
+            raise RefrainInputError(
+                "StableAudioConditioning.context", "Stable Audio Open has no context input",
+                "sample without a source latent (text2music, retake, audio2audio)",
+            )  # fmt: skip
+        return cls(**out)
+
+
+class T5Side:
+    """Tokenizer + T5 encoder of a Stable Audio Open folder (``tokenizer/``, ``text_encoder/``), loaded lazily.
+
+    Frozen and outside the backbone's module tree (not trained, saved or averaged by EMA); it moves to the
+    batch's device on first use. Each prompt is padded to ``model_max_length`` as the release was trained.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self._tokenizer: Any = None
+        self._encoder: Any = None
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> T5Side:
+        return self  # frozen and shared: an EMA copy of the backbone uses the same encoder
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (T5Side, (str(self.root),))
+
+    def _load(self, device: torch.device) -> tuple[Any, Any]:
+        if self._encoder is None:
+            from transformers import AutoTokenizer, T5EncoderModel
+
+            for sub in ("tokenizer", "text_encoder"):
+                if not (self.root / sub).is_dir():
+                    raise RefrainInputError(
+                        self.root / sub, "missing from the Stable Audio Open folder",
+                        "point --checkpoint_dir at the release folder (transformer/, projection_model/, "
+                        "text_encoder/, tokenizer/, vae/)",
+                    )  # fmt: skip
+            self._tokenizer = AutoTokenizer.from_pretrained(self.root / "tokenizer")
+            encoder = T5EncoderModel.from_pretrained(self.root / "text_encoder", use_safetensors=True)
+            self._encoder = encoder.eval().requires_grad_(False)
+        if next(self._encoder.parameters()).device != device:
+            self._encoder.to(device)
+        return self._tokenizer, self._encoder
+
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str], device: torch.device) -> tuple[Tensor, Tensor]:
+        """(B, S, D) float32 T5 states and (B, S) bool mask, S = the tokenizer's ``model_max_length``."""
+        tokenizer, encoder = self._load(device)
+        tokens = tokenizer(
+            list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+            return_tensors="pt",
+        )  # fmt: skip
+        ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
+        states = encoder(ids, attention_mask=mask)[0]
+        return states.float(), mask.bool()
