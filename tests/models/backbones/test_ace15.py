@@ -141,3 +141,29 @@ def test_the_bundle_registry_rebuilds_it_from_its_two_configs(ace15_release: Pat
     assert {k: v.shape for k, v in built.state_dict().items()} == {
         k: v.shape for k, v in loaded.state_dict().items()
     }
+
+
+def test_frozen_text_outputs_are_cached_once_and_read_back_equal(ace15_release: Path, tmp_path: Path) -> None:
+    from refrain.models.backbones.ace15_text import SongMeta, TextSide
+
+    side = TextSide(ace15_release, cache_dir=tmp_path / "cache")
+    online = side.encode_one("calm piano", "[verse]\nla la", SongMeta(12.0), torch.device("cpu"))
+    files = list((tmp_path / "cache").rglob("*.safetensors"))
+    assert len(files) == 1
+    calls = []
+    side._encoder.register_forward_pre_hook(lambda *_: calls.append(1))
+    again = side.encode_one("calm piano", "[verse]\nla la", SongMeta(12.0), torch.device("cpu"))
+    assert not calls and all(torch.equal(a, b) for a, b in zip(online, again, strict=True))
+    fresh = TextSide(ace15_release, cache_dir=tmp_path / "cache")  # another process, same files
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            online,
+            fresh.encode_one("calm piano", "[verse]\nla la", SongMeta(12.0), torch.device("cpu")),
+            strict=True,
+        )
+    )
+    side.encode_one(
+        "calm piano", "[verse]\nla la", SongMeta(13.0), torch.device("cpu")
+    )  # other metas: a new entry
+    assert len(list((tmp_path / "cache").rglob("*.safetensors"))) == 2 and calls

@@ -285,8 +285,13 @@ def load_ace15(
     gradient_checkpointing: bool = False,
     train_condition_encoder: bool = True,
     dtype: str | None = None,
+    dataset_path: str | Path | None = None,
 ) -> AceStep15:
-    """The backbone with the release's weights, from a local folder, offline (``conf/model/dit/ace15*.yaml``)."""
+    """The backbone with the release's weights, from a local folder, offline (``conf/model/dit/ace15*.yaml``).
+
+    With ``dataset_path`` the frozen Qwen3 outputs of every song are cached under
+    ``<dataset_path>/cache/ace15_text`` the first time they are computed (see ``TextSide``).
+    """
     root = check_release_folder(checkpoint_dir)
     torch_dtype = getattr(torch, dtype) if dtype else None
     transformer = AceStepTransformer1DModel.from_pretrained(root / "transformer", torch_dtype=torch_dtype)
@@ -300,7 +305,8 @@ def load_ace15(
         frame_rate = float(config.get("sampling_rate", 48000)) / math.prod(
             config.get("downsampling_ratios", [1920])
         )
-    text = TextSide(root) if (root / "text_encoder").is_dir() else None
+    cache = Path(dataset_path) / "cache" / "ace15_text" if dataset_path else None
+    text = TextSide(root, cache_dir=cache) if (root / "text_encoder").is_dir() else None
     return AceStep15(
         transformer,
         encoder,

@@ -10,10 +10,15 @@ conditioning never depends on its batch-mates.
 The encoder is held outside the backbone's module tree (``TextSide`` is not an ``nn.Module``): it is
 frozen, it is not part of what fine-tuning trains, saves or averages (EMA), and it moves to the batch's
 device on first use.
+
+With a ``cache_dir`` every song's frozen outputs (SFT-prompt states and lyric token ids) are written once,
+content-addressed by the encoder and the exact prompt texts, and read back on every later step and epoch:
+the cache stores the very tensors the online path computed, so both give identical batches.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,18 +68,24 @@ def lyric_prompt(lyrics: str, language: str = "en") -> str:
 class TextSide:
     """Tokenizer + Qwen3 encoder of an ACE-Step 1.5 folder (``tokenizer/``, ``text_encoder/``), loaded lazily."""
 
-    def __init__(self, root: str | Path, max_text_length: int = 256, max_lyric_length: int = 2048) -> None:
+    def __init__(
+        self, root: str | Path, max_text_length: int = 256, max_lyric_length: int = 2048,
+        cache_dir: str | Path | None = None,
+    ) -> None:  # fmt: skip
         self.root = Path(root)
         self.max_text_length = max_text_length
         self.max_lyric_length = max_lyric_length
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self._tokenizer: Any = None
         self._encoder: Any = None
+        self._fingerprint: str | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> TextSide:
         return self  # frozen and shared: an EMA copy of the backbone uses the same encoder
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (TextSide, (str(self.root), self.max_text_length, self.max_lyric_length))
+        cache = str(self.cache_dir) if self.cache_dir else None
+        return (TextSide, (str(self.root), self.max_text_length, self.max_lyric_length, cache))
 
     def _load(self, device: torch.device) -> tuple[Any, Any]:
         if self._encoder is None:
@@ -99,18 +110,49 @@ class TextSide:
     ) -> tuple[Tensor, Tensor]:
         """(1, S, D) SFT-prompt states and (1, L, D) lyric token embeddings of one song."""
         tokenizer, encoder = self._load(device)
-        text = tokenizer(
-            [sft_prompt(caption, meta)], truncation=True, max_length=self.max_text_length, return_tensors="pt"
-        )
-        lyric = tokenizer(
-            [lyric_prompt(lyrics, meta.language)],
-            truncation=True,
-            max_length=self.max_lyric_length,
-            return_tensors="pt",
-        )
-        states = encoder(input_ids=text.input_ids.to(device)).last_hidden_state
-        embeddings = encoder.get_input_embeddings()(lyric.input_ids.to(device))
-        return states.float(), embeddings.float()
+        sft, lyric_text = sft_prompt(caption, meta), lyric_prompt(lyrics, meta.language)
+        cached = self._cache_file(sft, lyric_text)
+        if cached is not None and cached.is_file():
+            from safetensors.torch import load_file
+
+            stored = load_file(str(cached))
+            states, ids = stored["states"].to(device), stored["lyric_ids"].to(device)
+        else:
+            text = tokenizer([sft], truncation=True, max_length=self.max_text_length, return_tensors="pt")
+            lyric = tokenizer(
+                [lyric_text], truncation=True, max_length=self.max_lyric_length, return_tensors="pt"
+            )
+            states = encoder(input_ids=text.input_ids.to(device)).last_hidden_state.float()
+            ids = lyric.input_ids.to(device)
+            if cached is not None:
+                self._store(cached, states, ids)
+        return states, encoder.get_input_embeddings()(ids).float()
+
+    def _cache_file(self, sft: str, lyric_text: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        if self._fingerprint is None:  # the encoder's identity: its config, tokenizer files and weight sizes
+            parts = [str(self.max_text_length), str(self.max_lyric_length)]
+            for sub in ("text_encoder", "tokenizer"):
+                for file in sorted((self.root / sub).iterdir()):
+                    parts.append(f"{sub}/{file.name}:{file.stat().st_size}")
+                    if file.suffix == ".json":
+                        parts.append(file.read_text())
+            self._fingerprint = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{self._fingerprint}\0{sft}\0{lyric_text}".encode()).hexdigest()[:32]
+        return self.cache_dir / self._fingerprint / f"{key}.safetensors"
+
+    @staticmethod
+    def _store(path: Path, states: Tensor, ids: Tensor) -> None:
+        from safetensors.torch import save_file
+
+        from refrain.fileio import atomic_path
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            save_file(
+                {"states": states.detach().cpu().contiguous(), "lyric_ids": ids.cpu().contiguous()}, str(tmp)
+            )
 
     def encode(
         self, captions: Sequence[str], lyrics: Sequence[str], metas: Sequence[SongMeta], device: torch.device
