@@ -148,7 +148,6 @@ def help_text() -> str:
         "callbacks",
         "repa",
         "lora",
-        "sampler",
     ]
     lines = [
         "usage: python trainer.py [--FLAG VALUE ...] [key=value ...] [group=option ...]",
