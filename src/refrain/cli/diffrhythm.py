@@ -61,6 +61,7 @@ def sample_song(args: argparse.Namespace) -> Path:
     from refrain.bundles.dit import open_dit_bundle
     from refrain.bundles.vae import load_vae_bundle
     from refrain.data.diffrhythm_lyrics import lines_in_window, place_lyrics
+    from refrain.models.backbone import backbone_of, spec_of
     from refrain.models.backbones.diffrhythm import DiffRhythm
     from refrain.models.backbones.diffrhythm_conditioning import DiffRhythmConditioning
     from refrain.sampling.options import SamplerOptions
@@ -72,21 +73,26 @@ def sample_song(args: argparse.Namespace) -> Path:
         raise RefrainInputError(
             args.bundle, f"holds a {type(model).__name__}, not DiffRhythm", "use refrain-infer"
         )
+    if args.adapter:  # a LoRA trained on this bundle (experiment=diffrhythm_lora): PEFT folder, safetensors
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, args.adapter).eval()
     vae = load_vae_bundle(bundle.vae_path, verify=False).model
-    frames = min(model.max_frames, max(1, math.ceil(args.seconds * vae.frame_rate)))
+    window = int(backbone_of(model).max_frames)
+    frames = min(window, max(1, math.ceil(args.seconds * vae.frame_rate)))
     times, lines = read_lyrics(args.lyrics)
-    ids = place_lyrics(lines_in_window(times, lines, 0.0, model.max_frames), model.max_frames)[:frames]
+    ids = place_lyrics(lines_in_window(times, lines, 0.0, window), window)[:frames]
     style = read_vector(args.style, "style")[None]
     negative = read_vector(args.negative_style, "negative style")[None] if args.negative_style else None
-    cond = DiffRhythmConditioning(style, ids[None], duration=torch.tensor([frames / model.max_frames]))
-    defaults = dict(model.backbone_spec.sampler_defaults)
+    cond = DiffRhythmConditioning(style, ids[None], duration=torch.tensor([frames / window]))
+    defaults = dict(spec_of(model).sampler_defaults)
     if args.steps:
         defaults.update(steps=args.steps, sigma_min=1.0 / args.steps)
     defaults["guidance_scale"] = args.cfg + 1.0  # refrain's CFG v_u + w (v_c - v_u) with w = cfg + 1
     options = SamplerOptions(**defaults, seed=args.seed)
     with torch.no_grad():
         latent = sample(
-            options.guided(model, replace(cond, negative_style=negative)), model.noise(args.seed, frames),
+            options.guided(model, replace(cond, negative_style=negative)), backbone_of(model).noise(args.seed, frames),
             options.sigmas(), options.solver,
         )  # fmt: skip
         audio = vae.decode_chunked(latent, output_device="cpu")[0]
@@ -113,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument(
         "--lyrics", default=None, help="DiffRhythm lyric lines (lrc.pt: {'time', 'lrc'}); none = instrumental"
     )
+    s.add_argument("--adapter", default=None, help="a LoRA adapter folder trained on this bundle")
     s.add_argument("--negative_style", default=None, help="512-d negative style vector for CFG")
     s.add_argument("--seconds", type=float, default=95.0, help="length (capped at the model's window)")
     s.add_argument(

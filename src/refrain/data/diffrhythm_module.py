@@ -1,12 +1,14 @@
 """``data=diffrhythm``: Lightning batches from a dataset imported by ``refrain-import-diffrhythm``.
 
 Training items are the release's random crops (a fresh crop every time an item is drawn); validation uses
-the first ``val_items`` songs cropped from frame 0, so its numbers are comparable across steps.
+the first ``val_items`` songs cropped from frame 0, so its numbers are comparable across steps. A LoRA run
+selects it with ``experiment=diffrhythm_lora`` (``for_lora_run``; the lora group's own module reads refrain datasets).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -63,3 +65,31 @@ class DiffRhythmDataModule(L.LightningDataModule):
 
     def quarantined(self, stage: str = "train") -> list[str]:
         return []
+
+
+LORA_GROUP_KEYS = ("lora_config_path", "speaker_dim", "storage", "text_max_length", "online", "loader")
+"""What the lora group (conf/lora/default.yaml) sets on every DiT data module; refrain-dataset settings."""
+
+
+def for_lora_run(**options: Any) -> DiffRhythmDataModule:
+    """``experiment=diffrhythm_lora``: the data module under the lora group's data settings.
+
+    Those settings describe refrain datasets (prompt-encoder storage, speaker vectors, the variant's data
+    selection). DiffRhythm's data has no prompt text, speakers or stems: a speaker size or a reference-stem
+    variant is refused in one line, the encoder storage settings do not apply and are dropped.
+    """
+    lora = {key: options.pop(key) for key in LORA_GROUP_KEYS if key in options}
+    if lora.get("speaker_dim"):
+        raise RefrainInputError(
+            "data.speaker_dim", f"{lora['speaker_dim']}, but DiffRhythm has no speaker input", "set null"
+        )
+    if lora.get("lora_config_path"):
+        from refrain.lora.config import load_lora_spec
+
+        spec = load_lora_spec(lora["lora_config_path"])
+        if spec.control is not None:
+            raise RefrainInputError(
+                lora["lora_config_path"], f"variant {spec.variant} needs reference stems, which DiffRhythm data has not",
+                "use a plain LoRA (no variant) on a DiffRhythm base",
+            )  # fmt: skip
+    return DiffRhythmDataModule(**options)

@@ -1,6 +1,7 @@
 """The commands of the README's "Fine-tune DiffRhythm" section, end to end on a tiny random release:
 refrain-import-diffrhythm -> trainer.py (model/dit=diffrhythm_1b, data=diffrhythm) -> refrain-export ->
-python -m refrain.cli.diffrhythm sample, and the exported bundle rebuilds the trained weights."""
+python -m refrain.cli.diffrhythm sample; the exported bundle rebuilds the trained weights; then a LoRA on
+that bundle with trainer.py (experiment=diffrhythm_lora) and sampling with its adapter."""
 
 from __future__ import annotations
 
@@ -66,3 +67,22 @@ def test_import_train_export_sample(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert rate == 44100 and audio.shape[1] == 2 and audio.shape[0] >= 2 * 44100 - 2048
     latent = load_file(str(song.with_suffix(".latent.safetensors")))["latent"]
     assert latent.shape == (64, 44) and torch.isfinite(latent).all()
+    # LoRA on the exported bundle through the same command line, then sampling with the adapter
+    (tmp_path / "lora.json").write_text('{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}')
+    lora_run = tmp_path / "lora_run"
+    try:
+        train_main([
+            "experiment=diffrhythm_lora", "data=diffrhythm", "--checkpoint_dir", str(tmp_path / "bundle"),
+            "--lora_config_path", str(tmp_path / "lora.json"), "--dataset_path", str(tmp_path / "imported"),
+            "data.max_frames=64", "--max_steps", "2", "--batch_size", "2", "--learning_rate", "0.05",
+            "task.lr_schedule.warmup_steps=1", f"run_dir={lora_run}", "logger=csv", "callbacks.progress=null",
+            "trainer.accelerator=cpu", "num_workers=0", "trainer.enable_progress_bar=false",
+        ])  # fmt: skip
+    except SystemExit as stop:
+        assert not stop.code, capsys.readouterr().err
+    adapter = lora_run / "adapter"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    with_lora = tmp_path / "lora_song.wav"
+    assert sample_main(["sample", "--bundle", str(tmp_path / "bundle"), "--adapter", str(adapter), "--style",
+                        str(tmp_path / "style.pt"), "--seconds", "2", "--output", str(with_lora)]) == 0  # fmt: skip
+    assert load_file(str(with_lora.with_suffix(".latent.safetensors")))["latent"].shape == (64, 44)
