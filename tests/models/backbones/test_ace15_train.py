@@ -130,9 +130,12 @@ def test_full_fine_tune_trains_every_weight(world, capsys) -> None:
     ace15_cli(["export", "--checkpoint_dir", str(world["release"]), "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"),
                "--output", str(out)])  # fmt: skip
     exported = AceStepTransformer1DModel.from_pretrained(out / "transformer").state_dict()
-    assert torch.equal(
-        exported["layers.0.self_attn.to_q.weight"], state[f"ema.shadow.{key}"]
-    )  # the EMA weights
+    assert torch.equal(exported["layers.0.self_attn.to_q.weight"], state[f"ema.shadow.{key}"])  # EMA weights
+    from refrain.sampling.pipeline import Pipeline
+
+    reopened = Pipeline.from_release(out).model.state_dict()  # the export is a folder refrain samples from
+    ema = {k.removeprefix("ema.shadow."): v for k, v in state.items() if k.startswith("ema.shadow.")}
+    assert reopened.keys() == ema.keys() and all(torch.equal(reopened[k], ema[k]) for k in ema)
 
 
 def test_what_the_backbone_cannot_do_is_one_line(world, capsys) -> None:
