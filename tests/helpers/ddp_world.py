@@ -72,7 +72,7 @@ def dit_overrides(world: dict[str, Path], run_dir: Path, steps: int) -> list[str
     return [
         "experiment=demo_dit", "~repa", *TINY_DIT, f"dataset_path={world['dataset']}", f"vae_bundle={world['vae']}",
         f"run_dir={run_dir}", f"trainer.max_steps={steps}", "every_n_train_steps=5", "data.batch_size=1",
-        "data.max_frames=32", f"data.text_max_length={TEXT_TOKENS}", "data.val_items=1", "task.loss.masked_span_prob=0.5",
+        "data.max_frames=32", f"data.storage.text_max_length={TEXT_TOKENS}", "data.val_items=1", "task.loss.masked_span_prob=0.5",
         *QUIET,
     ]  # fmt: skip
 
