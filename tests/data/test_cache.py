@@ -237,8 +237,9 @@ def test_fingerprint_tracks_every_encoder_and_setting(tmp_path: Path, tiny_env: 
             tiny_env.bundle, None, tiny_env.teachers, EncodeSettings(feature_dtype="float16")
         ),
         encoder_fingerprint(tiny_env.bundle, None, tiny_env.teachers, EncodeSettings(tag_shuffles=2)),
+        encoder_fingerprint(tiny_env.bundle, None, tiny_env.teachers, EncodeSettings(teacher_rate="latent")),
     ]
-    assert len({base, *variants}) == 7
+    assert len({base, *variants}) == 8
     # The loss weight does not change the features, so it keeps the cache.
     weighted = {**tiny_env.teachers, "mert": replace(spec, weight=0.5)}
     assert encoder_fingerprint(tiny_env.bundle, None, weighted, settings) == base
@@ -263,6 +264,53 @@ def test_bf16_storage_halves_latents(tmp_path: Path, tiny_env: TinyEnv) -> None:
     tensors = FileEntry(path).load_all()
     assert tensors["latent_mean"].dtype == torch.bfloat16 and tensors["style"].dtype == torch.float16
     assert FileEntry(path).latent(0, 5)[0].dtype == torch.float32  # training always gets float32
+
+
+def test_default_settings_keep_the_fingerprint_caches_had_before_teacher_rate(tiny_env: TinyEnv) -> None:
+    from refrain.data.cache import fingerprint_of
+    from refrain.fileio import folder_digest
+
+    old_identity = {  # the identity as it was computed before the teacher_rate setting existed
+        "vae": fingerprint_of({"files": json.loads((tiny_env.bundle / "manifest.json").read_text())["files"]}),
+        "text_encoder": folder_digest(default_text_encoder_dir()),
+        "teachers": {},
+        "settings": {"tag_shuffles": 4, "latent_dtype": "float32", "feature_dtype": "float32", "text_max_length": 256},
+    }
+    assert encoder_fingerprint(tiny_env.bundle, None, None, EncodeSettings()) == fingerprint_of(old_identity)
+
+
+def test_pooled_teacher_features_sit_at_the_latent_rate(tmp_path: Path, tiny_env: TinyEnv) -> None:
+    from refrain.data.conditioning_encoder import pool_to_frames
+
+    features = torch.arange(14.0).reshape(7, 2)
+    assert torch.equal(pool_to_frames(features, 7), features) and pool_to_frames(features, 9).shape == (7, 2)
+    assert torch.allclose(pool_to_frames(features, 2), torch.tensor([[3.0, 4.0], [9.0, 10.0]]))  # frames 0-3, 3-6
+
+    torch.manual_seed(0)  # hop 8 * 10 * 10 = 800 at 8 kHz: 10 latent frames/s, below both teachers' rates
+    vae = build_oobleck_vae(
+        sample_rate=SAMPLE_RATE, downsampling_ratios=(8, 10, 10), channel_multiples=(1, 2, 2),
+        encoder_hidden_size=8, decoder_channels=8, latent_channels=4,
+    )  # fmt: skip
+    bundle = save_vae_bundle(tmp_path / "slow_vae", vae.autoencoder, {})
+    dataset = make_dataset(tmp_path / "ds", count=1, validation=0)
+    native = ConditioningEncoder.from_paths(bundle, None, tiny_env.teachers)
+    compact = ConditioningEncoder.from_paths(
+        bundle, None, tiny_env.teachers,
+        EncodeSettings(latent_dtype="bfloat16", feature_dtype="bfloat16", teacher_rate="latent"),
+    )
+    (wide,) = build_cache(dataset, native, progress=False).cache_dir.glob("*.safetensors")
+    (small,) = build_cache(dataset, compact, progress=False).cache_dir.glob("*.safetensors")
+    wide_t, small_t = FileEntry(wide).load_all(), FileEntry(small).load_all()
+    frames = wide_t["latent_mean"].shape[-1]
+    for name in ("mert", "mhubert"):
+        pooled = small_t[f"teacher.{name}"]
+        assert pooled.dtype == torch.bfloat16 and pooled.shape == (frames, wide_t[f"teacher.{name}"].shape[1])
+        expected = pool_to_frames(wide_t[f"teacher.{name}"], frames)
+        assert torch.allclose(pooled.float(), expected, rtol=1e-2, atol=1e-2)
+    def teacher_bytes(tensors: dict[str, torch.Tensor]) -> int:
+        return sum(t.nbytes for k, t in tensors.items() if k.startswith("teacher."))
+
+    assert teacher_bytes(small_t) * 8 < teacher_bytes(wide_t)  # 75/50 -> 10 frames/s, 4 -> 2 bytes
 
 
 # ----------------------------------------------------------------------------------- prompt variants

@@ -3,10 +3,14 @@
     refrain-encode --dataset_path P --vae_bundle B [--text_encoder_dir D] [--repa NAME_OR_YAML]
         [repa.KEY=VALUE ...] [--repa_set KEY=VALUE ...] [--run_dir DIR] [--split train,validation] [--device auto]
         [--num_workers 2] [--tag_shuffles 4] [--latent_dtype float32] [--feature_dtype float32]
-        [--verify] [--limit N] [--no_progress]
+        [--teacher_rate native] [--devices N] [--num_nodes N] [--verify] [--limit N] [--no_progress]
 
 Writes P/cache/<fingerprint>/<content_hash>.safetensors plus index.json. Re-running resumes: valid
 entries are kept, corrupt or stale ones redone. Training with the same settings reads the cache.
+
+``--devices N`` / ``--num_nodes N`` run N ranks as trainer.py does (Lightning Fabric's DDP launcher: it
+starts the local processes itself, or joins the ones torchrun / srun started); each rank encodes a
+disjoint share of the records and rank 0 writes the one index after gathering the others' summaries.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from refrain.errors import RefrainInputError
 
@@ -63,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="storage of teacher features and style embeddings (float16 halves the cache)",
     )  # fmt: skip
     parser.add_argument("--text_max_length", type=int, default=256, help="text encoder truncation in tokens")
+    parser.add_argument(
+        "--teacher_rate", default="native", choices=("native", "latent"),
+        help="store teacher features at their own frame rate, or average-pooled to the latent frame rate",
+    )  # fmt: skip
+    parser.add_argument(
+        "--devices", default=None,
+        help="processes per node, as trainer.py's --devices (default: the launcher's, else 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--num_nodes", type=int, default=None, help="nodes, as trainer.py's (default: the launcher's, else 1)"
+    )
     parser.add_argument(
         "--verify", action="store_true", help="re-hash every existing entry (reads the whole cache)"
     )
@@ -122,6 +138,48 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def launch_ranks(devices: str | None, num_nodes: int | None, device: str) -> Any:
+    """A launched Lightning Fabric when more than one rank is asked for (or a launcher started us), else None.
+
+    Fabric is the launcher the trainer uses: it spawns the local ranks itself, or joins the processes
+    torchrun / srun started (their environment says so), and sets up the process group (gloo on CPUs).
+    """
+    from refrain.training.cluster import devices_from_env, nodes_from_env
+
+    env_devices = devices_from_env()
+    count = devices if devices is not None else (env_devices if env_devices != "auto" else 1)
+    nodes = num_nodes if num_nodes is not None else nodes_from_env()
+    try:
+        count = int(count)
+    except ValueError:
+        raise RefrainInputError("--devices", f"{devices!r} is not a number", "pass e.g. --devices 4") from None
+    if count < 1 or nodes < 1:
+        raise RefrainInputError("--devices/--num_nodes", "below 1", "pass 1 or more")
+    if count * nodes == 1:
+        return None
+    from datetime import timedelta
+
+    from lightning.fabric import Fabric
+    from lightning.fabric.strategies import DDPStrategy
+
+    accelerator = "cpu" if device == "cpu" else ("cuda" if device.startswith("cuda") else "auto")
+    # Ranks meet only at the end; a rank with longer songs may arrive hours after the others.
+    fabric = Fabric(
+        accelerator=accelerator, devices=count, num_nodes=nodes,
+        strategy=DDPStrategy(timeout=timedelta(hours=48)),
+    )  # fmt: skip
+    fabric.launch()
+    return fabric
+
+
+def _gather(item: Any) -> list[Any]:
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, item)
+    return parts
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the encoder; returns the exit code (0 ok, also with skipped records; 2 bad input)."""
     args = build_parser().parse_intermixed_args(argv)
@@ -139,19 +197,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             repa_set.append(item[len("repa.") :])
         teachers = load_repa_teachers(args.repa, repa_set, args.run_dir) if args.repa else {}
         settings = EncodeSettings(
-            args.tag_shuffles, args.latent_dtype, args.feature_dtype, args.text_max_length
+            args.tag_shuffles, args.latent_dtype, args.feature_dtype, args.text_max_length, args.teacher_rate
         )
+        fabric = launch_ranks(args.devices, args.num_nodes, args.device)
+        device = str(fabric.device) if fabric is not None else resolve_device(args.device)
         encoder = ConditioningEncoder.from_paths(
-            args.vae_bundle, args.text_encoder_dir, teachers, settings, device=resolve_device(args.device)
+            args.vae_bundle, args.text_encoder_dir, teachers, settings, device=device
         )
         splits = [s.strip() for s in args.split.split(",") if s.strip()]
+        ranks = {"rank": fabric.global_rank, "world_size": fabric.world_size, "gather": _gather} if fabric else {}
         report = build_cache(
             args.dataset_path, encoder, splits, verify=args.verify, progress=not args.no_progress,
-            num_workers=args.num_workers, limit=args.limit,
+            num_workers=args.num_workers, limit=args.limit, **ranks,
         )  # fmt: skip
     except RefrainInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    if fabric is not None:
+        from refrain.training.cluster import release_process_group
+
+        release_process_group()  # a live gloo/NCCL group torn down at exit can abort a finished run
+        if fabric.global_rank != 0:
+            return 0
     print(report.summary())
     print(
         "train with data=latents and the same vae_bundle, text_encoder_dir, repa teachers and storage "

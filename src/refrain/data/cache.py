@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
@@ -262,7 +263,27 @@ def write_entry(path: str | Path, entry: TensorEntry) -> int:
     entry.meta.checksum = tensor_checksum(tensors)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=entry.meta.to_strings())
+        sort_header_metadata(tmp)
     return path.stat().st_size
+
+
+def sort_header_metadata(path: str | Path) -> None:
+    """Rewrite a safetensors header with its metadata keys sorted, in place, same length.
+
+    safetensors writes ``__metadata__`` in hash-map order, which differs between processes, so the same
+    entry encoded by two ranks (or two runs) would differ in its header bytes; sorted, it does not.
+    """
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        raw = handle.read(length)
+        header = json.loads(raw)
+        metadata = header.pop("__metadata__", None)
+        ordered = ({"__metadata__": dict(sorted(metadata.items()))} if metadata else {}) | header
+        text = json.dumps(ordered, ensure_ascii=False, separators=(",", ":")).encode()
+        if len(text) > length:  # cannot happen for a header safetensors wrote; keep it as it is then
+            return
+        handle.seek(8)
+        handle.write(text + b" " * (length - len(text)))
 
 
 def open_entry(

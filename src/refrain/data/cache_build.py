@@ -4,13 +4,19 @@ Resumable by construction: each entry is written atomically under its record's c
 re-run first checks every existing entry (structure, record, encoder, prompts; with ``verify`` also
 every byte against its checksum), keeps the good ones and encodes only the rest. A record whose audio
 cannot be decoded is counted and skipped; training then tries it online and skips it again.
+
+Several ranks (``rank``/``world_size``, launched as training is: see ``refrain.cli.encode``) split the
+records by content hash: rank r takes every world_size-th record of the hash-sorted list from r, so
+the split depends only on the records and the world size. A rank killed part-way leaves its finished
+entries; the next run redoes exactly the rest of its share. The ranks' summaries are gathered and
+rank 0 alone writes index.json.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -178,6 +184,15 @@ def check_existing(
     return todo, entries
 
 
+def rank_share(records: Sequence[Mapping[str, Any]], rank: int, world_size: int) -> list[Mapping[str, Any]]:
+    """Rank ``rank``'s records: every ``world_size``-th of the list sorted by content hash, from ``rank``."""
+    ordered = sorted(records, key=lambda record: str(record["content_hash"]))
+    return ordered[rank::world_size]
+
+
+Gather = Callable[[Any], list[Any]]  # every rank's object, in rank order (torch.distributed.all_gather_object)
+
+
 def build_cache(
     dataset_path: str | Path,
     encoder: ConditioningEncoder,
@@ -186,14 +201,70 @@ def build_cache(
     progress: bool = True,
     num_workers: int = 0,
     limit: int | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    gather: Gather | None = None,
 ) -> BuildReport:
-    """Encode every record of ``splits`` that has no valid entry; ``limit`` caps the records considered."""
+    """Encode every record of ``splits`` (of this rank's share) that has no valid entry.
+
+    ``limit`` caps the records considered (before the split between ranks). With ``world_size > 1``,
+    ``gather`` collects the ranks' results; the report returned on rank 0 covers every rank.
+    """
+    if world_size > 1 and gather is None:
+        raise ValueError("build_cache over several ranks needs a gather function")
     started = time.perf_counter()
     records = unique_records(dataset_path, splits)[: limit if limit is not None else None]
     folder = cache_dir(dataset_path, encoder.fingerprint)
     report = BuildReport(cache_dir=folder, fingerprint=encoder.fingerprint, records=len(records))
-    todo, entries = check_existing(records, folder, encoder, verify, report)
+    todo, entries = check_existing(rank_share(records, rank, world_size), folder, encoder, verify, report)
     description = encoder_description(encoder)
+    if world_size > 1:  # no partial index while ranks write: the gathered one is written at the end
+        _encode(todo, folder, encoder, report, entries, progress and rank == 0, num_workers, None)
+        return _merge(gather((report, entries)) if gather else [], folder, description, rank, started)
+    _encode(todo, folder, encoder, report, entries, progress, num_workers, description)
+    report.wall_seconds = time.perf_counter() - started
+    report.cache_bytes = sum(int(e["bytes"]) for e in entries.values())
+    report.cache_audio_seconds = sum(float(e["seconds"]) for e in entries.values())
+    return report
+
+
+def _merge(
+    parts: list[tuple[BuildReport, dict[str, dict[str, Any]]]],
+    folder: Path,
+    description: Mapping[str, Any],
+    rank: int,
+    started: float,
+) -> BuildReport:
+    """One report and one index from every rank's (report, entries); rank 0 writes the index."""
+    report = parts[rank][0]
+    merged = BuildReport(cache_dir=folder, fingerprint=report.fingerprint, records=report.records)
+    entries: dict[str, dict[str, Any]] = {}
+    for part, part_entries in parts:
+        merged.encoded += part.encoded
+        merged.reused += part.reused
+        merged.redone += part.redone
+        merged.failed += part.failed
+        merged.encoded_audio_seconds += part.encoded_audio_seconds
+        entries.update(part_entries)
+    if rank == 0 and entries:
+        write_index(folder, description, entries)
+    merged.wall_seconds = time.perf_counter() - started
+    merged.cache_bytes = sum(int(e["bytes"]) for e in entries.values())
+    merged.cache_audio_seconds = sum(float(e["seconds"]) for e in entries.values())
+    return merged
+
+
+def _encode(
+    todo: Sequence[Mapping[str, Any]],
+    folder: Path,
+    encoder: ConditioningEncoder,
+    report: BuildReport,
+    entries: dict[str, dict[str, Any]],
+    progress: bool,
+    num_workers: int,
+    description: Mapping[str, Any] | None,
+) -> None:
+    """Encode ``todo`` into ``folder``; ``description`` set = keep index.json up to date (single rank)."""
     try:
         with _progress(progress) as bar:
             task = bar.add_task("", total=len(todo))
@@ -217,13 +288,9 @@ def build_cache(
                 entries[str(record["content_hash"])] = summarize_entry(entry, size)
                 report.encoded += 1
                 report.encoded_audio_seconds += entry.meta.audio_seconds
-                if report.encoded % INDEX_EVERY == 0:
+                if description is not None and report.encoded % INDEX_EVERY == 0:
                     write_index(folder, description, entries)
                 bar.advance(task)
     finally:  # an interrupted run still leaves an index that matches the entries written so far
-        if entries:
+        if entries and description is not None:
             write_index(folder, description, entries)
-    report.wall_seconds = time.perf_counter() - started
-    report.cache_bytes = sum(int(e["bytes"]) for e in entries.values())
-    report.cache_audio_seconds = sum(float(e["seconds"]) for e in entries.values())
-    return report

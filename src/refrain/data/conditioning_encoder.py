@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from refrain.audio.io import load_audio
@@ -31,6 +32,7 @@ from refrain.models.vae.oobleck import OobleckVAE
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TEACHER_RATES = ("native", "latent")
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,13 @@ class EncodeSettings:
     latent_dtype: str = "float32"  # latent mean/std on disk: float32 | bfloat16 | float16
     feature_dtype: str = "float32"  # teacher features and style embeddings on disk
     text_max_length: int = 256  # text encoder truncation
+    teacher_rate: str = "native"  # native | latent: teacher features average-pooled to the latent frame rate
 
     def __post_init__(self) -> None:
+        if self.teacher_rate not in TEACHER_RATES:
+            raise RefrainInputError(
+                "teacher_rate", f"{self.teacher_rate!r} is not a teacher rate", f"use one of {', '.join(TEACHER_RATES)}"
+            )
         for name in ("latent_dtype", "feature_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise RefrainInputError(
@@ -103,9 +110,30 @@ def encoder_fingerprint(
             }
             for name, spec in sorted((teachers or {}).items())
         },
-        "settings": asdict(settings),
+        "settings": settings_identity(settings),
     }
     return fingerprint_of(identity)
+
+
+def settings_identity(settings: EncodeSettings) -> dict[str, Any]:
+    """The settings as the fingerprint sees them; a default-valued later field is left out, so caches
+    encoded before that field existed keep their folder name."""
+    identity = asdict(settings)
+    if identity["teacher_rate"] == "native":
+        del identity["teacher_rate"]
+    return identity
+
+
+def pool_to_frames(features: Tensor, frames: int) -> Tensor:
+    """(T, D) -> (min(T, frames), D) float32: each output frame the mean of the teacher frames under it.
+
+    REPA resamples the DiT's projection to the teacher's frame count anyway, so teacher features at the
+    latent rate carry what the loss compares at a fraction of the bytes. Never upsampled (that would only
+    add bytes).
+    """
+    if frames <= 0 or features.shape[0] <= frames:
+        return features.float()
+    return F.adaptive_avg_pool1d(features.float().T[None], frames)[0].T.contiguous()
 
 
 def load_record_audio(record: Mapping[str, Any], sample_rate: int, channels: int) -> Tensor:
@@ -201,8 +229,10 @@ class ConditioningEncoder(nn.Module):
             "latent_std": posterior.std[0].to(latent_dtype).contiguous(),
         }
         for name in self.teacher_names:
-            features = self.teachers[name](audio[None].float(), self.sample_rate)
-            out[f"teacher.{name}"] = features[0].to("cpu", feature_dtype).contiguous()
+            features = self.teachers[name](audio[None].float(), self.sample_rate)[0].to("cpu")
+            if self.settings.teacher_rate == "latent":  # pooled in float32, then stored
+                features = pool_to_frames(features, out["latent_mean"].shape[-1])
+            out[f"teacher.{name}"] = features.to(feature_dtype).contiguous()
         return out
 
     @torch.no_grad()
