@@ -215,3 +215,29 @@ def test_presets_compose_and_need_the_release_file(preset: str, frames: int, tmp
     sizes = {k: v for k, v in TINY.items() if k not in ("max_frames", "repa_layer")}
     model = instantiate(cfg.model.dit, checkpoint=str(tmp_path), repa_layer=2, **sizes)
     assert model.backbone_spec.name == preset and (model.duration_time_embed is not None) == (frames == 6144)
+
+
+def test_blocks_return_one_tensor_so_tuple_unpacking_would_mix_items() -> None:
+    """Why the backbone uses each block's tensor as is: the published ``x, *_ = block(...)`` takes item 0."""
+    from refrain.models.backbones.diffrhythm_net import attention_bias
+
+    model = tiny_diffrhythm().eval()
+    h = torch.randn(3, 10, 32)
+    rope = model.rotary_emb(h, torch.arange(10)[None].expand(3, -1))
+    with torch.no_grad():
+        out = model.transformer_blocks[0](h, attention_mask=attention_bias(torch.ones(3, 10).bool(), h.dtype),
+                                          position_embeddings=rope)  # fmt: skip
+    assert isinstance(out, torch.Tensor) and out.shape == h.shape
+    first, *_ = out
+    assert first.shape == (10, 32)  # the release's unpacking keeps batch item 0 only
+
+
+def test_bfloat16_forward_is_finite() -> None:
+    model = tiny_diffrhythm().eval().to(torch.bfloat16)
+    batch = diffrhythm_batch(2, 12)
+    batch["frame_mask"][1, 8:] = False
+    with torch.no_grad():
+        out = model(
+            batch["latent_mean"], torch.tensor([0.3, 0.9]), model.conditioning_from_batch(batch)
+        ).velocity
+    assert out.dtype == torch.float32 and torch.isfinite(out).all() and out[1, :, 8:].abs().max() == 0
