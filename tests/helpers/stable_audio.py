@@ -54,7 +54,7 @@ def tiny_pipeline(seed: int = 0) -> StableAudioPipeline:
         for p in transformer.parameters():
             p.add_(0.05 * torch.randn(p.shape))
     vae = AutoencoderOobleck(
-        encoder_hidden_size=8, downsampling_ratios=[2, 4, 4, 8, 8], channel_multiples=[1, 1, 1, 1, 1],
+        encoder_hidden_size=2 * CHANNELS, downsampling_ratios=[2, 4, 4, 8, 8], channel_multiples=[1, 1, 1, 1, 1],
         decoder_channels=8, decoder_input_channels=CHANNELS, audio_channels=2, sampling_rate=44100,
     )  # fmt: skip
     scheduler = CosineDPMSolverMultistepScheduler()  # the release's: sigma 0.3 .. 500, sigma_data 1, v

@@ -343,7 +343,11 @@ def spec_from_loader_args(args: dict[str, Any]) -> dict[str, Any]:
     if "checkpoint_dir" not in args:
         return args
     root = check_release_folder(args["checkpoint_dir"])
-    read = lambda sub: json.loads((root / sub / "config.json").read_text())  # noqa: E731
+
+    def read(sub: str) -> dict[str, Any]:
+        config = json.loads((root / sub / "config.json").read_text())
+        return {k: v for k, v in config.items() if not k.startswith("_")}
+
     return {
         "transformer": read("transformer"), "projection_model": read("projection_model"),
         "frame_rate": release_frame_rate(root), "repa_layer": args.get("repa_layer"),
