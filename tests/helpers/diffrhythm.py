@@ -12,7 +12,7 @@ from refrain.models.backbones.diffrhythm import DiffRhythm
 
 TINY = {
     "dim": 32, "depth": 4, "heads": 4, "dim_head": 8, "ff_mult": 2, "latent_dim": 8, "text_dim": 16,
-    "cond_dim": 16, "vocab_size": 20, "conv_layers": 2, "max_frames": 64, "repa_layer": 2,
+    "vocab_size": 20, "conv_layers": 2, "max_frames": 64, "repa_layer": 2,
 }  # fmt: skip
 
 

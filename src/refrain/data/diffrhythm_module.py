@@ -75,21 +75,13 @@ def for_lora_run(**options: Any) -> DiffRhythmDataModule:
     """``experiment=diffrhythm_lora``: the data module under the lora group's data settings.
 
     Those settings describe refrain datasets (prompt-encoder storage, speaker vectors, the variant's data
-    selection). DiffRhythm's data has no prompt text, speakers or stems: a speaker size or a reference-stem
-    variant is refused in one line, the encoder storage settings do not apply and are dropped.
+    selection). DiffRhythm's data has no prompt text, speakers or stems: a speaker size is refused in one
+    line, the rest does not apply and is dropped (a reference-stem variant stops at its first batch, in
+    one line, because the batch has no reference latent).
     """
     lora = {key: options.pop(key) for key in LORA_GROUP_KEYS if key in options}
     if lora.get("speaker_dim"):
         raise RefrainInputError(
             "data.speaker_dim", f"{lora['speaker_dim']}, but DiffRhythm has no speaker input", "set null"
         )
-    if lora.get("lora_config_path"):
-        from refrain.lora.config import load_lora_spec
-
-        spec = load_lora_spec(lora["lora_config_path"])
-        if spec.control is not None:
-            raise RefrainInputError(
-                lora["lora_config_path"], f"variant {spec.variant} needs reference stems, which DiffRhythm data has not",
-                "use a plain LoRA (no variant) on a DiffRhythm base",
-            )  # fmt: skip
     return DiffRhythmDataModule(**options)

@@ -32,7 +32,7 @@ VAE = {"sample_rate": 44100, "hop_length": 2048, "latent_channels": 64, "audio_c
 
 def test_import_train_export_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     scp = write_dataset(tmp_path / "dataset")
-    release = tiny_diffrhythm(latent_dim=64, max_frames=64, text_dim=512, cond_dim=512)
+    release = tiny_diffrhythm(latent_dim=64, max_frames=64, text_dim=512)
     ema = {f"ema_model.transformer.{k}": v for k, v in release.state_dict().items()}
     torch.save({"ema_model_state_dict": ema}, tmp_path / "cfm_model.pt")
     torch.manual_seed(0)

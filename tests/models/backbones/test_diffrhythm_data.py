@@ -19,7 +19,7 @@ from refrain.data.diffrhythm import DiffRhythmDataset, collate_diffrhythm
 from refrain.data.diffrhythm_lyrics import COMMA_ID, PERIOD_ID, frame_of, lines_in_window, place_lyrics
 from refrain.losses.flow_matching import FlowMatchingLoss
 
-WIDE = {"latent_dim": 64, "max_frames": 64, "text_dim": 512, "cond_dim": 512}  # the release's data widths
+WIDE = {"latent_dim": 64, "max_frames": 64, "text_dim": 512}  # the release's data widths
 
 
 def test_lyric_placement_follows_the_release_rules() -> None:

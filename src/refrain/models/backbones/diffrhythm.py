@@ -47,7 +47,6 @@ from refrain.models.backbones.diffrhythm_net import (
 )
 from refrain.models.dit.velocity import VelocityOutput
 
-SAMPLE_RATE, HOP = 44100, 2048  # the Stable Audio Open VAE DiffRhythm uses: 21.53 latent frames/s
 FULL_FRAMES = 6144  # the full model (about 285 s) also embeds the song's duration
 RELEASE_STEPS = 32  # the release's sampler: 32 time points from t = 0 to 1, i.e. 31 Euler updates
 RELEASE_CFG = 4.0  # v_c + 4 (v_c - v_neg)
@@ -80,15 +79,15 @@ class DiffRhythm(nn.Module):
         ff_mult: int = 4,
         latent_dim: int = 64,
         text_dim: int = 512,
-        cond_dim: int = 512,
         vocab_size: int = 363,
         conv_layers: int = 4,
         max_frames: int = 2048,
-        duration_embed: bool | None = None,
         repa_layer: int | None = None,
         gradient_checkpointing: bool = False,
-        frame_rate: float = SAMPLE_RATE / HOP,
     ) -> None:
+        """``text_dim`` is also the width of the style vector and of the time/start/duration embeddings
+        (the release: 512 for all, since its text-fusion layers read the lyric features through
+        ``Linear(cond_dim, dim)``); the duration embedding exists at 6144 frames, as in the release."""
         super().__init__()
         repa_layer = max(1, depth // 3) if repa_layer is None else int(repa_layer)
         if not 1 <= repa_layer <= depth:
@@ -97,17 +96,12 @@ class DiffRhythm(nn.Module):
                 f"{repa_layer} is outside [1, {depth}] blocks",
                 "pick a block in range",
             )
-        if text_dim != cond_dim:  # the release feeds the lyric features through Linear(cond_dim, dim)
-            raise RefrainInputError(
-                "model.dit.text_dim", f"{text_dim} differs from cond_dim {cond_dim}",
-                "DiffRhythm's text-fusion layers need text_dim == cond_dim (512 in the release)",
-            )  # fmt: skip
+        cond_dim = text_dim
         self.dim, self.depth, self.latent_dim, self.max_frames = dim, depth, latent_dim, max_frames
-        self.repa_layer, self.frame_rate = repa_layer, float(frame_rate)
+        self.repa_layer = repa_layer
         self.time_embed = TimestepEmbedding(cond_dim)
         self.start_time_embed = TimestepEmbedding(cond_dim)
-        use_duration = max_frames == FULL_FRAMES if duration_embed is None else duration_embed
-        self.duration_time_embed = TimestepEmbedding(cond_dim) if use_duration else None
+        self.duration_time_embed = TimestepEmbedding(cond_dim) if max_frames == FULL_FRAMES else None
         self.text_embed = LyricEmbedding(vocab_size, text_dim, conv_layers, max_frames)
         self.input_embed = InputEmbedding(latent_dim, text_dim, dim, cond_dim)
         config = LlamaConfig(
