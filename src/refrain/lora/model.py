@@ -131,7 +131,7 @@ class AdaptedDiT(nn.Module):
         return self.model(x, sigma, self.adapt(cond), return_hidden=return_hidden)
 
 
-def load_base_dit(path: str | Path, device: str = "cpu") -> nn.Module:
+def load_base_dit(path: str | Path, device: str = "cpu", dataset_path: str | Path | None = None) -> nn.Module:
     """The frozen base DiT of a bundle (``--checkpoint_dir``), weights checked against the manifest."""
     from refrain.bundles.dit import open_dit_bundle
 
@@ -144,7 +144,7 @@ def load_base_dit(path: str | Path, device: str = "cpu") -> nn.Module:
     from refrain.models.backbones.ace15 import is_release_folder, load_ace15
 
     if is_release_folder(path):  # a released ACE-Step 1.5 folder in diffusers' layout
-        return load_ace15(path).to(device)
+        return load_ace15(path, dataset_path=dataset_path).to(device)  # frozen text outputs cached there
     return open_dit_bundle(path).build_model(device)
 
 

@@ -63,6 +63,7 @@ def test_lora_run_from_the_release_folder_writes_a_transformer_adapter(world, ca
     assert weights and all(".transformer." in k and ".lora_" in k for k in weights)
     assert any(v.abs().sum() > 0 for k, v in weights.items() if "lora_B" in k)  # two steps moved the adapter
     world["adapter"] = run_dir / "adapter"
+    assert list((world["dataset"] / "cache" / "ace15_text").rglob("*.safetensors"))  # Qwen3 outputs cached
 
 
 def test_the_adapter_reaches_diffusers_as_a_lora_file_and_as_a_merged_folder(world, capsys) -> None:
