@@ -76,8 +76,8 @@ def for_lora_run(**options: Any) -> DiffRhythmDataModule:
 
     Those settings describe refrain datasets (prompt-encoder storage, speaker vectors, the variant's data
     selection). DiffRhythm's data has no prompt text, speakers or stems: a speaker size is refused in one
-    line, the rest does not apply and is dropped (a reference-stem variant stops at its first batch, in
-    one line, because the batch has no reference latent).
+    line, the rest does not apply and is dropped (a reference-stem variant is refused in one line when the
+    task attaches its reference path: the backbone has no ``conditioner``).
     """
     lora = {key: options.pop(key) for key in LORA_GROUP_KEYS if key in options}
     if lora.get("speaker_dim"):
