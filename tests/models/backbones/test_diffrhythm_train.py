@@ -117,3 +117,13 @@ def test_merged_model_exports_as_a_bundle_and_reloads(trained, tmp_path: Path) -
 def _save(model: PeftModel, folder: Path) -> Path:
     model.save_pretrained(folder)
     return folder
+
+
+def test_reference_stem_variants_are_refused_in_one_line() -> None:
+    from refrain.errors import RefrainInputError
+    from refrain.lora.config import load_lora_spec
+
+    spec = load_lora_spec(Path(__file__).resolve().parents[3] / "lora_configs" / "stemgen.json")
+    with pytest.raises(RefrainInputError, match="no `conditioner`") as error:
+        inject_lora(tiny_diffrhythm(), spec)
+    assert "\n" not in str(error.value)
