@@ -70,6 +70,8 @@ def test_release_checkpoint_loads_strictly(tmp_path: Path, kind: str) -> None:
     path = release_file(source, tmp_path / "cfm_model.pt", kind)
     loaded = load_diffrhythm(tmp_path if kind == "flat" else path, **TINY).eval()  # a folder works too
     assert torch.equal(velocity(loaded), velocity(source))
+    plain = load_diffrhythm(path, use_ema=False, **TINY).eval()  # the other copy when the file has both
+    assert torch.equal(velocity(plain), velocity(source)) == (kind != "ema")
 
 
 def test_bad_checkpoints_are_one_line_errors(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Accepted shapes of the file, all read without running code (``torch.load(weights_only=True)`` or
 safetensors): a flat tensor dict; ``{"model_state_dict": ...}``; ``{"ema_model_state_dict": ...}``
-(preferred when both are present, as the release's loader does). Keys may carry the CFM wrapper's
+(``use_ema`` picks which one when a file has both; a file with one of them gives that one). Keys may carry the CFM wrapper's
 ``transformer.`` prefix and the EMA wrapper's ``ema_model.``; the EMA bookkeeping entries ``initted`` and
 ``step`` are dropped. What remains must match the backbone exactly: a missing, unexpected or mis-shaped
 tensor is one ``RefrainInputError`` naming the file, the first offending keys and the fix.
@@ -47,10 +47,11 @@ def read_checkpoint(path: str | Path, use_ema: bool = True) -> dict[str, Tensor]
             ) from None  # fmt: skip
     if not isinstance(raw, Mapping):
         raise RefrainInputError(path, f"holds a {type(raw).__name__}, not a state dict", "pass cfm_model.pt")
-    if use_ema and isinstance(raw.get("ema_model_state_dict"), Mapping):
-        raw = raw["ema_model_state_dict"]
-    elif isinstance(raw.get("model_state_dict"), Mapping):
-        raw = raw["model_state_dict"]
+    order = ("ema_model_state_dict", "model_state_dict")
+    for key in order if use_ema else order[::-1]:  # the preferred copy, else the one the file has
+        if isinstance(raw.get(key), Mapping):
+            raw = raw[key]
+            break
     state: dict[str, Tensor] = {}
     for key, value in raw.items():
         if key in EMA_BOOKKEEPING:
