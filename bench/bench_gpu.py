@@ -41,8 +41,15 @@ def run(command: list[str], seconds: float) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
-def small_step(checkpointing: bool, frames: int = 1024, batch: int = 4, steps: int = 5) -> dict[str, float]:
-    """Time a bf16-mixed training step of the small preset on cuda:0 (built from conf/, as training does)."""
+def small_step(
+    checkpointing: bool,
+    preset: str = "small",
+    device: str = "cuda",
+    frames: int = 1024,
+    batch: int = 4,
+    steps: int = 5,
+) -> dict[str, float]:
+    """Time a bf16-mixed training step of a DiT preset (built from conf/, as training does) on ``device``."""
     from hydra.utils import instantiate
 
     from refrain.config import compose_config
@@ -50,11 +57,10 @@ def small_step(checkpointing: bool, frames: int = 1024, batch: int = 4, steps: i
     from refrain.tasks.dit_task import DiTTask
 
     torch.manual_seed(0)
-    cfg = compose_config(
-        ["model/dit=small", f"model.dit.gradient_checkpointing={str(checkpointing).lower()}"]
-    )
+    flag = str(checkpointing).lower()
+    cfg = compose_config([f"model/dit={preset}", f"model.dit.gradient_checkpointing={flag}"])
     model = instantiate(cfg.model.dit)
-    device = torch.device("cuda")
+    on_gpu = device.startswith("cuda")
     task = DiTTask(model, loss=FlowMatchingLoss()).to(device)
     optimizer = torch.optim.AdamW(task.parameters(), lr=1e-4)
     channels = model.latent_channels
@@ -68,26 +74,27 @@ def small_step(checkpointing: bool, frames: int = 1024, batch: int = 4, steps: i
     }
 
     def step() -> None:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda" if on_gpu else "cpu", dtype=torch.bfloat16):
             loss = task.compute_loss(batch_data)["loss"]
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
     step()  # warm-up: kernels, allocator
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    if on_gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize()
+    if on_gpu:
+        torch.cuda.synchronize()
     seconds = (time.perf_counter() - started) / steps
-    parameters = sum(p.numel() for p in model.parameters())
     return {
-        "parameters_m": parameters / 1e6,
+        "parameters_m": sum(p.numel() for p in model.parameters()) / 1e6,
         "step_s": seconds,
         "frames_per_s": batch * frames / seconds,
-        "peak_gb": torch.cuda.max_memory_allocated() / 2**30,
+        "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if on_gpu else float("nan"),
     }
 
 
