@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from refrain.data.diffrhythm import import_diffrhythm
+from refrain.data.diffrhythm_lyrics import HOP, SAMPLE_RATE
 from refrain.errors import RefrainInputError
 
 
@@ -27,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     frames = sum(entry["frames"] for entry in result.imported)
-    print(f"imported {len(result.imported)} songs ({frames} latent frames, {frames * 2048 / 44100:.1f} s) "
+    print(f"imported {len(result.imported)} songs ({frames} latent frames, {frames * HOP / SAMPLE_RATE:.1f} s) "
           f"into {result.out_dir}")  # fmt: skip
     for skip in result.skipped:
         print(f"skipped {skip['line']}: {skip['reason']}")

@@ -31,7 +31,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from refrain.data.diffrhythm_lyrics import BASE_FRAMES, VOCAB_SIZE, frame_of, lines_in_window, place_lyrics
+from refrain.data.diffrhythm_lyrics import (
+    BASE_FRAMES,
+    HOP,
+    SAMPLE_RATE,
+    VOCAB_SIZE,
+    frame_of,
+    lines_in_window,
+    place_lyrics,
+)
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_path, read_json
 from refrain.text.vocab import VOCAB_FILE, PhonemeVocab
@@ -177,11 +185,11 @@ class DiffRhythmDataset(Dataset):
         start = int(rng.integers(0, max(0, total - self.max_frames) + 1)) if self.random_crop else 0
         offsets = data["line_offsets"].tolist()
         lines = [data["line_tokens"][a:b].tolist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
-        start_seconds = start * 2048 / 44100
+        start_seconds, window_seconds = start * HOP / SAMPLE_RATE, self.max_frames * HOP / SAMPLE_RATE
         times = data["line_times"].tolist()
         window = lines_in_window(times, lines, start_seconds, self.max_frames)
         crop = latent[:, start : start + self.max_frames]
-        ends = [t - start_seconds for t in times if 0 <= t - start_seconds < self.max_frames * 2048 / 44100]
+        ends = [t - start_seconds for t in times if 0 <= t - start_seconds < window_seconds]
         frames = min(crop.shape[-1], max(1, frame_of(ends[-1]))) if ends else crop.shape[-1]
         return {
             "latent_mean": crop[:, :frames], "latent_std": torch.zeros_like(crop[:, :frames]),
