@@ -77,11 +77,11 @@ def test_reusing_a_run_name_is_refused_with_both_ways_forward(dit_run, capsys) -
 def test_resume_continues_curves_and_tensorboard_version(dit_run, capsys) -> None:
     run_dir = dit_run["dir"]
     last = run_dir / "checkpoints" / "last.ckpt"
-    argv = [*dit_run["argv"], "--ckpt_path", str(last), "--max_steps", "4"]
+    argv = [*dit_run["argv"], "--ckpt_path", str(last), "--max_steps", "4", "--every_n_train_steps", "4"]
     code, err = run_main(argv, capsys)
     assert code == 0, err[-2000:]
     assert sorted(p.name for p in (run_dir / "logs" / "tensorboard").iterdir()) == ["version_0"]
-    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())  # the same run continued: one last.ckpt
+    names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())  # a new cadence, still one last.ckpt
     assert names == ["last.ckpt", "step=00000002.ckpt", "step=00000004.ckpt"]
     checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 4

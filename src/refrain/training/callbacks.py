@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback, ModelSummary, RichProgressBar
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ModelSummary, RichProgressBar
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -146,6 +146,30 @@ class LossCurvePlot(Callback):
             fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
         return self.path
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint with one ``last.ckpt`` per run folder, always the newest state.
+
+    - No version counter: a run folder holds one run (refrain.training.run_folder), so an existing
+      ``last.ckpt`` is this run's own and is replaced, never kept beside a ``last-v1.ckpt`` (which a
+      resume with another checkpoint cadence, or after a preemption, used to leave stale).
+    - After a preemption signal, GracefulStop has saved the exact mid-epoch state as ``last.ckpt``; the
+      epoch-end "last" save that follows the stop would overwrite it with a state past the epoch's end
+      (a resume from it would not continue the interrupted run exactly), so it is skipped.
+    """
+
+    def __init__(self, *args: Any, enable_version_counter: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, enable_version_counter=enable_version_counter, **kwargs)
+
+    def _save_last_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        from refrain.training.signals import GracefulStop
+
+        for callback in trainer.callbacks:  # type: ignore[attr-defined]
+            if isinstance(callback, GracefulStop) and callback.saved_path is not None:
+                self.last_model_path = str(callback.saved_path)
+                return
+        super()._save_last_checkpoint(trainer, monitor_candidates)
 
 
 class StepProgressBar(RichProgressBar):
