@@ -1,0 +1,156 @@
+"""``python -m refrain.cli.stable_audio {vae,bundle,export}``: move between a Stable Audio Open release and refrain.
+
+- ``vae``: the release's ``vae/`` (diffusers' ``AutoencoderOobleck``, 44.1 kHz, 64 channels at 21.5 frames/s)
+  as a refrain VAE bundle, which ``refrain-prepare``/``--vae_bundle`` encode a dataset with;
+- ``bundle``: the release's DiT (optionally with a full fine-tune's ``last.ckpt`` or a LoRA adapter merged
+  in) as a refrain DiT bundle: ``refrain-infer --bundle`` samples it and ``--checkpoint_dir`` names it as the
+  base of a LoRA run; the bundle records the release folder for the T5 encoder;
+- ``export``: the same trained weights as a new diffusers folder that ``StableAudioPipeline`` opens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from refrain.errors import RefrainInputError
+
+
+def release_vae_bundle(checkpoint_dir: str | Path, output: str | Path, overwrite: bool = False) -> Path:
+    """Write ``checkpoint_dir/vae`` as a VAE bundle at ``output``."""
+    from refrain.bundles.vae import save_vae_bundle
+    from refrain.models.backbones.stable_audio import check_release_folder
+    from refrain.models.vae.weights import load_autoencoder
+
+    root = check_release_folder(checkpoint_dir)
+    autoencoder = load_autoencoder(root / "vae")
+    shape = {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in autoencoder.config.items()
+        if not k.startswith("_")
+    }
+    config = {"source": {"stable_audio_open_release": str(root.resolve())}, "model": {"vae": shape}}
+    return save_vae_bundle(output, autoencoder, config, overwrite=overwrite)
+
+
+def trained_backbone(checkpoint_dir: str | Path, adapter: str | Path | None, ckpt: str | Path | None) -> Any:
+    """The release's backbone, with a LoRA merged in or a full fine-tune's weights (EMA when kept) loaded."""
+    import torch
+
+    from refrain.models.backbones.stable_audio import load_stable_audio
+
+    model = load_stable_audio(checkpoint_dir)
+    if adapter is not None:
+        from peft import PeftModel
+
+        from refrain.lora.adapters import read_adapter_spec
+
+        read_adapter_spec(adapter)  # one-line error for a folder that is not an adapter
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    if ckpt is not None:
+        state = torch.load(ckpt, weights_only=True, map_location="cpu").get("state_dict") or {}
+        prefix = "ema.shadow." if any(k.startswith("ema.shadow.") for k in state) else "model."
+        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        missing = sorted(set(model.state_dict()) - set(own))
+        if missing or len(own) != len(model.state_dict()):
+            raise RefrainInputError(
+                ckpt, f"not a full fine-tune of this release ({len(missing)} weights missing, e.g. {missing[:1]})",
+                "pass the last.ckpt of a model/dit=stable_audio_open run over the same release folder",
+            )  # fmt: skip
+        model.load_state_dict(own, strict=True)
+    return model.eval()
+
+
+def release_dit_bundle(
+    checkpoint_dir: str | Path, vae_bundle: str | Path, output: str | Path, adapter: str | Path | None = None,
+    ckpt: str | Path | None = None, overwrite: bool = False,
+) -> Path:  # fmt: skip
+    """A refrain DiT bundle of the release (or of its trained weights) over ``vae_bundle``."""
+    from refrain.bundles.dit import save_dit_bundle, text_encoder_ref
+    from refrain.models.backbones.stable_audio import bundle_spec, check_release_folder
+    from refrain.text.vocab import PhonemeVocab
+
+    root = check_release_folder(checkpoint_dir).resolve()
+    model = trained_backbone(root, adapter, ckpt)
+    with tempfile.TemporaryDirectory() as scratch:
+        vocab = Path(scratch) / "phoneme_vocab.json"
+        PhonemeVocab().save(vocab)  # the model reads no phonemes: an empty vocabulary
+        return save_dit_bundle(
+            output, model.state_dict(), bundle_spec(model, text_dir=str(root)), vae_bundle, vocab,
+            text_encoder_ref(None), config={"source": {"stable_audio_open_release": str(root)}},
+            overwrite=overwrite,
+        )  # fmt: skip
+
+
+def export_release(
+    checkpoint_dir: str | Path, output: str | Path, adapter: str | Path | None = None,
+    ckpt: str | Path | None = None, overwrite: bool = False,
+) -> Path:  # fmt: skip
+    """A new diffusers folder: the release's T5, tokenizer, VAE and scheduler with the trained DiT + projection."""
+    from diffusers import StableAudioPipeline
+
+    from refrain.fileio import atomic_folder
+    from refrain.models.backbones.stable_audio import check_release_folder
+
+    root = check_release_folder(checkpoint_dir)
+    target = Path(output)
+    if (adapter is None) == (ckpt is None):
+        raise RefrainInputError("export", "needs exactly one of --adapter and --ckpt", "pass one of them")
+    if target.exists() and not overwrite:
+        raise RefrainInputError(target, "already exists", "choose a new output folder or pass --overwrite")
+    model = trained_backbone(root, adapter, ckpt)
+    pipe = StableAudioPipeline.from_pretrained(
+        root, transformer=model.transformer, projection_model=model.projection_model, use_safetensors=True
+    )
+    with atomic_folder(target) as staging:
+        pipe.save_pretrained(staging, safe_serialization=True)
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m refrain.cli.stable_audio", description=__doc__.splitlines()[0]
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    release = "the Stable Audio Open release folder (diffusers layout)"
+    vae = sub.add_parser("vae", help="write the release's vae/ as a refrain VAE bundle")
+    vae.add_argument("--checkpoint_dir", required=True, help=release)
+    bundle = sub.add_parser("bundle", help="the release (or its trained weights) as a refrain DiT bundle")
+    bundle.add_argument("--checkpoint_dir", required=True, help=release)
+    bundle.add_argument("--vae_bundle", required=True, help="the release's VAE as a bundle (the vae command)")
+    export = sub.add_parser("export", help="the release with trained weights, as a new diffusers folder")
+    export.add_argument("--checkpoint_dir", required=True, help=release)
+    for command in (bundle, export):
+        command.add_argument("--adapter", default=None, help="a LoRA adapter folder to merge in")
+        command.add_argument(
+            "--ckpt", default=None, help="a full fine-tune's last.ckpt (its EMA weights when kept)"
+        )
+    for command in (vae, bundle, export):
+        command.add_argument("--output", required=True, help="folder to create")
+        command.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "vae":
+            out = release_vae_bundle(args.checkpoint_dir, args.output, args.overwrite)
+        elif args.command == "bundle":
+            if args.adapter is not None and args.ckpt is not None:
+                raise RefrainInputError(
+                    "bundle", "takes at most one of --adapter and --ckpt", "pass one of them"
+                )
+            out = release_dit_bundle(
+                args.checkpoint_dir, args.vae_bundle, args.output, args.adapter, args.ckpt, args.overwrite
+            )
+        else:
+            out = export_release(args.checkpoint_dir, args.output, args.adapter, args.ckpt, args.overwrite)
+    except RefrainInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
