@@ -215,3 +215,17 @@ def test_listening_plots_put_the_song_itself_beside_decode_and_sample(dit_run, w
     song = load_audio(record["filename"], rate, 2, 0.0, original.shape[0] / rate).samples
     assert original.shape[0] == sf.info(folder / "reference_0.flac").frames
     assert abs(original.T - song).max() < 1e-3  # the song's own first seconds (FLAC is 16/24-bit)
+
+
+def test_acestep_lora_command_line_with_batch_size(world, tmp_path, capsys) -> None:
+    """ACE-Step users type --batch_size; on ACE-Step's own LoRA command line it sets data.batch_size."""
+    spec = tmp_path / "plain.json"
+    spec.write_text(json.dumps({"r": 4, "lora_alpha": 4}))
+    run_dir = tmp_path / "lora"
+    argv = ["--checkpoint_dir", str(world["dit"]), "--lora_config_path", str(spec), "--dataset_path",
+            str(world["dataset"]), "--batch_size", "2", "--max_steps", "1", "data.max_frames=32",
+            *common_overrides(run_dir)]  # fmt: skip
+    code, err = run_main(argv, capsys)
+    assert code == 0, err[-2000:]
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["batch_size"] == 2
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
