@@ -68,7 +68,7 @@ def select_indices(
     if control is not None and layout is None:
         raise RefrainInputError(
             spec.source, f"variant {spec.variant} trains on stem pairs but the dataset has no multitrack.json",
-            "prepare it with `python -m refrain.data.multitrack --input SONGS --output DATASET`",
+            "prepare it with `refrain-prepare-multitrack --input SONGS --output DATASET`",
         )  # fmt: skip
     wanted_roles = set(spec.data.roles) or {"mix"}
     for index, record in enumerate(columns):
