@@ -167,6 +167,8 @@ def help_text() -> str:
         "",
         "Hydra's own flags work too: --cfg job (print the composed config), -m (multirun), --hydra-help.",
         "Select several loggers with logger=[tensorboard,csv]; drop a callback with callbacks.progress=null.",
+        "Each run has its own folder, exps/<exp_name> (a -m sweep: exps/<exp_name>/job<N>); a folder that holds",
+        "checkpoints is only continued with --ckpt_path <folder>/checkpoints/last.ckpt.",
     ]
     return "\n".join(lines)
 
