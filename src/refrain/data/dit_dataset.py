@@ -22,6 +22,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import soundfile as sf
+import torch
 from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Dataset
 
@@ -140,7 +141,8 @@ class DiTDataset(Dataset):
                 "no cache entry and online encoding is off",
                 "run refrain-encode on the dataset, or set data.online.fallback=true",
             )
-        entry = self.online_encoder().encode_record(record)
+        with torch.random.fork_rng(devices=[]):  # building and running the encoders draws no training randomness
+            entry = self.online_encoder().encode_record(record)
         if self.cache_folder is not None:  # write back, so the song is encoded online only once
             try:
                 write_entry(entry_path(self.cache_folder, digest), entry)
