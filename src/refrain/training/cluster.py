@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hydra.utils import get_class
 from torch import nn
+from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
 from refrain.errors import RefrainInputError
 
@@ -65,6 +67,29 @@ def module_classes(names: Sequence[str]) -> set[type[nn.Module]]:
             )
         classes.add(cls)
     return classes
+
+
+class BackboneWrapPolicy(ModuleWrapPolicy):
+    """FSDP auto-wrap policy whose units are the blocks the run's backbone declares (``spec.fsdp_wrap``).
+
+    The classes are read from the module FSDP wraps, when it wraps it, so one ``trainer=fsdp`` preset
+    shards refrain's DiT by ``DiTBlock``, ACE-Step 1.5 by ``AceStepTransformerBlock`` and DiffRhythm by
+    ``LlamaDecoderLayer`` without naming any of them in conf/trainer. ``names`` (dotted class paths)
+    replaces the backbone's choice when given.
+    """
+
+    def __init__(self, names: Sequence[str] | None = None) -> None:
+        self._fixed = module_classes(names) if names else None
+        super().__init__(self._fixed or ())
+
+    def _run_policy(
+        self, root_module: nn.Module, ignored_modules: set[nn.Module], root_kwargs: dict[str, Any]
+    ) -> dict[nn.Module, dict[str, Any]]:
+        from refrain.models.backbone import fsdp_unit_classes
+
+        self._module_classes = self._fixed or fsdp_unit_classes(root_module)
+        self._module_classes_str = str(self._module_classes)
+        return super()._run_policy(root_module, ignored_modules, root_kwargs)
 
 
 def release_process_group() -> None:
