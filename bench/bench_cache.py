@@ -1,0 +1,272 @@
+"""Conditioning-cache storage and read speed on the embedded corpus, measured in one run, as markdown tables.
+
+The embedded corpus (28 tracks, 14.7 min) is prepared with ``refrain-prepare --source embedded`` and
+encoded twice by ``refrain.data.cache_build.build_cache`` (the code ``refrain-encode`` runs):
+
+- **native**: float32 latents, float32 teacher features at the teachers' own frame rates (the default);
+- **compact**: bfloat16 latents and features, teacher features average-pooled to the latent frame rate
+  (``--latent_dtype bfloat16 --feature_dtype bfloat16 --teacher_rate latent``).
+
+Encoders: a random tiny Oobleck with Stable Audio Open's hop (2048 at 44.1 kHz: 21.5 latent frames/s,
+16 channels), conf/repa/tiny_random's two random HuBERT teachers (MERT's 24 kHz / 75 frames/s and
+mHuBERT's 16 kHz / 50 frames/s, 32-d) and the bundled MiniLM text encoder. Random weights give the
+same shapes, hence the same bytes, as trained ones.
+
+1. Bytes per minute of audio of every stored stream, as stored (safetensors holds raw tensor bytes),
+   then projected to full-size encoders (64-channel latents; MERT-v1-330M 1024-d at 75/s; mHuBERT-147
+   768-d at 50/s) at Stable Audio Open's (44.1 kHz / 2048) and ACE-Step 1.5's (48 kHz / 1920 = 25/s)
+   latent rates, with the style embeddings as measured, and to 100,000 hours.
+2. REPA loss curves of a tiny DiT (conf/model/dit/tiny) trained on each cache with the same seed, and,
+   as the noise floor, on the native cache with another seed.
+3. Read throughput of the cache: training items (crop + collate inputs) per second from one process.
+
+    python bench/bench_cache.py [--steps 150] [--batch 4] [--frames 256] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from safetensors import safe_open
+
+from refrain.bundles.vae import save_vae_bundle
+from refrain.config import compose_config
+from refrain.data.cache_build import build_cache
+from refrain.data.collate import collate_dit
+from refrain.data.conditioning_encoder import ConditioningEncoder, EncodeSettings
+from refrain.data.dit_dataset import DiTDataModule
+from refrain.data.options import LoaderOptions, OnlineEncoding
+from refrain.losses.flow_matching import FlowMatchingLoss
+from refrain.losses.repa import REPALoss
+from refrain.models.teachers import TeacherSpec, create_random_hubert
+from refrain.models.vae.oobleck import build_oobleck_vae
+from refrain.tasks.dit_task import DiTTask
+
+NATIVE = EncodeSettings()
+COMPACT = EncodeSettings(latent_dtype="bfloat16", feature_dtype="bfloat16", teacher_rate="latent")
+FULL_TEACHERS = {"mert": (1024, 75.0), "mhubert": (768, 50.0)}  # MERT-v1-330M, mHuBERT-147: dim, frames/s
+SETTINGS = {"Stable Audio Open": 44100 / 2048, "ACE-Step 1.5": 48000 / 1920}  # latent frames/s
+LATENT_CHANNELS = 64
+MINUTES_100K_HOURS = 100_000 * 60
+
+
+def build_world(root: Path, tracks: int) -> tuple[Path, Path, dict[str, TeacherSpec]]:
+    """The prepared embedded corpus (``tracks`` of its songs, spread over its moods), a tiny VAE bundle with
+    SAO's hop and two tiny random teachers."""
+    from datasets import DatasetDict
+
+    from refrain.cli.prepare import main as prepare
+    from refrain.data.prepare import save_dataset_atomic
+    from refrain.data.schema import load_prepared, records_to_dataset
+
+    dataset = root / "embedded"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert prepare(["--source", "embedded", "--output", str(dataset), "--no_progress"]) == 0
+    prepared = load_prepared(dataset)
+    songs = sorted((*prepared["train"], *prepared["validation"]), key=lambda r: r["filename"])
+    chosen = songs[:: max(1, len(songs) // tracks)][:tracks]
+    subset = DatasetDict({"train": records_to_dataset(chosen), "validation": records_to_dataset([])})
+    save_dataset_atomic(subset, root / "subset")
+    dataset = root / "subset"
+    torch.manual_seed(0)
+    vae = build_oobleck_vae(
+        sample_rate=44100, downsampling_ratios=[4, 4, 8, 16], channel_multiples=[1, 2, 4, 4],
+        encoder_hidden_size=32, decoder_channels=16, latent_channels=16,
+    )  # fmt: skip
+    bundle = save_vae_bundle(root / "vae", vae.autoencoder, {"model": {"vae": {"chunk_seconds": 10.0}}})
+    teachers = {
+        "mert": TeacherSpec("mert", "", 24000, layer=1, chunk_seconds=5.0, normalize=True, feature_dim=32),
+        "mhubert": TeacherSpec("mhubert", "", 16000, layer=-1, chunk_seconds=30.0, feature_dim=32),
+    }
+    for seed, (name, spec) in enumerate(teachers.items(), start=1):
+        folder = create_random_hubert(root / "teachers" / name, hidden_size=32, num_layers=2, seed=seed)
+        teachers[name] = replace(spec, checkpoint_dir=str(folder))
+    return dataset, bundle, teachers
+
+
+def stream_bytes(folder: Path) -> tuple[dict[str, int], dict[str, int], float]:
+    """Bytes and elements per stored stream summed over a cache folder's entries, and the audio minutes."""
+    nbytes: dict[str, int] = {}
+    frames: dict[str, int] = {}
+    seconds = 0.0
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata()
+            seconds += int(meta["num_samples"]) / int(meta["sample_rate"])
+            for name in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
+                tensor = handle.get_slice(name)
+                shape = tensor.get_shape()
+                size = {"F32": 4, "BF16": 2, "F16": 2, "I64": 8, "BOOL": 1, "U8": 1}[tensor.get_dtype()]
+                nbytes[name] = nbytes.get(name, 0) + size * int(torch.tensor(shape).prod())
+                frames[name] = frames.get(name, 0) + (shape[-1] if name.startswith("latent") else shape[0])
+    return nbytes, frames, seconds / 60.0
+
+
+def storage_tables(folders: dict[str, Path]) -> list[str]:
+    measured = {label: stream_bytes(folder) for label, folder in folders.items()}
+    lines = [
+        "| stream (tiny encoders, as stored) | native: frames/s | native: kB/min | compact: frames/s | compact: kB/min |",
+        "|---|---|---|---|---|",
+    ]
+    names = sorted(measured["native"][0])
+    for name in names:
+        row = [name]
+        for label in ("native", "compact"):
+            nbytes, frames, minutes = measured[label]
+            rate = "per song" if name.startswith("style") else f"{frames[name] / minutes / 60:.2f}"
+            row += [rate, f"{nbytes[name] / minutes / 1e3:.1f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    totals = [sum(measured[label][0].values()) / measured[label][2] / 1e6 for label in ("native", "compact")]
+    lines.append(f"| all (MB/min) | | {totals[0]:.3f} | | {totals[1]:.3f} |")
+    style = {  # the text encoder's output does not depend on the audio encoders: carried over as measured
+        label: sum(v for k, v in measured[label][0].items() if k.startswith("style")) / measured[label][2]
+        for label in ("native", "compact")
+    }
+    lines += [
+        "",
+        "| full-size encoders, MB per minute of audio | latents (mean + std) | MERT-330M | mHuBERT-147 | style "
+        "| total | 100,000 h |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for setting, rate in SETTINGS.items():
+        for label, settings in (("native fp32", NATIVE), ("compact bf16", COMPACT)):
+            latent_bytes = 4 if settings.latent_dtype == "float32" else 2
+            feature_bytes = 4 if settings.feature_dtype == "float32" else 2
+            latents = 2 * LATENT_CHANNELS * rate * 60 * latent_bytes
+            teachers = [
+                dim * (rate if settings.teacher_rate == "latent" else native) * 60 * feature_bytes
+                for dim, native in FULL_TEACHERS.values()
+            ]
+            style_min = style["native" if label.startswith("native") else "compact"]
+            total = latents + sum(teachers) + style_min
+            lines.append(
+                f"| {setting} ({rate:.2f} latent frames/s), {label} | {latents / 1e6:.3f} | "
+                f"{teachers[0] / 1e6:.2f} | {teachers[1] / 1e6:.2f} | {style_min / 1e6:.3f} | "
+                f"{total / 1e6:.2f} | {total * MINUTES_100K_HOURS / 1e12:.1f} TB |"
+            )
+    return lines
+
+
+def train_curve(
+    dataset: Path, bundle: Path, teachers: dict[str, TeacherSpec], settings: EncodeSettings, seed: int, args: Any
+) -> dict[str, list[float]]:
+    """Per-step flow and REPA losses of a tiny DiT trained from one cache (what Lightning runs, minus logging)."""
+    data = DiTDataModule(
+        str(dataset), str(bundle), None, teachers, batch_size=args.batch, max_frames=args.frames, seed=0,
+        val_items=1, storage=settings, online=OnlineEncoding(fallback=False), loader=LoaderOptions(num_workers=0),
+    )  # fmt: skip
+    data.setup("fit")
+    cfg = compose_config(["model/dit=tiny", "model.dit.config.latent_channels=16"])
+    torch.manual_seed(seed)
+    task = DiTTask(
+        instantiate(cfg.model.dit), loss=FlowMatchingLoss(shift=3.0),
+        optimizer=partial(torch.optim.AdamW, lr=3e-4), repa=partial(REPALoss, teachers=teachers, projector_dim=64),
+    )  # fmt: skip
+    optimizer = task.configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    curve: dict[str, list[float]] = {"flow": [], "repa": []}
+    loader, epoch = data.train_dataloader(), 0
+    while len(curve["repa"]) < args.steps:
+        loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            terms = task.compute_loss(batch)
+            terms["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(task.model.parameters(), 0.5)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            curve["flow"].append(float(terms["flow"]))
+            curve["repa"].append(float(terms["repa"]))
+            if len(curve["repa"]) == args.steps:
+                break
+        epoch += 1
+    return curve
+
+
+def repa_table(curves: dict[str, dict[str, list[float]]], window: int) -> list[str]:
+    labels = list(curves)
+    lines = ["| steps | " + " | ".join(f"REPA, {label}" for label in labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    steps = len(curves[labels[0]]["repa"])
+    means = {label: [] for label in labels}
+    for start in range(0, steps, window):
+        row = [f"{start + 1}-{min(steps, start + window)}"]
+        for label in labels:
+            value = statistics.fmean(curves[label]["repa"][start : start + window])
+            means[label].append(value)
+            row.append(f"{value:.4f}")
+        lines.append("| " + " | ".join(row) + " |")
+    native, compact, other_seed = labels
+    gap = statistics.fmean(abs(a - b) for a, b in zip(means[native], means[compact], strict=True))
+    noise = statistics.fmean(abs(a - b) for a, b in zip(means[native], means[other_seed], strict=True))
+    tail = slice(len(means[native]) // 2, None)
+    lines += [
+        "",
+        f"mean |native - compact| over the {window}-step windows: {gap:.4f}; "
+        f"seed-to-seed (native, seed 0 vs 1): {noise:.4f}",
+        f"second half, mean REPA: native {statistics.fmean(means[native][tail]):.4f}, "
+        f"compact {statistics.fmean(means[compact][tail]):.4f}, native seed 1 {statistics.fmean(means[other_seed][tail]):.4f}",
+    ]
+    return lines
+
+
+def read_rate(data: DiTDataModule, seconds: float = 5.0) -> float:
+    """Training items (one crop each, through the real dataset and collate) per second, one process."""
+    dataset = data.train_set
+    assert dataset is not None
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        collate_dit([dataset[count + k] for k in range(4)])
+        count += 4
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=8, help="embedded tracks used (of 28; 2 CPU cores: keep few)")
+    parser.add_argument("--steps", type=int, default=150, help="training steps per REPA curve")
+    parser.add_argument("--window", type=int, default=25, help="steps averaged per row of the REPA table")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=256, help="crop length in latent frames (256 = 11.9 s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset, bundle, teachers = build_world(Path(tmp), args.tracks)
+        folders, encode_s = {}, {}
+        for label, settings in (("native", NATIVE), ("compact", COMPACT)):
+            encoder = ConditioningEncoder.from_paths(bundle, None, teachers, settings)
+            report = build_cache(dataset, encoder, ["train"], progress=False)
+            folders[label], encode_s[label] = report.cache_dir, report.wall_seconds
+            print(f"{label}: {report.summary().splitlines()[1]}; {report.summary().splitlines()[3]}")
+        print("\n".join(["", *storage_tables(folders), ""]))
+        rates = {}
+        for label, settings in (("native", NATIVE), ("compact", COMPACT)):
+            data = DiTDataModule(
+                str(dataset), str(bundle), None, teachers, batch_size=args.batch, max_frames=args.frames,
+                storage=settings, online=OnlineEncoding(fallback=False), loader=LoaderOptions(num_workers=0),
+            )  # fmt: skip
+            data.setup("fit")
+            rates[label] = read_rate(data)
+        print("| per-song cache read, one process | native | compact |\n|---|---|---|")
+        print(f"| items/s ({args.frames}-frame crops) | {rates['native']:.0f} | {rates['compact']:.0f} |\n")
+        curves = {
+            "native fp32": train_curve(dataset, bundle, teachers, NATIVE, 0, args),
+            "pooled bf16": train_curve(dataset, bundle, teachers, COMPACT, 0, args),
+            "native fp32, seed 1": train_curve(dataset, bundle, teachers, NATIVE, 1, args),
+        }
+        print("\n".join(repa_table(curves, args.window)))
+
+
+if __name__ == "__main__":
+    main()
