@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 from helpers.bundles import write_checkpoint
 
@@ -15,6 +16,7 @@ from refrain.cli.infer import main
 FAST = ["--steps", "2", "--guidance", "cfg", "--guidance_scale", "3", "--no_progress", "--seed", "3"]
 
 
+@pytest.mark.slow
 def test_text2music_from_a_checkpoint_and_regeneration(tmp_path: Path) -> None:
     checkpoint = write_checkpoint(tmp_path)
     out = tmp_path / "song.flac"

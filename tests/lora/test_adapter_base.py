@@ -63,6 +63,7 @@ def test_infer_refuses_it_before_loading_anything(world, tmp_path, capsys, monke
     assert code == 2 and "\n" not in capsys.readouterr().err.strip()
 
 
+@pytest.mark.slow
 def test_infer_samples_with_the_override(world, tmp_path) -> None:
     out = tmp_path / "song.flac"
     argv = ["text2music", "--bundle", str(world["bundle"]), "--duration", "0.5", "--steps", "2", "--no_progress",
