@@ -3,6 +3,10 @@
 All guidance passes of a step (conditional, style-only, unconditional) run as ONE forward
 call on a batch stacked along dim 0: one kernel launch sequence instead of two or three,
 which is where most of the sampler's wall time goes on small models.
+
+A model with a ``prepare(cond)`` method (refrain's DiT) embeds the conditioning once per run, at the
+first step, and gets the prepared object at every step: the lyric and style encoders and the context
+embedding do not depend on sigma. A model without one gets the plain conditioning every step.
 """
 
 from __future__ import annotations
@@ -64,6 +68,15 @@ class GuidedVelocity:
         self.num_passes = len(passes)
         self.batched_cond = type(cond).cat(passes)
         self._last_step: int | None = None
+        self._prepared: dict[str, Any] = {}
+
+    def conditioning(self, which: str) -> Any:
+        """``which``: "single" (one conditional pass) or "batched" (all guidance passes), prepared once."""
+        if which not in self._prepared:
+            cond = self.cond if which == "single" else self.batched_cond
+            prepare = getattr(self.model, "prepare", None)
+            self._prepared[which] = prepare(cond) if callable(prepare) else cond
+        return self._prepared[which]
 
     def reset(self) -> None:
         self.guidance.reset()
@@ -89,9 +102,9 @@ class GuidedVelocity:
             return torch.zeros_like(x)
         scales = self.scales_at(step_index)
         if scales is None:
-            return velocity_of(self.model(x, sigma, self.cond))
+            return velocity_of(self.model(x, sigma, self.conditioning("single")))
         k = self.num_passes
-        stacked = velocity_of(self.model(torch.cat([x] * k), sigma.repeat(k), self.batched_cond))
+        stacked = velocity_of(self.model(torch.cat([x] * k), sigma.repeat(k), self.conditioning("batched")))
         parts = stacked.chunk(k)
         scale, lyrics_scale = scales
         if k == 2:

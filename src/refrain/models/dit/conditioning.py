@@ -66,14 +66,20 @@ class DiTConditioning:
     def num_frames(self) -> int:
         return int(self.lyrics.shape[-1])
 
-    def validate(self, latent: Tensor | None = None) -> None:
-        """Raise RefrainInputError on inconsistent shapes, so a collate bug names its field."""
+    def validate_latent(self, latent: Tensor) -> None:
+        """The latent's batch and frame count match this conditioning (shapes only: no device read)."""
         b, t = self.batch_size, self.num_frames
-        if latent is not None and (latent.shape[0] != b or latent.shape[-1] != t):
+        if latent.shape[0] != b or latent.shape[-1] != t:
             raise RefrainInputError(
                 "DiTConditioning", f"latent shape {tuple(latent.shape)} does not match (B={b}, T={t})",
                 "crop the latent and the aligned lyrics to the same number of frames",
             )  # fmt: skip
+
+    def validate(self, latent: Tensor | None = None) -> None:
+        """Raise RefrainInputError on inconsistent shapes, so a collate bug names its field."""
+        b, t = self.batch_size, self.num_frames
+        if latent is not None:
+            self.validate_latent(latent)
         expect: dict[str, tuple[int, ...]] = {
             "style": (b, self.style.shape[1], self.style.shape[-1]),
             "style_mask": (b, self.style.shape[1]),
@@ -189,6 +195,22 @@ class DiTConditioning:
         return given.any(dim=1) & ~self.drop_context
 
 
+def _kept_rows(dropped: Tensor) -> Tensor | None:
+    """Indices of the rows that keep an input, or None when every row does (nothing to skip)."""
+    keep = (~dropped).nonzero().squeeze(1)
+    return None if keep.numel() == dropped.numel() else keep
+
+
+def _scatter_rows(null: Tensor, keep: Tensor, rows: Tensor, lead: tuple[int, ...] | torch.Size) -> Tensor:
+    """(*lead, d): the null embedding everywhere, ``rows`` at the batch indices ``keep``.
+
+    The encoder still runs (on zero rows when all are dropped), so its parameters stay in the graph:
+    DDP without find_unused_parameters needs every rank to touch the same parameters.
+    """
+    full = null.to(rows.dtype).expand(*lead, null.shape[-1]).contiguous()
+    return full.index_copy(0, keep, rows)
+
+
 @dataclass
 class EmbeddedConditioning:
     """The conditioning after embedding, in model space (d = hidden size)."""
@@ -197,6 +219,19 @@ class EmbeddedConditioning:
     style: Tensor  # (B, S', d) cross-attention keys/values
     style_mask: Tensor  # (B, S') bool
     vector: Tensor  # (B, d) pooled style + speaker, added to the timestep embedding
+
+
+@dataclass
+class PreparedConditioning:
+    """A conditioning embedded once (``DiffusionTransformer.prepare``): nothing in it depends on sigma, so
+    a sampling run embeds lyrics, style and context once instead of at every step and guidance pass."""
+
+    cond: DiTConditioning
+    embedded: EmbeddedConditioning
+
+    @property
+    def batch_size(self) -> int:
+        return self.cond.batch_size
 
 
 class ConditionEmbedder(nn.Module):
@@ -239,9 +274,14 @@ class ConditionEmbedder(nn.Module):
             if null is not None:
                 nn.init.normal_(null, std=0.02)
 
-    def forward(self, cond: DiTConditioning) -> EmbeddedConditioning:
+    def forward(self, cond: DiTConditioning, skip_dropped: bool | None = None) -> EmbeddedConditioning:
+        """``skip_dropped``: run the lyric and style encoders only on rows that keep them (the others get
+        the null embedding anyway). Finding those rows reads the drop flags on the host, so by default it
+        happens where that costs nothing (CPU tensors); ``prepare`` asks for it on every device, once per run.
+        """
+        skip = cond.frame_mask.device.type == "cpu" if skip_dropped is None else skip_dropped
         frame_mask = cond.frame_mask
-        frame = self._lyrics(cond)
+        frame = self._lyrics(cond, skip)
         if self.use_context:
             frame = frame + self._context(cond)
         elif cond.context_present().any():
@@ -250,13 +290,17 @@ class ConditionEmbedder(nn.Module):
                 "set use_context: true or stop passing context",
             )  # fmt: skip
         frame = frame * frame_mask.unsqueeze(-1).to(frame.dtype)
-        style, style_mask, pooled = self._style(cond)
+        style, style_mask, pooled = self._style(cond, skip)
         vector = pooled + self._speaker(cond, pooled)
         return EmbeddedConditioning(frame=frame, style=style, style_mask=style_mask, vector=vector)
 
-    def _lyrics(self, cond: DiTConditioning) -> Tensor:
-        emb = self.lyric_proj(self.lyric_embedder(cond.lyrics, cond.frame_mask))
-        return torch.where(cond.drop_lyrics[:, None, None], self.null_lyrics.to(emb.dtype), emb)
+    def _lyrics(self, cond: DiTConditioning, skip: bool) -> Tensor:
+        keep = _kept_rows(cond.drop_lyrics) if skip else None
+        if keep is None:
+            emb = self.lyric_proj(self.lyric_embedder(cond.lyrics, cond.frame_mask))
+            return torch.where(cond.drop_lyrics[:, None, None], self.null_lyrics.to(emb.dtype), emb)
+        emb = self.lyric_proj(self.lyric_embedder(cond.lyrics[keep], cond.frame_mask[keep]))
+        return _scatter_rows(self.null_lyrics, keep, emb, (cond.batch_size, cond.num_frames))
 
     def _context(self, cond: DiTConditioning) -> Tensor:
         assert self.context_proj is not None and self.null_context is not None
@@ -274,19 +318,24 @@ class ConditionEmbedder(nn.Module):
         emb = self.context_proj(feats)
         return torch.where(cond.context_present()[:, None, None], emb, null.to(emb.dtype))
 
-    def _style(self, cond: DiTConditioning) -> tuple[Tensor, Tensor, Tensor]:
+    def _style(self, cond: DiTConditioning, skip: bool) -> tuple[Tensor, Tensor, Tensor]:
         style_in = cond.style.to(self.style_proj[0].weight.dtype)
         mask = cond.style_mask.bool()
         dropped = cond.drop_style | ~mask.any(dim=1)
-        tokens = self.style_proj(style_in)
-        tokens = torch.where(dropped[:, None, None], self.null_style.to(tokens.dtype), tokens)
+        weights = cond.style_mask.to(style_in.dtype).unsqueeze(-1)
+        mean = (style_in * weights).sum(1) / weights.sum(1).clamp_min(1.0)
+        keep = _kept_rows(dropped) if skip else None
+        if keep is None:
+            tokens = self.style_proj(style_in)
+            tokens = torch.where(dropped[:, None, None], self.null_style.to(tokens.dtype), tokens)
+            pooled = self.pooled_proj(mean)
+            pooled = torch.where(dropped[:, None], self.null_pooled.to(pooled.dtype), pooled)
+        else:
+            tokens = _scatter_rows(self.null_style, keep, self.style_proj(style_in[keep]), style_in.shape[:2])
+            pooled = _scatter_rows(self.null_pooled, keep, self.pooled_proj(mean[keep]), mean.shape[:1])
         first_only = torch.zeros_like(mask)
         first_only[:, 0] = True
         mask = torch.where(dropped[:, None], first_only, mask)
-        weights = cond.style_mask.to(style_in.dtype).unsqueeze(-1)
-        mean = (style_in * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        pooled = self.pooled_proj(mean)
-        pooled = torch.where(dropped[:, None], self.null_pooled.to(pooled.dtype), pooled)
         return tokens, mask, pooled
 
     def _speaker(self, cond: DiTConditioning, like: Tensor) -> Tensor:

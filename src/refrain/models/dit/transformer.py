@@ -27,7 +27,7 @@ from torch.utils.checkpoint import checkpoint
 from refrain.errors import RefrainInputError
 from refrain.models.backbone import BackboneSpec, seeded_noise
 from refrain.models.dit.blocks import DiTBlock, FinalLayer, rotary_tables, zero_linear
-from refrain.models.dit.conditioning import ConditionEmbedder, DiTConditioning
+from refrain.models.dit.conditioning import ConditionEmbedder, DiTConditioning, PreparedConditioning
 from refrain.models.dit.config import DiTConfig
 from refrain.models.dit.velocity import VelocityOutput
 
@@ -105,10 +105,21 @@ class DiffusionTransformer(nn.Module):
         """Recompute block activations in backward: trades ~30% step time for activation memory."""
         self.gradient_checkpointing = enabled
 
-    def embed(self, x: Tensor, sigma: Tensor, cond: DiTConditioning) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def prepare(self, cond: DiTConditioning) -> PreparedConditioning:
+        """Validate and embed ``cond`` once; ``forward`` then takes the result at every step of a run.
+
+        The sampler calls it once per run (``GuidedVelocity``); rows whose lyrics or style a guidance
+        pass drops skip their encoder here on every device.
+        """
+        cond.validate()
+        return PreparedConditioning(cond, self.conditioner(cond, skip_dropped=True))
+
+    def embed(
+        self, x: Tensor, sigma: Tensor, cond: DiTConditioning | PreparedConditioning
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Input tokens h (B, T, d), conditioning vector c (B, d), style tokens and style key mask."""
         dtype = self.proj_in.weight.dtype
-        emb = self.conditioner(cond)
+        emb = cond.embedded if isinstance(cond, PreparedConditioning) else self.conditioner(cond)
         h = self.proj_in(x.transpose(1, 2).to(dtype)) + emb.frame.to(dtype)
         sigma = sigma.to(x.device).reshape(-1).expand(x.shape[0])
         t = self.time_proj(sigma.float() * self.timestep_scale).to(dtype)
@@ -116,16 +127,24 @@ class DiffusionTransformer(nn.Module):
         return h, c, emb.style.to(dtype), emb.style_mask
 
     def forward(
-        self, x: Tensor, sigma: Tensor, cond: DiTConditioning, return_hidden: bool = False
+        self, x: Tensor, sigma: Tensor, cond: DiTConditioning | PreparedConditioning, return_hidden: bool = False
     ) -> VelocityOutput:
-        """x: (B, C, T) noisy latent, sigma: (B,) or scalar; returns velocity (B, C, T), zero on padding."""
+        """x: (B, C, T) noisy latent, sigma: (B,) or scalar; returns velocity (B, C, T), zero on padding.
+
+        ``cond`` is a batch's conditioning, or the result of ``prepare`` (embedded once for many calls).
+        """
         if x.dim() != 3 or x.shape[1] != self.latent_channels:
             raise RefrainInputError(
                 "DiffusionTransformer input", f"latent shape {tuple(x.shape)} is not (B, {self.latent_channels}, T)",
                 "set model.dit.config.latent_channels to the VAE's latent channel count",
             )  # fmt: skip
-        cond.validate(x)
-        h, c, style, style_mask = self.embed(x, sigma, cond)
+        prepared = cond
+        cond = cond.cond if isinstance(cond, PreparedConditioning) else cond
+        if prepared is cond:
+            cond.validate(x)
+        else:
+            cond.validate_latent(x)
+        h, c, style, style_mask = self.embed(x, sigma, prepared)
         shared = self.adaLN_modulation(c) if self.adaLN_modulation is not None else None
         rope = rotary_tables(self.head_dim, x.shape[-1], self.rope_theta, x.device)
         self_mask = cond.frame_mask[:, None, None, :]
