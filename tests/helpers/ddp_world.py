@@ -86,9 +86,13 @@ def lora_overrides(world: dict[str, Path], run_dir: Path, steps: int) -> list[st
     ]  # fmt: skip
 
 
-# The demo VAE recipe, shrunk (hop 64), GAN from step 5. Terms that are not a mean over items are left
+# The demo VAE recipe, shrunk (hop 64), GAN from step 12. Terms that are not a mean over items are left
 # out so that two ranks' mean equals one batch's: spectral convergence and feature matching divide by a
 # norm over the whole batch. The posterior mean is decoded (a sample would follow each rank's stream).
+# SGD with momentum instead of AdamW: one batch of two and two batches of one round differently (~1e-7),
+# and Adam's first steps are sign steps, so a near-zero gradient whose sign flips moves a weight by a
+# whole lr; measured, one process at 1 vs 2 threads then ends 3e-3 apart, as far as DDP from one process.
+# Under SGD both stay at rounding size (<= 2.5e-7), so the comparison can be tight.
 VAE_SHRINK = [
     "model.vae.downsampling_ratios=[2,4,8]", "model.vae.channel_multiples=[1,2,4]", "model.vae.hop_length=64",
     "model.vae.latent_channels=4", "model.vae.encoder_hidden_size=8", "model.vae.decoder_channels=8",
