@@ -213,11 +213,13 @@ def build_oobleck_vae(
     gradient_checkpointing: bool = False,
     chunk_seconds: float = 20.0,
     overlap_seconds: float = 2.0,
+    initial_posterior_std: float | None = None,
 ) -> OobleckVAE:
     """Build the VAE a preset describes (Hydra target), optionally from a released VAE's local folder.
 
     ``hop_length`` and ``latent_channels`` are stated by every preset so other configs can read the
     frame rate; they are checked against the strides and, with ``pretrained_path``, against the weights.
+    ``initial_posterior_std`` (a new model only) starts the posterior's noise there (``set_posterior_std``).
     """
     ratios = [int(r) for r in downsampling_ratios]
     hop = math.prod(ratios)
@@ -258,4 +260,28 @@ def build_oobleck_vae(
             audio_channels=audio_channels,
             sampling_rate=sample_rate,
         )
+        if initial_posterior_std is not None:
+            set_posterior_std(autoencoder, float(initial_posterior_std))
     return OobleckVAE(autoencoder, gradient_checkpointing, chunk_seconds, overlap_seconds)
+
+
+@torch.no_grad()
+def set_posterior_std(autoencoder: AutoencoderOobleck, std: float) -> None:
+    """Start a new encoder with posterior noise ``std`` instead of softplus(~0) = 0.69.
+
+    At Oobleck's initialisation the latent mean varies over time by ~0.02 while the sampled noise has std
+    0.69: the decoder sees noise, learns the average spectrum, and a short run never leaves that state
+    (the demo VAE did exactly that). Shrinking the scale rows of the encoder's last convolution and
+    setting their bias to softplus^-1(std) lets the time structure through from the first step; the KL
+    term still pulls the noise up during training.
+    """
+    if not 0.0 < std < 1.0:
+        raise RefrainInputError("model.vae.initial_posterior_std", f"must be in (0, 1), got {std}", "use e.g. 0.05")
+    conv = autoencoder.encoder.conv2
+    half = conv.out_channels // 2
+    conv.bias[half:] = math.log(math.expm1(std))
+    gain = conv.weight_g if hasattr(conv, "weight_g") else None
+    if gain is not None:
+        gain[half:] *= 0.01
+    else:
+        conv.weight[half:] *= 0.01
