@@ -9,8 +9,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src" / "refrain"
 MAX_LINES = 400
 MAX_ARGUMENTS = 12
@@ -139,11 +137,6 @@ def test_constructor_widths_are_read() -> None:
     assert widths["sampling/engine.py:SamplingEngine"] == 7  # model, vae, vocab, text_encoder, hash, path, device
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="constructor injection (issue 12, configuration half) has not yet narrowed every constructor: "
-    "DiffusionTransformer, VAETask, DiTDataModule, DiffRhythm and AudioCropDataModule still take more than 12",
-)
 def test_widest_constructor_takes_at_most_12_arguments() -> None:
     wide = {name: n for name, n in constructor_widths().items() if n > MAX_ARGUMENTS}
     assert not wide, f"take collaborators as configured objects (at most {MAX_ARGUMENTS} arguments): {wide}"
