@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -26,24 +25,9 @@ from refrain.errors import RefrainInputError
 
 def read_vector(path: str | Path, what: str) -> Tensor:
     """A 512-d float vector from ``.npy`` (no pickles) or ``.pt`` (weights_only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RefrainInputError(path, "not found", f"pass the {what} vector file (.pt or .npy, 512 values)")
-    try:
-        raw = (
-            np.load(path, allow_pickle=False)
-            if path.suffix == ".npy"
-            else torch.load(path, weights_only=True)
-        )
-    except Exception as error:
-        first = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
-        raise RefrainInputError(
-            path, f"cannot be read as plain numbers ({first})", "save it with torch.save or np.save"
-        ) from None
-    vector = torch.as_tensor(raw).float().reshape(-1) if isinstance(raw, Tensor | np.ndarray) else None
-    if vector is None or vector.numel() != 512:
-        raise RefrainInputError(path, f"is not a 512-d {what} vector", "pass MuQ-MuLan's (1, 512) embedding")
-    return vector
+    from refrain.models.backbones.diffrhythm_prompt import read_style_vector
+
+    return read_style_vector(path, what)
 
 
 def read_lyrics(path: str | Path | None) -> tuple[list[float], list[list[int]]]:
@@ -60,10 +44,10 @@ def read_lyrics(path: str | Path | None) -> tuple[list[float], list[list[int]]]:
 def sample_song(args: argparse.Namespace) -> Path:
     from refrain.bundles.dit import open_dit_bundle
     from refrain.bundles.vae import load_vae_bundle
-    from refrain.data.diffrhythm_lyrics import lines_in_window, place_lyrics
     from refrain.models.backbone import backbone_of, spec_of
     from refrain.models.backbones.diffrhythm import DiffRhythm
     from refrain.models.backbones.diffrhythm_conditioning import DiffRhythmConditioning
+    from refrain.models.backbones.diffrhythm_lyrics import lines_in_window, place_lyrics
     from refrain.sampling.options import SamplerOptions
     from refrain.sampling.solvers import sample
 
@@ -130,8 +114,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--output", required=True, help="audio file to write (.wav/.flac)")
+    lrc = sub.add_parser("lrc", help="print an lrc.pt as the token-id LRC text refrain-infer's --lyrics reads")
+    lrc.add_argument("lyrics", help="DiffRhythm lyric lines (lrc.pt: {'time', 'lrc'})")
     args = parser.parse_args(argv)
     try:
+        if args.command == "lrc":
+            from refrain.models.backbones.diffrhythm_prompt import lrc_text
+
+            times, lines = read_lyrics(args.lyrics)
+            print(lrc_text({"time": times, "lrc": lines}))
+            return 0
         sample_song(args)
     except RefrainInputError as error:
         print(f"error: {error}", file=sys.stderr)

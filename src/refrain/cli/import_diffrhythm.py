@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from refrain.data.diffrhythm import import_diffrhythm
-from refrain.data.diffrhythm_lyrics import HOP, SAMPLE_RATE
 from refrain.errors import RefrainInputError
+from refrain.models.backbones.diffrhythm_lyrics import HOP, SAMPLE_RATE
 
 
 def main(argv: Sequence[str] | None = None) -> int:

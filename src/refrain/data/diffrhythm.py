@@ -12,7 +12,7 @@ file with ``torch.load(weights_only=True)`` (nothing runs code), checks it, and 
 
 so a DiffRhythm dataset moves over without re-encoding audio. ``DiffRhythmDataset`` then draws the
 release's random crop (start frame uniform in [0, T - max_frames], ``start_time`` = start / T), places the
-lyric ids (``refrain.data.diffrhythm_lyrics``) and, as the release does, ends the valid frames at the
+lyric ids (``refrain.models.backbones.diffrhythm_lyrics``) and, as the release does, ends the valid frames at the
 start of the last lyric line in the window.
 """
 
@@ -31,7 +31,9 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from refrain.data.diffrhythm_lyrics import (
+from refrain.errors import RefrainInputError
+from refrain.fileio import atomic_path, read_json
+from refrain.models.backbones.diffrhythm_lyrics import (
     BASE_FRAMES,
     HOP,
     SAMPLE_RATE,
@@ -40,8 +42,6 @@ from refrain.data.diffrhythm_lyrics import (
     lines_in_window,
     place_lyrics,
 )
-from refrain.errors import RefrainInputError
-from refrain.fileio import atomic_path, read_json
 from refrain.text.vocab import VOCAB_FILE, PhonemeVocab
 
 INDEX_NAME = "index.json"

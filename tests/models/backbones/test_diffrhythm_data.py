@@ -16,8 +16,14 @@ from torch.utils.data import DataLoader
 
 from refrain.cli.import_diffrhythm import main as import_main
 from refrain.data.diffrhythm import DiffRhythmDataset, collate_diffrhythm
-from refrain.data.diffrhythm_lyrics import COMMA_ID, PERIOD_ID, frame_of, lines_in_window, place_lyrics
 from refrain.losses.flow_matching import FlowMatchingLoss
+from refrain.models.backbones.diffrhythm_lyrics import (
+    COMMA_ID,
+    PERIOD_ID,
+    frame_of,
+    lines_in_window,
+    place_lyrics,
+)
 
 WIDE = {"latent_dim": 64, "max_frames": 64, "text_dim": 512}  # the release's data widths
 

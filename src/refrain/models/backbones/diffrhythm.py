@@ -45,6 +45,7 @@ from refrain.models.backbones.diffrhythm_net import (
     position_table,
     text_fusion,
 )
+from refrain.models.backbones.diffrhythm_prompt import placed_ids, styles_from_prompt
 from refrain.models.dit.velocity import VelocityOutput
 
 FULL_FRAMES = 6144  # the full model (about 285 s) also embeds the song's duration
@@ -171,6 +172,27 @@ class DiffRhythm(nn.Module):
             start_time=None if start is None else start.float(),
             duration=None if duration is None else duration.float(),
         )  # fmt: skip
+
+    def prompt_conditioning(
+        self, prompt: str, lyrics: str, frames: int, total: int | None = None,
+        context: Tensor | None = None, context_mask: Tensor | None = None,
+    ) -> DiffRhythmConditioning:  # fmt: skip
+        """One song for refrain's sampler (refrain-infer, ``Pipeline``): ``prompt`` names the style vector file
+        (``STYLE|NEGATIVE`` adds the CFG negative style), ``lyrics`` is token-id LRC, ``context`` the kept
+        frames of a repaint or extend (see ``refrain.models.backbones.diffrhythm_prompt``)."""
+        total = frames if total is None else total
+        device = self.proj_out.weight.device
+        width = self.text_embed.text_embed.embedding_dim
+        style, negative = styles_from_prompt(prompt, width)
+        vocab = self.text_embed.text_embed.num_embeddings - 1
+        ids = placed_ids(lyrics, frames, total, self.max_frames, vocab)
+        valid = (torch.arange(total) < frames)[None]
+        cond = DiffRhythmConditioning(
+            style, ids, valid, duration=torch.tensor([frames / self.max_frames]), negative_style=negative,
+            context=None if context is None else context.float().cpu(),
+            context_mask=None if context_mask is None else context_mask.float().cpu(),
+        )  # fmt: skip
+        return cond.to(device)
 
     # ----- the network -----
     def conditioning_vector(self, t: Tensor, cond: DiffRhythmConditioning) -> Tensor:

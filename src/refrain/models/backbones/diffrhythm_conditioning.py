@@ -185,9 +185,9 @@ def _context_ref(items: Sequence[DiffRhythmConditioning]) -> Tensor:
 
 
 def require_diffrhythm(cond: object) -> None:
-    """One line for a conditioning built for another backbone (refrain-infer's text prompts, say)."""
+    """One line for a conditioning built for another backbone (a refrain DiT batch or LoRA path, say)."""
     if not isinstance(cond, DiffRhythmConditioning):
         raise RefrainInputError(
             "DiffRhythm conditioning", f"got a {type(cond).__name__}; DiffRhythm reads a style vector and its own lyric ids",
-            "sample with python -m refrain.cli.diffrhythm sample (refrain-infer's text prompts are not wired to DiffRhythm)",
+            "build it with DiffRhythm.conditioning_from_batch or prompt_conditioning (refrain-infer: --prompt STYLE.pt)",
         )  # fmt: skip
