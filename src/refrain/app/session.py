@@ -87,10 +87,11 @@ class AppSession:
 
     def _compile(self, pipe: Any) -> None:
         """torch.compile the DiT; where the platform cannot compile, say so once and run eager."""
-        try:
-            pipe.model = torch.compile(pipe.model)
-        except Exception as error:  # noqa: BLE001 - any compiler failure falls back to eager
-            self.notes.append(f"torch.compile unavailable here ({type(error).__name__}): sampling runs eager")
+        from refrain.models.compile import compile_blocks
+
+        note = compile_blocks(pipe.model)
+        if note:
+            self.notes.append(note)
 
     def source_of(self, index: int | None, upload: str | None) -> str:
         """The source song of an editing mode: an uploaded file, else a history entry (newest = -1)."""

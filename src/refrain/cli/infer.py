@@ -60,6 +60,10 @@ def _common(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
+        "--torch_compile", action="store_true",
+        help="torch.compile the DiT's blocks (eager, with a one-line note, where the platform cannot compile)",
+    )  # fmt: skip
+    parser.add_argument(
         "--lora", action="append", default=[], metavar="ADAPTER[:SCALE]",
         help="a LoRA adapter folder to apply (repeatable; scale 0 switches one off)",
     )  # fmt: skip
@@ -234,6 +238,12 @@ def sample_and_save(pipe: Any, args: argparse.Namespace, sidecar: dict[str, Any]
         from refrain.lora.sampling import apply_adapters
 
         apply_adapters(pipe, [AdapterRef.parse(text) for text in args.lora], args.allow_other_base)
+    if getattr(args, "torch_compile", False):  # after the adapters, so the compiled blocks hold them
+        from refrain.models.compile import compile_blocks
+
+        note = compile_blocks(pipe.model)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),

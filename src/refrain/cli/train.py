@@ -41,7 +41,7 @@ ACESTEP_FLAGS: dict[str, str] = {
 }
 
 # Switches: `--validate_only` alone means true (`--validate_only=false` turns it off again).
-SWITCH_FLAGS: dict[str, str] = {"validate_only": "validate_only"}
+SWITCH_FLAGS: dict[str, str] = {"validate_only": "validate_only", "torch_compile": "torch_compile"}
 
 # Hydra's own flags pass through untouched.
 HYDRA_FLAGS = {

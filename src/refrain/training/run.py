@@ -154,6 +154,12 @@ def build_run(cfg: DictConfig, **trainer_kwargs: Any) -> Run:
     quiet_console()
     datamodule = instantiate(cfg.data)
     task = warm_start.task_from_bundle(cfg) if full_fine_tune else instantiate(cfg.task)
+    if cfg.get("torch_compile"):  # --torch_compile: the backbone's blocks, in place (names unchanged)
+        from refrain.models.compile import compile_blocks
+
+        note = compile_blocks(task.model)
+        if note:
+            print(f"note: {note}")
     run_folder.continue_logger_versions(cfg)
     loggers = build_loggers(cfg)
     callbacks = build_callbacks(cfg, has_logger=bool(loggers))
