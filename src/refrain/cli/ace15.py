@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,9 @@ def release_lora(checkpoint_dir: str | Path, adapter: str | Path, output: str | 
     return export_diffusers_lora(peft, output)
 
 
-def trained_backbone(checkpoint_dir: str | Path, adapter: str | Path | None, ckpt: str | Path | None) -> Any:
+def trained_backbone(
+    checkpoint_dir: str | Path, adapter: str | Path | None, ckpt: str | Path | None, use_ema: bool = True
+) -> Any:
     """The release's backbone with a LoRA merged in or a full fine-tune's weights (EMA when kept) loaded."""
     import torch
 
@@ -71,7 +73,8 @@ def trained_backbone(checkpoint_dir: str | Path, adapter: str | Path | None, ckp
         model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     if ckpt is not None:
         state = torch.load(ckpt, weights_only=True, map_location="cpu").get("state_dict") or {}
-        prefix = "ema.shadow." if any(k.startswith("ema.shadow.") for k in state) else "model."
+        ema = use_ema and any(k.startswith("ema.shadow.") for k in state)
+        prefix = "ema.shadow." if ema else "model."
         own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         missing = sorted(set(model.state_dict()) - set(own))
         if missing or len(own) != len(model.state_dict()):
@@ -85,7 +88,7 @@ def trained_backbone(checkpoint_dir: str | Path, adapter: str | Path | None, ckp
 
 def export_release(
     checkpoint_dir: str | Path, output: str | Path, adapter: str | Path | None = None,
-    ckpt: str | Path | None = None, overwrite: bool = False,
+    ckpt: str | Path | None = None, overwrite: bool = False, use_ema: bool = True,
 ) -> Path:  # fmt: skip
     """A new diffusers folder: the release's text encoder, tokenizer, VAE and scheduler, the trained DiT."""
     from diffusers import AceStepPipeline
@@ -99,13 +102,36 @@ def export_release(
         raise RefrainInputError("export", "needs exactly one of --adapter and --ckpt", "pass one of them")
     if target.exists() and not overwrite:
         raise RefrainInputError(target, "already exists", "choose a new output folder or pass --overwrite")
-    model = trained_backbone(root, adapter, ckpt)
+    model = trained_backbone(root, adapter, ckpt, use_ema)
     pipe = AceStepPipeline.from_pretrained(
         root, transformer=model.transformer, condition_encoder=model.condition_encoder
     )
     with atomic_folder(target) as staging:
         pipe.save_pretrained(staging, safe_serialization=True)
     return target
+
+
+def release_of_run(config: Mapping[str, Any]) -> str | None:
+    """The release folder a run's config trained from, when its model is ACE-Step 1.5 (else None)."""
+    spec = (config.get("model") or {}).get("dit") or {}
+    if not isinstance(spec, Mapping) or spec.get("_target_") != "refrain.models.backbones.ace15.load_ace15":
+        return None
+    return str(spec.get("checkpoint_dir") or config.get("checkpoint_dir") or "")
+
+
+def export_run(
+    checkpoint: str | Path, output: str | Path, overwrite: bool = False, use_ema: bool = True,
+    release: str | Path | None = None,
+) -> Path:  # fmt: skip
+    """``refrain-export --kind dit`` of a model/dit=ace15 run: the release with the run's weights, as a
+    diffusers folder (refrain-infer --bundle and AceStepPipeline.from_pretrained open it)."""
+    if release is None:
+        from refrain.bundles.export import checkpoint_config, load_checkpoint
+
+        release = release_of_run(checkpoint_config(load_checkpoint(checkpoint), checkpoint)[0])
+    if release is None:
+        raise RefrainInputError(checkpoint, "is not a checkpoint of a model/dit=ace15 run", "use refrain-export")
+    return export_release(release, output, ckpt=checkpoint, overwrite=overwrite, use_ema=use_ema)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -53,11 +53,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         options = exporter_options(args)
+        release = _ace15_release(args.checkpoint) if args.kind == "dit" else None
+        if release is not None:  # a released model's run: its own folder format, not a refrain bundle
+            return _export_ace15(args, options, release)
         out = EXPORTERS[args.kind](args.checkpoint, args.output, overwrite=args.overwrite, **options)
     except RefrainInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"exported {args.kind} bundle: {out}")
+    return 0
+
+
+def _ace15_release(checkpoint: str) -> str | None:
+    """The release folder of a model/dit=ace15 run's checkpoint, None for any other checkpoint (the file is
+    memory-mapped here, so a large checkpoint is not read twice)."""
+    import torch
+
+    from refrain.bundles.export import checkpoint_config, load_checkpoint
+    from refrain.cli.ace15 import release_of_run
+
+    try:
+        loaded = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # not a zip checkpoint, unreadable, missing: the checked loader says which, in one line
+        loaded = load_checkpoint(checkpoint)
+    if not isinstance(loaded, dict) or "refrain" not in loaded:
+        return None  # the exporter reports what is wrong with it
+    return release_of_run(checkpoint_config(loaded, checkpoint)[0])
+
+
+def _export_ace15(args: argparse.Namespace, options: dict[str, Any], release: str) -> int:
+    """An ACE-Step 1.5 run exports as the release with its weights, in diffusers' layout."""
+    from refrain.cli.ace15 import export_run
+
+    given = [f"--{k}" for k in ("vae_bundle", "phoneme_vocab", "text_encoder_dir") if options.get(k) is not None]
+    if given:
+        raise RefrainInputError(
+            ", ".join(given), "do not apply to an ACE-Step 1.5 run (the release folder holds its VAE and Qwen3)",
+            "drop them",
+        )  # fmt: skip
+    out = export_run(args.checkpoint, args.output, args.overwrite, options["use_ema"], release)
+    print(f"exported ace15 run as a diffusers folder (refrain-infer --bundle, AceStepPipeline): {out}")
     return 0
 
 
