@@ -36,6 +36,8 @@ QUIET = [
     "every_plot_step=100000", "trainer.log_every_n_steps=1",
 ]  # fmt: skip
 SONGS, SECONDS, TEXT_TOKENS = 5, 2.0, 32
+# One thread per process, as the in-process references run (tests/conftest.py): the same rounding.
+SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def make_world(root: Path) -> dict[str, Path]:
@@ -141,7 +143,7 @@ def probes(folder: Path, poison_step: int | None = None, poison_key: str = "late
     return items
 
 
-def run_cli(overrides: list[str], log: Path, timeout: float = 150) -> str:
+def run_cli(overrides: list[str], log: Path, timeout: float = 300) -> str:
     """``python trainer.py OVERRIDES`` (Lightning starts the other ranks itself); returns its output."""
     env = {
         k: v
@@ -149,7 +151,9 @@ def run_cli(overrides: list[str], log: Path, timeout: float = 150) -> str:
         if not k.startswith(("SLURM_", "LOCAL_RANK", "NODE_RANK", "WORLD_SIZE"))
     }
     env.update(
-        PYTHONPATH=os.pathsep.join([str(REPO / "tests"), env.get("PYTHONPATH", "")]), PYTHONUNBUFFERED="1"
+        PYTHONPATH=os.pathsep.join([str(REPO / "tests"), env.get("PYTHONPATH", "")]),
+        PYTHONUNBUFFERED="1",
+        **SINGLE_THREAD,
     )
     with open(log, "w") as handle:
         process = subprocess.run(
