@@ -3,7 +3,8 @@
 Each stage is a command a user would run by hand; the demo only chains them with small settings:
 prepare the immich-memories-music corpus into a dataset (and print its report), train the tiny VAE
 and export its bundle, encode the dataset's conditioning cache (REPA on two tiny random teachers),
-train the tiny DiT, export it, and sample a song with a spectrogram beside it.
+train the tiny DiT, export it, sample two songs from two prompts, and print whether the models learnt
+the corpus's time structure (figures next to the corpus's own, and one PNG: original / VAE / DiT).
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from refrain.errors import RefrainInputError
 from refrain.text.vocab import VOCAB_FILE
+
+if TYPE_CHECKING:
+    from refrain.sampling.options import SamplerOptions
 
 
 def stage_prepare(out: Path) -> None:
@@ -100,16 +105,35 @@ def stage_export_dit(out: Path) -> None:
     print(f"DiT bundle: {bundle}")
 
 
-def stage_sample(out: Path) -> None:
-    """Generate a song from the bundle just trained and write a spectrogram PNG beside it."""
+PROMPTS = {  # two tag sets of the corpus at opposite ends: the songs they give must differ
+    "calm": "calm, acoustic, 68 bpm, C major",
+    "energetic": "energetic, electronic, 150 bpm, G minor",
+}
+SONG_SECONDS = 20.0
+
+
+def _options() -> SamplerOptions:
     from refrain.sampling.options import SamplerOptions
+
+    return SamplerOptions(steps=30, guidance="apg", guidance_scale=4.0, seed=42)
+
+
+def stage_sample(out: Path) -> None:
+    """Generate one song per demo prompt from the bundle just trained, each with its spectrogram PNG."""
     from refrain.sampling.pipeline import Pipeline
 
     pipeline = Pipeline.from_bundle(out / "dit_bundle")
-    options = SamplerOptions(steps=30, guidance="apg", guidance_scale=4.0, seed=42)
-    song = pipeline.text2music("calm, acoustic, 80 bpm, C major", lyrics="", duration=20.0, options=options)
-    path = song.save(out / "song.flac", spectrogram=True)
-    print(f"song: {path} (+ {path.with_suffix('.json').name}, {path.with_suffix('.png').name})")
+    for name, prompt in PROMPTS.items():
+        song = pipeline.text2music(prompt, lyrics="", duration=SONG_SECONDS, options=_options())
+        path = song.save(out / f"song_{name}.flac", spectrogram=True)
+        print(f"song ({prompt}): {path} (+ {path.with_suffix('.json').name}, {path.with_suffix('.png').name})")
+
+
+def stage_figures(out: Path) -> None:
+    """Print whether the models learnt time structure (refrain.eval.demo_figures) and draw demo.png."""
+    from refrain.cli.demo_report import report
+
+    report(out, PROMPTS, _options())
 
 
 STAGES: dict[str, Callable[[Path], None]] = {
@@ -120,6 +144,7 @@ STAGES: dict[str, Callable[[Path], None]] = {
     "dit": stage_dit,
     "export_dit": stage_export_dit,
     "sample": stage_sample,
+    "figures": stage_figures,
 }
 
 
@@ -152,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {error}", file=sys.stderr)
             return 2
         print(f"=== {name} done in {time.perf_counter() - started:.1f} s ===", flush=True)
+    if (args.output / "dit_bundle").is_dir():
+        print(f"\nopen the app on the demo bundle:  refrain-app --bundle {args.output / 'dit_bundle'}")
     return 0
 
 
