@@ -87,7 +87,7 @@ def build(size: Size) -> tuple[DiTTask, torch.optim.Optimizer, dict[str, Any]]:
     )  # fmt: skip
     g = torch.Generator().manual_seed(0)
     b, t, c = size.batch, size.frames, model.latent_channels
-    text_dim = model.conditioner.style_proj[0].in_features
+    text_dim = model.config.text_dim
     batch = {
         "latent_mean": torch.randn(b, c, t, generator=g), "latent_std": torch.full((b, c, t), 0.1),
         "frame_mask": torch.ones(b, t, dtype=torch.bool), "lyrics": torch.randint(1, 200, (b, t), generator=g),

@@ -71,7 +71,7 @@ def build(preset: dict[str, Any], device: torch.device) -> torch.nn.Module:
 
 def conditioning(model: torch.nn.Module, frames: int, device: torch.device) -> DiTConditioning:
     g = torch.Generator().manual_seed(0)
-    text_dim = model.conditioner.style_proj[0].in_features
+    text_dim = model.config.text_dim
     lyrics = torch.randint(4, 60, (1, frames), generator=g)
     lyrics[:, frames // 2 :] = 0  # half the song sung, as with real lyrics
     return DiTConditioning(

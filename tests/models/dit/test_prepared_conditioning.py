@@ -132,3 +132,26 @@ def test_all_rows_dropped_still_reach_every_encoder_parameter() -> None:
     model(x0, torch.rand(6), cond).velocity.square().mean().backward()
     encoder = [*model.conditioner.lyric_embedder.parameters(), *model.conditioner.style_proj.parameters()]
     assert all(p.grad is not None for p in encoder)
+
+
+def test_style_cross_attention_off_drops_the_blocks_cross_attention_and_keeps_style_through_adaln() -> None:
+    from dataclasses import replace
+
+    from refrain.models.dit.blocks import Attention
+    from refrain.models.dit.transformer import DiffusionTransformer
+
+    base = tiny_dit()
+    assert base.config.style_cross_attention is True  # the default is unchanged
+    off = DiffusionTransformer(replace(base.config, style_cross_attention=False)).eval()
+    assert off.conditioner.style_proj is None and all(b.cross_attn is None for b in off.blocks)
+    assert sum(isinstance(m, Attention) for m in off.modules()) == len(off.blocks)
+    assert sum(p.numel() for p in off.parameters()) < sum(p.numel() for p in base.parameters())
+    torch.nn.init.normal_(off.adaLN_modulation[1].weight, std=0.5)  # zero at init: make the modulation act
+    x0, cond = training_batch()
+    other = DiTConditioning(style=torch.randn_like(cond.style), style_mask=cond.style_mask, lyrics=cond.lyrics)
+    with torch.no_grad():
+        v, v_other = (off(x0, torch.full((6,), 0.5), c).velocity for c in (cond, other))
+    assert not torch.allclose(v, v_other)  # the pooled style still reaches every block
+    prepared = off.prepare(cond.with_dropped(style=True))
+    assert prepared.embedded.style is None
+

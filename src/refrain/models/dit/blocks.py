@@ -89,14 +89,18 @@ class DiTBlock(nn.Module):
         shared_adaln: bool = True,
         eps: float = 1e-6,
         dropout: float = 0.0,
+        cross_attention: bool = True,
     ) -> None:
         super().__init__()
         self.dim = dim
         self.norm1 = RMSNorm(dim, eps, elementwise_affine=False)
         self.attn = Attention(dim, num_heads, qk_norm, eps, dropout)
-        self.norm2 = RMSNorm(dim, eps, elementwise_affine=True)
-        self.cross_attn = Attention(dim, num_heads, qk_norm, eps, dropout)
-        zero_linear(self.cross_attn.to_out[0])
+        self.norm2: nn.Module | None = None
+        self.cross_attn: Attention | None = None
+        if cross_attention:  # off: the pooled style still modulates the block through adaLN
+            self.norm2 = RMSNorm(dim, eps, elementwise_affine=True)
+            self.cross_attn = Attention(dim, num_heads, qk_norm, eps, dropout)
+            zero_linear(self.cross_attn.to_out[0])
         self.norm3 = RMSNorm(dim, eps, elementwise_affine=False)
         self.ff = FeedForward(
             dim, inner_dim=intermediate_size, activation_fn="swiglu", bias=False, dropout=dropout
@@ -113,8 +117,8 @@ class DiTBlock(nn.Module):
         shared_mod: Tensor | None,
         rope: Rope,
         self_mask: Tensor,
-        style: Tensor,
-        style_mask: Tensor,
+        style: Tensor | None,
+        style_mask: Tensor | None,
     ) -> Tensor:
         mod = shared_mod if self.adaLN_modulation is None else self.adaLN_modulation(c)
         assert mod is not None, "a block without its own modulation needs the shared one"
@@ -122,7 +126,8 @@ class DiTBlock(nn.Module):
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = (m.unsqueeze(1) for m in mod.unbind(1))
         x = self.norm1(h) * (1 + scale_a) + shift_a
         h = h + gate_a * self.attn(x, mask=self_mask, rope=rope)
-        h = h + self.cross_attn(self.norm2(h), context=style, mask=style_mask)
+        if self.cross_attn is not None and self.norm2 is not None:
+            h = h + self.cross_attn(self.norm2(h), context=style, mask=style_mask)
         x = self.norm3(h) * (1 + scale_f) + shift_f
         return h + gate_f * self.ff(x)
 

@@ -216,8 +216,8 @@ class EmbeddedConditioning:
     """The conditioning after embedding, in model space (d = hidden size)."""
 
     frame: Tensor  # (B, T, d) added to the projected latent (lyrics + context)
-    style: Tensor  # (B, S', d) cross-attention keys/values
-    style_mask: Tensor  # (B, S') bool
+    style: Tensor | None  # (B, S', d) cross-attention keys/values; None without style cross-attention
+    style_mask: Tensor | None  # (B, S') bool
     vector: Tensor  # (B, d) pooled style + speaker, added to the timestep embedding
 
 
@@ -248,15 +248,19 @@ class ConditionEmbedder(nn.Module):
         lyric_kernel_size: int = 7,
         speaker_dim: int | None = None,
         use_context: bool = True,
+        style_tokens: bool = True,
     ) -> None:
+        """``style_tokens``: False when no block cross-attends (then only the pooled style is embedded)."""
         super().__init__()
         d = hidden_size
         self.lyric_embedder = LyricEmbedder(lyric_vocab_size, lyric_dim, lyric_conv_layers, lyric_kernel_size)
         self.lyric_proj = nn.Linear(lyric_dim, d)
-        self.style_proj = nn.Sequential(nn.Linear(text_dim, d), nn.SiLU(), nn.Linear(d, d))
+        self.text_dim = text_dim
+        # registration order kept as before the switch: optimizer state in checkpoints follows it
+        self.style_proj = nn.Sequential(nn.Linear(text_dim, d), nn.SiLU(), nn.Linear(d, d)) if style_tokens else None
         self.pooled_proj = nn.Sequential(nn.Linear(text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.null_lyrics = nn.Parameter(torch.zeros(d))
-        self.null_style = nn.Parameter(torch.zeros(d))
+        self.null_style = nn.Parameter(torch.zeros(d)) if style_tokens else None
         self.null_pooled = nn.Parameter(torch.zeros(d))
         self.speaker_dim = speaker_dim
         self.speaker_proj = nn.Linear(speaker_dim, d) if speaker_dim else None
@@ -318,21 +322,25 @@ class ConditionEmbedder(nn.Module):
         emb = self.context_proj(feats)
         return torch.where(cond.context_present()[:, None, None], emb, null.to(emb.dtype))
 
-    def _style(self, cond: DiTConditioning, skip: bool) -> tuple[Tensor, Tensor, Tensor]:
-        style_in = cond.style.to(self.style_proj[0].weight.dtype)
+    def _style(self, cond: DiTConditioning, skip: bool) -> tuple[Tensor | None, Tensor | None, Tensor]:
+        style_in = cond.style.to(self.pooled_proj[0].weight.dtype)
         mask = cond.style_mask.bool()
         dropped = cond.drop_style | ~mask.any(dim=1)
         weights = cond.style_mask.to(style_in.dtype).unsqueeze(-1)
         mean = (style_in * weights).sum(1) / weights.sum(1).clamp_min(1.0)
         keep = _kept_rows(dropped) if skip else None
         if keep is None:
-            tokens = self.style_proj(style_in)
-            tokens = torch.where(dropped[:, None, None], self.null_style.to(tokens.dtype), tokens)
             pooled = self.pooled_proj(mean)
             pooled = torch.where(dropped[:, None], self.null_pooled.to(pooled.dtype), pooled)
         else:
-            tokens = _scatter_rows(self.null_style, keep, self.style_proj(style_in[keep]), style_in.shape[:2])
             pooled = _scatter_rows(self.null_pooled, keep, self.pooled_proj(mean[keep]), mean.shape[:1])
+        if self.style_proj is None or self.null_style is None:
+            return None, None, pooled
+        if keep is None:
+            tokens = self.style_proj(style_in)
+            tokens = torch.where(dropped[:, None, None], self.null_style.to(tokens.dtype), tokens)
+        else:
+            tokens = _scatter_rows(self.null_style, keep, self.style_proj(style_in[keep]), style_in.shape[:2])
         first_only = torch.zeros_like(mask)
         first_only[:, 0] = True
         mask = torch.where(dropped[:, None], first_only, mask)

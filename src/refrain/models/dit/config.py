@@ -34,6 +34,7 @@ class DiTConfig:
     repa_layer: int = 4  # REPA reads the hidden state after this many blocks
     qk_norm: bool = True
     shared_adaln: bool = True  # adaLN-single: one modulation for all blocks
+    style_cross_attention: bool = True  # False: the pooled style reaches blocks through adaLN only
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     dropout: float = 0.0

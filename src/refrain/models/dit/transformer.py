@@ -61,6 +61,7 @@ class DiffusionTransformer(nn.Module):
         self.conditioner = ConditionEmbedder(
             hidden_size, latent_channels, config.text_dim, config.lyric_vocab_size, config.lyric_dim,
             config.lyric_conv_layers, config.lyric_kernel_size, config.speaker_dim, config.use_context,
+            config.style_cross_attention,
         )  # fmt: skip
         frequencies = config.frequency_embedding_size
         self.time_proj = Timesteps(frequencies, flip_sin_to_cos=True, downscale_freq_shift=0)
@@ -71,7 +72,10 @@ class DiffusionTransformer(nn.Module):
                 nn.SiLU(), zero_linear(nn.Linear(hidden_size, 6 * hidden_size))
             )
         self.blocks = nn.ModuleList(
-            DiTBlock(hidden_size, config.num_heads, ff, config.qk_norm, config.shared_adaln, config.norm_eps, config.dropout)
+            DiTBlock(
+                hidden_size, config.num_heads, ff, config.qk_norm, config.shared_adaln, config.norm_eps,
+                config.dropout, config.style_cross_attention,
+            )  # fmt: skip
             for _ in range(config.num_layers)
         )
         self.final_layer = FinalLayer(hidden_size, latent_channels, config.norm_eps, config.zero_init_output)
@@ -116,7 +120,7 @@ class DiffusionTransformer(nn.Module):
 
     def embed(
         self, x: Tensor, sigma: Tensor, cond: DiTConditioning | PreparedConditioning
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """Input tokens h (B, T, d), conditioning vector c (B, d), style tokens and style key mask."""
         dtype = self.proj_in.weight.dtype
         emb = cond.embedded if isinstance(cond, PreparedConditioning) else self.conditioner(cond)
@@ -124,7 +128,8 @@ class DiffusionTransformer(nn.Module):
         sigma = sigma.to(x.device).reshape(-1).expand(x.shape[0])
         t = self.time_proj(sigma.float() * self.timestep_scale).to(dtype)
         c = self.time_embed(t) + emb.vector.to(dtype)
-        return h, c, emb.style.to(dtype), emb.style_mask
+        style = emb.style.to(dtype) if emb.style is not None else None
+        return h, c, style, emb.style_mask
 
     def forward(
         self, x: Tensor, sigma: Tensor, cond: DiTConditioning | PreparedConditioning, return_hidden: bool = False
@@ -148,7 +153,7 @@ class DiffusionTransformer(nn.Module):
         shared = self.adaLN_modulation(c) if self.adaLN_modulation is not None else None
         rope = rotary_tables(self.head_dim, x.shape[-1], self.rope_theta, x.device)
         self_mask = cond.frame_mask[:, None, None, :]
-        style_key_mask = style_mask[:, None, None, :]
+        style_key_mask = style_mask[:, None, None, :] if style_mask is not None else None
         hidden = h if (return_hidden and self.repa_layer == 0) else None
         use_ckpt = self.gradient_checkpointing and torch.is_grad_enabled()
         for index, block in enumerate(self.blocks):
