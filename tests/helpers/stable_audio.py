@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
 import torch
 from diffusers import (
     AutoencoderOobleck,
@@ -84,9 +83,3 @@ def sao_batch(size: int, frames: int) -> dict[str, Any]:
         "prompts": ["calm piano", "fast drums techno"][:size],
         "crop_start": torch.tensor([0.0, 12.5])[:size],
     }
-
-
-@pytest.fixture(scope="session")
-def sao_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny release folder per test session (read-only by convention; tests copy before editing)."""
-    return cached_release(tmp_path_factory.getbasetemp())

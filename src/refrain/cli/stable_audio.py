@@ -92,6 +92,7 @@ def export_release(
 ) -> Path:  # fmt: skip
     """A new diffusers folder: the release's T5, tokenizer, VAE and scheduler with the trained DiT + projection."""
     from diffusers import StableAudioPipeline
+    from diffusers.utils import logging as diffusers_logging
 
     from refrain.fileio import atomic_folder
     from refrain.models.backbones.stable_audio import check_release_folder
@@ -103,6 +104,7 @@ def export_release(
     if target.exists() and not overwrite:
         raise RefrainInputError(target, "already exists", "choose a new output folder or pass --overwrite")
     model = trained_backbone(root, adapter, ckpt)
+    diffusers_logging.set_verbosity_error()  # it prints the whole module when handed a loaded component
     pipe = StableAudioPipeline.from_pretrained(
         root, transformer=model.transformer, projection_model=model.projection_model, use_safetensors=True
     )
