@@ -2,7 +2,8 @@
 
 ``AdaptedDiT`` is a ``VelocityModel`` like the base, so the DiT task, the sampler and a merged bundle
 all drive it unchanged. It applies what a variant fixes about the conditioning: text2sample's lyrics are
-always the learned null embedding; a reference-path variant gets its reference latent and instrument
+always the learned null embedding (on a backbone without a lyrics-only drop, its ``null_lyrics(cond)``:
+ACE-Step 1.5's empty lyric prompt); a reference-path variant gets its reference latent and instrument
 label (as a ``ControlConditioning``), and during training drops the reference for a share of samples so
 guidance can use it.
 
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from refrain.errors import RefrainInputError
 from refrain.lora.control import ControlConditioning, attach_control
 from refrain.lora.variants import ControlSpec
+from refrain.models.backbone import backbone_of, require
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.velocity import VelocityOutput
 from refrain.text.vocab import VOCAB_FILE
@@ -76,9 +78,7 @@ class AdaptedDiT(nn.Module):
         self, model: nn.Module, null_lyrics: bool = False, control: ControlSpec | None = None
     ) -> None:
         super().__init__()
-        if null_lyrics:  # e.g. ACE-Step 1.5 only drops the whole condition: say so before training starts
-            from refrain.models.backbone import require
-
+        if null_lyrics and not hasattr(backbone_of(model), "null_lyrics"):  # say so before training starts
             require(model, "lyrics", "conditioning.null_lyrics", "use a variant that keeps the lyrics")
         self.model = model
         self.null_lyrics = bool(null_lyrics)
@@ -113,8 +113,12 @@ class AdaptedDiT(nn.Module):
             self._inputs = None
 
     def adapt(self, cond: DiTConditioning) -> DiTConditioning:
-        if self.null_lyrics:
-            cond = replace(cond, drop_lyrics=torch.ones_like(cond.drop_lyrics))
+        if self.null_lyrics:  # a backbone without a lyrics-only drop (ACE-Step 1.5) says what null lyrics are
+            backbone = backbone_of(self.model)
+            if hasattr(backbone, "null_lyrics"):
+                cond = backbone.null_lyrics(cond)
+            else:
+                cond = replace(cond, drop_lyrics=torch.ones_like(cond.drop_lyrics))
         if self._inputs is not None and not isinstance(cond, ControlConditioning):
             cond = self._inputs.join(cond)
         if self.training and self.control is not None and isinstance(cond, ControlConditioning):

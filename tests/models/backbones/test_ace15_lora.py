@@ -165,3 +165,27 @@ def test_every_shipped_variant_trains_or_is_refused_in_one_line(
         return
     torch.manual_seed(0)
     task.compute_loss(fixed_batch())["loss"].backward()  # a variant that builds also trains
+
+
+def test_text2sample_feeds_the_empty_lyrics_the_pipeline_feeds(ace15_release: Path, tmp_path: Path) -> None:
+    """text2sample's 'lyrics always null' on ACE-Step 1.5 (no lyrics-only drop): the empty lyric prompt, so a
+    song's lyrics never reach the model, and the LoRA trains on that input with gradients on LoRA only."""
+    from refrain.lora.model import AdaptedDiT
+    from refrain.tasks.lora_task import LoraTask
+
+    model = load_ace15(ace15_release, repa_layer=2).eval()
+    adapted = AdaptedDiT(model, null_lyrics=True)
+    with_lyrics = model.prompt_conditioning(PROMPT, LYRICS, 25)
+    without = model.prompt_conditioning(PROMPT, "", 25)
+    x, sigma = torch.randn(1, 8, 25, generator=torch.Generator().manual_seed(0)), torch.tensor([0.6])
+    with torch.no_grad():
+        nulled = adapted(x, sigma, with_lyrics).velocity
+        assert torch.equal(nulled, model(x, sigma, without).velocity)  # = AceStepPipeline(lyrics="")'s input
+        assert (nulled - model(x, sigma, with_lyrics).velocity).abs().max() > 1e-4
+    spec = parse_lora_spec({"variant": "text2sample", **LORA}, "text2sample.json")
+    task = LoraTask(load_ace15(ace15_release, repa_layer=2), spec,
+                    loss=FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0), run_dir=tmp_path)  # fmt: skip
+    torch.manual_seed(0)
+    task.compute_loss(fixed_batch())["loss"].backward()
+    grads = {n for n, p in task.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in n for n in grads)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,7 @@ class AceStep15(nn.Module):
         self.condition_encoder.requires_grad_(train_condition_encoder)
         self.enable_gradient_checkpointing(gradient_checkpointing)
         self._memo: dict[int, tuple[Any, Tensor]] = {}
+        self._null_memo: tuple[AceStepConditioning, AceStepConditioning] | None = None
 
     # ----- the contract -----
     @property
@@ -161,6 +163,24 @@ class AceStep15(nn.Module):
         return AceStepConditioning(
             style, ones(style), lyric, ones(lyric), valid, context=context, context_mask=context_mask
         )
+
+    def null_lyrics(self, cond: AceStepConditioning) -> AceStepConditioning:
+        """``cond`` with every song's lyrics replaced by the empty lyric prompt (text2sample's "lyrics always
+        null"): the release has no lyrics-only drop, so null is the input it gets for a song without lyrics."""
+        if self._null_memo is not None and self._null_memo[0] is cond:
+            return self._null_memo[1]  # the sampler passes one conditioning object every step
+        if self.text_side is None:
+            raise RefrainInputError(
+                "AceStep15", "has no text encoder to encode the empty lyrics of a lyrics-free variant",
+                "load it from its release folder (load_ace15) so text_encoder/ and tokenizer/ are found",
+            )  # fmt: skip
+        device = cond.lyrics.device
+        empty = self.text_side.empty_lyrics(device).to(cond.lyrics.dtype)
+        b = cond.batch_size
+        mask = torch.ones(b, empty.shape[1], dtype=torch.bool, device=device)
+        out = replace(cond, lyrics=empty.expand(b, -1, -1).contiguous(), lyrics_mask=mask)
+        self._null_memo = (cond, out)
+        return out
 
     # ----- the network -----
     def silence(self, frames: int, batch: int, like: Tensor) -> Tensor:

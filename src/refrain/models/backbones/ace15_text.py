@@ -128,6 +128,13 @@ class TextSide:
                 self._store(cached, states, ids)
         return states, encoder.get_input_embeddings()(ids).float()
 
+    @torch.no_grad()
+    def empty_lyrics(self, device: torch.device, language: str = "en") -> Tensor:
+        """(1, L, D) token embeddings of the empty lyric prompt: what ``AceStepPipeline(lyrics="")`` feeds."""
+        tokenizer, encoder = self._load(device)
+        ids = tokenizer([lyric_prompt("", language)], return_tensors="pt").input_ids.to(device)
+        return encoder.get_input_embeddings()(ids).float()
+
     def _cache_file(self, sft: str, lyric_text: str) -> Path | None:
         if self.cache_dir is None:
             return None
