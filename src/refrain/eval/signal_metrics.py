@@ -74,11 +74,14 @@ def _power_spectrogram(audio: np.ndarray, n_fft: int, hop: int) -> torch.Tensor:
 
 
 def mel_cepstra(audio: np.ndarray, sample_rate: int, n_mels: int = 80, n_ceps: int = 25) -> torch.Tensor:
-    """Mel cepstra (frames, n_ceps): orthonormal DCT-II of the natural-log mel power spectrum, 25 ms / 10 ms."""
+    """Mel cepstra (frames, n_ceps): orthonormal DCT-II of the natural-log mel amplitude spectrum, 25 ms / 10 ms.
+
+    Full band: at 44.1/48 kHz the top mel bands are where MP3 cuts, so MCD here also counts that loss
+    (speech papers compute it at 16-22 kHz, where the figures come out smaller)."""
     n_fft = 1 << math.ceil(math.log2(0.025 * sample_rate))
     power = _power_spectrogram(audio, n_fft, max(1, int(0.010 * sample_rate)))
     mel = power @ mel_filters(sample_rate, n_fft, n_mels).T
-    log_mel = torch.log(mel.clamp_min(1e-10))
+    log_mel = 0.5 * torch.log(mel.clamp_min(1e-10))  # log amplitude, as mel-cepstral analysis defines it
     k = torch.arange(n_mels, dtype=torch.float32)
     basis = torch.cos(
         math.pi / n_mels * (k[None, :] + 0.5) * torch.arange(n_ceps, dtype=torch.float32)[:, None]
