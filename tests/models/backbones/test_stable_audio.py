@@ -154,3 +154,17 @@ def test_what_the_backbone_cannot_do_is_one_line(
     errors.append(error)
     assert all("\n" not in str(e.value) for e in errors)
     check_loss(model, FlowMatchingLoss(**model.backbone_spec.loss_preset))  # its own preset is accepted
+
+
+def test_cached_t5_states_are_the_online_ones(sao_release: Path, tmp_path: Path) -> None:
+    online = load_stable_audio(sao_release)
+    cached = load_stable_audio(sao_release, dataset_path=tmp_path / "dataset")
+    batch = sao_batch(2, 8)
+    first = cached.conditioning_from_batch(batch)  # fills the cache
+    files = sorted((tmp_path / "dataset" / "cache" / "stable_audio_t5").rglob("*.safetensors"))
+    assert len(files) == 2
+    reread = load_stable_audio(sao_release, dataset_path=tmp_path / "dataset")
+    reread.text_side._load = None  # type: ignore[method-assign, union-attr]  # the encoder must not run again
+    again, plain = reread.conditioning_from_batch(batch), online.conditioning_from_batch(batch)
+    for cond in (first, again):
+        assert torch.equal(cond.text, plain.text) and torch.equal(cond.text_mask, plain.text_mask)

@@ -64,6 +64,7 @@ def test_full_fine_tune_bundle_infer_and_diffusers_export(world, capsys) -> None
     state = torch.load(ckpt, weights_only=True, map_location="cpu")["state_dict"]
     released = StableAudioDiTModel.from_pretrained(world["release"] / "transformer").state_dict()
     assert not torch.equal(state[f"model.transformer.{KEY}"], released[KEY])  # trained from the release
+    assert list((world["dataset"] / "cache" / "stable_audio_t5").rglob("*.safetensors"))  # T5 states cached once
 
     sao_cli(["bundle", "--checkpoint_dir", release, "--vae_bundle", str(world["vae"]), "--ckpt", str(ckpt),
              "--output", str(root / "bundle")])  # fmt: skip

@@ -300,13 +300,19 @@ def load_stable_audio(
     repa_layer: int | None = None,
     gradient_checkpointing: bool = False,
     dtype: str | None = None,
+    dataset_path: str | Path | None = None,
 ) -> StableAudioOpen:
-    """The backbone with the release's weights from a local folder, offline (``conf/model/dit/stable_audio_open``)."""
+    """The backbone with the release's weights from a local folder, offline (``conf/model/dit/stable_audio_open``).
+
+    With ``dataset_path`` the frozen T5 states of every prompt are cached under
+    ``<dataset_path>/cache/stable_audio_t5`` the first time they are computed (see ``T5Side``).
+    """
     root = check_release_folder(checkpoint_dir)
     torch_dtype = getattr(torch, dtype) if dtype else None
     transformer = _from_pretrained(StableAudioDiTModel, root / "transformer", torch_dtype)
     projection = _from_pretrained(StableAudioProjectionModel, root / "projection_model", torch_dtype)
-    text = T5Side(root) if (root / "text_encoder").is_dir() else None
+    cache = Path(dataset_path) / "cache" / "stable_audio_t5" if dataset_path else None
+    text = T5Side(root, cache) if (root / "text_encoder").is_dir() else None
     return StableAudioOpen(
         transformer, projection, text, release_frame_rate(root), repa_layer, gradient_checkpointing
     )

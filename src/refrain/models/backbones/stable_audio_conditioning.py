@@ -14,6 +14,7 @@ context latent: ``context`` stays None and modes that need one are refused by th
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -150,19 +151,24 @@ class T5Side:
     """Tokenizer + T5 encoder of a Stable Audio Open folder (``tokenizer/``, ``text_encoder/``), loaded lazily.
 
     Frozen and outside the backbone's module tree (not trained, saved or averaged by EMA); it moves to the
-    batch's device on first use. Each prompt is padded to ``model_max_length`` as the release was trained.
+    batch's device on first use. Each prompt is encoded alone, padded to ``model_max_length`` as the release
+    was trained, so a prompt's states never depend on its batch-mates. With a ``cache_dir`` each prompt's
+    states are written once (safetensors, under a fingerprint of the encoder's files) and read back
+    unchanged, so cached and online batches are identical and later epochs skip the encoder.
     """
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, cache_dir: str | Path | None = None) -> None:
         self.root = Path(root)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
         self._tokenizer: Any = None
         self._encoder: Any = None
+        self._fingerprint: str | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> T5Side:
         return self  # frozen and shared: an EMA copy of the backbone uses the same encoder
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (T5Side, (str(self.root),))
+        return (T5Side, (str(self.root), str(self.cache_dir) if self.cache_dir else None))
 
     def _load(self, device: torch.device) -> tuple[Any, Any]:
         if self._encoder is None:
@@ -172,7 +178,7 @@ class T5Side:
                 if not (self.root / sub).is_dir():
                     raise RefrainInputError(
                         self.root / sub, "missing from the Stable Audio Open folder",
-                        "point --checkpoint_dir at the release folder (transformer/, projection_model/, "
+                        "point model.dit.checkpoint_dir at the release folder (transformer/, projection_model/, "
                         "text_encoder/, tokenizer/, vae/)",
                     )  # fmt: skip
             self._tokenizer = AutoTokenizer.from_pretrained(self.root / "tokenizer")
@@ -183,13 +189,50 @@ class T5Side:
         return self._tokenizer, self._encoder
 
     @torch.no_grad()
-    def encode(self, prompts: Sequence[str], device: torch.device) -> tuple[Tensor, Tensor]:
-        """(B, S, D) float32 T5 states and (B, S) bool mask, S = the tokenizer's ``model_max_length``."""
+    def encode_one(self, prompt: str, device: torch.device) -> tuple[Tensor, Tensor]:
+        """(1, S, D) float32 T5 states and (1, S) bool mask of one prompt, from the cache when it has them."""
+        cached = self._cache_file(prompt)
+        if cached is not None and cached.is_file():
+            from safetensors.torch import load_file
+
+            stored = load_file(str(cached))
+            return stored["states"].to(device), stored["mask"].to(device)
         tokenizer, encoder = self._load(device)
         tokens = tokenizer(
-            list(prompts), padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+            [prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
             return_tensors="pt",
         )  # fmt: skip
         ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
-        states = encoder(ids, attention_mask=mask)[0]
-        return states.float(), mask.bool()
+        states, mask = encoder(ids, attention_mask=mask)[0].float(), mask.bool()
+        if cached is not None:
+            _store(cached, {"states": states, "mask": mask})
+        return states, mask
+
+    def encode(self, prompts: Sequence[str], device: torch.device) -> tuple[Tensor, Tensor]:
+        """(B, S, D) float32 T5 states and (B, S) bool mask, S = the tokenizer's ``model_max_length``."""
+        pairs = [self.encode_one(prompt, device) for prompt in prompts]
+        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+
+    def _cache_file(self, prompt: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        if self._fingerprint is None:  # the encoder's identity: its configs, tokenizer files and weight sizes
+            parts = []
+            for sub in ("text_encoder", "tokenizer"):
+                for file in sorted((self.root / sub).iterdir()) if (self.root / sub).is_dir() else []:
+                    parts.append(f"{sub}/{file.name}:{file.stat().st_size}")
+                    if file.suffix == ".json":
+                        parts.append(file.read_text())
+            self._fingerprint = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{self._fingerprint}\0{prompt}".encode()).hexdigest()[:32]
+        return self.cache_dir / self._fingerprint / f"{key}.safetensors"
+
+
+def _store(path: Path, tensors: dict[str, Tensor]) -> None:
+    from safetensors.torch import save_file
+
+    from refrain.fileio import atomic_path
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
