@@ -143,7 +143,9 @@ class FlowMatchingLoss:
         if cond.context_mask is not None:  # a given reference (e.g. StemGen's) is kept, dropped or not
             has_context = ((cond.context_mask[:, 0] > 0) & cond.frame_mask).any(dim=1)
         eligible = (self._rand(b, dev, generator) < self.masked_span_prob) & ~has_context & (lengths >= 2)
-        if self.masked_span_prob == 0.0 or not bool(eligible.any()):
+        # "no sample eligible" is read on the host only where that is free: on an accelerator the span
+        # math below runs anyway (an all-zero context mask is the same as no context) with no sync
+        if self.masked_span_prob == 0.0 or (dev.type == "cpu" and not bool(eligible.any())):
             return cond, cond.frame_mask
         fraction = self.span_min_fraction + (self.span_max_fraction - self.span_min_fraction) * self._rand(
             b, dev, generator

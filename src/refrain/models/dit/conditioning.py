@@ -102,7 +102,10 @@ class DiTConditioning:
                     f"DiTConditioning.{name}", f"shape {got} does not match {shape}",
                     "build every conditioning tensor from the same batch and crop",
                 )  # fmt: skip
-        if not bool(self.frame_mask.any(dim=1).all()):
+        has_frames = self.frame_mask.any(dim=1).all()
+        if self.frame_mask.device.type != "cpu":  # checked on the device: no host synchronisation per step
+            torch._assert_async(has_frames, "DiTConditioning.frame_mask: a sample has no valid frame")
+        elif not bool(has_frames):
             raise RefrainInputError(
                 "DiTConditioning.frame_mask", "a sample has no valid frame",
                 "drop empty items in the dataset or collate",
@@ -228,6 +231,7 @@ class PreparedConditioning:
 
     cond: DiTConditioning
     embedded: EmbeddedConditioning
+    all_frames_valid: bool = False  # read once here: the self-attention then needs no mask (flash on CUDA)
 
     @property
     def batch_size(self) -> int:

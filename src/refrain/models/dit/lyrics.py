@@ -55,13 +55,21 @@ class LyricEmbedder(nn.Module):
         self.token = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.blocks = nn.ModuleList(ConvNeXtBlock1d(dim, kernel_size) for _ in range(num_layers))
 
-    def forward(self, ids: Tensor, frame_mask: Tensor) -> Tensor:
+    def check_ids(self, ids: Tensor) -> None:
+        """One-line error for ids outside the table. Reads the ids on the host: call it where that is free
+        (CPU tensors) or once per run (``DiffusionTransformer.prepare``), not at every GPU step."""
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
             raise RefrainInputError(
                 "model.dit.config.lyric_vocab_size",
                 f"phoneme id range [{int(ids.min())}, {int(ids.max())}] exceeds the embedding size {self.vocab_size}",
                 "set lyric_vocab_size to at least len(phoneme_vocab.json) (ids only grow, so leave headroom)",
             )
+
+    def forward(self, ids: Tensor, frame_mask: Tensor) -> Tensor:
+        if ids.device.type == "cpu":
+            self.check_ids(ids)
+        elif ids.numel():  # on an accelerator: checked on the device, no host synchronisation
+            torch._assert_async(((ids >= 0) & (ids < self.vocab_size)).all(), "phoneme id >= lyric_vocab_size")
         x = self.token(ids)
         x = x + sinusoidal_positions(ids.shape[1], x.shape[-1], x.device, x.dtype)[None]
         mask = frame_mask.unsqueeze(-1).to(x.dtype)

@@ -116,7 +116,9 @@ class DiffusionTransformer(nn.Module):
         pass drops skip their encoder here on every device.
         """
         cond.validate()
-        return PreparedConditioning(cond, self.conditioner(cond, skip_dropped=True))
+        self.conditioner.lyric_embedder.check_ids(cond.lyrics)  # the one-line error, on any device
+        embedded = self.conditioner(cond, skip_dropped=True)
+        return PreparedConditioning(cond, embedded, all_frames_valid=bool(cond.frame_mask.all()))
 
     def embed(
         self, x: Tensor, sigma: Tensor, cond: DiTConditioning | PreparedConditioning
@@ -152,7 +154,7 @@ class DiffusionTransformer(nn.Module):
         h, c, style, style_mask = self.embed(x, sigma, prepared)
         shared = self.adaLN_modulation(c) if self.adaLN_modulation is not None else None
         rope = rotary_tables(self.head_dim, x.shape[-1], self.rope_theta, x.device)
-        self_mask = cond.frame_mask[:, None, None, :]
+        self_mask = None if _all_valid(prepared, cond) else cond.frame_mask[:, None, None, :]
         style_key_mask = style_mask[:, None, None, :] if style_mask is not None else None
         hidden = h if (return_hidden and self.repa_layer == 0) else None
         use_ckpt = self.gradient_checkpointing and torch.is_grad_enabled()
@@ -164,3 +166,12 @@ class DiffusionTransformer(nn.Module):
         velocity = self.final_layer(h, c).transpose(1, 2)
         velocity = velocity * cond.frame_mask[:, None, :].to(velocity.dtype)
         return VelocityOutput(velocity=velocity.to(x.dtype), hidden=hidden)
+
+
+def _all_valid(prepared: DiTConditioning | PreparedConditioning, cond: DiTConditioning) -> bool:
+    """Every frame valid, known without a device read: then attention runs unmasked (a mask rules out the
+    flash kernel on CUDA). Known from ``prepare`` (once per run) or for free on CPU tensors; a training
+    batch on an accelerator keeps its mask rather than synchronise at every step."""
+    if isinstance(prepared, PreparedConditioning):
+        return prepared.all_frames_valid
+    return cond.frame_mask.device.type == "cpu" and bool(cond.frame_mask.all())
