@@ -28,8 +28,10 @@ def tiny_overrides(name: str, tmp_path: Path, base_bundle: Path) -> list[str]:
         f"dataset_path={tmp_path / 'dataset'}",
         f"vae_bundle={base_bundle / 'vae'}",
     ]
-    if selected.get("lora_config_path"):  # LoRA recipes adapt the base; others would warm-start from it
+    if "lora_config_path" in (selected.get("task") or {}):  # LoRA recipes adapt the base; others would warm-start
         overrides.append(f"checkpoint_dir={base_bundle}")
+        if not selected.get("lora_config_path"):  # a recipe for the user's own LoRA JSON
+            overrides.append(f"lora_config_path={conf_dir().parent / 'lora_configs' / 'text2sample.json'}")
     model = selected.get("model") or {}
     overrides += [f"model/{part}=tiny" for part in ("vae", "dit") if model.get(part) is not None]
     return overrides
