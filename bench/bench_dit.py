@@ -19,7 +19,7 @@ Sizes: ``tiny`` (the demo preset, 4 x 256 frames), ``realistic`` (hidden 512, 8 
 One thread by default: on a shared machine two threads under load collapse the step but not the probe.
 ``--cache_speedup tiny,small`` adds the conditioning cache's speed-up (bench/dit_online.py).
 
-    python bench/bench_dit.py [--sizes tiny,realistic] [--steps 10] [--threads 1] [--cache_speedup tiny]
+    python bench/bench_dit.py [--sizes tiny,realistic] [--steps 10] [--threads 1] [--cache_speedup tiny] [--torch_compile]
 """
 
 from __future__ import annotations
@@ -108,9 +108,15 @@ def dit_phases(task: DiTTask, optimizer: torch.optim.Optimizer, batch: dict[str,
     return middle - start, time.perf_counter() - middle
 
 
-def measure(name: str, steps: int, warmup: int = 2) -> dict[str, Any]:
+def measure(name: str, steps: int, warmup: int = 2, compile_blocks: bool = False) -> dict[str, Any]:
     size = SIZES[name]
     task, optimizer, batch = build(size)
+    if compile_blocks:  # --torch_compile: the same helper training and sampling use; compiles in warm-up
+        from refrain.models.compile import compile_blocks as compile_model
+
+        note = compile_model(task.model)
+        if note:
+            print(f"note: {note}")
     cfg = task.model.config
     ff = cfg.intermediate_size or 256 * ((int(8 * cfg.hidden_size / 3) + 255) // 256)
     stack = LlamaStack(cfg.hidden_size, cfg.num_heads, ff, cfg.num_layers)
@@ -136,12 +142,14 @@ def measure(name: str, steps: int, warmup: int = 2) -> dict[str, Any]:
         "dims": f"d {cfg.hidden_size}, {cfg.num_heads} heads, FFN {ff}, {cfg.num_layers} blocks",
         "flops": dit_flops, "attention": dit_attention, "ref_flops": ref_flops,
         "t_dit": t_dit, "t_rest": t_rest, "t_ref": t_ref, "tokens": size.batch * size.frames, "hidden": cfg.hidden_size,
+        "compiled": compile_blocks,
     }  # fmt: skip
 
 
 def report(rows: list[dict[str, Any]], peak: float, steps: int) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nDiT training step on CPU, {torch.get_num_threads()} thread(s), float32, median of {steps} steps "
+          f"{'(DiT blocks torch.compiled) ' if rows and rows[0].get('compiled') else ''}"
           f"after warm-up; load average {load:.1f} on {os.cpu_count()} cores; GEMM peak {peak / 1e9:.1f} GFLOP/s\n")  # fmt: skip
     print("| size | DiT params | dims | batch | GFLOP/step (attention) | DiT fwd+bwd | of GEMM peak "
           "| clip+AdamW+EMA | whole step | of GEMM peak | tokens/s | LLaMA stack fwd+bwd | time ratio "
@@ -176,12 +184,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per size (after 2 warm-up steps)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     parser.add_argument("--cache_speedup", default="", help="also measure the cache speed-up: tiny,small")
+    parser.add_argument("--torch_compile", action="store_true", help="torch.compile the DiT's blocks first")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     peaks = [gemm_peak()]
     rows = []
     for name in (n.strip() for n in args.sizes.split(",") if n.strip()):
-        rows.append(measure(name, args.steps))
+        rows.append(measure(name, args.steps, compile_blocks=args.torch_compile))
         peaks.append(gemm_peak())  # measured around every size: the best rate seen is the peak
     report(rows, max(peaks), args.steps)
     if args.cache_speedup:
