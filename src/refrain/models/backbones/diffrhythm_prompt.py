@@ -52,6 +52,10 @@ def styles_from_prompt(prompt: str, dim: int = STYLE_DIM) -> tuple[Tensor, Tenso
     parts = [part.strip() for part in prompt.split("|")]
     if not parts[0] or len(parts) > 2 or (len(parts) == 2 and not parts[1]):
         raise RefrainInputError("prompt", f"{prompt!r} names no style vector file for DiffRhythm", _PROMPT_FIX)
+    for part in parts:
+        if not Path(part).is_file():
+            raise RefrainInputError("prompt", f"{part!r} is not a file (DiffRhythm's prompt is a style vector file)",
+                                    _PROMPT_FIX)  # fmt: skip
     style = read_style_vector(parts[0], "style", dim)[None]
     negative = read_style_vector(parts[1], "negative style", dim)[None] if len(parts) == 2 else None
     return style, negative
