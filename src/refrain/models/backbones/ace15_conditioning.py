@@ -15,20 +15,20 @@ it, and ``validate`` says so in one line. ``drop_context`` removes the context l
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from refrain.errors import RefrainInputError
+from refrain.models.conditioning_batch import DROP_FLAGS, BatchConditioning
 
-_FLAGS = ("drop_style", "drop_lyrics", "drop_context")
 _SEQUENCES = (("style", "style_mask"), ("lyrics", "lyrics_mask"))
 
 
 @dataclass
-class AceStepConditioning:
+class AceStepConditioning(BatchConditioning):
     """A batch: B items, S prompt tokens, L lyric tokens, T latent frames, D Qwen3 width, C latent channels."""
 
     style: Tensor  # (B, S, D) Qwen3 last hidden states of the SFT prompt
@@ -46,11 +46,8 @@ class AceStepConditioning:
 
     def __post_init__(self) -> None:
         batch, device = self.frame_mask.shape[0], self.frame_mask.device
-        for name in _FLAGS:
-            if getattr(self, name) is None:
-                setattr(self, name, torch.zeros(batch, dtype=torch.bool, device=device))
-        if self.context is not None and self.context_mask is None:
-            self.context_mask = torch.ones(batch, 1, self.num_frames, dtype=self.context.dtype, device=device)
+        self.fill_drop_flags(batch, device)
+        self.fill_context_mask(batch, self.num_frames, device)
 
     @property
     def batch_size(self) -> int:
@@ -94,37 +91,6 @@ class AceStepConditioning:
                 "drop the whole condition (drop_style) or nothing; use one guidance scale",
             )  # fmt: skip
 
-    def with_dropped(
-        self, style: bool | None = None, lyrics: bool | None = None, context: bool | None = None
-    ) -> AceStepConditioning:
-        """Copy with whole-batch drop flags set (True/False) or kept (None); used for CFG branches."""
-        updates = {
-            name: torch.full_like(getattr(self, name), bool(value))
-            for name, value in zip(_FLAGS, (style, lyrics, context), strict=True)
-            if value is not None
-        }
-        return replace(self, **updates)
-
-    def repeat(self, n: int) -> AceStepConditioning:
-        """Tile the batch n times ([b0, b1, b0, b1, ...])."""
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            values[f.name] = None if value is None else value.repeat(n, *([1] * (value.dim() - 1)))
-        return AceStepConditioning(**values)
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> AceStepConditioning:
-        """Move to a device; ``dtype`` applies to floating tensors only."""
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                value = value.to(
-                    device=device, dtype=dtype if dtype is not None and value.is_floating_point() else None
-                )
-            values[f.name] = value
-        return AceStepConditioning(**values)
-
     @classmethod
     def cat(cls, items: Sequence[AceStepConditioning]) -> AceStepConditioning:
         """Concatenate along the batch; token sequences are right-padded with zeros and a False mask.
@@ -143,7 +109,7 @@ class AceStepConditioning:
             out[mask] = torch.cat(
                 [F.pad(getattr(c, mask), (0, length - getattr(c, mask).shape[1])) for c in items]
             )
-        for name in ("frame_mask", *_FLAGS):
+        for name in ("frame_mask", *DROP_FLAGS):
             out[name] = torch.cat([getattr(c, name) for c in items])
         out["context"] = out["context_mask"] = out["timbre"] = None
         ref = next((c for c in items if c.context is not None), None)
@@ -165,10 +131,3 @@ class AceStepConditioning:
                 )  # fmt: skip
             out["timbre"] = torch.cat([c.timbre for c in items if c.timbre is not None])
         return cls(**out)  # type: ignore[arg-type]
-
-    def context_present(self) -> Tensor:
-        """(B,) bool: a source latent with at least one given frame, not dropped."""
-        if self.context is None or self.context_mask is None:
-            return torch.zeros_like(self.drop_context)
-        given = (self.context_mask[:, 0] > 0) & self.frame_mask
-        return given.any(dim=1) & ~self.drop_context

@@ -16,19 +16,19 @@ release's negative branch does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from refrain.errors import RefrainInputError
+from refrain.models.conditioning_batch import DROP_FLAGS, BatchConditioning
 
-_FLAGS = ("drop_style", "drop_lyrics", "drop_context")
 _OPTIONAL = ("duration", "negative_style", "context", "context_mask")
 
 
 @dataclass
-class DiffRhythmConditioning:
+class DiffRhythmConditioning(BatchConditioning):
     """A batch: B songs, T latent frames, C latent channels, D = 512 style width."""
 
     style: Tensor  # (B, D) MuQ-MuLan style vector
@@ -50,11 +50,8 @@ class DiffRhythmConditioning:
             self.frame_mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
         if self.start_time is None:
             self.start_time = torch.zeros(batch, device=device)
-        for name in _FLAGS:
-            if getattr(self, name) is None:
-                setattr(self, name, torch.zeros(batch, dtype=torch.bool, device=device))
-        if self.context is not None and self.context_mask is None:
-            self.context_mask = torch.ones(batch, 1, frames, dtype=self.context.dtype, device=device)
+        self.fill_drop_flags(batch, device)
+        self.fill_context_mask(batch, frames, device)
 
     @property
     def batch_size(self) -> int:
@@ -95,36 +92,6 @@ class DiffRhythmConditioning:
                 "DiffRhythmConditioning.frame_mask", "a sample has no valid frame", "drop empty items"
             )
 
-    def with_dropped(
-        self, style: bool | None = None, lyrics: bool | None = None, context: bool | None = None
-    ) -> DiffRhythmConditioning:
-        """Copy with whole-batch drop flags set (True/False) or kept (None); used for CFG branches."""
-        updates = {
-            name: torch.full_like(getattr(self, name), bool(value))
-            for name, value in zip(_FLAGS, (style, lyrics, context), strict=True)
-            if value is not None
-        }
-        return replace(self, **updates)
-
-    def repeat(self, n: int) -> DiffRhythmConditioning:
-        """Tile the batch n times ([b0, b1, b0, b1, ...])."""
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            values[f.name] = None if value is None else value.repeat(n, *([1] * (value.dim() - 1)))
-        return DiffRhythmConditioning(**values)
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> DiffRhythmConditioning:
-        """Move to a device; ``dtype`` applies to floating tensors only (ids and masks keep theirs)."""
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                cast = dtype if dtype is not None and value.is_floating_point() else None
-                value = value.to(device=device, dtype=cast)
-            values[f.name] = value
-        return DiffRhythmConditioning(**values)
-
     @classmethod
     def cat(cls, items: Sequence[DiffRhythmConditioning]) -> DiffRhythmConditioning:
         """Concatenate along the batch (equal frame counts). A missing optional is filled with what it
@@ -135,7 +102,7 @@ class DiffRhythmConditioning:
         for item in items:
             require_diffrhythm(item)
         out: dict[str, Tensor | None] = {}
-        for name in ("style", "lyrics", "frame_mask", "start_time", *_FLAGS):
+        for name in ("style", "lyrics", "frame_mask", "start_time", *DROP_FLAGS):
             out[name] = torch.cat([getattr(c, name) for c in items])
         fill = {
             "duration": lambda c: c.start_time.new_ones(c.batch_size),
@@ -151,13 +118,6 @@ class DiffRhythmConditioning:
                     [getattr(c, name) if getattr(c, name) is not None else fill[name](c) for c in items]
                 )
         return cls(**out)  # type: ignore[arg-type]
-
-    def context_present(self) -> Tensor:
-        """(B,) bool: a source latent with at least one given frame, not dropped."""
-        if self.context is None or self.context_mask is None:
-            return torch.zeros_like(self.drop_context)
-        given = (self.context_mask[:, 0] > 0) & self.frame_mask
-        return given.any(dim=1) & ~self.drop_context
 
     def style_in_use(self) -> Tensor:
         """(B, D): the style, the negative style where dropped (if given), zeros where dropped otherwise."""

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +25,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from refrain.errors import RefrainInputError
-
-_FLAGS = ("drop_style", "drop_lyrics", "drop_context")
+from refrain.models.conditioning_batch import DROP_FLAGS, BatchConditioning
 
 
 @dataclass
-class StableAudioConditioning:
+class StableAudioConditioning(BatchConditioning):
     """A batch: B items, S prompt tokens, D T5 width, T latent frames."""
 
     text: Tensor  # (B, S, D) T5 last hidden states of the prompt
@@ -46,10 +45,7 @@ class StableAudioConditioning:
     drop_context: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool
 
     def __post_init__(self) -> None:
-        batch, device = self.frame_mask.shape[0], self.frame_mask.device
-        for name in _FLAGS:
-            if getattr(self, name) is None:
-                setattr(self, name, torch.zeros(batch, dtype=torch.bool, device=device))
+        self.fill_drop_flags(self.frame_mask.shape[0], self.frame_mask.device)
 
     @property
     def batch_size(self) -> int:
@@ -85,43 +81,6 @@ class StableAudioConditioning:
                 "drop the whole condition (drop_style) or nothing; use one guidance scale",
             )  # fmt: skip
 
-    def context_present(self) -> Tensor:
-        """(B,) bool: a usable context latent (never, for this model)."""
-        if self.context is None or self.context_mask is None:
-            return torch.zeros_like(self.drop_context)
-        return ((self.context_mask[:, 0] > 0) & self.frame_mask).any(dim=1) & ~self.drop_context
-
-    def with_dropped(
-        self, style: bool | None = None, lyrics: bool | None = None, context: bool | None = None
-    ) -> StableAudioConditioning:
-        """Copy with whole-batch drop flags set (True/False) or kept (None); used for CFG branches."""
-        updates = {
-            name: torch.full_like(getattr(self, name), bool(value))
-            for name, value in zip(_FLAGS, (style, lyrics, context), strict=True)
-            if value is not None
-        }
-        return replace(self, **updates)
-
-    def repeat(self, n: int) -> StableAudioConditioning:
-        """Tile the batch n times ([b0, b1, b0, b1, ...])."""
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            values[f.name] = None if value is None else value.repeat(n, *([1] * (value.dim() - 1)))
-        return StableAudioConditioning(**values)
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> StableAudioConditioning:
-        """Move to a device; ``dtype`` applies to floating tensors only."""
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                value = value.to(
-                    device=device, dtype=dtype if dtype is not None and value.is_floating_point() else None
-                )
-            values[f.name] = value
-        return StableAudioConditioning(**values)
-
     @classmethod
     def cat(cls, items: Sequence[StableAudioConditioning]) -> StableAudioConditioning:
         """Concatenate along the batch; prompts of different lengths are right-padded with zero states.
@@ -137,7 +96,7 @@ class StableAudioConditioning:
             "text": torch.cat([F.pad(c.text, (0, 0, 0, length - c.text.shape[1])) for c in items]),
             "text_mask": torch.cat([F.pad(c.text_mask, (0, length - c.text_mask.shape[1])) for c in items]),
         }
-        for name in ("seconds_start", "seconds_total", "frame_mask", *_FLAGS):
+        for name in ("seconds_start", "seconds_total", "frame_mask", *DROP_FLAGS):
             out[name] = torch.cat([getattr(c, name) for c in items])
         if any(c.context is not None for c in items):
             raise RefrainInputError(

@@ -17,20 +17,19 @@ backbone. Conventions it fixes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from refrain.errors import RefrainInputError
+from refrain.models.conditioning_batch import DROP_FLAGS, BatchConditioning
 from refrain.models.dit.lyrics import LyricEmbedder
-
-_FLAG_NAMES = ("drop_style", "drop_lyrics", "drop_context")
 
 
 @dataclass
-class DiTConditioning:
+class DiTConditioning(BatchConditioning):
     """A batch of conditioning. Shapes: B batch, S prompt tokens, T latent frames.
 
     ``frame_mask`` defaults to all frames valid and the drop flags to all False.
@@ -52,11 +51,8 @@ class DiTConditioning:
         device = self.lyrics.device
         if self.frame_mask is None:
             self.frame_mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
-        for name in _FLAG_NAMES:
-            if getattr(self, name) is None:
-                setattr(self, name, torch.zeros(batch, dtype=torch.bool, device=device))
-        if self.context is not None and self.context_mask is None:
-            self.context_mask = torch.ones(batch, 1, frames, dtype=self.context.dtype, device=device)
+        self.fill_drop_flags(batch, device)
+        self.fill_context_mask(batch, frames, device)
 
     @property
     def batch_size(self) -> int:
@@ -111,26 +107,6 @@ class DiTConditioning:
                 "drop empty items in the dataset or collate",
             )  # fmt: skip
 
-    def with_dropped(
-        self, style: bool | None = None, lyrics: bool | None = None, context: bool | None = None
-    ) -> DiTConditioning:
-        """Copy with whole-batch drop flags set (True/False) or kept (None); used for CFG branches."""
-        updates: dict[str, Tensor] = {}
-        for name, value in zip(_FLAG_NAMES, (style, lyrics, context), strict=True):
-            if value is not None:
-                updates[name] = torch.full_like(getattr(self, name), bool(value))
-        return replace(self, **updates)
-
-    def repeat(self, n: int) -> DiTConditioning:
-        """Tile the batch n times ([b0, b1, b0, b1, ...]), like ``Tensor.repeat`` on dim 0."""
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                value = value.repeat(n, *([1] * (value.dim() - 1)))
-            values[f.name] = value
-        return DiTConditioning(**values)
-
     @classmethod
     def cat(cls, items: Sequence[DiTConditioning]) -> DiTConditioning:
         """Concatenate along the batch; prompts are right-padded to the longest, missing optionals filled.
@@ -150,7 +126,7 @@ class DiTConditioning:
             "style": torch.cat(styles),
             "style_mask": torch.cat(masks),
         }
-        for name in ("lyrics", "frame_mask", *_FLAG_NAMES):
+        for name in ("lyrics", "frame_mask", *DROP_FLAGS):
             out[name] = torch.cat([getattr(c, name) for c in items])
         ref_speaker = next((c.speaker for c in items if c.speaker is not None), None)
         out["speaker"] = None
@@ -178,25 +154,6 @@ class DiTConditioning:
                     cmask.append(ref_ctx.context_mask.new_zeros(c.batch_size, 1, c.num_frames))
             out["context"], out["context_mask"] = torch.cat(ctx), torch.cat(cmask)
         return cls(**out)
-
-    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> DiTConditioning:
-        """Move to a device; ``dtype`` applies to floating tensors only (ids and masks keep theirs)."""
-        values = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if value is not None:
-                cast = dtype if (dtype is not None and value.is_floating_point()) else None
-                value = value.to(device=device, dtype=cast)
-            values[f.name] = value
-        return DiTConditioning(**values)
-
-    def context_present(self) -> Tensor:
-        """(B,) bool: the sample has a reference latent with at least one given frame and is not dropped."""
-        if self.context is None or self.context_mask is None:
-            return torch.zeros_like(self.drop_context)
-        given = (self.context_mask[:, 0] > 0) & self.frame_mask
-        return given.any(dim=1) & ~self.drop_context
-
 
 def _kept_rows(dropped: Tensor) -> Tensor | None:
     """Indices of the rows that keep an input, or None when every row does (nothing to skip)."""
