@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,13 +103,35 @@ def export_release(
         raise RefrainInputError("export", "needs exactly one of --adapter and --ckpt", "pass one of them")
     if target.exists() and not overwrite:
         raise RefrainInputError(target, "already exists", "choose a new output folder or pass --overwrite")
-    model = trained_backbone(root, adapter, ckpt, use_ema)
-    pipe = AceStepPipeline.from_pretrained(
-        root, transformer=model.transformer, condition_encoder=model.condition_encoder
-    )
-    with atomic_folder(target) as staging:
-        pipe.save_pretrained(staging, safe_serialization=True)
+    with _quiet_libraries():  # the command prints one line: no progress bars, no "non-standard module" notes
+        model = trained_backbone(root, adapter, ckpt, use_ema)
+        pipe = AceStepPipeline.from_pretrained(
+            root, transformer=model.transformer, condition_encoder=model.condition_encoder
+        )
+        with atomic_folder(target) as staging:
+            pipe.save_pretrained(staging, safe_serialization=True)
     return target
+
+
+@contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """diffusers' and transformers' warnings and progress bars off for the block, restored after it."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
+    bars = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
+    for library in (diffusers_logging, transformers_logging):
+        library.set_verbosity_error()
+        library.disable_progress_bar()
+    try:
+        yield
+    finally:
+        diffusers_logging.set_verbosity(levels[0])
+        transformers_logging.set_verbosity(levels[1])
+        for library, enabled in zip((diffusers_logging, transformers_logging), bars, strict=True):
+            if enabled:
+                library.enable_progress_bar()
 
 
 def release_of_run(config: Mapping[str, Any]) -> str | None:
