@@ -140,3 +140,38 @@ def test_constructor_widths_are_read() -> None:
 def test_widest_constructor_takes_at_most_12_arguments() -> None:
     wide = {name: n for name, n in constructor_widths().items() if n > MAX_ARGUMENTS}
     assert not wide, f"take collaborators as configured objects (at most {MAX_ARGUMENTS} arguments): {wide}"
+
+
+# cli modules run as ``python -m refrain.cli.X`` on purpose, not console scripts (docs/architecture.md says why)
+MODULE_ONLY_COMMANDS = {"diffrhythm"}
+
+
+def console_scripts() -> dict[str, str]:
+    """pyproject's [project.scripts]: name -> 'module:function'."""
+    import tomllib
+
+    pyproject = SRC.parents[1] / "pyproject.toml"
+    return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["scripts"]
+
+
+def test_every_console_script_is_a_main_in_cli() -> None:
+    wrong = {}
+    for name, target in console_scripts().items():
+        module, _, function = target.partition(":")
+        path = SRC / "cli" / f"{module.rpartition('.')[2]}.py"
+        tree = ast.parse(path.read_text(encoding="utf-8")) if path.is_file() else ast.Module(body=[])
+        defines = any(isinstance(node, ast.FunctionDef) and node.name == function for node in tree.body)
+        if not module.startswith("refrain.cli.") or not defines:
+            wrong[name] = target
+    assert not wrong, f"console scripts must be refrain.cli.<module>:main: {wrong}"
+
+
+def test_every_cli_command_is_a_console_script_or_named_module_only() -> None:
+    scripted = {target.partition(":")[0].rpartition(".")[2] for target in console_scripts().values()}
+    commands = {
+        path.stem
+        for path in (SRC / "cli").glob("*.py")
+        if any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in ast.parse(path.read_text()).body)
+    }
+    unlisted = commands - scripted - MODULE_ONLY_COMMANDS
+    assert not unlisted, f"add to [project.scripts] or MODULE_ONLY_COMMANDS (with the reason in docs): {unlisted}"
