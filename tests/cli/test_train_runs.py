@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 import torch
 import yaml
-from helpers.tiny_runs import common_overrides, dit_argv, make_world, vae_argv
+from helpers.tiny_runs import common_overrides, dit_argv, make_world, train_in_process, vae_argv
 from safetensors.torch import load_file
 
 from refrain.cli.train import main
@@ -42,16 +42,6 @@ def dit_run(world: dict[str, Path]) -> dict[str, object]:
     return {"dir": run_dir, "argv": argv, "out": done.stdout + done.stderr}
 
 
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    """Exit code and stderr of an in-process trainer.py call."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    return code, capsys.readouterr().err.strip()
-
-
 def assert_one_line(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in err and "Error in call to target" not in err, err[-2000:]
@@ -67,7 +57,7 @@ def test_console_prints_each_lightning_line_once_without_noise(dit_run: dict[str
 
 def test_reusing_a_run_name_is_refused_with_both_ways_forward(dit_run, capsys) -> None:
     before = sorted(p.name for p in (dit_run["dir"] / "checkpoints").iterdir())
-    code, err = run_main(list(dit_run["argv"]), capsys)
+    code, err = train_in_process(list(dit_run["argv"]), capsys)
     line = assert_one_line(err)
     assert code == 2 and "already holds a run (2 checkpoints)" in line
     assert f"--ckpt_path {dit_run['dir'] / 'checkpoints' / 'last.ckpt'}" in line and "--exp_name" in line
@@ -78,7 +68,7 @@ def test_resume_continues_curves_and_tensorboard_version(dit_run, capsys) -> Non
     run_dir = dit_run["dir"]
     last = run_dir / "checkpoints" / "last.ckpt"
     argv = [*dit_run["argv"], "--ckpt_path", str(last), "--max_steps", "4", "--every_n_train_steps", "4"]
-    code, err = run_main(argv, capsys)
+    code, err = train_in_process(argv, capsys)
     assert code == 0, err[-2000:]
     assert sorted(p.name for p in (run_dir / "logs" / "tensorboard").iterdir()) == ["version_0"]
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())  # a new cadence, still one last.ckpt
@@ -118,7 +108,7 @@ def test_full_fine_tune_starts_from_the_bundle_weights(world, tmp_path, capsys) 
     """--checkpoint_dir BUNDLE without a LoRA JSON: with learning rate 0, the trained weights ARE the bundle's."""
     run_dir = tmp_path / "fine_tune"
     argv = [*dit_argv(world, run_dir, steps=1), "--checkpoint_dir", str(world["dit"]), "--learning_rate", "0"]
-    code, err = run_main(argv, capsys)
+    code, err = train_in_process(argv, capsys)
     assert code == 0, err[-2000:]
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     bundle = load_file(str(world["dit"] / "dit.safetensors"))
@@ -128,31 +118,31 @@ def test_full_fine_tune_starts_from_the_bundle_weights(world, tmp_path, capsys) 
 def test_one_line_errors_for_recipes_and_inputs(world, tmp_path, capsys) -> None:
     base = dit_argv(world, tmp_path / "x", steps=1)
     without_data = [a for i, a in enumerate(base) if a != "--dataset_path" and base[i - 1] != "--dataset_path"]
-    code, err = run_main(without_data, capsys)
+    code, err = train_in_process(without_data, capsys)
     assert code == 2 and "dataset_path" in assert_one_line(err)
     swapped = [str(world["dit"]) if a == str(world["vae"]) else a for a in base]  # a DiT bundle as --vae_bundle
-    code, err = run_main(swapped, capsys)
+    code, err = train_in_process(swapped, capsys)
     assert code == 2 and "'dit', not 'vae'" in assert_one_line(err)
     spec = tmp_path / "acestep.json"
     targets = ["speaker_embedder", "linear_q", "linear_k", "linear_v", "to_q", "to_k", "to_v", "to_out.0"]
     spec.write_text(json.dumps({"r": 4, "lora_alpha": 4, "target_modules": targets}))
     lora = ["--checkpoint_dir", str(world["dit"]), "--lora_config_path", str(spec), "--dataset_path",
             str(world["dataset"]), *common_overrides(tmp_path / "lora")]  # ACE-Step's command line  # fmt: skip
-    code, err = run_main(lora, capsys)
+    code, err = train_in_process(lora, capsys)
     line = assert_one_line(err)
     assert code == 2 and all(f"'{name}' matches nothing" in line for name in targets[:4])
 
 
 def test_vae_run_errors_and_its_checkpoint_in_a_dit_run(world, tmp_path, capsys) -> None:
-    code, err = run_main([*vae_argv(world, tmp_path / "vae_acc"), "--accumulate_grad_batches", "2"], capsys)
+    code, err = train_in_process([*vae_argv(world, tmp_path / "vae_acc"), "--accumulate_grad_batches", "2"], capsys)
     line = assert_one_line(err)
     assert code == 2 and "accumulate" in line and "--batch_size" in line
-    code, err = run_main([*vae_argv(world, tmp_path / "vae", steps=1), "--every_plot_step", "1"], capsys)
+    code, err = train_in_process([*vae_argv(world, tmp_path / "vae", steps=1), "--every_plot_step", "1"], capsys)
     assert code == 0, err[-2000:]
     heard = sf.info(tmp_path / "vae" / "plots" / "step_000001" / "reconstruction.wav")
     assert heard.duration > 2.9  # the whole 3 s validation song, not the 0.37 s training crop
     vae_ckpt = tmp_path / "vae" / "checkpoints" / "last.ckpt"
-    code, err = run_main([*dit_argv(world, tmp_path / "dit"), "--ckpt_path", str(vae_ckpt)], capsys)
+    code, err = train_in_process([*dit_argv(world, tmp_path / "dit"), "--ckpt_path", str(vae_ckpt)], capsys)
     line = assert_one_line(err)
     assert code == 2 and "VAETask checkpoint" in line and "DiTTask" in line and "--checkpoint_dir" in line
     assert "Missing key" not in err
@@ -162,16 +152,16 @@ def test_vae_run_errors_and_its_checkpoint_in_a_dit_run(world, tmp_path, capsys)
 
     bundle = export_vae(vae_ckpt, tmp_path / "vae_bundle")
     argv = [*vae_argv(world, tmp_path / "vae_ft", steps=1), "--checkpoint_dir", str(bundle), "--learning_rate", "0"]
-    code, err = run_main(argv, capsys)
+    code, err = train_in_process(argv, capsys)
     assert code == 0, err[-2000:]
     state = torch.load(tmp_path / "vae_ft" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     expected = load_vae_bundle(bundle).model.state_dict()
     assert all(torch.equal(state[f"model.{k}"], v) for k, v in expected.items())
     wider = [*vae_argv(world, tmp_path / "vae_other"), "--checkpoint_dir", str(bundle), "model.vae.decoder_channels=24"]
-    code, err = run_main(wider, capsys)
+    code, err = train_in_process(wider, capsys)
     line = assert_one_line(err)
     assert code == 2 and "do not fit model.vae" in line and "in the bundle" in line
-    code, err = run_main([*vae_argv(world, tmp_path / "vae_dit"), "--checkpoint_dir", str(world["dit"])], capsys)
+    code, err = train_in_process([*vae_argv(world, tmp_path / "vae_dit"), "--checkpoint_dir", str(world["dit"])], capsys)
     assert code == 2 and "is a DIT bundle but this run trains a VAE" in assert_one_line(err)
 
 
@@ -179,7 +169,7 @@ def test_nonfinite_stop_is_one_line_and_names_no_checkpoint_it_lacks(world, tmp_
     run_dir = tmp_path / "nan"
     argv = [*dit_argv(world, run_dir, steps=4), "--learning_rate", "inf", "--every_n_train_steps", "100",
             "callbacks.nonfinite.max_consecutive=1"]  # fmt: skip
-    code, err = run_main(argv, capsys)
+    code, err = train_in_process(argv, capsys)
     line = assert_one_line(err)
     assert code == 3 and "consecutive non-finite updates" in line and "no checkpoint was written yet" in line
     assert not list((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").exists() else True
@@ -189,7 +179,7 @@ def test_a_sweep_gives_each_job_its_own_folder(world, tmp_path, capsys) -> None:
     run_dir = tmp_path / "sweep"
     sweep = ["learning_rate=0.001,0.002", f"hydra.sweep.dir={tmp_path / 'hydra'}"]
     argv = ["-m", *dit_argv(world, run_dir, steps=1), *sweep]
-    code, err = run_main(argv, capsys)
+    code, err = train_in_process(argv, capsys)
     assert code == 0, err[-2000:]
     rates = {}
     for job in ("job0", "job1"):
@@ -225,7 +215,7 @@ def test_acestep_lora_command_line_with_batch_size(world, tmp_path, capsys) -> N
     argv = ["--checkpoint_dir", str(world["dit"]), "--lora_config_path", str(spec), "--dataset_path",
             str(world["dataset"]), "--batch_size", "2", "--max_steps", "1", "data.max_frames=32",
             *common_overrides(run_dir)]  # fmt: skip
-    code, err = run_main(argv, capsys)
+    code, err = train_in_process(argv, capsys)
     assert code == 0, err[-2000:]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["batch_size"] == 2
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()

@@ -8,9 +8,12 @@ lines (ACE-Step flags + Hydra overrides) that train them for a few steps in seco
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 LYRICS = "[verse]\nhello night city lights\nwe are singing all the way home\n"
@@ -76,3 +79,31 @@ def vae_argv(world: dict[str, Path], run_dir: Path, steps: int = 2) -> list[str]
         "data.val_items=1", "trainer.val_check_interval=null", "+trainer.limit_val_batches=1",
         "trainer.check_val_every_n_epoch=1", *common_overrides(run_dir),
     ]  # fmt: skip
+
+
+def release_world(
+    root: Path, release: Path, rate: int, release_cli: Callable[[list[str]], object]
+) -> dict[str, Path]:
+    """A released backbone's run world: songs at the release's rate prepared into ``dataset``, the release's
+    VAE written as a refrain bundle by its CLI's ``vae`` command, and a small LoRA config (``lora.json``)."""
+    from refrain.data.prepare import PrepareOptions, prepare_dataset
+
+    songs = write_songs(root / "songs", rate=rate)
+    prepare_dataset(
+        PrepareOptions(output_dir=root / "dataset", input_dir=songs, val_fraction=0.25, progress=False)
+    )
+    release_cli(["vae", "--checkpoint_dir", str(release), "--output", str(root / "vae")])
+    (root / "lora.json").write_text(json.dumps({"r": 4, "lora_alpha": 8, "target_modules": ["to_q", "to_v"]}))
+    return {"root": root, "release": release, "dataset": root / "dataset", "vae": root / "vae"}
+
+
+def train_in_process(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """Exit code and stderr of an in-process trainer.py call."""
+    from refrain.cli.train import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as stop:
+        code = int(stop.code or 0)
+    return code, capsys.readouterr().err.strip()

@@ -7,16 +7,14 @@ Qwen3 conditioning from each batch's prompt and lyrics text (online; nothing to 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
-from helpers.tiny_runs import write_songs
+from helpers.tiny_runs import release_world, train_in_process
 from safetensors.torch import load_file
 
 from refrain.cli.ace15 import main as ace15_cli
-from refrain.cli.train import main as train_main
 
 pytestmark = pytest.mark.slow
 COMMON = [
@@ -29,31 +27,12 @@ COMMON = [
 
 @pytest.fixture(scope="module")
 def world(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from refrain.data.prepare import PrepareOptions, prepare_dataset
-
-    root = tmp_path_factory.mktemp("ace15_runs")
-    songs = write_songs(root / "songs", rate=48000)
-    prepare_dataset(
-        PrepareOptions(output_dir=root / "dataset", input_dir=songs, val_fraction=0.25, progress=False)
-    )
-    ace15_cli(["vae", "--checkpoint_dir", str(ace15_release), "--output", str(root / "vae")])
-    (root / "lora.json").write_text(json.dumps({"r": 4, "lora_alpha": 8, "target_modules": ["to_q", "to_v"]}))
-    return {"root": root, "release": ace15_release, "dataset": root / "dataset", "vae": root / "vae"}
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        train_main(argv)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.err.strip()
+    return release_world(tmp_path_factory.mktemp("ace15_runs"), ace15_release, 48000, ace15_cli)
 
 
 def test_lora_run_from_the_release_folder_writes_a_transformer_adapter(world, capsys) -> None:
     run_dir = world["root"] / "lora_run"
-    code, err = run([
+    code, err = train_in_process([
         "--checkpoint_dir", str(world["release"]), "--vae_bundle", str(world["vae"]),
         "--lora_config_path", str(world["root"] / "lora.json"), "--dataset_path", str(world["dataset"]),
         f"run_dir={run_dir}", "--learning_rate", "0.05", "task.lr_schedule.warmup_steps=1", *COMMON,
@@ -110,7 +89,7 @@ def test_the_adapter_reaches_diffusers_as_a_lora_file_and_as_a_merged_folder(wor
 
 def test_full_fine_tune_trains_every_weight(world, capsys) -> None:
     run_dir = world["root"] / "full_run"
-    code, err = run([
+    code, err = train_in_process([
         "task=dit", "data=latents", "model/dit=ace15", "model.dit.repa_layer=2",
         "--checkpoint_dir", str(world["release"]), "--vae_bundle", str(world["vae"]),
         "--dataset_path", str(world["dataset"]), f"run_dir={run_dir}", *COMMON,
@@ -140,7 +119,7 @@ def test_full_fine_tune_trains_every_weight(world, capsys) -> None:
 
 
 def test_what_the_backbone_cannot_do_is_one_line(world, capsys) -> None:
-    code, err = run([
+    code, err = train_in_process([
         "--checkpoint_dir", str(world["release"]), "--vae_bundle", str(world["vae"]),
         "--lora_config_path", str(world["root"] / "lora.json"), "--dataset_path", str(world["dataset"]),
         f"run_dir={world['root'] / 'bad'}", "--max_steps", "1", "trainer.accelerator=cpu", "num_workers=0",

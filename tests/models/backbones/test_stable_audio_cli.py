@@ -10,10 +10,9 @@ import pytest
 import torch
 from diffusers import StableAudioDiTModel, StableAudioPipeline
 from helpers.stable_audio import cached_release
-from helpers.tiny_runs import write_songs
+from helpers.tiny_runs import release_world, train_in_process
 
 from refrain.cli.stable_audio import main as sao_cli
-from refrain.cli.train import main as train_main
 
 pytestmark = pytest.mark.slow
 RECIPE = ["--shift", "1", "task.loss.logit_std=1.5708", "task.loss.drop_style_prob=0.1",
@@ -28,33 +27,15 @@ KEY = "transformer_blocks.0.attn1.to_q.weight"
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from refrain.data.prepare import PrepareOptions, prepare_dataset
-
-    root = tmp_path_factory.mktemp("sao_runs")
     release = cached_release(tmp_path_factory.getbasetemp())
-    songs = write_songs(root / "songs", rate=44100)
-    prepare_dataset(
-        PrepareOptions(output_dir=root / "dataset", input_dir=songs, val_fraction=0.25, progress=False)
-    )
-    sao_cli(["vae", "--checkpoint_dir", str(release), "--output", str(root / "vae")])
-    (root / "lora.json").write_text(json.dumps({"r": 4, "lora_alpha": 8, "target_modules": ["to_q", "to_v"]}))
-    return {"root": root, "release": release, "dataset": root / "dataset", "vae": root / "vae"}
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        train_main(argv)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    return code, capsys.readouterr().err.strip()
+    return release_world(tmp_path_factory.mktemp("sao_runs"), release, 44100, sao_cli)
 
 
 def test_full_fine_tune_bundle_infer_and_diffusers_export(world, capsys) -> None:
     from refrain.cli.infer import main as infer_main
 
     root, release = world["root"], str(world["release"])
-    code, err = run([
+    code, err = train_in_process([
         "task=dit", "data=latents", "model/dit=stable_audio_open", f"model.dit.checkpoint_dir={release}",
         "model.dit.repa_layer=2", "--vae_bundle", str(world["vae"]), "--dataset_path", str(world["dataset"]),
         f"run_dir={root / 'full'}", "--learning_rate", "0.01", *RECIPE, *COMMON,
@@ -89,7 +70,7 @@ def test_lora_run_on_the_bundle_and_its_merged_export(world, capsys) -> None:
     if "bundle" not in world:
         pytest.skip("needs the bundle of the test above")
     root, release = world["root"], str(world["release"])
-    code, err = run([
+    code, err = train_in_process([
         "--checkpoint_dir", str(world["bundle"]), "--lora_config_path", str(root / "lora.json"),
         "--dataset_path", str(world["dataset"]), f"run_dir={root / 'lora'}", "--learning_rate", "0.05",
         "task.lr_schedule.warmup_steps=1", *RECIPE, *COMMON,
@@ -102,7 +83,7 @@ def test_lora_run_on_the_bundle_and_its_merged_export(world, capsys) -> None:
     merged = StableAudioDiTModel.from_pretrained(root / "merged" / "transformer").state_dict()
     base = StableAudioDiTModel.from_pretrained(world["release"] / "transformer").state_dict()
     assert not torch.equal(merged[KEY], base[KEY])  # the adapter was merged in
-    code, err = run([
+    code, err = train_in_process([
         "--checkpoint_dir", str(world["bundle"]), "--lora_config_path", str(root / "lora.json"),
         "--dataset_path", str(world["dataset"]), f"run_dir={root / 'bad'}", "--max_steps", "1",
         "trainer.accelerator=cpu", "num_workers=0",
