@@ -34,6 +34,7 @@ from refrain.errors import RefrainInputError
 from refrain.models.backbone import BackboneSpec, frames_to_tokens, seeded_noise
 from refrain.models.backbones.ace15_conditioning import AceStepConditioning
 from refrain.models.backbones.ace15_text import SongMeta, TextSide
+from refrain.models.backbones.common import check_latent_input, public_config, set_gradient_checkpointing
 from refrain.models.dit.velocity import VelocityOutput
 
 LAYOUT = ("transformer", "condition_encoder", "text_encoder", "tokenizer", "vae")
@@ -111,11 +112,7 @@ class AceStep15(nn.Module):
         )  # fmt: skip
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
-        for module in (self.transformer, self.condition_encoder):
-            if enabled:
-                module.enable_gradient_checkpointing()
-            elif module.is_gradient_checkpointing:
-                module.disable_gradient_checkpointing()
+        set_gradient_checkpointing((self.transformer, self.condition_encoder), enabled)
 
     def noise(self, seed: int, frames: int) -> Tensor:
         """Drawn (1, T, C) like the reference pipeline's ``generator``, returned as (1, C, T)."""
@@ -234,11 +231,10 @@ class AceStep15(nn.Module):
         self, x: Tensor, sigma: Tensor, cond: AceStepConditioning, return_hidden: bool = False
     ) -> VelocityOutput:
         """x: (B, C, T) noisy latent at sigma (B,) or scalar; velocity (B, C, T), zero on padding."""
-        if x.dim() != 3 or x.shape[1] != self.latent_channels:
-            raise RefrainInputError(
-                "AceStep15 input", f"latent shape {tuple(x.shape)} is not (B, {self.latent_channels}, T)",
-                "encode audio with the release's vae/ (64 channels at 25 frames/s)",
-            )  # fmt: skip
+        check_latent_input(
+            x, self.latent_channels, "AceStep15 input",
+            "encode audio with the release's vae/ (64 channels at 25 frames/s)",
+        )  # fmt: skip
         cond.validate(x)
         dtype = self.transformer.dtype
         h = x.transpose(1, 2).to(dtype)
@@ -344,10 +340,9 @@ def build_ace15(
     repa_layer: int | None = None, turbo: bool | None = None, text_dir: str | None = None,
 ) -> AceStep15:  # fmt: skip
     """Random-initialised from the two config dicts (what a bundle records; its weights are loaded after)."""
-    clean = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
     return AceStep15(
-        AceStepTransformer1DModel.from_config(clean(transformer)),
-        AceStepConditionEncoder.from_config(clean(condition_encoder)),
+        AceStepTransformer1DModel.from_config(public_config(transformer)),
+        AceStepConditionEncoder.from_config(public_config(condition_encoder)),
         TextSide(text_dir) if text_dir else None, frame_rate, repa_layer, turbo,
     )  # fmt: skip
 

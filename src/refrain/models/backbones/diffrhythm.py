@@ -35,6 +35,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRot
 
 from refrain.errors import RefrainInputError
 from refrain.models.backbone import BackboneSpec, seeded_noise
+from refrain.models.backbones.common import check_latent_input
 from refrain.models.backbones.diffrhythm_conditioning import DiffRhythmConditioning, require_diffrhythm
 from refrain.models.backbones.diffrhythm_net import (
     FinalAdaLN,
@@ -238,11 +239,10 @@ class DiffRhythm(nn.Module):
         self, x: Tensor, sigma: Tensor, cond: DiffRhythmConditioning, return_hidden: bool = False
     ) -> VelocityOutput:
         """x: (B, C, T) noisy latent at sigma (B,) or scalar, 1 = noise; velocity noise - x0, zero on padding."""
-        if x.dim() != 3 or x.shape[1] != self.latent_dim:
-            raise RefrainInputError(
-                "DiffRhythm input", f"latent shape {tuple(x.shape)} is not (B, {self.latent_dim}, T)",
-                "encode audio with the Stable Audio Open VAE (64 channels at 21.5 frames/s)",
-            )  # fmt: skip
+        check_latent_input(
+            x, self.latent_dim, "DiffRhythm input",
+            "encode audio with the Stable Audio Open VAE (64 channels at 21.5 frames/s)",
+        )  # fmt: skip
         require_diffrhythm(cond)
         cond.validate(x)
         dtype = self.proj_out.weight.dtype

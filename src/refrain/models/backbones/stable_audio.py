@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from refrain.errors import RefrainInputError
 from refrain.models.backbone import BackboneSpec, seeded_noise
+from refrain.models.backbones.common import check_latent_input, public_config, set_gradient_checkpointing
 from refrain.models.backbones.stable_audio_conditioning import StableAudioConditioning, T5Side
 from refrain.models.dit.velocity import VelocityOutput
 
@@ -133,10 +134,7 @@ class StableAudioOpen(nn.Module):
         )  # fmt: skip
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
-        if enabled:
-            self.transformer.enable_gradient_checkpointing()
-        elif self.transformer.is_gradient_checkpointing:
-            self.transformer.disable_gradient_checkpointing()
+        set_gradient_checkpointing((self.transformer,), enabled)
 
     def noise(self, seed: int, frames: int) -> Tensor:
         """(1, C, T) drawn like the pipeline's ``generator`` (its initial EDM state is this times
@@ -207,11 +205,10 @@ class StableAudioOpen(nn.Module):
         self, x: Tensor, sigma: Tensor, cond: StableAudioConditioning, return_hidden: bool = False
     ) -> VelocityOutput:
         """x: (B, C, T) flow state at sigma (B,) or scalar in [0, 1]; velocity (B, C, T), zero on padding."""
-        if x.dim() != 3 or x.shape[1] != self.latent_channels:
-            raise RefrainInputError(
-                "StableAudioOpen input", f"latent shape {tuple(x.shape)} is not (B, {self.latent_channels}, T)",
-                "encode audio with the release's vae/ (64 channels at 21.5 frames/s)",
-            )  # fmt: skip
+        check_latent_input(
+            x, self.latent_channels, "StableAudioOpen input",
+            "encode audio with the release's vae/ (64 channels at 21.5 frames/s)",
+        )  # fmt: skip
         cond.validate(x)
         if bool(cond.context_present().any()):
             raise RefrainInputError(
@@ -323,20 +320,18 @@ def build_stable_audio(
     repa_layer: int | None = None, text_dir: str | None = None,
 ) -> StableAudioOpen:  # fmt: skip
     """Random-initialised from the two config dicts (what a bundle records; its weights are loaded after)."""
-    clean = lambda c: {k: v for k, v in c.items() if not k.startswith("_")}  # noqa: E731
     return StableAudioOpen(
-        StableAudioDiTModel.from_config(clean(transformer)),
-        StableAudioProjectionModel.from_config(clean(projection_model)),
+        StableAudioDiTModel.from_config(public_config(transformer)),
+        StableAudioProjectionModel.from_config(public_config(projection_model)),
         T5Side(text_dir) if text_dir else None, frame_rate, repa_layer,
     )  # fmt: skip
 
 
 def bundle_spec(model: StableAudioOpen, text_dir: str | None = None) -> dict[str, Any]:
     """The registry spec a bundle stores to rebuild ``model`` with ``build_stable_audio``."""
-    plain = lambda c: {k: v for k, v in dict(c).items() if not k.startswith("_")}  # noqa: E731
     return {
-        "class": "stable_audio_open", "transformer": plain(model.transformer.config),
-        "projection_model": plain(model.projection_model.config), "frame_rate": model.frame_rate,
+        "class": "stable_audio_open", "transformer": public_config(model.transformer.config),
+        "projection_model": public_config(model.projection_model.config), "frame_rate": model.frame_rate,
         "repa_layer": model.repa_layer, "text_dir": text_dir,
     }  # fmt: skip
 
@@ -351,8 +346,7 @@ def spec_from_loader_args(args: dict[str, Any]) -> dict[str, Any]:
     root = check_release_folder(args["checkpoint_dir"])
 
     def read(sub: str) -> dict[str, Any]:
-        config = json.loads((root / sub / "config.json").read_text())
-        return {k: v for k, v in config.items() if not k.startswith("_")}
+        return public_config(json.loads((root / sub / "config.json").read_text()))
 
     return {
         "transformer": read("transformer"), "projection_model": read("projection_model"),
