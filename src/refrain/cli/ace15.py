@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ def release_vae_bundle(checkpoint_dir: str | Path, output: str | Path, overwrite
     """Write ``checkpoint_dir/vae`` as a VAE bundle at ``output`` (hashed manifest, nothing else changed)."""
     from diffusers import AutoencoderOobleck
 
-    from refrain.bundles.vae import save_vae_bundle
+    from refrain.cli.release_tools import save_release_vae
     from refrain.models.backbones.ace15 import check_release_folder
 
     root = check_release_folder(checkpoint_dir)
@@ -33,14 +32,8 @@ def release_vae_bundle(checkpoint_dir: str | Path, output: str | Path, overwrite
         raise RefrainInputError(
             root / "vae", "missing (no config.json)", "download the release's vae/ folder too"
         )
-    autoencoder = AutoencoderOobleck.from_pretrained(root / "vae")
-    shape = {
-        k: list(v) if isinstance(v, tuple) else v
-        for k, v in autoencoder.config.items()
-        if not k.startswith("_")
-    }
-    config = {"source": {"ace15_release": str(root.resolve())}, "model": {"vae": shape}}
-    return save_vae_bundle(output, autoencoder, config, overwrite=overwrite)
+    source = {"ace15_release": str(root.resolve())}
+    return save_release_vae(AutoencoderOobleck.from_pretrained(root / "vae"), source, output, overwrite)
 
 
 def release_lora(checkpoint_dir: str | Path, adapter: str | Path, output: str | Path) -> Path:
@@ -60,31 +53,11 @@ def trained_backbone(
     checkpoint_dir: str | Path, adapter: str | Path | None, ckpt: str | Path | None, use_ema: bool = True
 ) -> Any:
     """The release's backbone with a LoRA merged in or a full fine-tune's weights (EMA when kept) loaded."""
-    import torch
-
+    from refrain.cli.release_tools import with_trained_weights
     from refrain.models.backbones.ace15 import load_ace15
 
-    model = load_ace15(checkpoint_dir)
-    if adapter is not None:
-        from peft import PeftModel
-
-        from refrain.lora.adapters import read_adapter_spec
-
-        read_adapter_spec(adapter)
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    if ckpt is not None:
-        state = torch.load(ckpt, weights_only=True, map_location="cpu").get("state_dict") or {}
-        ema = use_ema and any(k.startswith("ema.shadow.") for k in state)
-        prefix = "ema.shadow." if ema else "model."
-        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        missing = sorted(set(model.state_dict()) - set(own))
-        if missing or len(own) != len(model.state_dict()):
-            raise RefrainInputError(
-                ckpt, f"not a full fine-tune of this release ({len(missing)} weights missing, e.g. {missing[:1]})",
-                "pass the last.ckpt of a model/dit=ace15 run over the same --checkpoint_dir",
-            )  # fmt: skip
-        model.load_state_dict(own, strict=True)
-    return model
+    hint = "model/dit=ace15 run over the same --checkpoint_dir"
+    return with_trained_weights(load_ace15(checkpoint_dir), adapter, ckpt, use_ema, hint)
 
 
 def export_release(
@@ -94,16 +67,13 @@ def export_release(
     """A new diffusers folder: the release's text encoder, tokenizer, VAE and scheduler, the trained DiT."""
     from diffusers import AceStepPipeline
 
+    from refrain.cli.release_tools import check_export_target, quiet_libraries
     from refrain.fileio import atomic_folder
     from refrain.models.backbones.ace15 import check_release_folder
 
     root = check_release_folder(checkpoint_dir)
-    target = Path(output)
-    if (adapter is None) == (ckpt is None):
-        raise RefrainInputError("export", "needs exactly one of --adapter and --ckpt", "pass one of them")
-    if target.exists() and not overwrite:
-        raise RefrainInputError(target, "already exists", "choose a new output folder or pass --overwrite")
-    with _quiet_libraries():  # the command prints one line: no progress bars, no "non-standard module" notes
+    target = check_export_target(adapter, ckpt, output, overwrite)
+    with quiet_libraries():  # the command prints one line: no progress bars, no "non-standard module" notes
         model = trained_backbone(root, adapter, ckpt, use_ema)
         pipe = AceStepPipeline.from_pretrained(
             root, transformer=model.transformer, condition_encoder=model.condition_encoder
@@ -112,26 +82,6 @@ def export_release(
             pipe.save_pretrained(staging, safe_serialization=True)
     return target
 
-
-@contextmanager
-def _quiet_libraries() -> Iterator[None]:
-    """diffusers' and transformers' warnings and progress bars off for the block, restored after it."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    levels = diffusers_logging.get_verbosity(), transformers_logging.get_verbosity()
-    bars = diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()
-    for library in (diffusers_logging, transformers_logging):
-        library.set_verbosity_error()
-        library.disable_progress_bar()
-    try:
-        yield
-    finally:
-        diffusers_logging.set_verbosity(levels[0])
-        transformers_logging.set_verbosity(levels[1])
-        for library, enabled in zip((diffusers_logging, transformers_logging), bars, strict=True):
-            if enabled:
-                library.enable_progress_bar()
 
 
 def release_of_run(config: Mapping[str, Any]) -> str | None:

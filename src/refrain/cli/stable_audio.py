@@ -22,47 +22,22 @@ from refrain.errors import RefrainInputError
 
 def release_vae_bundle(checkpoint_dir: str | Path, output: str | Path, overwrite: bool = False) -> Path:
     """Write ``checkpoint_dir/vae`` as a VAE bundle at ``output``."""
-    from refrain.bundles.vae import save_vae_bundle
+    from refrain.cli.release_tools import save_release_vae
     from refrain.models.backbones.stable_audio import check_release_folder
     from refrain.models.vae.weights import load_autoencoder
 
     root = check_release_folder(checkpoint_dir)
-    autoencoder = load_autoencoder(root / "vae")
-    shape = {
-        k: list(v) if isinstance(v, tuple) else v
-        for k, v in autoencoder.config.items()
-        if not k.startswith("_")
-    }
-    config = {"source": {"stable_audio_open_release": str(root.resolve())}, "model": {"vae": shape}}
-    return save_vae_bundle(output, autoencoder, config, overwrite=overwrite)
+    source = {"stable_audio_open_release": str(root.resolve())}
+    return save_release_vae(load_autoencoder(root / "vae"), source, output, overwrite)
 
 
 def trained_backbone(checkpoint_dir: str | Path, adapter: str | Path | None, ckpt: str | Path | None) -> Any:
     """The release's backbone, with a LoRA merged in or a full fine-tune's weights (EMA when kept) loaded."""
-    import torch
-
+    from refrain.cli.release_tools import with_trained_weights
     from refrain.models.backbones.stable_audio import load_stable_audio
 
-    model = load_stable_audio(checkpoint_dir)
-    if adapter is not None:
-        from peft import PeftModel
-
-        from refrain.lora.adapters import read_adapter_spec
-
-        read_adapter_spec(adapter)  # one-line error for a folder that is not an adapter
-        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    if ckpt is not None:
-        state = torch.load(ckpt, weights_only=True, map_location="cpu").get("state_dict") or {}
-        prefix = "ema.shadow." if any(k.startswith("ema.shadow.") for k in state) else "model."
-        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        missing = sorted(set(model.state_dict()) - set(own))
-        if missing or len(own) != len(model.state_dict()):
-            raise RefrainInputError(
-                ckpt, f"not a full fine-tune of this release ({len(missing)} weights missing, e.g. {missing[:1]})",
-                "pass the last.ckpt of a model/dit=stable_audio_open run over the same release folder",
-            )  # fmt: skip
-        model.load_state_dict(own, strict=True)
-    return model.eval()
+    hint = "model/dit=stable_audio_open run over the same release folder"
+    return with_trained_weights(load_stable_audio(checkpoint_dir), adapter, ckpt, True, hint).eval()
 
 
 def release_dit_bundle(
@@ -92,24 +67,20 @@ def export_release(
 ) -> Path:  # fmt: skip
     """A new diffusers folder: the release's T5, tokenizer, VAE and scheduler with the trained DiT + projection."""
     from diffusers import StableAudioPipeline
-    from diffusers.utils import logging as diffusers_logging
 
+    from refrain.cli.release_tools import check_export_target, quiet_libraries
     from refrain.fileio import atomic_folder
     from refrain.models.backbones.stable_audio import check_release_folder
 
     root = check_release_folder(checkpoint_dir)
-    target = Path(output)
-    if (adapter is None) == (ckpt is None):
-        raise RefrainInputError("export", "needs exactly one of --adapter and --ckpt", "pass one of them")
-    if target.exists() and not overwrite:
-        raise RefrainInputError(target, "already exists", "choose a new output folder or pass --overwrite")
+    target = check_export_target(adapter, ckpt, output, overwrite)
     model = trained_backbone(root, adapter, ckpt)
-    diffusers_logging.set_verbosity_error()  # it prints the whole module when handed a loaded component
-    pipe = StableAudioPipeline.from_pretrained(
-        root, transformer=model.transformer, projection_model=model.projection_model, use_safetensors=True
-    )
-    with atomic_folder(target) as staging:
-        pipe.save_pretrained(staging, safe_serialization=True)
+    with quiet_libraries():  # diffusers prints the whole module when handed a loaded component
+        pipe = StableAudioPipeline.from_pretrained(
+            root, transformer=model.transformer, projection_model=model.projection_model, use_safetensors=True
+        )
+        with atomic_folder(target) as staging:
+            pipe.save_pretrained(staging, safe_serialization=True)
     return target
 
 
