@@ -46,3 +46,16 @@ def test_experiment_composes_and_instantiates(name: str, tmp_path: Path, base_bu
     run = build_run(compose_config(tiny_overrides(name, tmp_path, base_bundle)))
     assert sum(p.numel() for p in run.task.parameters()) > 0
     assert run.datamodule is not None and run.trainer is not None
+
+
+REPA_EXPERIMENTS = [name for name in EXPERIMENTS if compose_config([f"experiment={name}"]).get("repa") is not None]
+
+
+@pytest.mark.parametrize("name", REPA_EXPERIMENTS)
+def test_repa_null_drops_the_teachers_and_still_resolves(name: str, tmp_path: Path, base_bundle: Path) -> None:
+    """README: `GROUP=null` drops a group a recipe selected; nothing else may still point into it."""
+    from omegaconf import OmegaConf
+
+    config = compose_config([*tiny_overrides(name, tmp_path, base_bundle), "repa=null"])
+    resolved = OmegaConf.to_container(config, resolve=True)
+    assert resolved.get("repa") is None and resolved["task"]["repa"] is None

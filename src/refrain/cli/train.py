@@ -42,6 +42,10 @@ ACESTEP_FLAGS: dict[str, str] = {
 
 # Switches: `--validate_only` alone means true (`--validate_only=false` turns it off again).
 SWITCH_FLAGS: dict[str, str] = {"validate_only": "validate_only", "torch_compile": "torch_compile"}
+SWITCH_HELP: dict[str, str] = {
+    "validate_only": "validate a --ckpt_path or --checkpoint_dir, no training",
+    "torch_compile": "compile the backbone's repeated blocks with torch.compile",
+}
 
 # Hydra's own flags pass through untouched.
 HYDRA_FLAGS = {
@@ -159,8 +163,7 @@ def help_text() -> str:
         "ACE-Step flags and the config key each one sets:",
     ]
     lines += [f"  --{flag:<36} {key}" for flag, key in ACESTEP_FLAGS.items()]
-    lines += [f"  --{flag:<36} {key}=true (validate a --ckpt_path or --checkpoint_dir, no training)"
-              for flag, key in SWITCH_FLAGS.items()]  # fmt: skip
+    lines += [f"  --{flag:<36} {key}=true ({SWITCH_HELP[flag]})" for flag, key in SWITCH_FLAGS.items()]
     lines += ["", f"Config groups (conf/ at {conf_dir()}):"]
     lines += [f"  {group:<12} {', '.join(group_options(group))}" for group in groups if group_options(group)]
     lines += [
