@@ -9,11 +9,14 @@ once, so a new backbone's conditioning is its fields, its ``validate`` and its `
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import Any, Self
 
 import torch
 from torch import Tensor
+
+from refrain.errors import RefrainInputError
 
 DROP_FLAGS = ("drop_style", "drop_lyrics", "drop_context")
 
@@ -21,7 +24,9 @@ DROP_FLAGS = ("drop_style", "drop_lyrics", "drop_context")
 class BatchConditioning:
     """Mixin for a dataclass of per-sample tensors (batch first) with the three ``DROP_FLAGS`` fields.
 
-    Subclasses also provide ``frame_mask`` (B, T) and, possibly None, ``context`` / ``context_mask``.
+    Subclasses also provide ``frame_mask`` (B, T) and, possibly None, ``context`` / ``context_mask``;
+    one whose frame count is read from another field (refrain's lyrics ids) overrides ``batch_size`` and
+    ``num_frames``.
     """
 
     drop_style: Tensor
@@ -30,6 +35,33 @@ class BatchConditioning:
     frame_mask: Tensor
     context: Tensor | None
     context_mask: Tensor | None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.frame_mask.shape[0])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.frame_mask.shape[-1])
+
+    def _name(self) -> str:
+        """The backbone's conditioning class (LoRA's ControlConditioning reports its base's fields)."""
+        return next(c.__name__ for c in type(self).__mro__ if BatchConditioning in c.__bases__)
+
+    def check_latent(self, latent: Tensor, fix: str) -> None:
+        """One line when the latent's batch or frame count differs from this conditioning's (shapes only)."""
+        b, t = self.batch_size, self.num_frames
+        if latent.shape[0] != b or latent.shape[-1] != t:
+            raise RefrainInputError(
+                self._name(), f"latent shape {tuple(latent.shape)} does not match (B={b}, T={t})", fix
+            )
+
+    def check_shapes(self, expect: Mapping[str, tuple[int, ...]], fix: str) -> None:
+        """One line naming the first field whose shape is not the expected one (a collate bug names it)."""
+        for name, shape in expect.items():
+            got = tuple(getattr(self, name).shape)
+            if got != shape:
+                raise RefrainInputError(f"{self._name()}.{name}", f"shape {got} does not match {shape}", fix)
 
     def fill_drop_flags(self, batch: int, device: torch.device) -> None:
         """Default each unset drop flag to all False (called from ``__post_init__``)."""

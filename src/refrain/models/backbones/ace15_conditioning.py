@@ -50,25 +50,14 @@ class AceStepConditioning(BatchConditioning):
         self.fill_context_mask(batch, self.num_frames, device)
 
     @property
-    def batch_size(self) -> int:
-        return int(self.frame_mask.shape[0])
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.frame_mask.shape[-1])
-
-    @property
     def dropped(self) -> Tensor:
         """(B,) bool: the sample gets the null condition."""
         return self.drop_style
 
     def validate(self, latent: Tensor | None = None) -> None:
         b, t = self.batch_size, self.num_frames
-        if latent is not None and (latent.shape[0] != b or latent.shape[-1] != t):
-            raise RefrainInputError(
-                "AceStepConditioning", f"latent shape {tuple(latent.shape)} does not match (B={b}, T={t})",
-                "build the conditioning for the same batch and crop as the latent",
-            )  # fmt: skip
+        if latent is not None:
+            self.check_latent(latent, "build the conditioning for the same batch and crop as the latent")
         expect = {
             "style_mask": (b, self.style.shape[1]), "lyrics_mask": (b, self.lyrics.shape[1]),
             "drop_style": (b,), "drop_lyrics": (b,), "drop_context": (b,),
@@ -78,13 +67,7 @@ class AceStepConditioning(BatchConditioning):
             expect["context_mask"] = (b, 1, t)
         if self.timbre is not None:
             expect["timbre"] = (b, self.timbre.shape[1], self.timbre.shape[2])
-        for name, shape in expect.items():
-            got = tuple(getattr(self, name).shape)
-            if got != shape:
-                raise RefrainInputError(
-                    f"AceStepConditioning.{name}", f"shape {got} does not match {shape}",
-                    "build every conditioning tensor from the same batch",
-                )  # fmt: skip
+        self.check_shapes(expect, "build every conditioning tensor from the same batch")
         if bool((self.drop_lyrics & ~self.drop_style).any()):
             raise RefrainInputError(
                 "AceStepConditioning.drop_lyrics", "ACE-Step 1.5 cannot drop the lyrics alone",

@@ -64,11 +64,8 @@ class DiffRhythmConditioning(BatchConditioning):
     def validate(self, latent: Tensor | None = None) -> None:
         """One-line error naming the first field whose shape disagrees with the batch."""
         b, t = self.batch_size, self.num_frames
-        if latent is not None and (latent.shape[0] != b or latent.shape[-1] != t):
-            raise RefrainInputError(
-                "DiffRhythmConditioning", f"latent shape {tuple(latent.shape)} does not match (B={b}, T={t})",
-                "crop the latent and the placed lyric ids to the same frames",
-            )  # fmt: skip
+        if latent is not None:
+            self.check_latent(latent, "crop the latent and the placed lyric ids to the same frames")
         expect = {
             "style": (b, self.style.shape[-1]), "frame_mask": (b, t), "start_time": (b,),
             "drop_style": (b,), "drop_lyrics": (b,), "drop_context": (b,),
@@ -80,13 +77,9 @@ class DiffRhythmConditioning(BatchConditioning):
         if self.context is not None:
             expect["context"] = (b, self.context.shape[1], t)
             expect["context_mask"] = (b, 1, t)
-        for name, shape in expect.items():
-            got = tuple(getattr(self, name).shape)
-            if got != shape:
-                raise RefrainInputError(
-                    f"DiffRhythmConditioning.{name}", f"shape {got} does not match {shape}",
-                    "build every conditioning tensor from the same batch (style vectors are (B, 512))",
-                )  # fmt: skip
+        self.check_shapes(
+            expect, "build every conditioning tensor from the same batch (style vectors are (B, 512))"
+        )
         if not bool(self.frame_mask.any(dim=1).all()):
             raise RefrainInputError(
                 "DiffRhythmConditioning.frame_mask", "a sample has no valid frame", "drop empty items"

@@ -48,33 +48,16 @@ class StableAudioConditioning(BatchConditioning):
         self.fill_drop_flags(self.frame_mask.shape[0], self.frame_mask.device)
 
     @property
-    def batch_size(self) -> int:
-        return int(self.frame_mask.shape[0])
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.frame_mask.shape[-1])
-
-    @property
     def dropped(self) -> Tensor:
         return self.drop_style
 
     def validate(self, latent: Tensor | None = None) -> None:
-        b, t = self.batch_size, self.num_frames
-        if latent is not None and (latent.shape[0] != b or latent.shape[-1] != t):
-            raise RefrainInputError(
-                "StableAudioConditioning", f"latent shape {tuple(latent.shape)} does not match (B={b}, T={t})",
-                "build the conditioning for the same batch and crop as the latent",
-            )  # fmt: skip
+        b = self.batch_size
+        if latent is not None:
+            self.check_latent(latent, "build the conditioning for the same batch and crop as the latent")
         expect = {"text_mask": (b, self.text.shape[1]), "seconds_start": (b,), "seconds_total": (b,),
                   "drop_style": (b,), "drop_lyrics": (b,), "drop_context": (b,)}  # fmt: skip
-        for name, shape in expect.items():
-            got = tuple(getattr(self, name).shape)
-            if got != shape:
-                raise RefrainInputError(
-                    f"StableAudioConditioning.{name}", f"shape {got} does not match {shape}",
-                    "build every conditioning tensor from the same batch",
-                )  # fmt: skip
+        self.check_shapes(expect, "build every conditioning tensor from the same batch")
         if bool((self.drop_lyrics & ~self.drop_style).any()):
             raise RefrainInputError(
                 "StableAudioConditioning.drop_lyrics", "Stable Audio Open has no lyrics input to drop alone",

@@ -64,12 +64,7 @@ class DiTConditioning(BatchConditioning):
 
     def validate_latent(self, latent: Tensor) -> None:
         """The latent's batch and frame count match this conditioning (shapes only: no device read)."""
-        b, t = self.batch_size, self.num_frames
-        if latent.shape[0] != b or latent.shape[-1] != t:
-            raise RefrainInputError(
-                "DiTConditioning", f"latent shape {tuple(latent.shape)} does not match (B={b}, T={t})",
-                "crop the latent and the aligned lyrics to the same number of frames",
-            )  # fmt: skip
+        self.check_latent(latent, "crop the latent and the aligned lyrics to the same number of frames")
 
     def validate(self, latent: Tensor | None = None) -> None:
         """Raise RefrainInputError on inconsistent shapes, so a collate bug names its field."""
@@ -91,13 +86,7 @@ class DiTConditioning(BatchConditioning):
             expect["context_mask"] = (b, 1, t)
         if self.speaker is not None:
             expect["speaker"] = (b, self.speaker.shape[-1])
-        for name, shape in expect.items():
-            got = tuple(getattr(self, name).shape)
-            if got != shape:
-                raise RefrainInputError(
-                    f"DiTConditioning.{name}", f"shape {got} does not match {shape}",
-                    "build every conditioning tensor from the same batch and crop",
-                )  # fmt: skip
+        self.check_shapes(expect, "build every conditioning tensor from the same batch and crop")
         has_frames = self.frame_mask.any(dim=1).all()
         if self.frame_mask.device.type != "cpu":  # checked on the device: no host synchronisation per step
             torch._assert_async(has_frames, "DiTConditioning.frame_mask: a sample has no valid frame")
