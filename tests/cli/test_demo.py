@@ -1,0 +1,26 @@
+"""refrain-demo's command line: stage names, the figures stage in the list, the app command at the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from refrain.cli.demo import PROMPTS, STAGES, main
+
+
+def test_stages_end_with_sampling_two_prompts_and_the_figures() -> None:
+    assert list(STAGES)[-2:] == ["sample", "figures"]
+    assert set(PROMPTS) == {"calm", "energetic"} and len(set(PROMPTS.values())) == 2
+
+
+def test_an_unknown_stage_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    assert main(["--output", str(tmp_path), "--stages", "vae,nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "nope" in err and "figures" in err
+
+
+def test_the_app_command_is_printed_once_a_dit_bundle_exists(tmp_path: Path, capsys) -> None:
+    assert main(["--output", str(tmp_path), "--stages", ""]) == 0
+    assert "refrain-app" not in capsys.readouterr().out
+    (tmp_path / "dit_bundle").mkdir()
+    assert main(["--output", str(tmp_path), "--stages", ""]) == 0
+    assert f"refrain-app --bundle {tmp_path / 'dit_bundle'}" in capsys.readouterr().out
