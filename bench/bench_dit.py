@@ -20,6 +20,7 @@ One thread by default: on a shared machine two threads under load collapse the s
 ``--cache_speedup tiny,small`` adds the conditioning cache's speed-up (bench/dit_online.py).
 
     python bench/bench_dit.py [--sizes tiny,realistic] [--steps 10] [--threads 1] [--cache_speedup tiny] [--torch_compile]
+        [--style_cross_attention false]
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import argparse
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -142,7 +143,7 @@ def measure(name: str, steps: int, warmup: int = 2, compile_blocks: bool = False
         "dims": f"d {cfg.hidden_size}, {cfg.num_heads} heads, FFN {ff}, {cfg.num_layers} blocks",
         "flops": dit_flops, "attention": dit_attention, "ref_flops": ref_flops,
         "t_dit": t_dit, "t_rest": t_rest, "t_ref": t_ref, "tokens": size.batch * size.frames, "hidden": cfg.hidden_size,
-        "compiled": compile_blocks,
+        "compiled": compile_blocks, "xattn": cfg.style_cross_attention,
     }  # fmt: skip
 
 
@@ -150,6 +151,7 @@ def report(rows: list[dict[str, Any]], peak: float, steps: int) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"\nDiT training step on CPU, {torch.get_num_threads()} thread(s), float32, median of {steps} steps "
           f"{'(DiT blocks torch.compiled) ' if rows and rows[0].get('compiled') else ''}"
+          f"{'(style_cross_attention false) ' if rows and not rows[0]['xattn'] else ''}"
           f"after warm-up; load average {load:.1f} on {os.cpu_count()} cores; GEMM peak {peak / 1e9:.1f} GFLOP/s\n")  # fmt: skip
     print("| size | DiT params | dims | batch | GFLOP/step (attention) | DiT fwd+bwd | of GEMM peak "
           "| clip+AdamW+EMA | whole step | of GEMM peak | tokens/s | LLaMA stack fwd+bwd | time ratio "
@@ -185,11 +187,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: a shared machine)")
     parser.add_argument("--cache_speedup", default="", help="also measure the cache speed-up: tiny,small")
     parser.add_argument("--torch_compile", action="store_true", help="torch.compile the DiT's blocks first")
+    parser.add_argument(
+        "--style_cross_attention", default="true", choices=("true", "false"), help="DiTConfig switch for every size"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     peaks = [gemm_peak()]
     rows = []
+    xattn = args.style_cross_attention == "true"
     for name in (n.strip() for n in args.sizes.split(",") if n.strip()):
+        SIZES[name] = replace(SIZES[name], config={**SIZES[name].config, "style_cross_attention": xattn})
         rows.append(measure(name, args.steps, compile_blocks=args.torch_compile))
         peaks.append(gemm_peak())  # measured around every size: the best rate seen is the peak
     report(rows, max(peaks), args.steps)
