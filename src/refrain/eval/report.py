@@ -130,13 +130,7 @@ def plot_metric_curves(
         ax.tick_params(axis="x", rotation=0 if numeric else 45, labelsize=8)
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    out = Path(out_path)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out
+    return _save_figure(fig, title, out_path)
 
 
 def plot_metric_bars(
@@ -165,6 +159,13 @@ def plot_metric_bars(
         arrow = {1: " (higher better)", -1: " (lower better)"}.get(direction(metric), "")
         ax.set_title(metric + arrow, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
+    return _save_figure(fig, title, out_path)
+
+
+def _save_figure(fig: Any, title: str, out_path: str | Path) -> Path:
+    """Title, lay out and write ``fig`` as a PNG atomically (no half image on failure), then free it."""
+    import matplotlib.pyplot as plt
+
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     out = Path(out_path)
