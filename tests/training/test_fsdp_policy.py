@@ -1,7 +1,8 @@
 """trainer=fsdp wraps the blocks the run's backbone declares (BackboneSpec.fsdp_wrap), with no override.
 
-FSDP itself needs GPUs; these tests check what it would wrap: the preset's policy asked for its targets on
-a module holding each backbone, as FSDP asks it at wrap time.
+Sharded training needs GPUs; these tests check what FSDP wraps: the preset's policy asked for its targets on
+a module holding each backbone, as FSDP asks it at wrap time, and torch's FSDP itself wrapping with that
+policy in a one-process gloo group on the CPU.
 """
 
 from __future__ import annotations
@@ -56,6 +57,24 @@ def test_fsdp_preset_wraps_the_backbones_declared_blocks(tmp_path: Path, build: 
     model = {"dit": _dit, "ace15": lambda: _ace15(tmp_path), "diffrhythm": lambda: tiny_diffrhythm(perturb=0)}[build]()
     assert sum(isinstance(m, block) for m in model.modules()) == count
     assert _targets([], model) == {block: count}
+
+
+def test_torch_fsdp_wraps_each_declared_block_as_one_unit(tmp_path: Path) -> None:
+    import torch.distributed as dist
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already running in this test process")
+    strategy = instantiate(compose_config(["trainer=fsdp"]).trainer.strategy)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
+    try:
+        task = nn.ModuleDict({"model": tiny_diffrhythm(perturb=0), "head": nn.Linear(2, 2)})
+        wrapped = FSDP(task, auto_wrap_policy=strategy.kwargs["auto_wrap_policy"], device_id=torch.device("cpu"),
+                       use_orig_params=True)  # fmt: skip
+        units = [type(m.module).__name__ for m in wrapped.modules() if isinstance(m, FSDP)]
+    finally:
+        dist.destroy_process_group()
+    assert units == ["ModuleDict"] + ["LlamaDecoderLayer"] * 4  # the root, then one unit per block
 
 
 def test_fsdp_preset_follows_a_lora_wrapped_backbone() -> None:
