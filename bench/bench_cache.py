@@ -70,28 +70,30 @@ def build_world(root: Path, tracks: int) -> tuple[Path, Path, dict[str, TeacherS
     from refrain.data.prepare import save_dataset_atomic
     from refrain.data.schema import load_prepared, records_to_dataset
 
-    dataset = root / "embedded"
+    dataset, bundle = root / f"subset{tracks}", root / "vae"
+    teachers = {
+        "mert": TeacherSpec("mert", "", 24000, layer=1, chunk_seconds=5.0, normalize=True, feature_dim=32),
+        "mhubert": TeacherSpec("mhubert", "", 16000, layer=-1, chunk_seconds=30.0, feature_dim=32),
+    }
+    teachers = {name: replace(spec, checkpoint_dir=str(root / "teachers" / name)) for name, spec in teachers.items()}
+    if (root / "ready").exists():  # a --workdir of an earlier run: its dataset, encoders and caches are reused
+        return dataset, bundle, teachers
     with contextlib.redirect_stdout(io.StringIO()):
-        assert prepare(["--source", "embedded", "--output", str(dataset), "--no_progress"]) == 0
-    prepared = load_prepared(dataset)
+        assert prepare(["--source", "embedded", "--output", str(root / "embedded"), "--no_progress"]) == 0
+    prepared = load_prepared(root / "embedded")
     songs = sorted((*prepared["train"], *prepared["validation"]), key=lambda r: r["filename"])
     chosen = songs[:: max(1, len(songs) // tracks)][:tracks]
     subset = DatasetDict({"train": records_to_dataset(chosen), "validation": records_to_dataset([])})
-    save_dataset_atomic(subset, root / "subset")
-    dataset = root / "subset"
+    save_dataset_atomic(subset, dataset)
     torch.manual_seed(0)
     vae = build_oobleck_vae(
         sample_rate=44100, downsampling_ratios=[4, 4, 8, 16], channel_multiples=[1, 2, 4, 4],
         encoder_hidden_size=32, decoder_channels=16, latent_channels=16,
     )  # fmt: skip
-    bundle = save_vae_bundle(root / "vae", vae.autoencoder, {"model": {"vae": {"chunk_seconds": 10.0}}})
-    teachers = {
-        "mert": TeacherSpec("mert", "", 24000, layer=1, chunk_seconds=5.0, normalize=True, feature_dim=32),
-        "mhubert": TeacherSpec("mhubert", "", 16000, layer=-1, chunk_seconds=30.0, feature_dim=32),
-    }
-    for seed, (name, spec) in enumerate(teachers.items(), start=1):
-        folder = create_random_hubert(root / "teachers" / name, hidden_size=32, num_layers=2, seed=seed)
-        teachers[name] = replace(spec, checkpoint_dir=str(folder))
+    save_vae_bundle(bundle, vae.autoencoder, {"model": {"vae": {"chunk_seconds": 10.0}}})
+    for seed, name in enumerate(teachers, start=1):
+        create_random_hubert(teachers[name].checkpoint_dir, hidden_size=32, num_layers=2, seed=seed)
+    (root / "ready").touch()
     return dataset, bundle, teachers
 
 
@@ -158,15 +160,22 @@ def storage_tables(folders: dict[str, Path]) -> list[str]:
     return lines
 
 
-def train_curve(
-    dataset: Path, bundle: Path, teachers: dict[str, TeacherSpec], settings: EncodeSettings, seed: int, args: Any
-) -> dict[str, list[float]]:
-    """Per-step flow and REPA losses of a tiny DiT trained from one cache (what Lightning runs, minus logging)."""
+def data_module(
+    dataset: Path, bundle: Path, teachers: dict[str, TeacherSpec], settings: EncodeSettings, args: Any
+) -> DiTDataModule:
     data = DiTDataModule(
         str(dataset), str(bundle), None, teachers, batch_size=args.batch, max_frames=args.frames, seed=0,
         val_items=1, storage=settings, online=OnlineEncoding(fallback=False), loader=LoaderOptions(num_workers=0),
     )  # fmt: skip
     data.setup("fit")
+    return data
+
+
+def train_curve(
+    dataset: Path, bundle: Path, teachers: dict[str, TeacherSpec], settings: EncodeSettings, seed: int, args: Any
+) -> tuple[dict[str, list[float]], DiTTask]:
+    """Per-step flow and REPA losses of a tiny DiT trained from one cache (what Lightning runs, minus logging)."""
+    data = data_module(dataset, bundle, teachers, settings, args)
     cfg = compose_config(["model/dit=tiny", "model.dit.config.latent_channels=16"])
     torch.manual_seed(seed)
     task = DiTTask(
@@ -185,12 +194,25 @@ def train_curve(
             torch.nn.utils.clip_grad_norm_(task.model.parameters(), 0.5)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            curve["flow"].append(float(terms["flow"]))
-            curve["repa"].append(float(terms["repa"]))
+            curve["flow"].append(float(terms["flow"].detach()))
+            curve["repa"].append(float(terms["repa"].detach()))
             if len(curve["repa"]) == args.steps:
                 break
         epoch += 1
-    return curve
+    return curve, task
+
+
+@torch.no_grad()
+def native_repa(task: DiTTask, data: DiTDataModule, batches: int = 4) -> float:
+    """A trained task's REPA loss against native-rate float32 features, on fixed crops and noise.
+
+    A DiT trained on pooled features is judged here against the same native targets as one trained on
+    them (its projection is resampled to the native frame count, as in training)."""
+    loader = data.train_dataloader()
+    loader.sampler.set_epoch(10_000)  # crops no training epoch drew
+    torch.manual_seed(1234)
+    values = [float(task.compute_loss(batch)["repa"]) for _, batch in zip(range(batches), loader, strict=False)]
+    return statistics.fmean(values)
 
 
 def repa_table(curves: dict[str, dict[str, list[float]]], window: int) -> list[str]:
@@ -237,12 +259,13 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=25, help="steps averaged per row of the REPA table")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--frames", type=int, default=256, help="crop length in latent frames (256 = 11.9 s)")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep (and reuse) the encoded corpus here")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        dataset, bundle, teachers = build_world(Path(tmp), args.tracks)
+        dataset, bundle, teachers = build_world(args.workdir or Path(tmp), args.tracks)
         folders, encode_s = {}, {}
         for label, settings in (("native", NATIVE), ("compact", COMPACT)):
             encoder = ConditioningEncoder.from_paths(bundle, None, teachers, settings)
@@ -260,12 +283,17 @@ def main() -> None:
             rates[label] = read_rate(data)
         print("| per-song cache read, one process | native | compact |\n|---|---|---|")
         print(f"| items/s ({args.frames}-frame crops) | {rates['native']:.0f} | {rates['compact']:.0f} |\n")
-        curves = {
+        runs = {
             "native fp32": train_curve(dataset, bundle, teachers, NATIVE, 0, args),
             "pooled bf16": train_curve(dataset, bundle, teachers, COMPACT, 0, args),
             "native fp32, seed 1": train_curve(dataset, bundle, teachers, NATIVE, 1, args),
         }
-        print("\n".join(repa_table(curves, args.window)))
+        print("\n".join(repa_table({label: curve for label, (curve, _) in runs.items()}, args.window)))
+        native_data = data_module(dataset, bundle, teachers, NATIVE, args)
+        judged = {label: native_repa(task, native_data) for label, (_, task) in runs.items()}
+        print("REPA after training, against native fp32 features (same crops and noise): " + ", ".join(
+            f"{label} {value:.4f}" for label, value in judged.items()
+        ))
 
 
 if __name__ == "__main__":
