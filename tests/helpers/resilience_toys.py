@@ -227,7 +227,9 @@ def dit_batch(seed: int, size: int = 2, nan: bool = False) -> dict[str, Any]:
     }
 
 
-class _Prebuilt(Dataset):
+class PrebuiltBatches(Dataset):
+    """Already collated batches, yielded in order (a DataLoader with batch_size=None)."""
+
     def __init__(self, batches: list[dict[str, Any]]) -> None:
         self.batches = batches
 
@@ -244,7 +246,7 @@ class DiTBatches(pl.LightningDataModule):
     def __init__(self, count: int = 8, nan_from: int | None = None, size: int = 2) -> None:
         super().__init__()
         nan = [nan_from is not None and i >= nan_from for i in range(count)]
-        self.data = _Prebuilt([dit_batch(i, size, bad) for i, bad in enumerate(nan)])
+        self.data = PrebuiltBatches([dit_batch(i, size, bad) for i, bad in enumerate(nan)])
 
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(self.data, batch_size=None, shuffle=False)

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers.resilience_toys import PrebuiltBatches
 from lightning.pytorch.loggers import TensorBoardLogger
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from refrain.errors import RefrainInputError
 from refrain.losses.flow_matching import FlowMatchingLoss
@@ -73,21 +74,8 @@ def make_batch(teachers: bool = True, nan: bool = False, seed: int = 0) -> dict[
     return batch
 
 
-class Batches(Dataset):
-    """Yields prepared batches (already collated) in order: DataLoader(batch_size=None)."""
-
-    def __init__(self, batches: list[dict[str, Any]]) -> None:
-        self.batches = batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.batches[index]
-
-
 def loader(batches: list[dict[str, Any]]) -> DataLoader:
-    return DataLoader(Batches(batches), batch_size=None, collate_fn=lambda x: x)
+    return DataLoader(PrebuiltBatches(batches), batch_size=None, collate_fn=lambda x: x)
 
 
 def make_task(tmp: Path, seed: int = 0, **kwargs: Any) -> DiTTask:
