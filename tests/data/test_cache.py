@@ -245,6 +245,23 @@ def test_fingerprint_tracks_every_encoder_and_setting(tmp_path: Path, tiny_env: 
     assert encoder_fingerprint(tiny_env.bundle, None, weighted, settings) == base
 
 
+def test_ranks_encode_their_shares_and_rank_0_writes_one_index(tmp_path: Path, encoder: ConditioningEncoder) -> None:
+    from refrain.data.cache_build import rank_share, unique_records
+
+    dataset = make_dataset(tmp_path / "ds", count=3, validation=1)
+    rank1: list = []
+    one = build_cache(  # rank 1 runs first here; the gather hands it a stand-in for rank 0's part
+        dataset, encoder, progress=False, rank=1, world_size=2, gather=lambda item: rank1.append(item) or [item, item]
+    )
+    records = unique_records(dataset)
+    written_by_1 = {p.name.removesuffix(".safetensors") for p in one.cache_dir.glob("*.safetensors")}
+    assert written_by_1 == {r["content_hash"] for r in rank_share(records, 1, 2)} and len(written_by_1) == 2
+    assert not (one.cache_dir / "index.json").exists()  # only rank 0 writes the index
+    zero = build_cache(dataset, encoder, progress=False, rank=0, world_size=2, gather=lambda item: [item, rank1[0]])
+    assert (zero.records, zero.encoded, zero.reused) == (4, 4, 0)  # rank 0's report covers both ranks
+    assert set(read_index(zero.cache_dir)["entries"]) == {r["content_hash"] for r in records}
+
+
 def test_missing_audio_is_counted_and_the_run_goes_on(tmp_path: Path, encoder: ConditioningEncoder) -> None:
     folder = tmp_path / "ds"
     songs = [song_record(folder, i) for i in range(3)]
