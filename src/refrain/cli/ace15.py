@@ -1,4 +1,4 @@
-"""``python -m refrain.cli.ace15 {vae,lora,export}``: move between an ACE-Step 1.5 release and refrain.
+"""``refrain-ace15 {vae,lora,export}``: move between an ACE-Step 1.5 release and refrain.
 
 - ``vae``: the release's ``vae/`` (diffusers' ``AutoencoderOobleck``, 48 kHz, hop 1920, 25 frames/s) as a
   refrain VAE bundle, so a dataset's cached latents are the ones ACE-Step 1.5 was trained on;
@@ -11,8 +11,6 @@ The release folder is only ever read; outputs are written atomically.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -108,39 +106,24 @@ def export_run(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m refrain.cli.ace15", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    vae = sub.add_parser("vae", help="write the release's vae/ as a refrain VAE bundle")
-    vae.add_argument(
-        "--checkpoint_dir", required=True, help="the ACE-Step 1.5 release folder (diffusers layout)"
-    )
-    vae.add_argument("--output", required=True, help="bundle folder to create")
-    vae.add_argument("--overwrite", action="store_true", help="replace an existing bundle folder")
+    from refrain.cli.release_tools import release_parser, report_written
+
+    release = "the ACE-Step 1.5 release folder (diffusers layout)"
+    parser, sub = release_parser("refrain-ace15", __doc__.splitlines()[0], release)
     lora = sub.add_parser("lora", help="a refrain LoRA adapter folder as diffusers' LoRA file")
     lora.add_argument("--checkpoint_dir", required=True, help="the release the adapter was trained on")
     lora.add_argument("--adapter", required=True, help="the adapter folder (exps/<name>/adapter)")
     lora.add_argument("--output", required=True, help="folder for pytorch_lora_weights.safetensors")
-    export = sub.add_parser("export", help="the release with trained weights, as a new diffusers folder")
-    export.add_argument("--checkpoint_dir", required=True, help="the release the run started from")
-    export.add_argument("--adapter", default=None, help="a LoRA adapter folder to merge in")
-    export.add_argument(
-        "--ckpt", default=None, help="a full fine-tune's last.ckpt (its EMA weights when kept)"
-    )
-    export.add_argument("--output", required=True, help="folder to create")
-    export.add_argument("--overwrite", action="store_true", help="replace an existing folder")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "vae":
-            out = release_vae_bundle(args.checkpoint_dir, args.output, args.overwrite)
-        elif args.command == "lora":
-            out = release_lora(args.checkpoint_dir, args.adapter, args.output)
-        else:
-            out = export_release(args.checkpoint_dir, args.output, args.adapter, args.ckpt, args.overwrite)
-    except RefrainInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"wrote {out}")
 
+    def write() -> Path:
+        if args.command == "vae":
+            return release_vae_bundle(args.checkpoint_dir, args.output, args.overwrite)
+        if args.command == "lora":
+            return release_lora(args.checkpoint_dir, args.adapter, args.output)
+        return export_release(args.checkpoint_dir, args.output, args.adapter, args.ckpt, args.overwrite)
+
+    report_written(write)
 
 if __name__ == "__main__":
     main()

@@ -8,7 +8,9 @@ which pipeline class) stay in each command; the steps and their one-line errors 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import argparse
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,41 @@ def quiet_libraries() -> Iterator[None]:
         for library, enabled in zip((diffusers_logging, transformers_logging), bars, strict=True):
             if enabled:
                 library.enable_progress_bar()
+
+
+def release_parser(prog: str, description: str, release: str) -> tuple[argparse.ArgumentParser, Any]:
+    """The command line both release tools share: ``vae`` and ``export`` with their flags. Returns the parser
+    and its subparsers, to which each tool adds its own commands (``lora``, ``bundle``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    vae = sub.add_parser("vae", help="write the release's vae/ as a refrain VAE bundle")
+    vae.add_argument("--checkpoint_dir", required=True, help=release)
+    add_output_flags(vae)
+    export = sub.add_parser("export", help="the release with trained weights, as a new diffusers folder")
+    export.add_argument("--checkpoint_dir", required=True, help="the release the run started from")
+    add_trained_weights_flags(export)
+    add_output_flags(export)
+    return parser, sub
+
+
+def add_trained_weights_flags(command: argparse.ArgumentParser) -> None:
+    """``--adapter`` / ``--ckpt``: the trained weights that go onto the release (``with_trained_weights``)."""
+    command.add_argument("--adapter", default=None, help="a LoRA adapter folder to merge in")
+    command.add_argument(
+        "--ckpt", default=None, help="a full fine-tune's last.ckpt (its EMA weights when kept)"
+    )
+
+
+def add_output_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--output", required=True, help="folder to create")
+    command.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+
+
+def report_written(write: Callable[[], Path]) -> None:
+    """Run ``write`` and print ``wrote <folder>``, or the one-line error and exit status 2."""
+    try:
+        out = write()
+    except RefrainInputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"wrote {out}")

@@ -1,4 +1,4 @@
-"""``python -m refrain.cli.stable_audio {vae,bundle,export}``: move between a Stable Audio Open release and refrain.
+"""``refrain-stable-audio {vae,bundle,export}``: move between a Stable Audio Open release and refrain.
 
 - ``vae``: the release's ``vae/`` (diffusers' ``AutoencoderOobleck``, 44.1 kHz, 64 channels at 21.5 frames/s)
   as a refrain VAE bundle, which ``refrain-prepare``/``--vae_bundle`` encode a dataset with;
@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -85,45 +83,36 @@ def export_release(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m refrain.cli.stable_audio", description=__doc__.splitlines()[0]
+    from refrain.cli.release_tools import (
+        add_output_flags,
+        add_trained_weights_flags,
+        release_parser,
+        report_written,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+
     release = "the Stable Audio Open release folder (diffusers layout)"
-    vae = sub.add_parser("vae", help="write the release's vae/ as a refrain VAE bundle")
-    vae.add_argument("--checkpoint_dir", required=True, help=release)
+    parser, sub = release_parser("refrain-stable-audio", __doc__.splitlines()[0], release)
     bundle = sub.add_parser("bundle", help="the release (or its trained weights) as a refrain DiT bundle")
     bundle.add_argument("--checkpoint_dir", required=True, help=release)
     bundle.add_argument("--vae_bundle", required=True, help="the release's VAE as a bundle (the vae command)")
-    export = sub.add_parser("export", help="the release with trained weights, as a new diffusers folder")
-    export.add_argument("--checkpoint_dir", required=True, help=release)
-    for command in (bundle, export):
-        command.add_argument("--adapter", default=None, help="a LoRA adapter folder to merge in")
-        command.add_argument(
-            "--ckpt", default=None, help="a full fine-tune's last.ckpt (its EMA weights when kept)"
-        )
-    for command in (vae, bundle, export):
-        command.add_argument("--output", required=True, help="folder to create")
-        command.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    add_trained_weights_flags(bundle)
+    add_output_flags(bundle)
     args = parser.parse_args(argv)
-    try:
+
+    def write() -> Path:
         if args.command == "vae":
-            out = release_vae_bundle(args.checkpoint_dir, args.output, args.overwrite)
-        elif args.command == "bundle":
+            return release_vae_bundle(args.checkpoint_dir, args.output, args.overwrite)
+        if args.command == "bundle":
             if args.adapter is not None and args.ckpt is not None:
                 raise RefrainInputError(
                     "bundle", "takes at most one of --adapter and --ckpt", "pass one of them"
                 )
-            out = release_dit_bundle(
+            return release_dit_bundle(
                 args.checkpoint_dir, args.vae_bundle, args.output, args.adapter, args.ckpt, args.overwrite
             )
-        else:
-            out = export_release(args.checkpoint_dir, args.output, args.adapter, args.ckpt, args.overwrite)
-    except RefrainInputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    print(f"wrote {out}")
+        return export_release(args.checkpoint_dir, args.output, args.adapter, args.ckpt, args.overwrite)
 
+    report_written(write)
 
 if __name__ == "__main__":
     main()
