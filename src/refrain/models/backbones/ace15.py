@@ -34,7 +34,14 @@ from refrain.errors import RefrainInputError
 from refrain.models.backbone import BackboneSpec, frames_to_tokens, seeded_noise
 from refrain.models.backbones.ace15_conditioning import AceStepConditioning
 from refrain.models.backbones.ace15_text import SongMeta, TextSide
-from refrain.models.backbones.common import check_latent_input, public_config, set_gradient_checkpointing
+from refrain.models.backbones.common import (
+    check_latent_input,
+    check_release_layout,
+    has_release_layout,
+    public_config,
+    set_gradient_checkpointing,
+    vae_frame_rate,
+)
 from refrain.models.dit.velocity import VelocityOutput
 
 LAYOUT = ("transformer", "condition_encoder", "text_encoder", "tokenizer", "vae")
@@ -269,29 +276,15 @@ def _int_or_none(batch: Mapping[str, Any], key: str, index: int) -> int | None:
 
 def check_release_folder(root: str | Path) -> Path:
     """The folder, or a one-line error naming the first part of diffusers' layout it lacks."""
-    path = Path(root) if root else None
-    if path is None or not path.is_dir():
-        raise RefrainInputError(
-            "checkpoint_dir", f"{root!r} is not a folder",
-            "pass --checkpoint_dir pointing at an ACE-Step 1.5 release folder in diffusers' layout",
-        )  # fmt: skip
-    for sub in LAYOUT[:2]:
-        if not (path / sub / "config.json").is_file():
-            raise RefrainInputError(
-                path / sub, "missing (no config.json)",
-                f"an ACE-Step 1.5 folder holds {', '.join(s + '/' for s in LAYOUT)}: download the diffusers release",
-            )  # fmt: skip
-    return path
+    return check_release_layout(
+        root, LAYOUT, "pass --checkpoint_dir pointing at an ACE-Step 1.5 release folder in diffusers' layout",
+        f"an ACE-Step 1.5 folder holds {', '.join(s + '/' for s in LAYOUT)}: download the diffusers release",
+    )  # fmt: skip
 
 
 def is_release_folder(root: str | Path | None) -> bool:
     """True for a folder in diffusers' ACE-Step 1.5 layout (what ``--checkpoint_dir`` may name)."""
-    if not root:
-        return False
-    path = Path(root)
-    return (path / "transformer" / "config.json").is_file() and (
-        path / "condition_encoder" / "config.json"
-    ).is_file()
+    return has_release_layout(root, LAYOUT)
 
 
 def load_ace15(
@@ -312,15 +305,7 @@ def load_ace15(
     torch_dtype = getattr(torch, dtype) if dtype else None
     transformer = AceStepTransformer1DModel.from_pretrained(root / "transformer", torch_dtype=torch_dtype)
     encoder = AceStepConditionEncoder.from_pretrained(root / "condition_encoder", torch_dtype=torch_dtype)
-    frame_rate = 25.0
-    vae_config = root / "vae" / "config.json"
-    if vae_config.is_file():
-        import json
-
-        config = json.loads(vae_config.read_text())
-        frame_rate = float(config.get("sampling_rate", 48000)) / math.prod(
-            config.get("downsampling_ratios", [1920])
-        )
+    frame_rate = vae_frame_rate(root, 25.0, 48000, 1920)
     cache = Path(dataset_path) / "cache" / "ace15_text" if dataset_path else None
     text = TextSide(root, cache_dir=cache) if (root / "text_encoder").is_dir() else None
     return AceStep15(

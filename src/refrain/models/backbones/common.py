@@ -1,9 +1,13 @@
-"""What the wrappers of released models share: reading diffusers configs, switching gradient
-checkpointing on the diffusers modules they hold, and refusing a latent of the wrong shape in one line."""
+"""What the wrappers of released models share: checking and reading a release folder in diffusers' layout,
+switching gradient checkpointing on the diffusers modules they hold, and refusing a latent of the wrong
+shape in one line."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from torch import Tensor, nn
@@ -27,6 +31,39 @@ def set_gradient_checkpointing(modules: Iterable[nn.Module], enabled: bool) -> N
 
 
 def check_latent_input(x: Tensor, channels: int, where: str, fix: str) -> None:
-    """One line for a latent that is not (B, channels, T): ``where`` names the backbone, ``fix`` the encoding."""
+    """One line for a latent that is not (B, channels, T); ``where`` names the backbone."""
     if x.dim() != 3 or x.shape[1] != channels:
         raise RefrainInputError(where, f"latent shape {tuple(x.shape)} is not (B, {channels}, T)", fix)
+
+
+def check_release_layout(
+    root: str | Path | None, layout: Sequence[str], not_folder_fix: str, missing_fix: str
+) -> Path:
+    """The folder, or a one-line error: not a folder, or the first of ``layout[:2]`` (the two parts every
+    use needs) without its ``config.json``."""
+    path = Path(root) if root else None
+    if path is None or not path.is_dir():
+        raise RefrainInputError("checkpoint_dir", f"{root!r} is not a folder", not_folder_fix)
+    for sub in layout[:2]:
+        if not (path / sub / "config.json").is_file():
+            raise RefrainInputError(path / sub, "missing (no config.json)", missing_fix)
+    return path
+
+
+def has_release_layout(root: str | Path | None, layout: Sequence[str]) -> bool:
+    """True for a folder whose first two ``layout`` parts have their ``config.json``."""
+    if not root:
+        return False
+    return all((Path(root) / sub / "config.json").is_file() for sub in layout[:2])
+
+
+def vae_frame_rate(root: Path, default: float, sampling_rate: int, hop: int) -> float:
+    """Latent frames per second of the release's ``vae/`` (sampling rate / product of its strides);
+    ``default`` when it has no config, ``sampling_rate``/``hop`` for keys its config leaves out."""
+    config = root / "vae" / "config.json"
+    if not config.is_file():
+        return default
+    values = json.loads(config.read_text())
+    return float(values.get("sampling_rate", sampling_rate)) / math.prod(
+        values.get("downsampling_ratios", [hop])
+    )

@@ -33,7 +33,14 @@ from torch import Tensor, nn
 
 from refrain.errors import RefrainInputError
 from refrain.models.backbone import BackboneSpec, seeded_noise
-from refrain.models.backbones.common import check_latent_input, public_config, set_gradient_checkpointing
+from refrain.models.backbones.common import (
+    check_latent_input,
+    check_release_layout,
+    has_release_layout,
+    public_config,
+    set_gradient_checkpointing,
+    vae_frame_rate,
+)
 from refrain.models.backbones.stable_audio_conditioning import StableAudioConditioning, T5Side
 from refrain.models.dit.velocity import VelocityOutput
 
@@ -248,37 +255,21 @@ class StableAudioOpen(nn.Module):
 
 def check_release_folder(root: str | Path | None) -> Path:
     """The folder, or a one-line error naming the first part of diffusers' layout it lacks."""
-    path = Path(root) if root else None
-    if path is None or not path.is_dir():
-        raise RefrainInputError(
-            "checkpoint_dir", f"{root!r} is not a folder",
-            "point model.dit.checkpoint_dir at a Stable Audio Open folder in diffusers' layout",
-        )  # fmt: skip
-    for sub in LAYOUT[:2]:
-        if not (path / sub / "config.json").is_file():
-            raise RefrainInputError(
-                path / sub, "missing (no config.json)",
-                f"a Stable Audio Open folder holds {', '.join(s + '/' for s in LAYOUT)}: download the diffusers "
-                "release (stabilityai/stable-audio-open-1.0)",
-            )  # fmt: skip
-    return path
+    return check_release_layout(
+        root, LAYOUT, "point model.dit.checkpoint_dir at a Stable Audio Open folder in diffusers' layout",
+        f"a Stable Audio Open folder holds {', '.join(s + '/' for s in LAYOUT)}: download the diffusers "
+        "release (stabilityai/stable-audio-open-1.0)",
+    )  # fmt: skip
 
 
 def is_release_folder(root: str | Path | None) -> bool:
     """True for a folder in diffusers' Stable Audio Open layout."""
-    if not root:
-        return False
-    path = Path(root)
-    return all((path / sub / "config.json").is_file() for sub in LAYOUT[:2])
+    return has_release_layout(root, LAYOUT)
 
 
 def release_frame_rate(root: Path) -> float:
     """Latent frames per second of the folder's VAE (sampling rate / product of its strides)."""
-    config = root / "vae" / "config.json"
-    if not config.is_file():
-        return FRAME_RATE
-    values = json.loads(config.read_text())
-    return float(values.get("sampling_rate", 44100)) / math.prod(values.get("downsampling_ratios", [2048]))
+    return vae_frame_rate(root, FRAME_RATE, 44100, 2048)
 
 
 def _from_pretrained(cls: Any, folder: Path, dtype: torch.dtype | None) -> Any:
