@@ -69,8 +69,12 @@ class BatchConditioning:
             if getattr(self, name) is None:
                 setattr(self, name, torch.zeros(batch, dtype=torch.bool, device=device))
 
-    def fill_context_mask(self, batch: int, frames: int, device: torch.device) -> None:
-        """A context latent given without a mask gives every frame (called from ``__post_init__``)."""
+    def fill_defaults(self, batch: int, frames: int, device: torch.device) -> None:
+        """What an unset field means (called from ``__post_init__``): every frame valid, nothing dropped, and
+        a context latent given without a mask gives every frame."""
+        if self.frame_mask is None:
+            self.frame_mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
+        self.fill_drop_flags(batch, device)
         if self.context is not None and self.context_mask is None:
             self.context_mask = torch.ones(batch, 1, frames, dtype=self.context.dtype, device=device)
 

@@ -46,8 +46,7 @@ class AceStepConditioning(BatchConditioning):
 
     def __post_init__(self) -> None:
         batch, device = self.frame_mask.shape[0], self.frame_mask.device
-        self.fill_drop_flags(batch, device)
-        self.fill_context_mask(batch, self.num_frames, device)
+        self.fill_defaults(batch, self.num_frames, device)
 
     @property
     def dropped(self) -> Tensor:

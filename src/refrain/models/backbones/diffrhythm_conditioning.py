@@ -46,12 +46,9 @@ class DiffRhythmConditioning(BatchConditioning):
 
     def __post_init__(self) -> None:
         batch, frames, device = self.lyrics.shape[0], self.lyrics.shape[-1], self.lyrics.device
-        if self.frame_mask is None:
-            self.frame_mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
         if self.start_time is None:
             self.start_time = torch.zeros(batch, device=device)
-        self.fill_drop_flags(batch, device)
-        self.fill_context_mask(batch, frames, device)
+        self.fill_defaults(batch, frames, device)
 
     @property
     def batch_size(self) -> int:

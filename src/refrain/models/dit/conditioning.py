@@ -48,11 +48,7 @@ class DiTConditioning(BatchConditioning):
 
     def __post_init__(self) -> None:
         batch, frames = self.lyrics.shape[0], self.lyrics.shape[-1]
-        device = self.lyrics.device
-        if self.frame_mask is None:
-            self.frame_mask = torch.ones(batch, frames, dtype=torch.bool, device=device)
-        self.fill_drop_flags(batch, device)
-        self.fill_context_mask(batch, frames, device)
+        self.fill_defaults(batch, frames, self.lyrics.device)
 
     @property
     def batch_size(self) -> int:
