@@ -53,3 +53,22 @@ def test_a_model_without_blocks_is_left_eager_with_a_note() -> None:
 def test_trainer_flag_sets_the_config_key() -> None:
     assert translate_argv(["--torch_compile"]) == ["torch_compile=true"]
     assert translate_argv(["--torch_compile=false"]) == ["torch_compile=false"]
+
+
+def test_infer_flag_compiles_the_pipeline_model_after_its_adapters(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """refrain-infer --torch_compile reaches compile_blocks with the pipeline's model (here: the fallback)."""
+    from types import SimpleNamespace
+
+    from refrain.cli import infer
+
+    args = infer.build_parser().parse_args(["text2music", "--bundle", "b", "--torch_compile", "--no_progress"])
+    assert args.torch_compile is True
+    monkeypatch.setattr(compile_module, "compile_unavailable", lambda: "probe failed")
+    seen: list[str] = []
+    monkeypatch.setattr(infer, "sample_mode", lambda pipe, a: seen.append("sampled") or [])
+    pipe = SimpleNamespace(model=tiny_dit(), progress=None)
+    assert infer.sample_and_save(pipe, args, None) == []
+    assert seen == ["sampled"]
+    assert "note: torch.compile unavailable here (probe failed); running eager" in capsys.readouterr().err
