@@ -31,7 +31,7 @@ def release_vae_bundle(checkpoint_dir: str | Path, output: str | Path, overwrite
             root / "vae", "missing (no config.json)", "download the release's vae/ folder too"
         )
     source = {"ace15_release": str(root.resolve())}
-    return save_release_vae(AutoencoderOobleck.from_pretrained(root / "vae"), source, output, overwrite)
+    return save_release_vae(AutoencoderOobleck.from_pretrained(root / "vae", use_safetensors=True), source, output, overwrite)
 
 
 def release_lora(checkpoint_dir: str | Path, adapter: str | Path, output: str | Path) -> Path:

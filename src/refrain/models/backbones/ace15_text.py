@@ -97,8 +97,8 @@ class TextSide:
                         self.root / sub, "missing from the ACE-Step 1.5 folder",
                         "point --checkpoint_dir at the release folder (transformer/, condition_encoder/, text_encoder/, tokenizer/, vae/)",
                     )  # fmt: skip
-            self._tokenizer = AutoTokenizer.from_pretrained(self.root / "tokenizer")
-            encoder = AutoModel.from_pretrained(self.root / "text_encoder")
+            self._tokenizer = AutoTokenizer.from_pretrained(self.root / "tokenizer", local_files_only=True)
+            encoder = AutoModel.from_pretrained(self.root / "text_encoder", local_files_only=True, use_safetensors=True)
             self._encoder = encoder.eval().requires_grad_(False)
         if next(self._encoder.parameters()).device != device:
             self._encoder.to(device)
