@@ -60,6 +60,9 @@ def sample_song(args: argparse.Namespace) -> Path:
     if args.adapter:  # a LoRA trained on this bundle (experiment=diffrhythm_lora): PEFT folder, safetensors
         from peft import PeftModel
 
+        from refrain.lora.adapters import read_adapter_spec
+
+        read_adapter_spec(args.adapter)  # a missing or foreign folder is a one-line error, not PEFT's traceback
         model = PeftModel.from_pretrained(model, args.adapter).eval()
     vae = load_vae_bundle(bundle.vae_path, verify=False).model
     window = int(backbone_of(model).max_frames)

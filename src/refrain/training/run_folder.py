@@ -49,7 +49,7 @@ def claim_run_dir(cfg: DictConfig) -> Path:
         resume_from = last if last.is_file() else existing[-1]
         started = f"--ckpt_path {cfg.ckpt_path} starts from another run, but " if cfg.get("ckpt_path") else ""
         raise RefrainInputError(
-            run_dir, f"{started}this folder already holds a run ({len(existing)} checkpoints)",
+            run_dir, f"{started}this folder already holds a run ({plural(len(existing), 'checkpoint')})",
             f"resume it with --ckpt_path {resume_from}, or start a new run with a fresh --exp_name (or run_dir=...)",
         )  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -82,3 +82,8 @@ def continue_logger_versions(cfg: DictConfig) -> None:
             if version is not None:
                 with open_dict(spec):
                     spec.version = version
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 checkpoint``, ``2 checkpoints``: the refusal counts what it found."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
