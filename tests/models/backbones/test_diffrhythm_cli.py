@@ -86,3 +86,7 @@ def test_import_train_export_sample(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert sample_main(["sample", "--bundle", str(tmp_path / "bundle"), "--adapter", str(adapter), "--style",
                         str(tmp_path / "style.pt"), "--seconds", "2", "--output", str(with_lora)]) == 0  # fmt: skip
     assert load_file(str(with_lora.with_suffix(".latent.safetensors")))["latent"].shape == (64, 44)
+    capsys.readouterr()
+    assert sample_main(["sample", "--bundle", str(tmp_path / "bundle"), "--adapter", str(tmp_path / "no_adapter"),
+                        "--style", str(tmp_path / "style.pt"), "--seconds", "2", "--output", str(with_lora)]) == 2
+    assert "not a PEFT adapter folder" in capsys.readouterr().err  # one line, not PEFT's traceback
