@@ -281,6 +281,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             if hydra_cfg.mode == RunMode.MULTIRUN:  # jobs of one sweep never share a folder
                 sweep_job_dir(cfg, int(hydra_cfg.job.num))
             result = train(cfg)
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank != 0:  # under DDP every rank returns here; the summary is said once
+            return
         print(f"run folder: {result.run_dir}")
         if result.last_checkpoint:
             print(f"last checkpoint: {result.last_checkpoint}")
