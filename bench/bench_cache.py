@@ -75,8 +75,12 @@ def build_world(root: Path, tracks: int) -> tuple[Path, Path, dict[str, TeacherS
         "mert": TeacherSpec("mert", "", 24000, layer=1, chunk_seconds=5.0, normalize=True, feature_dim=32),
         "mhubert": TeacherSpec("mhubert", "", 16000, layer=-1, chunk_seconds=30.0, feature_dim=32),
     }
-    teachers = {name: replace(spec, checkpoint_dir=str(root / "teachers" / name)) for name, spec in teachers.items()}
-    if (root / "ready").exists():  # a --workdir of an earlier run: its dataset, encoders and caches are reused
+    teachers = {
+        name: replace(spec, checkpoint_dir=str(root / "teachers" / name)) for name, spec in teachers.items()
+    }
+    if (
+        root / "ready"
+    ).exists():  # a --workdir of an earlier run: its dataset, encoders and caches are reused
         return dataset, bundle, teachers
     with contextlib.redirect_stdout(io.StringIO()):
         assert prepare(["--source", "embedded", "--output", str(root / "embedded"), "--no_progress"]) == 0
@@ -87,9 +91,13 @@ def build_world(root: Path, tracks: int) -> tuple[Path, Path, dict[str, TeacherS
     save_dataset_atomic(subset, dataset)
     torch.manual_seed(0)
     vae = build_oobleck_vae(
-        sample_rate=44100, downsampling_ratios=[4, 4, 8, 16], channel_multiples=[1, 2, 4, 4],
-        encoder_hidden_size=32, decoder_channels=16, latent_channels=16,
-    )  # fmt: skip
+        sample_rate=44100,
+        downsampling_ratios=[4, 4, 8, 16],
+        channel_multiples=[1, 2, 4, 4],
+        encoder_hidden_size=32,
+        decoder_channels=16,
+        latent_channels=16,
+    )
     save_vae_bundle(bundle, vae.autoencoder, {"model": {"vae": {"chunk_seconds": 10.0}}})
     for seed, name in enumerate(teachers, start=1):
         create_random_hubert(teachers[name].checkpoint_dir, hidden_size=32, num_layers=2, seed=seed)
@@ -164,24 +172,40 @@ def data_module(
     dataset: Path, bundle: Path, teachers: dict[str, TeacherSpec], settings: EncodeSettings, args: Any
 ) -> DiTDataModule:
     data = DiTDataModule(
-        str(dataset), str(bundle), None, teachers, batch_size=args.batch, max_frames=args.frames, seed=0,
-        val_items=1, storage=settings, online=OnlineEncoding(fallback=False), loader=LoaderOptions(num_workers=0),
-    )  # fmt: skip
+        str(dataset),
+        str(bundle),
+        None,
+        teachers,
+        batch_size=args.batch,
+        max_frames=args.frames,
+        seed=0,
+        val_items=1,
+        storage=settings,
+        online=OnlineEncoding(fallback=False),
+        loader=LoaderOptions(num_workers=0),
+    )
     data.setup("fit")
     return data
 
 
 def train_curve(
-    dataset: Path, bundle: Path, teachers: dict[str, TeacherSpec], settings: EncodeSettings, seed: int, args: Any
+    dataset: Path,
+    bundle: Path,
+    teachers: dict[str, TeacherSpec],
+    settings: EncodeSettings,
+    seed: int,
+    args: Any,
 ) -> tuple[dict[str, list[float]], DiTTask]:
     """Per-step flow and REPA losses of a tiny DiT trained from one cache (what Lightning runs, minus logging)."""
     data = data_module(dataset, bundle, teachers, settings, args)
     cfg = compose_config(["model/dit=tiny", "model.dit.config.latent_channels=16"])
     torch.manual_seed(seed)
     task = DiTTask(
-        instantiate(cfg.model.dit), loss=FlowMatchingLoss(shift=3.0),
-        optimizer=partial(torch.optim.AdamW, lr=3e-4), repa=partial(REPALoss, teachers=teachers, projector_dim=64),
-    )  # fmt: skip
+        instantiate(cfg.model.dit),
+        loss=FlowMatchingLoss(shift=3.0),
+        optimizer=partial(torch.optim.AdamW, lr=3e-4),
+        repa=partial(REPALoss, teachers=teachers, projector_dim=64),
+    )
     optimizer = task.configure_optimizers()
     optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
     curve: dict[str, list[float]] = {"flow": [], "repa": []}
@@ -211,13 +235,18 @@ def native_repa(task: DiTTask, data: DiTDataModule, batches: int = 4) -> float:
     loader = data.train_dataloader()
     loader.sampler.set_epoch(10_000)  # crops no training epoch drew
     torch.manual_seed(1234)
-    values = [float(task.compute_loss(batch)["repa"]) for _, batch in zip(range(batches), loader, strict=False)]
+    values = [
+        float(task.compute_loss(batch)["repa"]) for _, batch in zip(range(batches), loader, strict=False)
+    ]
     return statistics.fmean(values)
 
 
 def repa_table(curves: dict[str, dict[str, list[float]]], window: int) -> list[str]:
     labels = list(curves)
-    lines = ["| steps | " + " | ".join(f"REPA, {label}" for label in labels) + " |", "|---" * (len(labels) + 1) + "|"]
+    lines = [
+        "| steps | " + " | ".join(f"REPA, {label}" for label in labels) + " |",
+        "|---" * (len(labels) + 1) + "|",
+    ]
     steps = len(curves[labels[0]]["repa"])
     means = {label: [] for label in labels}
     for start in range(0, steps, window):
@@ -254,7 +283,9 @@ def read_rate(data: DiTDataModule, seconds: float = 5.0) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tracks", type=int, default=8, help="embedded tracks used (of 28; 2 CPU cores: keep few)")
+    parser.add_argument(
+        "--tracks", type=int, default=8, help="embedded tracks used (of 28; 2 CPU cores: keep few)"
+    )
     parser.add_argument("--steps", type=int, default=150, help="training steps per REPA curve")
     parser.add_argument("--window", type=int, default=25, help="steps averaged per row of the REPA table")
     parser.add_argument("--batch", type=int, default=4)
@@ -276,9 +307,16 @@ def main() -> None:
         rates = {}
         for label, settings in (("native", NATIVE), ("compact", COMPACT)):
             data = DiTDataModule(
-                str(dataset), str(bundle), None, teachers, batch_size=args.batch, max_frames=args.frames,
-                storage=settings, online=OnlineEncoding(fallback=False), loader=LoaderOptions(num_workers=0),
-            )  # fmt: skip
+                str(dataset),
+                str(bundle),
+                None,
+                teachers,
+                batch_size=args.batch,
+                max_frames=args.frames,
+                storage=settings,
+                online=OnlineEncoding(fallback=False),
+                loader=LoaderOptions(num_workers=0),
+            )
             data.setup("fit")
             rates[label] = read_rate(data)
         print("| per-song cache read, one process | native | compact |\n|---|---|---|")
@@ -291,9 +329,10 @@ def main() -> None:
         print("\n".join(repa_table({label: curve for label, (curve, _) in runs.items()}, args.window)))
         native_data = data_module(dataset, bundle, teachers, NATIVE, args)
         judged = {label: native_repa(task, native_data) for label, (_, task) in runs.items()}
-        print("REPA after training, against native fp32 features (same crops and noise): " + ", ".join(
-            f"{label} {value:.4f}" for label, value in judged.items()
-        ))
+        print(
+            "REPA after training, against native fp32 features (same crops and noise): "
+            + ", ".join(f"{label} {value:.4f}" for label, value in judged.items())
+        )
 
 
 if __name__ == "__main__":

@@ -54,12 +54,22 @@ class Size:
 
 SIZES = {
     "tiny": Size("tiny", 4, 256, {"latent_channels": 16}),
-    "realistic": Size("small", 1, 1024, {
-        "latent_channels": 64, "hidden_size": 512, "num_heads": 8, "num_layers": 4, "intermediate_size": 1536,
-        "repa_layer": 2, "speaker_dim": None,
-    }),
+    "realistic": Size(
+        "small",
+        1,
+        1024,
+        {
+            "latent_channels": 64,
+            "hidden_size": 512,
+            "num_heads": 8,
+            "num_layers": 4,
+            "intermediate_size": 1536,
+            "repa_layer": 2,
+            "speaker_dim": None,
+        },
+    ),
     "small": Size("small", 1, 1024, {"latent_channels": 64, "speaker_dim": None}),
-}  # fmt: skip
+}
 TARGETS = {"dit_only": 0.85, "whole_step": 0.75, "per_flop_vs_llama": 1.0}
 
 
@@ -83,17 +93,22 @@ def build(size: Size) -> tuple[DiTTask, torch.optim.Optimizer, dict[str, Any]]:
     torch.manual_seed(0)
     model = instantiate(cfg.model.dit, gradient_checkpointing=False)
     task = DiTTask(
-        model, loss=FlowMatchingLoss(shift=3.0), optimizer=partial(torch.optim.AdamW, lr=1e-4, fused=True),
+        model,
+        loss=FlowMatchingLoss(shift=3.0),
+        optimizer=partial(torch.optim.AdamW, lr=1e-4, fused=True),
         ema=partial(EMA, decay=0.9999),
-    )  # fmt: skip
+    )
     g = torch.Generator().manual_seed(0)
     b, t, c = size.batch, size.frames, model.latent_channels
     text_dim = model.config.text_dim
     batch = {
-        "latent_mean": torch.randn(b, c, t, generator=g), "latent_std": torch.full((b, c, t), 0.1),
-        "frame_mask": torch.ones(b, t, dtype=torch.bool), "lyrics": torch.randint(1, 200, (b, t), generator=g),
-        "style": torch.randn(b, 24, text_dim, generator=g), "style_mask": torch.ones(b, 24, dtype=torch.bool),
-    }  # fmt: skip
+        "latent_mean": torch.randn(b, c, t, generator=g),
+        "latent_std": torch.full((b, c, t), 0.1),
+        "frame_mask": torch.ones(b, t, dtype=torch.bool),
+        "lyrics": torch.randint(1, 200, (b, t), generator=g),
+        "style": torch.randn(b, 24, text_dim, generator=g),
+        "style_mask": torch.ones(b, 24, dtype=torch.bool),
+    }
     return task, task.configure_optimizers(), batch
 
 
@@ -138,46 +153,67 @@ def measure(name: str, steps: int, warmup: int = 2, compile_blocks: bool = False
         ref.append(time.perf_counter() - start)
     t_dit, t_rest, t_ref = (statistics.median(v) for v in (fwd_bwd, rest, ref))
     return {
-        "size": name, "params": sum(p.numel() for p in task.model.parameters()),
-        "ref_params": sum(p.numel() for p in stack.parameters()), "shape": f"{size.batch} x {size.frames}",
+        "size": name,
+        "params": sum(p.numel() for p in task.model.parameters()),
+        "ref_params": sum(p.numel() for p in stack.parameters()),
+        "shape": f"{size.batch} x {size.frames}",
         "dims": f"d {cfg.hidden_size}, {cfg.num_heads} heads, FFN {ff}, {cfg.num_layers} blocks",
-        "flops": dit_flops, "attention": dit_attention, "ref_flops": ref_flops,
-        "t_dit": t_dit, "t_rest": t_rest, "t_ref": t_ref, "tokens": size.batch * size.frames, "hidden": cfg.hidden_size,
-        "compiled": compile_blocks, "xattn": cfg.style_cross_attention,
-    }  # fmt: skip
+        "flops": dit_flops,
+        "attention": dit_attention,
+        "ref_flops": ref_flops,
+        "t_dit": t_dit,
+        "t_rest": t_rest,
+        "t_ref": t_ref,
+        "tokens": size.batch * size.frames,
+        "hidden": cfg.hidden_size,
+        "compiled": compile_blocks,
+        "xattn": cfg.style_cross_attention,
+    }
 
 
 def report(rows: list[dict[str, Any]], peak: float, steps: int) -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"\nDiT training step on CPU, {torch.get_num_threads()} thread(s), float32, median of {steps} steps "
-          f"{'(DiT blocks torch.compiled) ' if rows and rows[0].get('compiled') else ''}"
-          f"{'(style_cross_attention false) ' if rows and not rows[0]['xattn'] else ''}"
-          f"after warm-up; load average {load:.1f} on {os.cpu_count()} cores; GEMM peak {peak / 1e9:.1f} GFLOP/s\n")  # fmt: skip
-    print("| size | DiT params | dims | batch | GFLOP/step (attention) | DiT fwd+bwd | of GEMM peak "
-          "| clip+AdamW+EMA | whole step | of GEMM peak | tokens/s | LLaMA stack fwd+bwd | time ratio "
-          "| FLOP/s ratio |")  # fmt: skip
+    print(
+        f"\nDiT training step on CPU, {torch.get_num_threads()} thread(s), float32, median of {steps} steps "
+        f"{'(DiT blocks torch.compiled) ' if rows and rows[0].get('compiled') else ''}"
+        f"{'(style_cross_attention false) ' if rows and not rows[0]['xattn'] else ''}"
+        f"after warm-up; load average {load:.1f} on {os.cpu_count()} cores; GEMM peak {peak / 1e9:.1f} GFLOP/s\n"
+    )
+    print(
+        "| size | DiT params | dims | batch | GFLOP/step (attention) | DiT fwd+bwd | of GEMM peak "
+        "| clip+AdamW+EMA | whole step | of GEMM peak | tokens/s | LLaMA stack fwd+bwd | time ratio "
+        "| FLOP/s ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         whole = r["t_dit"] + r["t_rest"]
         per_flop = (r["flops"] / r["t_dit"]) / (r["ref_flops"] / r["t_ref"])
-        print(f"| {r['size']} | {r['params'] / 1e6:.2f} M | {r['dims']} | {r['shape']} "
-              f"| {r['flops'] / 1e9:.2f} ({r['attention'] / 1e9:.2f}) | {1e3 * r['t_dit']:.0f} ms "
-              f"| {r['flops'] / r['t_dit'] / peak:.2f} | {1e3 * r['t_rest']:.0f} ms | {1e3 * whole:.0f} ms "
-              f"| {r['flops'] / whole / peak:.2f} | {r['tokens'] / whole:.0f} | {1e3 * r['t_ref']:.0f} ms "
-              f"({r['ref_flops'] / 1e9:.2f} GFLOP) | {r['t_dit'] / r['t_ref']:.2f} | {per_flop:.2f} |")  # fmt: skip
+        print(
+            f"| {r['size']} | {r['params'] / 1e6:.2f} M | {r['dims']} | {r['shape']} "
+            f"| {r['flops'] / 1e9:.2f} ({r['attention'] / 1e9:.2f}) | {1e3 * r['t_dit']:.0f} ms "
+            f"| {r['flops'] / r['t_dit'] / peak:.2f} | {1e3 * r['t_rest']:.0f} ms | {1e3 * whole:.0f} ms "
+            f"| {r['flops'] / whole / peak:.2f} | {r['tokens'] / whole:.0f} | {1e3 * r['t_ref']:.0f} ms "
+            f"({r['ref_flops'] / 1e9:.2f} GFLOP) | {r['t_dit'] / r['t_ref']:.2f} | {per_flop:.2f} |"
+        )
     big = [r for r in rows if r["tokens"] >= 1024 and r["hidden"] >= 512]  # the targets' realistic size
     for r in big:
         whole = r["t_dit"] + r["t_rest"]
         checks = {
-            "dit_only": r["flops"] / r["t_dit"] / peak, "whole_step": r["flops"] / whole / peak,
+            "dit_only": r["flops"] / r["t_dit"] / peak,
+            "whole_step": r["flops"] / whole / peak,
             "per_flop_vs_llama": (r["flops"] / r["t_dit"]) / (r["ref_flops"] / r["t_ref"]),
-        }  # fmt: skip
-        print(f"\ntargets at {r['size']} ({r['tokens']} tokens): " + "; ".join(
-            f"{k} {v:.2f} (target >= {TARGETS[k]:.2f}: {'met' if v >= TARGETS[k] else 'NOT met'})"
-            for k, v in checks.items()
-        ))  # fmt: skip
-    print("sampler targets (overhead outside the network <= 1%, real-time factor at 30 and 60 steps): "
-          "python bench/bench_sampler.py")  # fmt: skip
+        }
+        print(
+            f"\ntargets at {r['size']} ({r['tokens']} tokens): "
+            + "; ".join(
+                f"{k} {v:.2f} (target >= {TARGETS[k]:.2f}: {'met' if v >= TARGETS[k] else 'NOT met'})"
+                for k, v in checks.items()
+            )
+        )
+    print(
+        "sampler targets (overhead outside the network <= 1%, real-time factor at 30 and 60 steps): "
+        "python bench/bench_sampler.py"
+    )
 
 
 def main() -> None:
@@ -188,7 +224,10 @@ def main() -> None:
     parser.add_argument("--cache_speedup", default="", help="also measure the cache speed-up: tiny,small")
     parser.add_argument("--torch_compile", action="store_true", help="torch.compile the DiT's blocks first")
     parser.add_argument(
-        "--style_cross_attention", default="true", choices=("true", "false"), help="DiTConfig switch for every size"
+        "--style_cross_attention",
+        default="true",
+        choices=("true", "false"),
+        help="DiTConfig switch for every size",
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -207,9 +246,11 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for name in args.cache_speedup.split(","):
             r = measure_cache(name.strip(), max(3, args.steps // 3))
-            print(f"| {r['preset']} | {r['params'] / 1e6:.2f} M | {r['batch']} | {r['cache_ms']:.0f} ms "
-                  f"| {r['online_ms']:.0f} ms | {r['speedup']:.1f}x |  online per step (ms): "
-                  + ", ".join(f"{k} {v:.0f}" for k, v in r["breakdown"].items()))  # fmt: skip
+            print(
+                f"| {r['preset']} | {r['params'] / 1e6:.2f} M | {r['batch']} | {r['cache_ms']:.0f} ms "
+                f"| {r['online_ms']:.0f} ms | {r['speedup']:.1f}x |  online per step (ms): "
+                + ", ".join(f"{k} {v:.0f}" for k, v in r["breakdown"].items())
+            )
 
 
 if __name__ == "__main__":

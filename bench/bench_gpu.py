@@ -140,8 +140,10 @@ def main() -> None:
         except torch.cuda.OutOfMemoryError as error:
             failures.append(f"small step, checkpointing={checkpointing}: {error}")
             continue
-        print(f"| {'on' if checkpointing else 'off'} | {row['parameters_m']:.0f} M | {row['step_s']:.3f} | "
-              f"{row['frames_per_s']:,.0f} | {row['peak_gb']:.2f} GB |")  # fmt: skip
+        print(
+            f"| {'on' if checkpointing else 'off'} | {row['parameters_m']:.0f} M | {row['step_s']:.3f} | "
+            f"{row['frames_per_s']:,.0f} | {row['peak_gb']:.2f} GB |"
+        )
         torch.cuda.empty_cache()
 
     print("\n== 3. sampler on the GPU (bench/bench_sampler.py --quick)")

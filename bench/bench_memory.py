@@ -150,8 +150,16 @@ def measure(preset: str, checkpointing: bool, device: str) -> dict[str, Any]:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"preset": preset, "checkpointing": checkpointing, "device": device, "batch": batch,
-            "length": length, "parameters": parameters, "peak": peak, "growth": peak - before}  # fmt: skip
+    return {
+        "preset": preset,
+        "checkpointing": checkpointing,
+        "device": device,
+        "batch": batch,
+        "length": length,
+        "parameters": parameters,
+        "peak": peak,
+        "growth": peak - before,
+    }
 
 
 def run_child(preset: str, checkpointing: bool, device: str) -> dict[str, Any] | None:

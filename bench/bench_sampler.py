@@ -110,16 +110,23 @@ def run_one(
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     assert torch.isfinite(latent).all()
     return {
-        "solver": solver, "steps": preset["steps"], "calls": timed.calls, "audio": preset["seconds"],
-        "wall": wall, "rtf": preset["seconds"] / wall, "cpu_rtf": preset["seconds"] / cpu,
+        "solver": solver,
+        "steps": preset["steps"],
+        "calls": timed.calls,
+        "audio": preset["seconds"],
+        "wall": wall,
+        "rtf": preset["seconds"] / wall,
+        "cpu_rtf": preset["seconds"] / cpu,
         "overhead": 1.0 - timed.seconds / wall,
-    }  # fmt: skip
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and seconds (a smoke run)")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: a shared machine)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (default 1: a shared machine)"
+    )
     parser.add_argument("--presets", default="tiny", help=f"comma-separated: {', '.join(PRESETS)}")
     parser.add_argument("--steps", default=",".join(map(str, STEPS)), help="comma-separated step counts")
     args = parser.parse_args()
@@ -159,8 +166,10 @@ def main() -> None:
             )
 
     verdict = "met" if worst <= OVERHEAD_TARGET else "NOT met"
-    print(f"\ntarget: time outside the network <= {100 * OVERHEAD_TARGET:.0f} % of the loop: worst row "
-          f"{100 * worst:.2f} % ({verdict}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(
+        f"\ntarget: time outside the network <= {100 * OVERHEAD_TARGET:.0f} % of the loop: worst row "
+        f"{100 * worst:.2f} % ({verdict}); load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    )
 
 
 if __name__ == "__main__":

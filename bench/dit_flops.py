@@ -30,9 +30,20 @@ def _conv_flops(batch: int, out_positions: int, kernel: int, c_out: int, c_in_pe
 
 
 def _conv_backward(
-    grad_out: Any, x: Any, w: Any, _bias: Any, _stride: Any, _padding: Any, _dilation: Any, transposed: bool,
-    _output_padding: Any, groups: int, output_mask: Any, out_shape: Any = None, **kwargs: Any,
-) -> int:  # fmt: skip
+    grad_out: Any,
+    x: Any,
+    w: Any,
+    _bias: Any,
+    _stride: Any,
+    _padding: Any,
+    _dilation: Any,
+    transposed: bool,
+    _output_padding: Any,
+    groups: int,
+    output_mask: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
     """Input and weight gradients of a (grouped) non-transposed conv: each costs what the forward does."""
     if transposed:
         raise NotImplementedError("bench_dit counts non-transposed convolutions only")
@@ -72,9 +83,13 @@ class LlamaStack(torch.nn.Module):
         from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
         config = LlamaConfig(
-            hidden_size=hidden, num_attention_heads=heads, num_key_value_heads=heads,
-            intermediate_size=intermediate, num_hidden_layers=depth, attn_implementation="sdpa",
-        )  # fmt: skip
+            hidden_size=hidden,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            intermediate_size=intermediate,
+            num_hidden_layers=depth,
+            attn_implementation="sdpa",
+        )
         self.layers = torch.nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(depth))
         self.rotary = LlamaRotaryEmbedding(config)
 

@@ -56,16 +56,29 @@ def _hubert(hidden: int, layers: int, conv: int = 512) -> dict[str, Any]:
 
 
 SETUPS = {
-    "tiny": Setup("tiny", "tiny", 4, 256, {
-        "mert": {"rate": 24000, "layer": 1, "chunk": 5.0, "normalize": True, **_hubert(32, 2, 16)},
-        "mhubert": {"rate": 16000, "layer": -1, "chunk": 30.0, "normalize": False, **_hubert(32, 2, 16)},
-    }, 64),
-    "small": Setup("small", "sao", 1, 128, {
-        "mert": {"rate": 24000, "layer": 7, "chunk": 5.0, "normalize": True, **_hubert(1024, 24)},
-        "mhubert": {"rate": 16000, "layer": -1, "chunk": 30.0, "normalize": False, **_hubert(768, 12)},
-    }, 2048),
-}  # fmt: skip
-
+    "tiny": Setup(
+        "tiny",
+        "tiny",
+        4,
+        256,
+        {
+            "mert": {"rate": 24000, "layer": 1, "chunk": 5.0, "normalize": True, **_hubert(32, 2, 16)},
+            "mhubert": {"rate": 16000, "layer": -1, "chunk": 30.0, "normalize": False, **_hubert(32, 2, 16)},
+        },
+        64,
+    ),
+    "small": Setup(
+        "small",
+        "sao",
+        1,
+        128,
+        {
+            "mert": {"rate": 24000, "layer": 7, "chunk": 5.0, "normalize": True, **_hubert(1024, 24)},
+            "mhubert": {"rate": 16000, "layer": -1, "chunk": 30.0, "normalize": False, **_hubert(768, 12)},
+        },
+        2048,
+    ),
+}
 
 
 def timed(fn: Any, steps: int) -> float:
@@ -89,9 +102,14 @@ def make_teachers(setup: Setup, root: Path) -> dict[str, TeacherSpec]:
         torch.manual_seed(0)
         HubertModel(HubertConfig(**shape)).save_pretrained(folder)
         specs[name] = TeacherSpec(
-            name=name, checkpoint_dir=str(folder), sample_rate=cfg["rate"], layer=cfg["layer"],
-            chunk_seconds=cfg["chunk"], normalize=cfg["normalize"], feature_dim=shape["hidden_size"],
-        )  # fmt: skip
+            name=name,
+            checkpoint_dir=str(folder),
+            sample_rate=cfg["rate"],
+            layer=cfg["layer"],
+            chunk_seconds=cfg["chunk"],
+            normalize=cfg["normalize"],
+            feature_dim=shape["hidden_size"],
+        )
     return specs
 
 
@@ -103,9 +121,12 @@ def build(setup: Setup, root: Path) -> tuple[DiTTask, ConditioningEncoder]:
     model = instantiate(cfg.model.dit, gradient_checkpointing=False)
     specs = make_teachers(setup, root)
     task = DiTTask(
-        model, loss=FlowMatchingLoss(shift=3.0), optimizer=partial(torch.optim.AdamW, lr=1e-4, fused=True),
-        repa=partial(REPALoss, teachers=specs, projector_dim=setup.projector_dim), ema=partial(EMA, decay=0.9999),
-    )  # fmt: skip
+        model,
+        loss=FlowMatchingLoss(shift=3.0),
+        optimizer=partial(torch.optim.AdamW, lr=1e-4, fused=True),
+        repa=partial(REPALoss, teachers=specs, projector_dim=setup.projector_dim),
+        ema=partial(EMA, decay=0.9999),
+    )
     encoder = ConditioningEncoder(vae, TextEncoder(), load_teachers(specs), fingerprint="bench")
     return task, encoder
 
@@ -182,9 +203,11 @@ def measure_cache(name: str, steps: int) -> dict[str, Any]:
         online_step = timed(lambda: train_step(task, optimizer, online_batch(encoder, setup, timings)), steps)
     params = sum(p.numel() for p in task.model.parameters())
     return {
-        "preset": name, "params": params, "batch": f"{setup.batch} x {setup.frames}", "cache_ms": 1e3 * cache_step,
-        "online_ms": 1e3 * online_step, "speedup": online_step / cache_step,
+        "preset": name,
+        "params": params,
+        "batch": f"{setup.batch} x {setup.frames}",
+        "cache_ms": 1e3 * cache_step,
+        "online_ms": 1e3 * online_step,
+        "speedup": online_step / cache_step,
         "breakdown": {k: 1e3 * v / steps for k, v in timings.items()},  # mean per online step
-    }  # fmt: skip
-
-
+    }

@@ -134,7 +134,9 @@ def constructor_widths() -> dict[str, int]:
 
 def test_constructor_widths_are_read() -> None:
     widths = constructor_widths()
-    assert widths["sampling/engine.py:SamplingEngine"] == 7  # model, vae, vocab, text_encoder, hash, path, device
+    assert (
+        widths["sampling/engine.py:SamplingEngine"] == 7
+    )  # model, vae, vocab, text_encoder, hash, path, device
 
 
 def test_widest_constructor_takes_at_most_12_arguments() -> None:
@@ -171,7 +173,12 @@ def test_every_cli_command_is_a_console_script_or_named_module_only() -> None:
     commands = {
         path.stem
         for path in (SRC / "cli").glob("*.py")
-        if any(isinstance(node, ast.FunctionDef) and node.name == "main" for node in ast.parse(path.read_text()).body)
+        if any(
+            isinstance(node, ast.FunctionDef) and node.name == "main"
+            for node in ast.parse(path.read_text()).body
+        )
     }
     unlisted = commands - scripted - MODULE_ONLY_COMMANDS
-    assert not unlisted, f"add to [project.scripts] or MODULE_ONLY_COMMANDS (with the reason in docs): {unlisted}"
+    assert not unlisted, (
+        f"add to [project.scripts] or MODULE_ONLY_COMMANDS (with the reason in docs): {unlisted}"
+    )

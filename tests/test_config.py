@@ -59,8 +59,10 @@ def test_group_options_lists_yaml_files() -> None:
 
 def test_a_group_set_to_null_is_dropped_even_when_a_recipe_selected_it() -> None:
     assert normalize_overrides(["repa=null", "model/dit=null", "exp_name=null"]) == [
-        "~repa", "~model/dit", "exp_name=null",
-    ]  # fmt: skip
+        "~repa",
+        "~model/dit",
+        "exp_name=null",
+    ]
     cfg = compose_config(["experiment=demo_dit", "repa=null"])
     assert cfg.get("repa") is None and cfg.data.teachers is None
     assert compose_config(["experiment=demo_dit"]).repa.teachers is not None
@@ -83,6 +85,8 @@ def test_dit_latent_channels_are_read_from_the_vae_bundle(tmp_path) -> None:
     bundle = save_vae_bundle(tmp_path / "vae", build_oobleck_vae(**TINY_VAE).autoencoder, {})
     cfg = compose_config(["experiment=demo_dit", f"vae_bundle={bundle}"])
     assert cfg.model.dit.config.latent_channels == TINY_VAE["latent_channels"] == 16
-    assert compose_config(["experiment=demo_dit"]).model.dit.config.latent_channels == 64  # no bundle named yet
+    assert (
+        compose_config(["experiment=demo_dit"]).model.dit.config.latent_channels == 64
+    )  # no bundle named yet
     with pytest.raises(RefrainInputError, match="manifest"):
         resolve_checked(compose_config(["experiment=demo_dit", f"vae_bundle={tmp_path}"]))

@@ -66,8 +66,9 @@ def dit_ddp(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
     """The DiT recipe under ``trainer=ddp trainer.devices=2`` for 20 steps; a NaN on rank 1 at step 12."""
     root = tmp_path_factory.mktemp("dit_ddp")
     started = time.time()
-    output = run_cli(ddp(*dit_overrides(world, root / "run", STEPS), *probes(root / "losses", POISON_STEP)),
-                     root / "log")  # fmt: skip
+    output = run_cli(
+        ddp(*dit_overrides(world, root / "run", STEPS), *probes(root / "losses", POISON_STEP)), root / "log"
+    )
     return {"root": root, "output": output, "seconds": time.time() - started}
 
 
@@ -85,10 +86,21 @@ def assert_same_losses(
 def test_every_dit_parameter_takes_part_in_a_step_without_context_or_speaker() -> None:
     """DDP without find_unused_parameters hangs when a rank leaves a parameter out of its graph."""
     torch.manual_seed(0)
-    model = DiffusionTransformer(DiTConfig(
-        latent_channels=4, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, text_dim=8,
-        lyric_vocab_size=20, lyric_dim=16, lyric_conv_layers=1, repa_layer=1, speaker_dim=6,
-    ))  # fmt: skip
+    model = DiffusionTransformer(
+        DiTConfig(
+            latent_channels=4,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=4,
+            intermediate_size=64,
+            text_dim=8,
+            lyric_vocab_size=20,
+            lyric_dim=16,
+            lyric_conv_layers=1,
+            repa_layer=1,
+            speaker_dim=6,
+        )
+    )
     task = DiTTask(model, loss=FlowMatchingLoss(masked_span_prob=0.0))
     batch = dit_batch(0)
     assert "speaker" not in batch and "context" not in batch
@@ -142,9 +154,12 @@ def launch(overrides: list[str], log: Path, env: dict[str, str] | None = None) -
     clean["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), clean.get("PYTHONPATH", "")])
     with open(log, "w") as handle:
         return subprocess.Popen(
-            [sys.executable, str(REPO / "trainer.py"), *overrides], cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+            [sys.executable, str(REPO / "trainer.py"), *overrides],
+            cwd=REPO,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             env={**clean, "PYTHONUNBUFFERED": "1", **SINGLE_THREAD, **(env or {})},
-        )  # fmt: skip
+        )
 
 
 @pytest.mark.slow
@@ -158,8 +173,12 @@ def test_the_vae_on_two_loopback_nodes_matches_one_process_and_skips_together(
     """
     run, port = tmp_path / "nodes", str(free_port())
     common = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": "2", "NUM_NODES": "2"}
-    args = [*vae_overrides(world, run / "run", STEPS), *probes(run / "losses", 8, "degraded"), "trainer=multinode",
-            "trainer.strategy.timeout.seconds=60"]  # fmt: skip
+    args = [
+        *vae_overrides(world, run / "run", STEPS),
+        *probes(run / "losses", 8, "degraded"),
+        "trainer=multinode",
+        "trainer.strategy.timeout.seconds=60",
+    ]
     logs = [tmp_path / f"node{r}.log" for r in (0, 1)]
     started = time.time()
     nodes = [launch(args, logs[r], env={**common, "NODE_RANK": str(r)}) for r in (0, 1)]
@@ -170,8 +189,15 @@ def test_the_vae_on_two_loopback_nodes_matches_one_process_and_skips_together(
     outputs = [log.read_text() for log in logs]
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in outputs[0] and "GLOBAL_RANK: 1, MEMBER: 2/2" in outputs[1]
     one = tmp_path / "one"
-    train(compose_config([*vae_overrides(world, one / "run", STEPS), *probes(one / "losses", 8, "degraded"),
-                          "data.batch_size=2"]))  # fmt: skip
+    train(
+        compose_config(
+            [
+                *vae_overrides(world, one / "run", STEPS),
+                *probes(one / "losses", 8, "degraded"),
+                "data.batch_size=2",
+            ]
+        )
+    )
     ranks = read_rank_losses(run / "losses")
     mean = [[(a + b) / 2 for a, b in zip(*ranks, strict=True)]]
     single = [
@@ -224,10 +250,18 @@ def test_when_rank_0_dies_rank_1_exits_and_the_resumed_run_repeats_the_losses(
     stamp, pids, killed = tmp_path / "died_at", tmp_path / "pids", tmp_path / "killed"
     args = ddp(*dit_overrides(world, tmp_path / "run", STEPS), *probes(killed, POISON_STEP))
     process = launch(
-        [*args, "+callbacks.pid._target_=helpers.resilience_toys.PidFile", f"+callbacks.pid.folder={pids}",
-         "+callbacks.die._target_=helpers.resilience_toys.KillAt", "+callbacks.die.step=7", "+callbacks.die.rank=0",
-         "+callbacks.die.exit_code=1", f"+callbacks.die.stamp={stamp}"], tmp_path / "log",
-    )  # fmt: skip
+        [
+            *args,
+            "+callbacks.pid._target_=helpers.resilience_toys.PidFile",
+            f"+callbacks.pid.folder={pids}",
+            "+callbacks.die._target_=helpers.resilience_toys.KillAt",
+            "+callbacks.die.step=7",
+            "+callbacks.die.rank=0",
+            "+callbacks.die.exit_code=1",
+            f"+callbacks.die.stamp={stamp}",
+        ],
+        tmp_path / "log",
+    )
     while not stamp.exists() and process.poll() is None:
         time.sleep(0.2)
     assert stamp.exists(), (tmp_path / "log").read_text()[-3000:]
@@ -245,8 +279,13 @@ def test_when_rank_0_dies_rank_1_exits_and_the_resumed_run_repeats_the_losses(
     checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True)["global_step"] == 5
     resumed = tmp_path / "resumed"
-    run_cli([*ddp(*dit_overrides(world, tmp_path / "run", STEPS), *probes(resumed, POISON_STEP)),
-             f"ckpt_path={checkpoint}"], tmp_path / "resume.log")  # fmt: skip
+    run_cli(
+        [
+            *ddp(*dit_overrides(world, tmp_path / "run", STEPS), *probes(resumed, POISON_STEP)),
+            f"ckpt_path={checkpoint}",
+        ],
+        tmp_path / "resume.log",
+    )
     straight = read_rank_losses(dit_ddp["root"] / "losses")
     assert_same_losses(read_rank_losses(resumed), [row[5:] for row in straight], tolerance=0.0)
     (step, weights), straight_weights = final_state(tmp_path / "run"), final_state(dit_ddp["root"] / "run")[1]
@@ -266,9 +305,16 @@ def test_bf16_mixed_on_cpu_trains_the_tiny_dit_with_finite_losses(tmp_path: Path
             losses.append(float(outputs["loss"]))
 
     trainer = pl.Trainer(
-        max_steps=4, precision="bf16-mixed", accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, callbacks=[Record()], default_root_dir=tmp_path,
-    )  # fmt: skip
+        max_steps=4,
+        precision="bf16-mixed",
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Record()],
+        default_root_dir=tmp_path,
+    )
     trainer.fit(task, DiTBatches(count=4))
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     assert set(dtypes) == {torch.bfloat16}  # autocast really ran the block's matmuls in bf16

@@ -64,9 +64,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_bf16_mixed_on_cuda_trains_the_tiny_dit(tmp_path: Path) -> None:
     task = DiTTask(tiny_dit_model(), ema=partial(EMA, decay=0.99), plotter=SamplePlotter(tmp_path))
     trainer = pl.Trainer(
-        max_steps=6, precision="bf16-mixed", accelerator="gpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )  # fmt: skip
+        max_steps=6,
+        precision="bf16-mixed",
+        accelerator="gpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(task, DiTBatches(count=6))
     assert trainer.global_step == 6 and task.nonfinite_skips == 0
     assert all(torch.isfinite(p).all() for p in task.model.parameters())
@@ -106,8 +113,11 @@ def test_bf16_ddp_on_the_small_preset_matches_one_gpu(world: dict[str, Path], tm
     count = devices()
     run, one = tmp_path / "ddp", tmp_path / "one"
     started = time.time()
-    run_cli(ddp(*small_overrides(world, run / "run", STEPS), *probes(run / "losses"), devices=count),
-            tmp_path / "log", timeout=300)  # fmt: skip
+    run_cli(
+        ddp(*small_overrides(world, run / "run", STEPS), *probes(run / "losses"), devices=count),
+        tmp_path / "log",
+        timeout=300,
+    )
     seconds = time.time() - started
     overrides = [*small_overrides(world, one / "run", STEPS), *probes(one / "losses"), "trainer.devices=1"]
     train(compose_config(reference(*overrides, world_size=count)))
@@ -134,8 +144,16 @@ def test_fsdp_on_the_small_preset_trains_and_resumes(world: dict[str, Path], tmp
 
     def fsdp(run: Path, losses: Path, steps: int, *extra: str) -> list[str]:
         overrides = [o for o in small_overrides(world, run, steps) if o != "trainer.precision=bf16-mixed"]
-        return [*overrides, *probes(losses), "trainer=fsdp", f"trainer.devices={count}", "trainer.num_nodes=1",
-                "trainer.strategy.timeout.seconds=120", "+trainer.deterministic=warn", *extra]  # fmt: skip
+        return [
+            *overrides,
+            *probes(losses),
+            "trainer=fsdp",
+            f"trainer.devices={count}",
+            "trainer.num_nodes=1",
+            "trainer.strategy.timeout.seconds=120",
+            "+trainer.deterministic=warn",
+            *extra,
+        ]
 
     started = time.time()
     run_cli(
@@ -147,8 +165,11 @@ def test_fsdp_on_the_small_preset_trains_and_resumes(world: dict[str, Path], tmp
     run_cli(fsdp(tmp_path / "split", tmp_path / "first", 10), tmp_path / "first.log", timeout=300)
     checkpoint = tmp_path / "split" / "checkpoints" / "last.ckpt"
     assert torch.load(checkpoint, weights_only=True, map_location="cpu")["global_step"] == 10
-    run_cli(fsdp(tmp_path / "split", tmp_path / "second", STEPS, f"ckpt_path={checkpoint}"), tmp_path / "second.log",
-            timeout=300)  # fmt: skip
+    run_cli(
+        fsdp(tmp_path / "split", tmp_path / "second", STEPS, f"ckpt_path={checkpoint}"),
+        tmp_path / "second.log",
+        timeout=300,
+    )
     straight = read_rank_losses(tmp_path / "straight_losses", count)
     compare(
         read_rank_losses(tmp_path / "second", count), [row[10:] for row in straight], f"FSDP x{count} resume"

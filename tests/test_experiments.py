@@ -28,7 +28,9 @@ def tiny_overrides(name: str, tmp_path: Path, base_bundle: Path) -> list[str]:
         f"dataset_path={tmp_path / 'dataset'}",
         f"vae_bundle={base_bundle / 'vae'}",
     ]
-    if "lora_config_path" in (selected.get("task") or {}):  # LoRA recipes adapt the base; others would warm-start
+    if "lora_config_path" in (
+        selected.get("task") or {}
+    ):  # LoRA recipes adapt the base; others would warm-start
         overrides.append(f"checkpoint_dir={base_bundle}")
         if not selected.get("lora_config_path"):  # a recipe for the user's own LoRA JSON
             overrides.append(f"lora_config_path={conf_dir().parent / 'lora_configs' / 'text2sample.json'}")
@@ -48,11 +50,15 @@ def test_experiment_composes_and_instantiates(name: str, tmp_path: Path, base_bu
     assert run.datamodule is not None and run.trainer is not None
 
 
-REPA_EXPERIMENTS = [name for name in EXPERIMENTS if compose_config([f"experiment={name}"]).get("repa") is not None]
+REPA_EXPERIMENTS = [
+    name for name in EXPERIMENTS if compose_config([f"experiment={name}"]).get("repa") is not None
+]
 
 
 @pytest.mark.parametrize("name", REPA_EXPERIMENTS)
-def test_repa_null_drops_the_teachers_and_still_resolves(name: str, tmp_path: Path, base_bundle: Path) -> None:
+def test_repa_null_drops_the_teachers_and_still_resolves(
+    name: str, tmp_path: Path, base_bundle: Path
+) -> None:
     """README: `GROUP=null` drops a group a recipe selected; nothing else may still point into it."""
     from omegaconf import OmegaConf
 

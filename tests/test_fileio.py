@@ -74,7 +74,9 @@ def test_atomic_folder_failure_keeps_the_previous_folder(tmp_path: Path) -> None
         (b"[1, 2]", "is not a JSON object (found a list)"),
     ],
 )
-def test_read_json_errors_name_the_file_and_the_fix(tmp_path: Path, content: bytes | None, problem: str) -> None:
+def test_read_json_errors_name_the_file_and_the_fix(
+    tmp_path: Path, content: bytes | None, problem: str
+) -> None:
     path = tmp_path / "x.json"
     if content is not None:
         path.write_bytes(content)

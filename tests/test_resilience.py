@@ -137,9 +137,13 @@ def test_an_exception_while_saving_keeps_the_previous_checkpoint(tmp_path: Path,
 
 def run_driver(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(DRIVER), *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+        [sys.executable, str(DRIVER), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    )
 
 
 def step_of(path: Path) -> int:
@@ -150,9 +154,12 @@ def step_of(path: Path) -> int:
 def test_a_run_killed_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path: Path) -> None:
     run = tmp_path / "run"
     killed = run_driver(
-        f"run_dir={run}", "trainer.max_steps=12", "every_n_train_steps=4",
-        "+callbacks.die._target_=helpers.resilience_toys.KillDuringSave", "+callbacks.die.step=8",
-    )  # fmt: skip
+        f"run_dir={run}",
+        "trainer.max_steps=12",
+        "every_n_train_steps=4",
+        "+callbacks.die._target_=helpers.resilience_toys.KillDuringSave",
+        "+callbacks.die.step=8",
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     folder = run / "checkpoints"
     assert sorted(p.name for p in folder.glob("*.ckpt")) == ["last.ckpt", "step=00000004.ckpt"]
@@ -175,21 +182,34 @@ def test_preemption_signal_saves_last_and_exits_cleanly(tmp_path: Path, name: st
     run, saved_at = tmp_path / "run", 7
     losses = ["+callbacks.record._target_=helpers.resilience_toys.LossRecorder"]
     stopped = run_driver(
-        f"run_dir={run}", "trainer.max_steps=30", "every_n_train_steps=100",
-        *losses, f"+callbacks.record.path={tmp_path / 'a.csv'}",
-        "+callbacks.kill._target_=helpers.resilience_toys.KillAt", "+callbacks.kill.step=6", f"+callbacks.kill.sig={name}",
-    )  # fmt: skip
+        f"run_dir={run}",
+        "trainer.max_steps=30",
+        "every_n_train_steps=100",
+        *losses,
+        f"+callbacks.record.path={tmp_path / 'a.csv'}",
+        "+callbacks.kill._target_=helpers.resilience_toys.KillAt",
+        "+callbacks.kill.step=6",
+        f"+callbacks.kill.sig={name}",
+    )
     assert stopped.returncode == 0, stopped.stderr[-3000:]
     assert f"{name} at step {saved_at}: saved" in stopped.stderr
     last = run / "checkpoints" / "last.ckpt"
     assert step_of(last) == saved_at
     assert max(read_losses(tmp_path / "a.csv")) == saved_at
     resumed = train(
-        toy_config(run, "trainer.max_steps=10", f"ckpt_path={last}", *losses, f"+callbacks.record.path={tmp_path / 'b.csv'}")
-    )  # fmt: skip
+        toy_config(
+            run,
+            "trainer.max_steps=10",
+            f"ckpt_path={last}",
+            *losses,
+            f"+callbacks.record.path={tmp_path / 'b.csv'}",
+        )
+    )
     train(
-        toy_config(tmp_path / "s", "trainer.max_steps=10", *losses, f"+callbacks.record.path={tmp_path / 'c.csv'}")
-    )  # fmt: skip
+        toy_config(
+            tmp_path / "s", "trainer.max_steps=10", *losses, f"+callbacks.record.path={tmp_path / 'c.csv'}"
+        )
+    )
     assert resumed.trainer.global_step == 10
     reference = read_losses(tmp_path / "c.csv")
     assert read_losses(tmp_path / "b.csv") == {s: reference[s] for s in range(saved_at + 1, 11)}
@@ -253,9 +273,13 @@ def test_guard_skips_counts_and_stops_naming_the_step_keeping_the_last_good_chec
     tmp_path: Path,
 ) -> None:
     cfg = toy_config(
-        tmp_path, "trainer.max_steps=30", "every_n_train_steps=2", "task.nan_from_step=5", "task.noisy=false",
+        tmp_path,
+        "trainer.max_steps=30",
+        "every_n_train_steps=2",
+        "task.nan_from_step=5",
+        "task.noisy=false",
         "callbacks.nonfinite.max_consecutive=3",
-    )  # fmt: skip
+    )
     with pytest.raises(NonFiniteTrainingError, match=r"^step 8: 3 consecutive non-finite updates") as caught:
         train(cfg)
     last = tmp_path / "checkpoints" / "last.ckpt"
@@ -270,9 +294,16 @@ def test_guard_skips_counts_and_stops_naming_the_step_keeping_the_last_good_chec
 
 def tiny_trainer(tmp_path: Path, callbacks: list[pl.Callback], max_steps: int, **kwargs: Any) -> pl.Trainer:
     return pl.Trainer(
-        max_steps=max_steps, callbacks=callbacks, accelerator="cpu", logger=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0, **kwargs,
-    )  # fmt: skip
+        max_steps=max_steps,
+        callbacks=callbacks,
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 def test_guard_reads_the_dit_tasks_own_counter(tmp_path: Path) -> None:

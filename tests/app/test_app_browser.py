@@ -35,9 +35,18 @@ def browser():  # noqa: ANN201 - selenium's type
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1280,2400"):  # fmt: skip
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,2400",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(DRIVER), options=options)
 
@@ -80,10 +89,23 @@ def test_generate_download_and_repaint_in_chromium(app_world: dict[str, Path], t
 
     port, songs = free_port(), tmp_path / "songs"
     server = subprocess.Popen(
-        [sys.executable, "-m", "refrain.cli.app", "--bundle", str(app_world["bundle"]), "--lora", str(app_world["stem"]),
-         "--port", str(port), "--output_dir", str(songs)],  # fmt: skip
-        stdout=(tmp_path / "server.log").open("w"), stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "refrain.cli.app",
+            "--bundle",
+            str(app_world["bundle"]),
+            "--lora",
+            str(app_world["stem"]),
+            "--port",
+            str(port),
+            "--output_dir",
+            str(songs),
+        ],
+        stdout=(tmp_path / "server.log").open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     driver = None
     try:

@@ -9,8 +9,15 @@ import pytest
 import soundfile as sf
 from gradio_client import Client, handle_file
 
-OPTIONS = {"steps": 3, "guidance": "cfg", "guidance_scale": 2.0, "guidance_interval": 1.0, "solver": "euler",
-           "shift": 3.0, "seed": 7}  # fmt: skip
+OPTIONS = {
+    "steps": 3,
+    "guidance": "cfg",
+    "guidance_scale": 2.0,
+    "guidance_interval": 1.0,
+    "solver": "euler",
+    "shift": 3.0,
+    "seed": 7,
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +57,43 @@ def test_every_tab_returns_audio_spectrogram_and_sidecar(client: Client, running
     assert song["options"]["seed"] == 7 and song["app"]["adapters"][0]["scale"] == 1.0
     source = running_app[1].history[-1].audio
     check_result(call(client, "retake", {"variance": 0.3}), "retake")
-    check_result(call(client, "repaint", {"start": 0.2, "end": 0.6, "prompt": "rock", "lyrics": "", "variance": 1.0},
-                      source=str(source)), "repaint")  # fmt: skip
-    check_result(call(client, "edit", {"source_prompt": "synth pop", "source_lyrics": "", "target_prompt": "jazz",
-                                       "target_lyrics": "", "preset": "remix"}, source=str(source)), "edit")  # fmt: skip
-    check_result(call(client, "extend", {"left": 0.0, "right": 0.5, "prompt": "synth pop", "lyrics": ""},
-                      source=str(source)), "extend")  # fmt: skip
-    check_result(call(client, "audio2audio", {"strength": 0.5, "prompt": "lofi", "lyrics": ""}, source=str(source)),
-                 "audio2audio")  # fmt: skip
+    check_result(
+        call(
+            client,
+            "repaint",
+            {"start": 0.2, "end": 0.6, "prompt": "rock", "lyrics": "", "variance": 1.0},
+            source=str(source),
+        ),
+        "repaint",
+    )
+    check_result(
+        call(
+            client,
+            "edit",
+            {
+                "source_prompt": "synth pop",
+                "source_lyrics": "",
+                "target_prompt": "jazz",
+                "target_lyrics": "",
+                "preset": "remix",
+            },
+            source=str(source),
+        ),
+        "edit",
+    )
+    check_result(
+        call(
+            client,
+            "extend",
+            {"left": 0.0, "right": 0.5, "prompt": "synth pop", "lyrics": ""},
+            source=str(source),
+        ),
+        "extend",
+    )
+    check_result(
+        call(client, "audio2audio", {"strength": 0.5, "prompt": "lofi", "lyrics": ""}, source=str(source)),
+        "audio2audio",
+    )
     check_result(
         call(client, "stem", {"instrument": "drums", "prompt": "", "lyrics": ""}, source=str(source)), "stem"
     )
@@ -87,8 +123,12 @@ def test_bad_inputs_show_one_line_errors(client: Client) -> None:
     with pytest.raises(Exception, match="prompt and the lyrics are both empty"):
         call(client, "text2music", {"prompt": "", "lyrics": "", "duration": 1.0})
     with pytest.raises(Exception, match="repaint|start|end|outside|beyond"):
-        call(client, "repaint", {"start": 50.0, "end": 60.0, "prompt": "x", "lyrics": "", "variance": 1.0},
-             source=None)  # fmt: skip
+        call(
+            client,
+            "repaint",
+            {"start": 50.0, "end": 60.0, "prompt": "x", "lyrics": "", "variance": 1.0},
+            source=None,
+        )
 
 
 def test_stop_cancels_between_steps_and_a_second_request_waits(running_app) -> None:

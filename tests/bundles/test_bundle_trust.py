@@ -199,10 +199,18 @@ def test_a_lora_run_on_a_crafted_base_bundle_runs_no_code(
     edit_manifest(copy, reseal=True, model=spec)
     (tmp_path / "data").mkdir()
     argv = [
-        "--checkpoint_dir", str(copy), "--lora_config_path", str(conf_dir().parent / "lora_configs" / "text2sample.json"),
-        "--dataset_path", str(tmp_path / "data"), "--max_steps", "1", f"run_dir={tmp_path / 'run'}", "logger=csv",
+        "--checkpoint_dir",
+        str(copy),
+        "--lora_config_path",
+        str(conf_dir().parent / "lora_configs" / "text2sample.json"),
+        "--dataset_path",
+        str(tmp_path / "data"),
+        "--max_steps",
+        "1",
+        f"run_dir={tmp_path / 'run'}",
+        "logger=csv",
         "trainer.accelerator=cpu",
-    ]  # fmt: skip
+    ]
     with pytest.raises(SystemExit) as exit_code:
         train_main(argv)
     assert exit_code.value.code == 2

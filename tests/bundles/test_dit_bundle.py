@@ -65,7 +65,10 @@ def test_export_writes_a_self_describing_bundle(bundle: Path, workdir: Path) -> 
     manifest = read_dit_manifest(bundle)
     assert manifest["format_version"] == DIT_BUNDLE_FORMAT_VERSION and manifest["kind"] == "dit"
     sizes = {k: v for k, v in TINY_DIT.items() if k != "_target_"}
-    assert manifest["model"] == {"class": "dit", "config": DiTConfig(**sizes).to_dict()}  # the whole dataclass
+    assert manifest["model"] == {
+        "class": "dit",
+        "config": DiTConfig(**sizes).to_dict(),
+    }  # the whole dataclass
     assert manifest["latent_channels"] == 16 and manifest["sample_rate"] == 44100
     assert manifest["frame_rate"] == pytest.approx(44100 / 1024)
     assert manifest["weights_source"] == "ema" and manifest["checkpoint"]["global_step"] == 5

@@ -123,10 +123,24 @@ def test_demo_recipe_trains_end_to_end_and_exports(tmp_path: Path) -> None:
         wave = 0.3 * np.sin(2 * np.pi * (220 + 110 * index) * t)
         sf.write(path, np.stack([wave, wave * 0.8], axis=1).astype(np.float32), 48000)
         records.append(
-            {"keys": path.stem, "filename": str(path), "tags": [], "speaker_emb_path": "", "norm_lyrics": "",
-             "recaption": empty_recaption(), "lrc": [], "lrc_source": "none", "phoneme_ids": [], "duration": 2.0,
-             "sample_rate": 48000, "channels": 2, "language": "en", "content_hash": str(index), "split": split}
-        )  # fmt: skip
+            {
+                "keys": path.stem,
+                "filename": str(path),
+                "tags": [],
+                "speaker_emb_path": "",
+                "norm_lyrics": "",
+                "recaption": empty_recaption(),
+                "lrc": [],
+                "lrc_source": "none",
+                "phoneme_ids": [],
+                "duration": 2.0,
+                "sample_rate": 48000,
+                "channels": 2,
+                "language": "en",
+                "content_hash": str(index),
+                "split": split,
+            }
+        )
     splits = {
         s: datasets.Dataset.from_list([r for r in records if r["split"] == s], features=FEATURES)
         for s in ("train", "validation")

@@ -102,8 +102,10 @@ def test_an_upgrade_hook_maps_older_argument_shapes(
 
     register_model("square_linear", "torch.nn:Linear", upgrade=upgrade)
     assert canonical_spec({"class": "square_linear", "size": 4}) == {
-        "class": "square_linear", "in_features": 4, "out_features": 4,
-    }  # fmt: skip
+        "class": "square_linear",
+        "in_features": 4,
+        "out_features": 4,
+    }
     assert tuple(build_model({"class": "square_linear", "size": 4}).weight.shape) == (4, 4)
     upgrades = types.ModuleType("old_shapes")
     upgrades.square = upgrade  # type: ignore[attr-defined]

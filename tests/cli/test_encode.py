@@ -29,11 +29,22 @@ def _record(folder: Path, index: int, split: str) -> dict:
     t = np.arange(RATE) / RATE
     sf.write(path, np.stack([np.sin(2 * np.pi * (200 + 50 * index) * t)] * 2, axis=1) * 0.3, RATE)
     return {
-        "keys": f"song{index}", "filename": str(path), "tags": ["ambient", "pads"], "speaker_emb_path": "",
-        "norm_lyrics": "", "recaption": empty_recaption(), "lrc": [], "lrc_source": "none", "phoneme_ids": [],
-        "duration": 1.0, "sample_rate": RATE, "channels": 2, "language": "en",
-        "content_hash": f"{index:064x}", "split": split,
-    }  # fmt: skip
+        "keys": f"song{index}",
+        "filename": str(path),
+        "tags": ["ambient", "pads"],
+        "speaker_emb_path": "",
+        "norm_lyrics": "",
+        "recaption": empty_recaption(),
+        "lrc": [],
+        "lrc_source": "none",
+        "phoneme_ids": [],
+        "duration": 1.0,
+        "sample_rate": RATE,
+        "channels": 2,
+        "language": "en",
+        "content_hash": f"{index:064x}",
+        "split": split,
+    }
 
 
 @pytest.fixture
@@ -47,9 +58,13 @@ def setup_dirs(tmp_path: Path) -> dict[str, Path]:
     )
     save_dataset_atomic(splits, data)
     vae = build_oobleck_vae(
-        sample_rate=RATE, downsampling_ratios=(2, 5, 8), channel_multiples=(1, 2, 2),
-        encoder_hidden_size=8, decoder_channels=8, latent_channels=4,
-    )  # fmt: skip
+        sample_rate=RATE,
+        downsampling_ratios=(2, 5, 8),
+        channel_multiples=(1, 2, 2),
+        encoder_hidden_size=8,
+        decoder_channels=8,
+        latent_channels=4,
+    )
     bundle = save_vae_bundle(tmp_path / "bundle", vae.autoencoder, {})
     teachers = tmp_path / "teachers"
     for name in ("mert", "mhubert"):  # tiny_random.yaml says feature_dim 32
@@ -61,10 +76,19 @@ def test_encode_resume_and_train_config_agree(
     setup_dirs: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = [
-        "--dataset_path", str(setup_dirs["data"]), "--vae_bundle", str(setup_dirs["bundle"]),
-        "--repa", "tiny_random", f"repa.teacher_root={setup_dirs['teachers']}",
-        "--num_workers", "1", "--device", "cpu", "--no_progress",
-    ]  # fmt: skip
+        "--dataset_path",
+        str(setup_dirs["data"]),
+        "--vae_bundle",
+        str(setup_dirs["bundle"]),
+        "--repa",
+        "tiny_random",
+        f"repa.teacher_root={setup_dirs['teachers']}",
+        "--num_workers",
+        "1",
+        "--device",
+        "cpu",
+        "--no_progress",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "records: 3 (encoded 3, reused 0, redone 0, failed 0)" in out and "MB per minute" in out
@@ -77,10 +101,17 @@ def test_encode_resume_and_train_config_agree(
     assert "(encoded 0, reused 3, redone 0, failed 0)" in capsys.readouterr().out
 
     # Training composed by trainer.py's config code (data=latents, repa=tiny_random) finds that very cache.
-    cfg = compose_config([
-        "data=latents", "repa=tiny_random", f"repa.teacher_root={setup_dirs['teachers']}",
-        f"dataset_path={setup_dirs['data']}", f"vae_bundle={setup_dirs['bundle']}", "num_workers=0", "seed=0",
-    ])  # fmt: skip
+    cfg = compose_config(
+        [
+            "data=latents",
+            "repa=tiny_random",
+            f"repa.teacher_root={setup_dirs['teachers']}",
+            f"dataset_path={setup_dirs['data']}",
+            f"vae_bundle={setup_dirs['bundle']}",
+            "num_workers=0",
+            "seed=0",
+        ]
+    )
     module = instantiate(cfg.data)
     module.setup("fit")
     assert module.cache_folder == folder and module.cached_records == 3

@@ -43,19 +43,36 @@ def _world(root: Path, songs: int = 5) -> dict[str, Path]:
         path = data / f"song{index}.wav"
         t = np.arange(int(RATE * (0.6 + 0.2 * index))) / RATE
         sf.write(path, np.stack([np.sin(2 * np.pi * (200 + 50 * index) * t)] * 2, axis=1) * 0.3, RATE)
-        records.append({
-            "keys": f"song{index}", "filename": str(path), "tags": ["ambient", f"{80 + index} bpm"],
-            "speaker_emb_path": "", "norm_lyrics": "", "recaption": empty_recaption(), "lrc": [],
-            "lrc_source": "none", "phoneme_ids": [], "duration": len(t) / RATE, "sample_rate": RATE,
-            "channels": 2, "language": "en", "content_hash": f"{(index * 37) % 11:064x}", "split": "train",
-        })  # fmt: skip
+        records.append(
+            {
+                "keys": f"song{index}",
+                "filename": str(path),
+                "tags": ["ambient", f"{80 + index} bpm"],
+                "speaker_emb_path": "",
+                "norm_lyrics": "",
+                "recaption": empty_recaption(),
+                "lrc": [],
+                "lrc_source": "none",
+                "phoneme_ids": [],
+                "duration": len(t) / RATE,
+                "sample_rate": RATE,
+                "channels": 2,
+                "language": "en",
+                "content_hash": f"{(index * 37) % 11:064x}",
+                "split": "train",
+            }
+        )
     save_dataset_atomic(
         DatasetDict({"train": records_to_dataset(records), "validation": records_to_dataset([])}), data
     )
     vae = build_oobleck_vae(
-        sample_rate=RATE, downsampling_ratios=(2, 5, 8), channel_multiples=(1, 2, 2),
-        encoder_hidden_size=8, decoder_channels=8, latent_channels=4,
-    )  # fmt: skip
+        sample_rate=RATE,
+        downsampling_ratios=(2, 5, 8),
+        channel_multiples=(1, 2, 2),
+        encoder_hidden_size=8,
+        decoder_channels=8,
+        latent_channels=4,
+    )
     bundle = save_vae_bundle(root / "bundle", vae.autoencoder, {})
     for name in ("mert", "mhubert"):
         create_random_hubert(root / "teachers" / name, hidden_size=32, num_layers=2)
@@ -64,10 +81,25 @@ def _world(root: Path, songs: int = 5) -> dict[str, Path]:
 
 def _encode(world: dict[str, Path], data: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [
-        sys.executable, "-m", "refrain.cli.encode", "--dataset_path", str(data),
-        "--vae_bundle", str(world["bundle"]), "--repa", "tiny_random", f"repa.teacher_root={world['teachers']}",
-        "--split", "train", "--device", "cpu", "--num_workers", "0", "--no_progress", *extra,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "refrain.cli.encode",
+        "--dataset_path",
+        str(data),
+        "--vae_bundle",
+        str(world["bundle"]),
+        "--repa",
+        "tiny_random",
+        f"repa.teacher_root={world['teachers']}",
+        "--split",
+        "train",
+        "--device",
+        "cpu",
+        "--num_workers",
+        "0",
+        "--no_progress",
+        *extra,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -39,9 +39,24 @@ def song(bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "song.lrc").write_text(LRC)
     out = folder / "song.flac"
     code = main(
-        ["text2music", "--bundle", str(bundle), "--prompt", "synth pop", "--lyrics_file", str(folder / "song.lrc"),
-         "--duration", "1.0", "--seed", "5", "--out", str(out), "--spectrogram", *FAST]
-    )  # fmt: skip
+        [
+            "text2music",
+            "--bundle",
+            str(bundle),
+            "--prompt",
+            "synth pop",
+            "--lyrics_file",
+            str(folder / "song.lrc"),
+            "--duration",
+            "1.0",
+            "--seed",
+            "5",
+            "--out",
+            str(out),
+            "--spectrogram",
+            *FAST,
+        ]
+    )
     assert code == 0
     return out
 
@@ -82,9 +97,25 @@ def test_prompts_file_in_batches(bundle: Path, tmp_path: Path) -> None:
     ]
     (tmp_path / "prompts.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
     code = main(
-        ["text2music", "--bundle", str(bundle), "--prompts_file", str(tmp_path / "prompts.jsonl"), "--duration", "0.4",
-         "--out_dir", str(tmp_path / "songs"), "--batch_size", "2", "--format", "wav", "--seed", "10", *FAST]
-    )  # fmt: skip
+        [
+            "text2music",
+            "--bundle",
+            str(bundle),
+            "--prompts_file",
+            str(tmp_path / "prompts.jsonl"),
+            "--duration",
+            "0.4",
+            "--out_dir",
+            str(tmp_path / "songs"),
+            "--batch_size",
+            "2",
+            "--format",
+            "wav",
+            "--seed",
+            "10",
+            *FAST,
+        ]
+    )
     assert code == 0
     files = sorted(p.name for p in (tmp_path / "songs").glob("*.wav"))
     assert files == ["001.wav", "002.wav", "rock.wav"]

@@ -20,8 +20,20 @@ FAST = ["--steps", "2", "--guidance", "cfg", "--guidance_scale", "3", "--no_prog
 def test_text2music_from_a_checkpoint_and_regeneration(tmp_path: Path) -> None:
     checkpoint = write_checkpoint(tmp_path)
     out = tmp_path / "song.flac"
-    code = main(["text2music", "--bundle", str(checkpoint), "--prompt", "synth pop", "--duration", "1.0",
-                 "--out", str(out), *FAST])  # fmt: skip
+    code = main(
+        [
+            "text2music",
+            "--bundle",
+            str(checkpoint),
+            "--prompt",
+            "synth pop",
+            "--duration",
+            "1.0",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
     assert code == 0 and sf.info(out).frames == 44100
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["bundle"]["path"] == str(checkpoint.resolve())

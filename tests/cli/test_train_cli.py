@@ -64,7 +64,10 @@ def test_batch_size_is_an_alias_of_the_data_key() -> None:
 
 
 def test_validate_only_is_a_switch() -> None:
-    assert translate_argv(["--validate_only", "--max_steps", "1"]) == ["validate_only=true", "trainer.max_steps=1"]
+    assert translate_argv(["--validate_only", "--max_steps", "1"]) == [
+        "validate_only=true",
+        "trainer.max_steps=1",
+    ]
     assert translate_argv(["--validate_only=false"]) == ["validate_only=false"]
 
 

@@ -32,11 +32,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def dit_run(world: dict[str, Path]) -> dict[str, object]:
     """`python trainer.py ...` for 2 steps with TensorBoard; its console output and its folder."""
     run_dir = world["root"] / "dit_run"
-    argv = [*dit_argv(world, run_dir, steps=2), "logger=tensorboard", "trainer.enable_model_summary=true",
-            "trainer.log_every_n_steps=1"]  # fmt: skip
+    argv = [
+        *dit_argv(world, run_dir, steps=2),
+        "logger=tensorboard",
+        "trainer.enable_model_summary=true",
+        "trainer.log_every_n_steps=1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run(
-        [sys.executable, str(REPO / "trainer.py"), *argv], capture_output=True, text=True, env=env, timeout=600
+        [sys.executable, str(REPO / "trainer.py"), *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return {"dir": run_dir, "argv": argv, "out": done.stdout + done.stderr}
@@ -117,27 +125,42 @@ def test_full_fine_tune_starts_from_the_bundle_weights(world, tmp_path, capsys) 
 
 def test_one_line_errors_for_recipes_and_inputs(world, tmp_path, capsys) -> None:
     base = dit_argv(world, tmp_path / "x", steps=1)
-    without_data = [a for i, a in enumerate(base) if a != "--dataset_path" and base[i - 1] != "--dataset_path"]
+    without_data = [
+        a for i, a in enumerate(base) if a != "--dataset_path" and base[i - 1] != "--dataset_path"
+    ]
     code, err = train_in_process(without_data, capsys)
     assert code == 2 and "dataset_path" in assert_one_line(err)
-    swapped = [str(world["dit"]) if a == str(world["vae"]) else a for a in base]  # a DiT bundle as --vae_bundle
+    swapped = [
+        str(world["dit"]) if a == str(world["vae"]) else a for a in base
+    ]  # a DiT bundle as --vae_bundle
     code, err = train_in_process(swapped, capsys)
     assert code == 2 and "'dit', not 'vae'" in assert_one_line(err)
     spec = tmp_path / "acestep.json"
     targets = ["speaker_embedder", "linear_q", "linear_k", "linear_v", "to_q", "to_k", "to_v", "to_out.0"]
     spec.write_text(json.dumps({"r": 4, "lora_alpha": 4, "target_modules": targets}))
-    lora = ["--checkpoint_dir", str(world["dit"]), "--lora_config_path", str(spec), "--dataset_path",
-            str(world["dataset"]), *common_overrides(tmp_path / "lora")]  # ACE-Step's command line  # fmt: skip
+    lora = [
+        "--checkpoint_dir",
+        str(world["dit"]),
+        "--lora_config_path",
+        str(spec),
+        "--dataset_path",
+        str(world["dataset"]),
+        *common_overrides(tmp_path / "lora"),
+    ]  # ACE-Step's command line
     code, err = train_in_process(lora, capsys)
     line = assert_one_line(err)
     assert code == 2 and all(f"'{name}' matches nothing" in line for name in targets[:4])
 
 
 def test_vae_run_errors_and_its_checkpoint_in_a_dit_run(world, tmp_path, capsys) -> None:
-    code, err = train_in_process([*vae_argv(world, tmp_path / "vae_acc"), "--accumulate_grad_batches", "2"], capsys)
+    code, err = train_in_process(
+        [*vae_argv(world, tmp_path / "vae_acc"), "--accumulate_grad_batches", "2"], capsys
+    )
     line = assert_one_line(err)
     assert code == 2 and "accumulate" in line and "--batch_size" in line
-    code, err = train_in_process([*vae_argv(world, tmp_path / "vae", steps=1), "--every_plot_step", "1"], capsys)
+    code, err = train_in_process(
+        [*vae_argv(world, tmp_path / "vae", steps=1), "--every_plot_step", "1"], capsys
+    )
     assert code == 0, err[-2000:]
     heard = sf.info(tmp_path / "vae" / "plots" / "step_000001" / "reconstruction.wav")
     assert heard.duration > 2.9  # the whole 3 s validation song, not the 0.37 s training crop
@@ -151,24 +174,43 @@ def test_vae_run_errors_and_its_checkpoint_in_a_dit_run(world, tmp_path, capsys)
     from refrain.bundles.vae import load_vae_bundle
 
     bundle = export_vae(vae_ckpt, tmp_path / "vae_bundle")
-    argv = [*vae_argv(world, tmp_path / "vae_ft", steps=1), "--checkpoint_dir", str(bundle), "--learning_rate", "0"]
+    argv = [
+        *vae_argv(world, tmp_path / "vae_ft", steps=1),
+        "--checkpoint_dir",
+        str(bundle),
+        "--learning_rate",
+        "0",
+    ]
     code, err = train_in_process(argv, capsys)
     assert code == 0, err[-2000:]
     state = torch.load(tmp_path / "vae_ft" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     expected = load_vae_bundle(bundle).model.state_dict()
     assert all(torch.equal(state[f"model.{k}"], v) for k, v in expected.items())
-    wider = [*vae_argv(world, tmp_path / "vae_other"), "--checkpoint_dir", str(bundle), "model.vae.decoder_channels=24"]
+    wider = [
+        *vae_argv(world, tmp_path / "vae_other"),
+        "--checkpoint_dir",
+        str(bundle),
+        "model.vae.decoder_channels=24",
+    ]
     code, err = train_in_process(wider, capsys)
     line = assert_one_line(err)
     assert code == 2 and "do not fit model.vae" in line and "in the bundle" in line
-    code, err = train_in_process([*vae_argv(world, tmp_path / "vae_dit"), "--checkpoint_dir", str(world["dit"])], capsys)
+    code, err = train_in_process(
+        [*vae_argv(world, tmp_path / "vae_dit"), "--checkpoint_dir", str(world["dit"])], capsys
+    )
     assert code == 2 and "is a DIT bundle but this run trains a VAE" in assert_one_line(err)
 
 
 def test_nonfinite_stop_is_one_line_and_names_no_checkpoint_it_lacks(world, tmp_path, capsys) -> None:
     run_dir = tmp_path / "nan"
-    argv = [*dit_argv(world, run_dir, steps=4), "--learning_rate", "inf", "--every_n_train_steps", "100",
-            "callbacks.nonfinite.max_consecutive=1"]  # fmt: skip
+    argv = [
+        *dit_argv(world, run_dir, steps=4),
+        "--learning_rate",
+        "inf",
+        "--every_n_train_steps",
+        "100",
+        "callbacks.nonfinite.max_consecutive=1",
+    ]
     code, err = train_in_process(argv, capsys)
     line = assert_one_line(err)
     assert code == 3 and "consecutive non-finite updates" in line and "no checkpoint was written yet" in line
@@ -212,9 +254,20 @@ def test_acestep_lora_command_line_with_batch_size(world, tmp_path, capsys) -> N
     spec = tmp_path / "plain.json"
     spec.write_text(json.dumps({"r": 4, "lora_alpha": 4}))
     run_dir = tmp_path / "lora"
-    argv = ["--checkpoint_dir", str(world["dit"]), "--lora_config_path", str(spec), "--dataset_path",
-            str(world["dataset"]), "--batch_size", "2", "--max_steps", "1", "data.max_frames=32",
-            *common_overrides(run_dir)]  # fmt: skip
+    argv = [
+        "--checkpoint_dir",
+        str(world["dit"]),
+        "--lora_config_path",
+        str(spec),
+        "--dataset_path",
+        str(world["dataset"]),
+        "--batch_size",
+        "2",
+        "--max_steps",
+        "1",
+        "data.max_frames=32",
+        *common_overrides(run_dir),
+    ]
     code, err = train_in_process(argv, capsys)
     assert code == 0, err[-2000:]
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["batch_size"] == 2

@@ -16,8 +16,14 @@ from refrain.data.schema import load_prepared
 
 
 def _row(key: str, path: Path) -> dict:
-    return {"keys": key, "filename": str(path), "tags": ["pop"], "speaker_emb_path": "", "norm_lyrics": "",
-            "recaption": {}}  # fmt: skip
+    return {
+        "keys": key,
+        "filename": str(path),
+        "tags": ["pop"],
+        "speaker_emb_path": "",
+        "norm_lyrics": "",
+        "recaption": {},
+    }
 
 
 def test_a_truncated_mp3_announcing_more_than_it_holds_is_left_out_once(

@@ -86,11 +86,22 @@ def test_draws_are_a_function_of_the_key(files) -> None:
 def prepared(tmp_path: Path, train: list[tuple[str, float]], validation: list[tuple[str, float]]) -> Path:
     def record(name: str, duration: float, split: str) -> dict:
         return {
-            "keys": Path(name).stem, "filename": name, "tags": [], "speaker_emb_path": "", "norm_lyrics": "",
-            "recaption": empty_recaption(), "lrc": [], "lrc_source": "none", "phoneme_ids": [],
-            "duration": duration, "sample_rate": 48000, "channels": 2, "language": "en", "content_hash": "x",
+            "keys": Path(name).stem,
+            "filename": name,
+            "tags": [],
+            "speaker_emb_path": "",
+            "norm_lyrics": "",
+            "recaption": empty_recaption(),
+            "lrc": [],
+            "lrc_source": "none",
+            "phoneme_ids": [],
+            "duration": duration,
+            "sample_rate": 48000,
+            "channels": 2,
+            "language": "en",
+            "content_hash": "x",
             "split": split,
-        }  # fmt: skip
+        }
 
     splits = {
         "train": datasets.Dataset.from_list([record(n, d, "train") for n, d in train], features=FEATURES),

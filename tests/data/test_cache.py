@@ -43,9 +43,13 @@ class TinyEnv:
 def make_bundle(path: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     vae = build_oobleck_vae(
-        sample_rate=SAMPLE_RATE, downsampling_ratios=(2, 5, 8), channel_multiples=(1, 2, 2),
-        encoder_hidden_size=8, decoder_channels=8, latent_channels=4,
-    )  # fmt: skip
+        sample_rate=SAMPLE_RATE,
+        downsampling_ratios=(2, 5, 8),
+        channel_multiples=(1, 2, 2),
+        encoder_hidden_size=8,
+        decoder_channels=8,
+        latent_channels=4,
+    )
     # 0.5 s chunks with 0.1 s overlap: the 1-1.5 s test songs go through the chunked, crossfaded encoder.
     config = {"model": {"vae": {"chunk_seconds": 0.5, "overlap_seconds": 0.1}}}
     return save_vae_bundle(path, vae.autoencoder, config)
@@ -245,19 +249,28 @@ def test_fingerprint_tracks_every_encoder_and_setting(tmp_path: Path, tiny_env: 
     assert encoder_fingerprint(tiny_env.bundle, None, weighted, settings) == base
 
 
-def test_ranks_encode_their_shares_and_rank_0_writes_one_index(tmp_path: Path, encoder: ConditioningEncoder) -> None:
+def test_ranks_encode_their_shares_and_rank_0_writes_one_index(
+    tmp_path: Path, encoder: ConditioningEncoder
+) -> None:
     from refrain.data.cache_build import rank_share, unique_records
 
     dataset = make_dataset(tmp_path / "ds", count=3, validation=1)
     rank1: list = []
     one = build_cache(  # rank 1 runs first here; the gather hands it a stand-in for rank 0's part
-        dataset, encoder, progress=False, rank=1, world_size=2, gather=lambda item: rank1.append(item) or [item, item]
+        dataset,
+        encoder,
+        progress=False,
+        rank=1,
+        world_size=2,
+        gather=lambda item: rank1.append(item) or [item, item],
     )
     records = unique_records(dataset)
     written_by_1 = {p.name.removesuffix(".safetensors") for p in one.cache_dir.glob("*.safetensors")}
     assert written_by_1 == {r["content_hash"] for r in rank_share(records, 1, 2)} and len(written_by_1) == 2
     assert not (one.cache_dir / "index.json").exists()  # only rank 0 writes the index
-    zero = build_cache(dataset, encoder, progress=False, rank=0, world_size=2, gather=lambda item: [item, rank1[0]])
+    zero = build_cache(
+        dataset, encoder, progress=False, rank=0, world_size=2, gather=lambda item: [item, rank1[0]]
+    )
     assert (zero.records, zero.encoded, zero.reused) == (4, 4, 0)  # rank 0's report covers both ranks
     assert set(read_index(zero.cache_dir)["entries"]) == {r["content_hash"] for r in records}
 
@@ -288,10 +301,17 @@ def test_default_settings_keep_the_fingerprint_caches_had_before_teacher_rate(ti
     from refrain.fileio import folder_digest
 
     old_identity = {  # the identity as it was computed before the teacher_rate setting existed
-        "vae": fingerprint_of({"files": json.loads((tiny_env.bundle / "manifest.json").read_text())["files"]}),
+        "vae": fingerprint_of(
+            {"files": json.loads((tiny_env.bundle / "manifest.json").read_text())["files"]}
+        ),
         "text_encoder": folder_digest(default_text_encoder_dir()),
         "teachers": {},
-        "settings": {"tag_shuffles": 4, "latent_dtype": "float32", "feature_dtype": "float32", "text_max_length": 256},
+        "settings": {
+            "tag_shuffles": 4,
+            "latent_dtype": "float32",
+            "feature_dtype": "float32",
+            "text_max_length": 256,
+        },
     }
     assert encoder_fingerprint(tiny_env.bundle, None, None, EncodeSettings()) == fingerprint_of(old_identity)
 
@@ -301,18 +321,26 @@ def test_pooled_teacher_features_sit_at_the_latent_rate(tmp_path: Path, tiny_env
 
     features = torch.arange(14.0).reshape(7, 2)
     assert torch.equal(pool_to_frames(features, 7), features) and pool_to_frames(features, 9).shape == (7, 2)
-    assert torch.allclose(pool_to_frames(features, 2), torch.tensor([[3.0, 4.0], [9.0, 10.0]]))  # frames 0-3, 3-6
+    assert torch.allclose(
+        pool_to_frames(features, 2), torch.tensor([[3.0, 4.0], [9.0, 10.0]])
+    )  # frames 0-3, 3-6
 
     torch.manual_seed(0)  # hop 8 * 10 * 10 = 800 at 8 kHz: 10 latent frames/s, below both teachers' rates
     vae = build_oobleck_vae(
-        sample_rate=SAMPLE_RATE, downsampling_ratios=(8, 10, 10), channel_multiples=(1, 2, 2),
-        encoder_hidden_size=8, decoder_channels=8, latent_channels=4,
-    )  # fmt: skip
+        sample_rate=SAMPLE_RATE,
+        downsampling_ratios=(8, 10, 10),
+        channel_multiples=(1, 2, 2),
+        encoder_hidden_size=8,
+        decoder_channels=8,
+        latent_channels=4,
+    )
     bundle = save_vae_bundle(tmp_path / "slow_vae", vae.autoencoder, {})
     dataset = make_dataset(tmp_path / "ds", count=1, validation=0)
     native = ConditioningEncoder.from_paths(bundle, None, tiny_env.teachers)
     compact = ConditioningEncoder.from_paths(
-        bundle, None, tiny_env.teachers,
+        bundle,
+        None,
+        tiny_env.teachers,
         EncodeSettings(latent_dtype="bfloat16", feature_dtype="bfloat16", teacher_rate="latent"),
     )
     (wide,) = build_cache(dataset, native, progress=False).cache_dir.glob("*.safetensors")
@@ -324,6 +352,7 @@ def test_pooled_teacher_features_sit_at_the_latent_rate(tmp_path: Path, tiny_env
         assert pooled.dtype == torch.bfloat16 and pooled.shape == (frames, wide_t[f"teacher.{name}"].shape[1])
         expected = pool_to_frames(wide_t[f"teacher.{name}"], frames)
         assert torch.allclose(pooled.float(), expected, rtol=1e-2, atol=1e-2)
+
     def teacher_bytes(tensors: dict[str, torch.Tensor]) -> int:
         return sum(t.nbytes for k, t in tensors.items() if k.startswith("teacher."))
 

@@ -36,7 +36,14 @@ def encoder(tiny_env: TinyEnv) -> ConditioningEncoder:
 def datamodule(env: TinyEnv, dataset: Path, **kwargs: Any) -> DiTDataModule:
     online = OnlineEncoding(**{k: kwargs.pop(k) for k in ("use_cache", "fallback") if k in kwargs})
     loader = LoaderOptions(num_workers=kwargs.pop("num_workers", 0))
-    args = {"batch_size": 2, "max_frames": 60, "seed": 3, "teachers": env.teachers, "online": online, "loader": loader}
+    args = {
+        "batch_size": 2,
+        "max_frames": 60,
+        "seed": 3,
+        "teachers": env.teachers,
+        "online": online,
+        "loader": loader,
+    }
     args.update(kwargs)
     module = DiTDataModule(str(dataset), str(env.bundle), **args)
     module.setup("fit")
@@ -261,7 +268,9 @@ def test_bad_config_is_a_one_line_error(tmp_path: Path, tiny_env: TinyEnv) -> No
     with pytest.raises(RefrainInputError, match="dataset_path: not set"):
         DiTDataModule("", str(tiny_env.bundle))
     with pytest.raises(RefrainInputError, match="use_cache"):
-        DiTDataModule(str(tmp_path), str(tiny_env.bundle), online=OnlineEncoding(use_cache=False, fallback=False))
+        DiTDataModule(
+            str(tmp_path), str(tiny_env.bundle), online=OnlineEncoding(use_cache=False, fallback=False)
+        )
     assert SAMPLE_RATE / 80 == FRAME_RATE
 
 

@@ -54,8 +54,15 @@ def test_a_nan_cache_entry_is_named_once_and_the_rest_of_its_batch_trains(
     build_cache(dataset, encoder, progress=False)
     bad = entry_path(cache_dir(dataset, encoder.fingerprint), songs[1]["content_hash"])
     _poison(bad)
-    module = DiTDataModule(str(dataset), str(tiny_env.bundle), teachers=tiny_env.teachers, batch_size=4,
-                           max_frames=60, seed=3, loader=LoaderOptions(num_workers=0))  # fmt: skip
+    module = DiTDataModule(
+        str(dataset),
+        str(tiny_env.bundle),
+        teachers=tiny_env.teachers,
+        batch_size=4,
+        max_frames=60,
+        seed=3,
+        loader=LoaderOptions(num_workers=0),
+    )
     module.setup("fit")
     opened: list[str] = []
     real_open = dit_dataset.open_entry

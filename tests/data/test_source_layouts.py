@@ -31,13 +31,18 @@ def test_cli_source_choices_are_the_registry() -> None:
     assert [name for name, layout in source_layouts().items() if layout.fallback] == ["acestep"]
 
 
-def test_a_registered_layout_is_detected_scanned_and_offered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_registered_layout_is_detected_scanned_and_offered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sources, "_LAYOUTS", dict(source_layouts()))
     register_source(
         SourceLayout(
-            "meta_json", "x.ogg + x.json", sidecars=lambda audio: (sibling(audio, ".json"), None, "structured"),
-            detect=lambda names: any(name.endswith(".json") for name in names), priority=5,
-        )  # fmt: skip
+            "meta_json",
+            "x.ogg + x.json",
+            sidecars=lambda audio: (sibling(audio, ".json"), None, "structured"),
+            detect=lambda names: any(name.endswith(".json") for name in names),
+            priority=5,
+        )
     )
     (tmp_path / "a.ogg").write_bytes(b"x")
     (tmp_path / "a.json").write_text("{}")

@@ -37,16 +37,42 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     prepare_dataset(PrepareOptions(output_dir=dataset, input_dir=write_songs(root / "songs"), progress=False))
     prompts = root / "prompts.jsonl"
     prompts.write_text("\n".join(json.dumps(p) for p in PROMPTS) + "\n")
-    return {"root": root, "bundle": bundle, "adapter": save_adapter(model, root / "adapter", spec),
-            "dataset": dataset, "prompts": prompts, "clap": write_tiny_clap(root / "clap"),
-            "mert": create_random_hubert(root / "mert", hidden_size=16, num_layers=2, conv_channels=8)}  # fmt: skip
+    return {
+        "root": root,
+        "bundle": bundle,
+        "adapter": save_adapter(model, root / "adapter", spec),
+        "dataset": dataset,
+        "prompts": prompts,
+        "clap": write_tiny_clap(root / "clap"),
+        "mert": create_random_hubert(root / "mert", hidden_size=16, num_layers=2, conv_channels=8),
+    }
 
 
 def run(world: dict[str, Path], out: Path, lora: str) -> dict:
-    argv = ["bundle", "--bundle", str(world["bundle"]), "--prompts", str(world["prompts"]), "--lora", lora,
-            "--dataset_path", str(world["dataset"]), "--steps", "3", "--mert", str(world["mert"]),
-            "--mert_sample_rate", "16000", "--clap", str(world["clap"]), "--cache_dir", str(world["root"] / "cache"),
-            "--out", str(out), "--quiet"]  # fmt: skip
+    argv = [
+        "bundle",
+        "--bundle",
+        str(world["bundle"]),
+        "--prompts",
+        str(world["prompts"]),
+        "--lora",
+        lora,
+        "--dataset_path",
+        str(world["dataset"]),
+        "--steps",
+        "3",
+        "--mert",
+        str(world["mert"]),
+        "--mert_sample_rate",
+        "16000",
+        "--clap",
+        str(world["clap"]),
+        "--cache_dir",
+        str(world["root"] / "cache"),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     return json.loads((out / "eval.json").read_text())
 
@@ -60,10 +86,18 @@ def test_adapter_moves_the_songs_and_switched_off_it_does_not(world: dict[str, P
     per_prompt = on["per_prompt"]
     assert [r["prompt"] for r in per_prompt["adapted"]] == ["calm", "loud", "rap"]
     assert {"clap", "dist_mert", "dist_clap"} <= set(per_prompt["base"][0])
-    assert (world["root"] / "on" / "overall.png").is_file() and (world["root"] / "on" / "per_prompt.png").is_file()
-    assert sorted(p.name for p in (world["root"] / "on" / "base").glob("*.json")) == ["calm.json", "loud.json", "rap.json"]
+    assert (world["root"] / "on" / "overall.png").is_file() and (
+        world["root"] / "on" / "per_prompt.png"
+    ).is_file()
+    assert sorted(p.name for p in (world["root"] / "on" / "base").glob("*.json")) == [
+        "calm.json",
+        "loud.json",
+        "rap.json",
+    ]
 
     off = run(world, world["root"] / "off", f"{world['adapter']}:0")
     base_off, adapted_off = off["rows"]
-    assert {k: v for k, v in adapted_off.items() if k != "set"} == {k: v for k, v in base_off.items() if k != "set"}
+    assert {k: v for k, v in adapted_off.items() if k != "set"} == {
+        k: v for k, v in base_off.items() if k != "set"
+    }
     assert base_off == base  # same prompts, same seeds: the base songs are the same songs

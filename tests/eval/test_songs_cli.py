@@ -32,15 +32,37 @@ def write_generated(folder: Path, count: int = 3, base_hz: float = 300.0) -> Pat
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("songs_eval")
-    return {"root": root, "generated": write_generated(root / "generated"),
-            "reference": write_generated(root / "reference", 4, base_hz=250.0), **write_eval_models(root / "models")}  # fmt: skip
+    return {
+        "root": root,
+        "generated": write_generated(root / "generated"),
+        "reference": write_generated(root / "reference", 4, base_hz=250.0),
+        **write_eval_models(root / "models"),
+    }
 
 
 def songs_argv(world: dict[str, Path], generated: Path, out: Path) -> list[str]:
-    return ["songs", "--generated", str(generated), "--reference", str(world["reference"]),
-            "--mert", str(world["mert"]), "--mert_sample_rate", "16000", "--clap", str(world["clap"]),
-            "--whisper", str(world["whisper"]), "--language", "en", "--cache_dir", str(world["root"] / "cache"),
-            "--out", str(out), "--quiet"]  # fmt: skip
+    return [
+        "songs",
+        "--generated",
+        str(generated),
+        "--reference",
+        str(world["reference"]),
+        "--mert",
+        str(world["mert"]),
+        "--mert_sample_rate",
+        "16000",
+        "--clap",
+        str(world["clap"]),
+        "--whisper",
+        str(world["whisper"]),
+        "--language",
+        "en",
+        "--cache_dir",
+        str(world["root"] / "cache"),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
 
 
 def test_songs_report_has_every_figure_and_reuses_cached_embeddings(world: dict[str, Path], capsys) -> None:
@@ -78,8 +100,15 @@ def test_fad_of_a_set_against_itself_is_zero(world: dict[str, Path]) -> None:
 
 
 def test_missing_model_folder_is_one_line(world: dict[str, Path], capsys) -> None:
-    argv = ["songs", "--generated", str(world["generated"]), "--reference", str(world["reference"]),
-            "--clap", str(world["root"] / "nowhere")]  # fmt: skip
+    argv = [
+        "songs",
+        "--generated",
+        str(world["generated"]),
+        "--reference",
+        str(world["reference"]),
+        "--clap",
+        str(world["root"] / "nowhere"),
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --clap") and len(err.splitlines()) == 1

@@ -32,8 +32,20 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_vae_table_rows_and_baseline_degrade_with_bitrate(world: dict[str, Path], capsys) -> None:
     out = world["root"] / "eval_a"
-    argv = ["vae", "--bundle", str(world["vae"]), "--dataset_path", str(world["dataset"]), "--seconds", "2",
-            "--conditions", "clean,cbr320,cbr64", "--out", str(out), "--quiet"]  # fmt: skip
+    argv = [
+        "vae",
+        "--bundle",
+        str(world["vae"]),
+        "--dataset_path",
+        str(world["dataset"]),
+        "--seconds",
+        "2",
+        "--conditions",
+        "clean,cbr320,cbr64",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(argv) == 0
     report = json.loads((out / "eval.json").read_text())
     rows = {(r["system"], r["condition"]): r for r in report["rows"]}

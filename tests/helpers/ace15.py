@@ -44,24 +44,46 @@ def tiny_pipeline(seed: int = 0, turbo: bool = False) -> AceStepPipeline:
     tokenizer = byte_tokenizer()
     text_encoder = Qwen3Model(
         Qwen3Config(
-            vocab_size=len(tokenizer), hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=4096,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            vocab_size=len(tokenizer),
+            hidden_size=TEXT_DIM,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=4096,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
         )
-    ).eval()  # fmt: skip
+    ).eval()
     transformer = AceStepTransformer1DModel(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=4, in_channels=3 * CHANNELS,
-        audio_acoustic_hidden_dim=CHANNELS, is_turbo=turbo, **ATTENTION,
-    )  # fmt: skip
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=4,
+        in_channels=3 * CHANNELS,
+        audio_acoustic_hidden_dim=CHANNELS,
+        is_turbo=turbo,
+        **ATTENTION,
+    )
     encoder = AceStepConditionEncoder(
-        hidden_size=32, intermediate_size=64, text_hidden_dim=TEXT_DIM, timbre_hidden_dim=CHANNELS,
-        num_lyric_encoder_hidden_layers=2, num_timbre_encoder_hidden_layers=2, **ATTENTION,
-    )  # fmt: skip
+        hidden_size=32,
+        intermediate_size=64,
+        text_hidden_dim=TEXT_DIM,
+        timbre_hidden_dim=CHANNELS,
+        num_lyric_encoder_hidden_layers=2,
+        num_timbre_encoder_hidden_layers=2,
+        **ATTENTION,
+    )
     encoder.silence_latent.copy_(0.5 * torch.randn(encoder.silence_latent.shape))
     vae = AutoencoderOobleck(
-        encoder_hidden_size=2 * CHANNELS, downsampling_ratios=[2, 4, 4, 6, 10], channel_multiples=[1, 1, 1, 1, 1],
-        decoder_channels=8, decoder_input_channels=CHANNELS, audio_channels=2, sampling_rate=48000,
-    )  # fmt: skip
+        encoder_hidden_size=2 * CHANNELS,
+        downsampling_ratios=[2, 4, 4, 6, 10],
+        channel_multiples=[1, 1, 1, 1, 1],
+        decoder_channels=8,
+        decoder_input_channels=CHANNELS,
+        audio_channels=2,
+        sampling_rate=48000,
+    )
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1, shift=1.0)
     return AceStepPipeline(vae, text_encoder, tokenizer, transformer, encoder, scheduler)
 

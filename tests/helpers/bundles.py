@@ -27,27 +27,57 @@ from refrain.text.g2p import G2P
 from refrain.text.vocab import VOCAB_FILE, PhonemeVocab
 
 TINY_VAE = {
-    "sample_rate": 44100, "hop_length": 1024, "latent_channels": 16, "audio_channels": 2,
-    "downsampling_ratios": [4, 4, 8, 8], "channel_multiples": [1, 2, 4, 4], "encoder_hidden_size": 32,
-    "decoder_channels": 16, "chunk_seconds": 1.0, "overlap_seconds": 0.25,
-}  # fmt: skip
+    "sample_rate": 44100,
+    "hop_length": 1024,
+    "latent_channels": 16,
+    "audio_channels": 2,
+    "downsampling_ratios": [4, 4, 8, 8],
+    "channel_multiples": [1, 2, 4, 4],
+    "encoder_hidden_size": 32,
+    "decoder_channels": 16,
+    "chunk_seconds": 1.0,
+    "overlap_seconds": 0.25,
+}
 TINY_DIT = {
     "_target_": "refrain.models.dit.transformer.DiffusionTransformer",
-    "latent_channels": 16, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64,
-    "text_dim": 384, "lyric_vocab_size": 256, "lyric_dim": 16, "lyric_conv_layers": 1, "repa_layer": 1,
+    "latent_channels": 16,
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 4,
+    "intermediate_size": 64,
+    "text_dim": 384,
+    "lyric_vocab_size": 256,
+    "lyric_dim": 16,
+    "lyric_conv_layers": 1,
+    "repa_layer": 1,
     "use_context": True,
-}  # fmt: skip
+}
 VOCAB_TEXT = "hello night city lights\nwe are singing all the way home\nrun to the river under the moon"
 FAST_VAE = {
-    "sample_rate": 16000, "hop_length": 256, "latent_channels": 8, "audio_channels": 2,
-    "downsampling_ratios": [4, 8, 8], "channel_multiples": [1, 2, 2], "encoder_hidden_size": 16,
-    "decoder_channels": 8, "chunk_seconds": 1.0, "overlap_seconds": 0.25,
-}  # fmt: skip
+    "sample_rate": 16000,
+    "hop_length": 256,
+    "latent_channels": 8,
+    "audio_channels": 2,
+    "downsampling_ratios": [4, 8, 8],
+    "channel_multiples": [1, 2, 2],
+    "encoder_hidden_size": 16,
+    "decoder_channels": 8,
+    "chunk_seconds": 1.0,
+    "overlap_seconds": 0.25,
+}
 FAST_DIT = {
     "_target_": "refrain.models.dit.transformer.DiffusionTransformer",
-    "latent_channels": 8, "hidden_size": 32, "num_layers": 2, "num_heads": 4, "intermediate_size": 64,
-    "text_dim": 384, "lyric_vocab_size": 64, "lyric_dim": 16, "lyric_conv_layers": 1, "repa_layer": 1,
-}  # fmt: skip
+    "latent_channels": 8,
+    "hidden_size": 32,
+    "num_layers": 2,
+    "num_heads": 4,
+    "intermediate_size": 64,
+    "text_dim": 384,
+    "lyric_vocab_size": 64,
+    "lyric_dim": 16,
+    "lyric_conv_layers": 1,
+    "repa_layer": 1,
+}
 
 
 def perturbed_state(spec: dict, seed: int, scale: float = 0.05) -> dict[str, torch.Tensor]:
@@ -68,9 +98,14 @@ def save_vae(folder: Path, preset: dict | None = None) -> Path:
 
 
 def save_checkpoint(
-    path: Path, spec: dict, vae_dir: Path, dataset: Path, ema: bool = False, text_max_length: int = 64,
+    path: Path,
+    spec: dict,
+    vae_dir: Path,
+    dataset: Path,
+    ema: bool = False,
+    text_max_length: int = 64,
     global_step: int = 5,
-) -> Path:  # fmt: skip
+) -> Path:
     """A DiT checkpoint as training writes it: perturbed live weights (seed 1), the EMA (seed 2) when
     ``ema``, and the resolved config export reads."""
     state = {f"model.{k}": v for k, v in perturbed_state(spec, 1).items()}
@@ -78,9 +113,13 @@ def save_checkpoint(
         state.update({f"ema.shadow.{k}": v for k, v in perturbed_state(spec, 2).items()})
         state["ema.num_updates"] = torch.tensor(5)
     config = {
-        "model": {"dit": spec}, "vae_bundle": str(vae_dir), "dataset_path": str(dataset),
-        "text_encoder_dir": None, "shift": 3.0, "data": {"text_max_length": text_max_length},
-    }  # fmt: skip
+        "model": {"dit": spec},
+        "vae_bundle": str(vae_dir),
+        "dataset_path": str(dataset),
+        "text_encoder_dir": None,
+        "shift": 3.0,
+        "data": {"text_max_length": text_max_length},
+    }
     checkpoint = {
         "state_dict": state,
         "refrain": {"config": config, "format_version": CHECKPOINT_FORMAT_VERSION},
@@ -117,5 +156,12 @@ def fast_base_bundle(root: Path, max_length: int = 48) -> Path:
         k: v + 0.05 * torch.randn(v.shape, generator=g)
         for k, v in build_from_spec(FAST_DIT).state_dict().items()
     }
-    return save_dit_bundle(root / "base", state, FAST_DIT, root / "vae", root / "vocab.json",
-                           text_encoder_ref(None, max_length), {"model": {"dit": FAST_DIT}})  # fmt: skip
+    return save_dit_bundle(
+        root / "base",
+        state,
+        FAST_DIT,
+        root / "vae",
+        root / "vocab.json",
+        text_encoder_ref(None, max_length),
+        {"model": {"dit": FAST_DIT}},
+    )

@@ -30,11 +30,19 @@ from refrain.training.rng_state import capture_rng_state, reseed_all, restore_rn
 REPO = Path(__file__).resolve().parents[2]
 TINY_DIT = ["model/dit=tiny", "model.dit.config.latent_channels=16", "model.dit.config.lyric_vocab_size=256"]
 QUIET = [
-    "logger=none", "callbacks.progress=null", "callbacks.loss_curves=null", "trainer.accelerator=cpu",
-    "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false", "num_workers=0",
-    "trainer.val_check_interval=null", "trainer.check_val_every_n_epoch=1000", "+trainer.limit_val_batches=0",
-    "every_plot_step=100000", "trainer.log_every_n_steps=1",
-]  # fmt: skip
+    "logger=none",
+    "callbacks.progress=null",
+    "callbacks.loss_curves=null",
+    "trainer.accelerator=cpu",
+    "trainer.enable_model_summary=false",
+    "trainer.enable_progress_bar=false",
+    "num_workers=0",
+    "trainer.val_check_interval=null",
+    "trainer.check_val_every_n_epoch=1000",
+    "+trainer.limit_val_batches=0",
+    "every_plot_step=100000",
+    "trainer.log_every_n_steps=1",
+]
 SONGS, SECONDS, TEXT_TOKENS = 5, 2.0, 32
 # One thread per process, as the in-process references run (tests/conftest.py): the same rounding.
 SINGLE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -72,20 +80,38 @@ def make_world(root: Path) -> dict[str, Path]:
 def dit_overrides(world: dict[str, Path], run_dir: Path, steps: int) -> list[str]:
     """The demo DiT recipe (masked spans: some batches carry a context, some not), one item per rank."""
     return [
-        "experiment=demo_dit", "~repa", *TINY_DIT, f"dataset_path={world['dataset']}", f"vae_bundle={world['vae']}",
-        f"run_dir={run_dir}", f"trainer.max_steps={steps}", "every_n_train_steps=5", "data.batch_size=1",
-        "data.max_frames=32", f"data.storage.text_max_length={TEXT_TOKENS}", "data.val_items=1", "task.loss.masked_span_prob=0.5",
+        "experiment=demo_dit",
+        "~repa",
+        *TINY_DIT,
+        f"dataset_path={world['dataset']}",
+        f"vae_bundle={world['vae']}",
+        f"run_dir={run_dir}",
+        f"trainer.max_steps={steps}",
+        "every_n_train_steps=5",
+        "data.batch_size=1",
+        "data.max_frames=32",
+        f"data.storage.text_max_length={TEXT_TOKENS}",
+        "data.val_items=1",
+        "task.loss.masked_span_prob=0.5",
         *QUIET,
-    ]  # fmt: skip
+    ]
 
 
 def lora_overrides(world: dict[str, Path], run_dir: Path, steps: int) -> list[str]:
     """text2sample over the world's DiT bundle (ACE-Step's --checkpoint_dir/--lora_config_path routing)."""
     return [
-        f"checkpoint_dir={world['dit']}", f"lora_config_path={world['lora']}", f"dataset_path={world['dataset']}",
-        f"run_dir={run_dir}", f"trainer.max_steps={steps}", "every_n_train_steps=5", "learning_rate=1e-2",
-        "data.batch_size=1", "data.max_frames=32", "data.val_items=1", *QUIET,
-    ]  # fmt: skip
+        f"checkpoint_dir={world['dit']}",
+        f"lora_config_path={world['lora']}",
+        f"dataset_path={world['dataset']}",
+        f"run_dir={run_dir}",
+        f"trainer.max_steps={steps}",
+        "every_n_train_steps=5",
+        "learning_rate=1e-2",
+        "data.batch_size=1",
+        "data.max_frames=32",
+        "data.val_items=1",
+        *QUIET,
+    ]
 
 
 # The demo VAE recipe, shrunk (hop 64), GAN from step 12. Terms that are not a mean over items are left
@@ -96,25 +122,43 @@ def lora_overrides(world: dict[str, Path], run_dir: Path, steps: int) -> list[st
 # whole lr; measured, one process at 1 vs 2 threads then ends 3e-3 apart, as far as DDP from one process.
 # Under SGD both stay at rounding size (<= 2.5e-7), so the comparison can be tight.
 VAE_SHRINK = [
-    "model.vae.downsampling_ratios=[2,4,8]", "model.vae.channel_multiples=[1,2,4]", "model.vae.hop_length=64",
-    "model.vae.latent_channels=4", "model.vae.encoder_hidden_size=8", "model.vae.decoder_channels=8",
-    "task.discriminator.filters=4", "task.discriminator.n_ffts=[512,256,128]",
-    "task.spectral_loss.fft_sizes=[512,256,128,64]", "+task.spectral_loss.w_sc=0.0",
-    "task.objective.feature_matching=0.0", "task.objective.sample_posterior=false",
+    "model.vae.downsampling_ratios=[2,4,8]",
+    "model.vae.channel_multiples=[1,2,4]",
+    "model.vae.hop_length=64",
+    "model.vae.latent_channels=4",
+    "model.vae.encoder_hidden_size=8",
+    "model.vae.decoder_channels=8",
+    "task.discriminator.filters=4",
+    "task.discriminator.n_ffts=[512,256,128]",
+    "task.spectral_loss.fft_sizes=[512,256,128,64]",
+    "+task.spectral_loss.w_sc=0.0",
+    "task.objective.feature_matching=0.0",
+    "task.objective.sample_posterior=false",
     "task.objective.adversarial_start_step=12",
-    "task.generator_optimizer._target_=torch.optim.SGD", "~task.generator_optimizer.betas",
-    "+task.generator_optimizer.momentum=0.9", "task.discriminator_optimizer._target_=torch.optim.SGD",
-    "~task.discriminator_optimizer.betas", "+task.discriminator_optimizer.momentum=0.9", "learning_rate=1e-3",
+    "task.generator_optimizer._target_=torch.optim.SGD",
+    "~task.generator_optimizer.betas",
+    "+task.generator_optimizer.momentum=0.9",
+    "task.discriminator_optimizer._target_=torch.optim.SGD",
+    "~task.discriminator_optimizer.betas",
+    "+task.discriminator_optimizer.momentum=0.9",
+    "learning_rate=1e-3",
     "task.discriminator_optimizer.lr=1e-3",
-]  # fmt: skip
+]
 
 
 def vae_overrides(world: dict[str, Path], run_dir: Path, steps: int) -> list[str]:
     return [
-        "experiment=demo_vae", f"dataset_path={world['dataset']}", f"run_dir={run_dir}", f"trainer.max_steps={steps}",
-        "every_n_train_steps=5", "data.crop_samples=4096", "data.batch_size=1", "data.val_items=1", *VAE_SHRINK,
+        "experiment=demo_vae",
+        f"dataset_path={world['dataset']}",
+        f"run_dir={run_dir}",
+        f"trainer.max_steps={steps}",
+        "every_n_train_steps=5",
+        "data.crop_samples=4096",
+        "data.batch_size=1",
+        "data.val_items=1",
+        *VAE_SHRINK,
         *QUIET,
-    ]  # fmt: skip
+    ]
 
 
 def ddp(*overrides: str, devices: int = 2) -> list[str]:
@@ -125,21 +169,26 @@ def ddp(*overrides: str, devices: int = 2) -> list[str]:
 def reference(*overrides: str, world_size: int = 2) -> list[str]:
     """One process that sees what ``world_size`` ranks see: one rank per micro-batch, its RNG stream."""
     return [
-        *overrides, f"trainer.accumulate_grad_batches={world_size}", "callbacks.resume=null",
-        "+callbacks.streams._target_=helpers.ddp_world.RankStreams", f"+callbacks.streams.world_size={world_size}",
-    ]  # fmt: skip
+        *overrides,
+        f"trainer.accumulate_grad_batches={world_size}",
+        "callbacks.resume=null",
+        "+callbacks.streams._target_=helpers.ddp_world.RankStreams",
+        f"+callbacks.streams.world_size={world_size}",
+    ]
 
 
 def probes(folder: Path, poison_step: int | None = None, poison_key: str = "latent_mean") -> list[str]:
     """Per-rank loss files under ``folder``; optionally a NaN in rank 1's item at ``poison_step``."""
     items = [
-        "+callbacks.losses._target_=helpers.ddp_world.RankLosses", f"+callbacks.losses.folder={folder}",
-    ]  # fmt: skip
+        "+callbacks.losses._target_=helpers.ddp_world.RankLosses",
+        f"+callbacks.losses.folder={folder}",
+    ]
     if poison_step is not None:
         items += [
-            "+callbacks.poison._target_=helpers.ddp_world.PoisonRank", f"+callbacks.poison.step={poison_step}",
+            "+callbacks.poison._target_=helpers.ddp_world.PoisonRank",
+            f"+callbacks.poison.step={poison_step}",
             f"+callbacks.poison.key={poison_key}",
-        ]  # fmt: skip
+        ]
     return items
 
 
@@ -157,9 +206,14 @@ def run_cli(overrides: list[str], log: Path, timeout: float = 300) -> str:
     )
     with open(log, "w") as handle:
         process = subprocess.run(
-            [sys.executable, str(REPO / "trainer.py"), *overrides], cwd=REPO, env=env, stdout=handle,
-            stderr=subprocess.STDOUT, timeout=timeout, check=False,
-        )  # fmt: skip
+            [sys.executable, str(REPO / "trainer.py"), *overrides],
+            cwd=REPO,
+            env=env,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            timeout=timeout,
+            check=False,
+        )
     output = log.read_text()
     assert process.returncode == 0, output[-4000:]
     return output

@@ -11,9 +11,18 @@ import torch
 from refrain.models.backbones.diffrhythm import DiffRhythm
 
 TINY = {
-    "dim": 32, "depth": 4, "heads": 4, "dim_head": 8, "ff_mult": 2, "latent_dim": 8, "text_dim": 16,
-    "vocab_size": 20, "conv_layers": 2, "max_frames": 64, "repa_layer": 2,
-}  # fmt: skip
+    "dim": 32,
+    "depth": 4,
+    "heads": 4,
+    "dim_head": 8,
+    "ff_mult": 2,
+    "latent_dim": 8,
+    "text_dim": 16,
+    "vocab_size": 20,
+    "conv_layers": 2,
+    "max_frames": 64,
+    "repa_layer": 2,
+}
 
 
 def tiny_diffrhythm(seed: int = 0, perturb: float = 0.1, **overrides: Any) -> DiffRhythm:
@@ -27,8 +36,9 @@ def tiny_diffrhythm(seed: int = 0, perturb: float = 0.1, **overrides: Any) -> Di
     return model
 
 
-def diffrhythm_batch(size: int, frames: int, channels: int = 8, style_dim: int = 16, vocab: int = 20,
-                     seed: int = 3) -> dict[str, Any]:  # fmt: skip
+def diffrhythm_batch(
+    size: int, frames: int, channels: int = 8, style_dim: int = 16, vocab: int = 20, seed: int = 3
+) -> dict[str, Any]:
     """A DiT batch as refrain.data.diffrhythm collates it (latent + DiffRhythm's conditioning keys)."""
     g = torch.Generator().manual_seed(seed)
     return {

@@ -14,10 +14,21 @@ C, TEXT, VOCAB = 4, 8, 20
 
 def tiny_dit(seed: int = 0, hidden: int = 32) -> DiffusionTransformer:
     torch.manual_seed(seed)
-    model = DiffusionTransformer(DiTConfig(
-        latent_channels=C, hidden_size=hidden, num_layers=2, num_heads=4, intermediate_size=64, text_dim=TEXT,
-        lyric_vocab_size=VOCAB, lyric_dim=16, lyric_conv_layers=1, repa_layer=1, zero_init_output=False,
-    ))  # fmt: skip
+    model = DiffusionTransformer(
+        DiTConfig(
+            latent_channels=C,
+            hidden_size=hidden,
+            num_layers=2,
+            num_heads=4,
+            intermediate_size=64,
+            text_dim=TEXT,
+            lyric_vocab_size=VOCAB,
+            lyric_dim=16,
+            lyric_conv_layers=1,
+            repa_layer=1,
+            zero_init_output=False,
+        )
+    )
     return model.eval()
 
 

@@ -14,7 +14,9 @@ RATE = 8000
 LYRICS = "[verse]\nhello night city lights\nwe are singing all the way home\n"
 
 
-def write_songs(root: Path, count: int = 3, seconds: float = 2.0, stems: Sequence[str] = DEFAULT_STEMS) -> Path:
+def write_songs(
+    root: Path, count: int = 3, seconds: float = 2.0, stems: Sequence[str] = DEFAULT_STEMS
+) -> Path:
     """Song folders of synthetic stems (tones, noise bursts) whose sum is the mix."""
     rng = np.random.default_rng(0)
     t = np.arange(int(seconds * RATE)) / RATE

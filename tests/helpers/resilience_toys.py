@@ -140,8 +140,14 @@ def read_losses(path: Path) -> dict[int, str]:
 class KillAt(pl.Callback):
     """At ``step`` (batch end, before that step's checkpoint) on ``rank``: send ``sig`` or ``os._exit``."""
 
-    def __init__(self, step: int, sig: str = "SIGKILL", rank: int = 0, exit_code: int | None = None,
-                 stamp: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        step: int,
+        sig: str = "SIGKILL",
+        rank: int = 0,
+        exit_code: int | None = None,
+        stamp: str | None = None,
+    ) -> None:
         self.step, self.sig, self.rank, self.exit_code, self.stamp = step, sig, rank, exit_code, stamp
 
     def on_train_batch_end(
@@ -201,10 +207,20 @@ def tiny_dit_model(seed: int = 0) -> torch.nn.Module:
     from refrain.models.dit.transformer import DiffusionTransformer
 
     torch.manual_seed(seed)
-    return DiffusionTransformer(DiTConfig(
-        latent_channels=DIT["channels"], hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-        text_dim=DIT["text"], lyric_vocab_size=DIT["vocab"], lyric_dim=16, lyric_conv_layers=1, repa_layer=1,
-    ))  # fmt: skip
+    return DiffusionTransformer(
+        DiTConfig(
+            latent_channels=DIT["channels"],
+            hidden_size=32,
+            num_layers=2,
+            num_heads=4,
+            intermediate_size=64,
+            text_dim=DIT["text"],
+            lyric_vocab_size=DIT["vocab"],
+            lyric_dim=16,
+            lyric_conv_layers=1,
+            repa_layer=1,
+        )
+    )
 
 
 def dit_batch(seed: int, size: int = 2, nan: bool = False) -> dict[str, Any]:
@@ -297,13 +313,25 @@ class KeyedAudioData(pl.LightningDataModule):
 # The tiny VAE recipe, shrunk further: the real VAETask (GAN after step 3, posterior sampling, EMA, LR
 # warm-up on both optimizers) on 4096-sample stereo crops.
 VAE_OVERRIDES = [
-    "model/vae=tiny", "task=vae", "learning_rate=1e-3", "every_plot_step=null", "trainer.gradient_clip_val=null",
-    "model.vae.downsampling_ratios=[2,4,8]", "model.vae.channel_multiples=[1,2,4]", "model.vae.hop_length=64",
-    "model.vae.latent_channels=4", "model.vae.encoder_hidden_size=8", "model.vae.decoder_channels=8",
-    "task.objective.adversarial_start_step=3", "task.discriminator.filters=4", "task.discriminator.n_ffts=[512,256,128]",
-    "task.spectral_loss.fft_sizes=[512,256,128,64]", "task.spectral_loss.perceptual_weighting=false",
-    "task.generator_scheduler.total_iters=5", "task.discriminator_scheduler.total_iters=5",
-]  # fmt: skip
+    "model/vae=tiny",
+    "task=vae",
+    "learning_rate=1e-3",
+    "every_plot_step=null",
+    "trainer.gradient_clip_val=null",
+    "model.vae.downsampling_ratios=[2,4,8]",
+    "model.vae.channel_multiples=[1,2,4]",
+    "model.vae.hop_length=64",
+    "model.vae.latent_channels=4",
+    "model.vae.encoder_hidden_size=8",
+    "model.vae.decoder_channels=8",
+    "task.objective.adversarial_start_step=3",
+    "task.discriminator.filters=4",
+    "task.discriminator.n_ffts=[512,256,128]",
+    "task.spectral_loss.fft_sizes=[512,256,128,64]",
+    "task.spectral_loss.perceptual_weighting=false",
+    "task.generator_scheduler.total_iters=5",
+    "task.discriminator_scheduler.total_iters=5",
+]
 
 
 def vae_config(run_dir: Path | str, *overrides: str) -> DictConfig:
@@ -312,10 +340,19 @@ def vae_config(run_dir: Path | str, *overrides: str) -> DictConfig:
 
     late = [o for o in overrides if o.startswith("data.")]
     cfg = compose_config(
-        [f"run_dir={run_dir}", "logger=none", "callbacks.progress=null", "callbacks.loss_curves=null",
-         "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "trainer.accelerator=cpu",
-         "trainer.log_every_n_steps=1", *VAE_OVERRIDES, *[o for o in overrides if o not in late]]
-    )  # fmt: skip
+        [
+            f"run_dir={run_dir}",
+            "logger=none",
+            "callbacks.progress=null",
+            "callbacks.loss_curves=null",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "trainer.accelerator=cpu",
+            "trainer.log_every_n_steps=1",
+            *VAE_OVERRIDES,
+            *[o for o in overrides if o not in late],
+        ]
+    )
     with open_dict(cfg):
         cfg.data = {"_target_": "helpers.resilience_toys.KeyedAudioData", "seed": "${seed}"}
         apply_late(cfg, late)

@@ -24,8 +24,24 @@ from transformers import T5Config, T5EncoderModel, T5TokenizerFast
 
 CHANNELS = 8
 FRAMES = 24  # the transformer's sample_size: the pipeline always generates this many latent frames
-WORDS = ("calm", "piano", "fast", "drums", "dreamy", "synth", "pop", "female", "vocals", "warm", "bass", "guitar", "slow",
-         "rock", "techno", "ambient")  # fmt: skip
+WORDS = (
+    "calm",
+    "piano",
+    "fast",
+    "drums",
+    "dreamy",
+    "synth",
+    "pop",
+    "female",
+    "vocals",
+    "warm",
+    "bass",
+    "guitar",
+    "slow",
+    "rock",
+    "techno",
+    "ambient",
+)
 
 
 def t5_tokenizer(max_length: int = 12) -> T5TokenizerFast:
@@ -45,17 +61,30 @@ def tiny_pipeline(seed: int = 0) -> StableAudioPipeline:
         text_encoder_dim=16, conditioning_dim=24, min_value=0, max_value=512
     )
     transformer = StableAudioDiTModel(
-        sample_size=FRAMES, in_channels=CHANNELS, num_layers=3, attention_head_dim=8, num_attention_heads=4,
-        num_key_value_attention_heads=2, out_channels=CHANNELS, cross_attention_dim=16, time_proj_dim=16,
-        global_states_input_dim=48, cross_attention_input_dim=24,
-    )  # fmt: skip
+        sample_size=FRAMES,
+        in_channels=CHANNELS,
+        num_layers=3,
+        attention_head_dim=8,
+        num_attention_heads=4,
+        num_key_value_attention_heads=2,
+        out_channels=CHANNELS,
+        cross_attention_dim=16,
+        time_proj_dim=16,
+        global_states_input_dim=48,
+        cross_attention_input_dim=24,
+    )
     with torch.no_grad():  # the 1x1 pre/post convs and projections start small: give every weight a value
         for p in transformer.parameters():
             p.add_(0.05 * torch.randn(p.shape))
     vae = AutoencoderOobleck(
-        encoder_hidden_size=2 * CHANNELS, downsampling_ratios=[2, 4, 4, 8, 8], channel_multiples=[1, 1, 1, 1, 1],
-        decoder_channels=8, decoder_input_channels=CHANNELS, audio_channels=2, sampling_rate=44100,
-    )  # fmt: skip
+        encoder_hidden_size=2 * CHANNELS,
+        downsampling_ratios=[2, 4, 4, 8, 8],
+        channel_multiples=[1, 1, 1, 1, 1],
+        decoder_channels=8,
+        decoder_input_channels=CHANNELS,
+        audio_channels=2,
+        sampling_rate=44100,
+    )
     scheduler = CosineDPMSolverMultistepScheduler()  # the release's: sigma 0.3 .. 500, sigma_data 1, v
     return StableAudioPipeline(vae, text_encoder, projection, tokenizer, transformer, scheduler)
 

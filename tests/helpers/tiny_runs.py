@@ -17,7 +17,11 @@ import pytest
 import soundfile as sf
 
 LYRICS = "[verse]\nhello night city lights\nwe are singing all the way home\n"
-TINY_DIT_OVERRIDES = ["model/dit=tiny", "model.dit.config.latent_channels=16", "model.dit.config.lyric_vocab_size=256"]
+TINY_DIT_OVERRIDES = [
+    "model/dit=tiny",
+    "model.dit.config.latent_channels=16",
+    "model.dit.config.lyric_vocab_size=256",
+]
 
 
 def write_songs(root: Path, count: int = 4, seconds: float = 3.0, rate: int = 44100) -> Path:
@@ -42,43 +46,80 @@ def make_world(root: Path) -> dict[str, Path]:
 
     dataset = root / "dataset"
     prepare_dataset(
-        PrepareOptions(output_dir=dataset, input_dir=write_songs(root / "songs"), val_fraction=0.25, progress=False)
+        PrepareOptions(
+            output_dir=dataset, input_dir=write_songs(root / "songs"), val_fraction=0.25, progress=False
+        )
     )
     save_vae(root / "vae")
     from omegaconf import OmegaConf
 
     spec = OmegaConf.to_container(compose_config(TINY_DIT_OVERRIDES).model.dit, resolve=True)
-    checkpoint = save_checkpoint(root / "dit_source.ckpt", spec, root / "vae", dataset, text_max_length=32, global_step=3)
+    checkpoint = save_checkpoint(
+        root / "dit_source.ckpt", spec, root / "vae", dataset, text_max_length=32, global_step=3
+    )
     export_dit(checkpoint, root / "dit", use_ema=False)
     return {"root": root, "dataset": dataset, "vae": root / "vae", "dit": root / "dit"}
 
 
 def common_overrides(run_dir: Path) -> list[str]:
     return [
-        f"run_dir={run_dir}", "logger=csv", "callbacks.progress=null", "trainer.accelerator=cpu",
-        "trainer.enable_model_summary=false", "trainer.enable_progress_bar=false", "num_workers=0",
-    ]  # fmt: skip
+        f"run_dir={run_dir}",
+        "logger=csv",
+        "callbacks.progress=null",
+        "trainer.accelerator=cpu",
+        "trainer.enable_model_summary=false",
+        "trainer.enable_progress_bar=false",
+        "num_workers=0",
+    ]
 
 
 def dit_argv(world: dict[str, Path], run_dir: Path, steps: int = 2) -> list[str]:
     """A few steps of the tiny DiT on the world's dataset, conditioning encoded online (cached on first use)."""
     return [
-        "experiment=demo_dit", "~repa", *TINY_DIT_OVERRIDES, "--dataset_path", str(world["dataset"]),
-        "--vae_bundle", str(world["vae"]), "--max_steps", str(steps), "--every_n_train_steps", str(steps),
-        "--every_plot_step", "1000", "data.batch_size=2", "data.max_frames=32", "data.val_items=1",
-        "data.storage.text_max_length=32", "task.ema=null", "trainer.val_check_interval=null",
-        "+trainer.limit_val_batches=1", "trainer.check_val_every_n_epoch=1", *common_overrides(run_dir),
-    ]  # fmt: skip
+        "experiment=demo_dit",
+        "~repa",
+        *TINY_DIT_OVERRIDES,
+        "--dataset_path",
+        str(world["dataset"]),
+        "--vae_bundle",
+        str(world["vae"]),
+        "--max_steps",
+        str(steps),
+        "--every_n_train_steps",
+        str(steps),
+        "--every_plot_step",
+        "1000",
+        "data.batch_size=2",
+        "data.max_frames=32",
+        "data.val_items=1",
+        "data.storage.text_max_length=32",
+        "task.ema=null",
+        "trainer.val_check_interval=null",
+        "+trainer.limit_val_batches=1",
+        "trainer.check_val_every_n_epoch=1",
+        *common_overrides(run_dir),
+    ]
 
 
 def vae_argv(world: dict[str, Path], run_dir: Path, steps: int = 2) -> list[str]:
     """A few steps of the demo VAE recipe on the world's dataset with the tiny preset."""
     return [
-        "experiment=demo_vae", "--dataset_path", str(world["dataset"]), "--max_steps", str(steps),
-        "--every_n_train_steps", str(steps), "--every_plot_step", "1000", "data.crop_samples=16384",
-        "data.val_items=1", "trainer.val_check_interval=null", "+trainer.limit_val_batches=1",
-        "trainer.check_val_every_n_epoch=1", *common_overrides(run_dir),
-    ]  # fmt: skip
+        "experiment=demo_vae",
+        "--dataset_path",
+        str(world["dataset"]),
+        "--max_steps",
+        str(steps),
+        "--every_n_train_steps",
+        str(steps),
+        "--every_plot_step",
+        "1000",
+        "data.crop_samples=16384",
+        "data.val_items=1",
+        "trainer.val_check_interval=null",
+        "+trainer.limit_val_batches=1",
+        "trainer.check_val_every_n_epoch=1",
+        *common_overrides(run_dir),
+    ]
 
 
 def release_world(

@@ -30,7 +30,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     model = inject_lora(base, spec)
     perturb_trainable(model, seed=4)
     own = save_adapter(model, root / "own", spec, facts)
-    other = save_adapter(model, root / "other", spec, {**facts, "bundle_hash": "f" * 64, "bundle": "/elsewhere/base"})
+    other = save_adapter(
+        model, root / "other", spec, {**facts, "bundle_hash": "f" * 64, "bundle": "/elsewhere/base"}
+    )
     return {"root": root, "bundle": bundle, "own": own, "other": other}
 
 
@@ -38,11 +40,25 @@ def test_merge_refuses_an_adapter_of_another_base(world, tmp_path, capsys) -> No
     args = ["merge", "--bundle", str(world["bundle"]), "--lora", str(world["other"]), "--out"]
     assert lora_main([*args, str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "was trained on base bundle ffffffffffff" in err and "--allow_other_base" in err
+    assert (
+        "\n" not in err and "was trained on base bundle ffffffffffff" in err and "--allow_other_base" in err
+    )
     assert "/elsewhere/base" in err and not (tmp_path / "m").exists()
     assert lora_main([*args, str(tmp_path / "m2"), "--allow_other_base"]) == 0
-    assert lora_main(["merge", "--bundle", str(world["bundle"]), "--lora", str(world["own"]), "--out",
-                      str(tmp_path / "m3")]) == 0  # fmt: skip
+    assert (
+        lora_main(
+            [
+                "merge",
+                "--bundle",
+                str(world["bundle"]),
+                "--lora",
+                str(world["own"]),
+                "--out",
+                str(tmp_path / "m3"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_infer_refuses_it_before_loading_anything(world, tmp_path, capsys, monkeypatch) -> None:
@@ -52,11 +68,22 @@ def test_infer_refuses_it_before_loading_anything(world, tmp_path, capsys, monke
         raise AssertionError("the model was loaded before the inputs were checked")
 
     monkeypatch.setattr(Pipeline, "from_bundle", classmethod(no_load))
-    base = ["text2music", "--bundle", str(world["bundle"]), "--duration", "0.5", "--steps", "2", "--no_progress"]
+    base = [
+        "text2music",
+        "--bundle",
+        str(world["bundle"]),
+        "--duration",
+        "0.5",
+        "--steps",
+        "2",
+        "--no_progress",
+    ]
     code = infer_main([*base, "--lora", str(world["other"]), "--out", str(tmp_path / "a.flac")])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "was trained on base bundle" in err
-    code = infer_main([*base, "--lyrics_file", str(tmp_path / "missing.lrc"), "--out", str(tmp_path / "b.flac")])
+    code = infer_main(
+        [*base, "--lyrics_file", str(tmp_path / "missing.lrc"), "--out", str(tmp_path / "b.flac")]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--lyrics_file" in err and "no such file" in err
     code = infer_main([*base, "--guidance_interval", "2", "--out", str(tmp_path / "c.flac")])
@@ -66,6 +93,19 @@ def test_infer_refuses_it_before_loading_anything(world, tmp_path, capsys, monke
 @pytest.mark.slow
 def test_infer_samples_with_the_override(world, tmp_path) -> None:
     out = tmp_path / "song.flac"
-    argv = ["text2music", "--bundle", str(world["bundle"]), "--duration", "0.5", "--steps", "2", "--no_progress",
-            "--lora", str(world["other"]), "--allow_other_base", "--out", str(out)]  # fmt: skip
+    argv = [
+        "text2music",
+        "--bundle",
+        str(world["bundle"]),
+        "--duration",
+        "0.5",
+        "--steps",
+        "2",
+        "--no_progress",
+        "--lora",
+        str(world["other"]),
+        "--allow_other_base",
+        "--out",
+        str(out),
+    ]
     assert infer_main(argv) == 0 and out.is_file()

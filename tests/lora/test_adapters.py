@@ -25,8 +25,13 @@ from refrain.lora.control import attach_control, control_modules
 from refrain.lora.inject import inject_lora
 
 PLAIN = {"variant": "rapmachine", "r": 4, "lora_alpha": 8}
-STEM = {"variant": "stemgen", "r": 2, "lora_alpha": 2, "target_modules": ["attn.to_q", "attn.to_v"],
-        "conditioning": {"control_width": 16}}  # fmt: skip
+STEM = {
+    "variant": "stemgen",
+    "r": 2,
+    "lora_alpha": 2,
+    "target_modules": ["attn.to_q", "attn.to_v"],
+    "conditioning": {"control_width": 16},
+}
 
 
 def trained_adapter(folder: Path, raw: dict, seed: int, hidden: int = 32) -> tuple[Path, torch.nn.Module]:

@@ -31,8 +31,9 @@ def test_zero_initialised_path_leaves_base_output_unchanged(variant: str) -> Non
     moved = model(x, sigma, cond).velocity
     assert not torch.allclose(moved, expected, atol=1e-4)
     # the reference itself now matters, and dropping it changes the output
-    other = ControlConditioning.from_plain(cond.plain(), reference=torch.zeros_like(cond.reference),
-                                           instrument=cond.instrument)  # fmt: skip
+    other = ControlConditioning.from_plain(
+        cond.plain(), reference=torch.zeros_like(cond.reference), instrument=cond.instrument
+    )
     assert not torch.allclose(model(x, sigma, other).velocity, moved, atol=1e-5)
     dropped = model(x, sigma, _dropped(cond)).velocity
     assert not torch.allclose(dropped, moved, atol=1e-5)

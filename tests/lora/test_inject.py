@@ -48,7 +48,17 @@ def test_unknown_target_lists_what_would_match() -> None:
 
 def test_every_unmatched_acestep_target_is_named_in_one_error() -> None:
     """ACE-Step's own example config: four names match nothing here; one run reports all four."""
-    targets = ["speaker_embedder", "linear_q", "linear_k", "linear_v", "to_q", "to_k", "to_v", "to_out.0", "to_qq"]
+    targets = [
+        "speaker_embedder",
+        "linear_q",
+        "linear_k",
+        "linear_v",
+        "to_q",
+        "to_k",
+        "to_v",
+        "to_out.0",
+        "to_qq",
+    ]
     spec = parse_lora_spec({"r": 4, "lora_alpha": 4, "target_modules": targets}, "acestep.json")
     with pytest.raises(RefrainInputError) as info:
         inject_lora(tiny_dit(), spec)

@@ -29,8 +29,11 @@ def test_null_lyrics_is_the_base_with_lyrics_dropped() -> None:
 def test_batch_inputs_join_every_stacked_pass() -> None:
     control = ControlSpec(instruments=("a", "b"), target="stem", reference="rest")
     adapted = AdaptedDiT(tiny_dit(), control=control).eval()
-    batch = {"reference_latent": torch.randn(2, C, 12), "frame_mask": torch.ones(2, 10, dtype=torch.bool),
-             "instrument": torch.tensor([1, 0])}  # fmt: skip
+    batch = {
+        "reference_latent": torch.randn(2, C, 12),
+        "frame_mask": torch.ones(2, 10, dtype=torch.bool),
+        "instrument": torch.tensor([1, 0]),
+    }
     with adapted.batch_inputs(batch):
         joined = adapted.adapt(plain_cond(batch=2).repeat(3))  # e.g. three guidance passes
     assert isinstance(joined, ControlConditioning) and joined.instrument.tolist() == [1, 0] * 3
@@ -43,8 +46,11 @@ def test_batch_inputs_join_every_stacked_pass() -> None:
 def test_training_drops_the_reference_at_its_rate() -> None:
     control = ControlSpec(instruments=("a",), target="stem", reference="rest", drop_reference_prob=0.3)
     adapted = AdaptedDiT(tiny_dit(), control=control).train()
-    batch = {"reference_latent": torch.randn(4000, C, 2), "frame_mask": torch.ones(4000, 2, dtype=torch.bool),
-             "instrument": torch.zeros(4000, dtype=torch.long)}  # fmt: skip
+    batch = {
+        "reference_latent": torch.randn(4000, C, 2),
+        "frame_mask": torch.ones(4000, 2, dtype=torch.bool),
+        "instrument": torch.zeros(4000, dtype=torch.long),
+    }
     torch.manual_seed(0)
     with adapted.batch_inputs(batch):
         rate = adapted.adapt(plain_cond(batch=4000, frames=2)).drop_reference.float().mean()

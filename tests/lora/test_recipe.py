@@ -24,8 +24,16 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_acestep_flags_alone_make_a_lora_run(bundle: Path, tmp_path: Path) -> None:
-    argv = ["--checkpoint_dir", str(bundle), "--lora_config_path", str(REPO / "lora_configs" / "stemgen.json"),
-            "--dataset_path", str(tmp_path), "--exp_name", "x"]  # fmt: skip
+    argv = [
+        "--checkpoint_dir",
+        str(bundle),
+        "--lora_config_path",
+        str(REPO / "lora_configs" / "stemgen.json"),
+        "--dataset_path",
+        str(tmp_path),
+        "--exp_name",
+        "x",
+    ]
     cfg = compose_config(translate_argv(argv))
     check_lora_run(cfg)
     assert cfg.task._target_ == "refrain.tasks.lora_task.LoraTask"
@@ -44,8 +52,14 @@ def test_lora_recipes_compose_and_instantiate(
     name: str, bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)  # the recipes' LoRA JSONs are found from any working directory
-    cfg = compose_config([f"experiment={name}", f"checkpoint_dir={bundle}", f"dataset_path={tmp_path}",
-                          f"run_dir={tmp_path / 'run'}"])  # fmt: skip
+    cfg = compose_config(
+        [
+            f"experiment={name}",
+            f"checkpoint_dir={bundle}",
+            f"dataset_path={tmp_path}",
+            f"run_dir={tmp_path / 'run'}",
+        ]
+    )
     check_lora_run(cfg)
     assert Path(cfg.lora_config_path).is_absolute() and Path(cfg.lora_config_path).is_file()
     task = instantiate(cfg.task)
@@ -69,10 +83,19 @@ def test_plain_runs_are_untouched_and_bad_lora_runs_fail_in_one_line(bundle: Pat
         check_lora_run(compose_config([f"lora_config_path={bad}", f"checkpoint_dir={bundle}"]))
 
 
-def test_base_bundle_facts_come_through_the_resolver_and_explicit_values_win(bundle: Path, tmp_path: Path) -> None:
-    argv = ["--checkpoint_dir", str(bundle), "--lora_config_path", str(REPO / "lora_configs" / "text2sample.json")]
+def test_base_bundle_facts_come_through_the_resolver_and_explicit_values_win(
+    bundle: Path, tmp_path: Path
+) -> None:
+    argv = [
+        "--checkpoint_dir",
+        str(bundle),
+        "--lora_config_path",
+        str(REPO / "lora_configs" / "text2sample.json"),
+    ]
     cfg = compose_config(translate_argv(argv))
     assert cfg.vae_bundle == str(bundle / "vae") and cfg.data.vae_bundle == str(bundle / "vae")
     assert cfg.data.storage.text_max_length == 48 and cfg.data.speaker_dim is None
-    explicit = compose_config(translate_argv([*argv, "--vae_bundle", str(tmp_path), "data.storage.text_max_length=16"]))
+    explicit = compose_config(
+        translate_argv([*argv, "--vae_bundle", str(tmp_path), "data.storage.text_max_length=16"])
+    )
     assert explicit.data.vae_bundle == str(tmp_path) and explicit.data.storage.text_max_length == 16

@@ -44,10 +44,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     reference = np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)]).astype(np.float32) * 0.5
     sf.write(root / "reference.flac", reference.T, 16000)
     return {
-        "root": root, "bundle": bundle, "reference": root / "reference.flac",
-        "stem": make_adapter(bundle, root / "stem", STEM, 1), "s2a": make_adapter(bundle, root / "s2a", S2A, 2),
+        "root": root,
+        "bundle": bundle,
+        "reference": root / "reference.flac",
+        "stem": make_adapter(bundle, root / "stem", STEM, 1),
+        "s2a": make_adapter(bundle, root / "s2a", S2A, 2),
         "sample": make_adapter(bundle, root / "sample", SAMPLE, 3),
-    }  # fmt: skip
+    }
 
 
 def test_stem_mode_merged_bundle_matches_base_plus_adapters(world: dict[str, Path], tmp_path: Path) -> None:
@@ -99,13 +102,54 @@ def test_cli_stem_and_merge(world: dict[str, Path], tmp_path: Path) -> None:
     from refrain.cli.infer import main as infer_main
 
     out = tmp_path / "drums.flac"
-    code = infer_main(["stem", "--bundle", str(world["bundle"]), "--lora", f"{world['stem']}:0.9", "--source",
-                       str(world["reference"]), "--instrument", "drums", "--steps", "3", "--seed", "5",
-                       "--out", str(out), "--no_progress"])  # fmt: skip
+    code = infer_main(
+        [
+            "stem",
+            "--bundle",
+            str(world["bundle"]),
+            "--lora",
+            f"{world['stem']}:0.9",
+            "--source",
+            str(world["reference"]),
+            "--instrument",
+            "drums",
+            "--steps",
+            "3",
+            "--seed",
+            "5",
+            "--out",
+            str(out),
+            "--no_progress",
+        ]
+    )
     assert code == 0 and sf.info(out).frames == 8000
     assert json.loads(out.with_suffix(".json").read_text())["mode"] == "stem"
-    assert lora_main(["merge", "--bundle", str(world["bundle"]), "--lora", str(world["s2a"]), "--out",
-                      str(tmp_path / "m")]) == 0  # fmt: skip
+    assert (
+        lora_main(
+            [
+                "merge",
+                "--bundle",
+                str(world["bundle"]),
+                "--lora",
+                str(world["s2a"]),
+                "--out",
+                str(tmp_path / "m"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "m" / "dit.safetensors").is_file()
-    assert lora_main(["merge", "--bundle", str(world["bundle"]), "--lora", str(tmp_path), "--out",
-                      str(tmp_path / "m2")]) == 2  # fmt: skip
+    assert (
+        lora_main(
+            [
+                "merge",
+                "--bundle",
+                str(world["bundle"]),
+                "--lora",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "m2"),
+            ]
+        )
+        == 2
+    )

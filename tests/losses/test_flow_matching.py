@@ -23,10 +23,21 @@ C, TEXT = 4, 8
 
 def tiny_model(seed: int = 0, randomize: bool = False) -> DiffusionTransformer:
     torch.manual_seed(seed)
-    model = DiffusionTransformer(DiTConfig(
-        latent_channels=C, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, text_dim=TEXT,
-        lyric_vocab_size=20, lyric_dim=16, lyric_conv_layers=1, speaker_dim=4, repa_layer=1,
-    ))  # fmt: skip
+    model = DiffusionTransformer(
+        DiTConfig(
+            latent_channels=C,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=4,
+            intermediate_size=64,
+            text_dim=TEXT,
+            lyric_vocab_size=20,
+            lyric_dim=16,
+            lyric_conv_layers=1,
+            speaker_dim=4,
+            repa_layer=1,
+        )
+    )
     if randomize:
         with torch.no_grad():
             for p in model.parameters():
@@ -101,9 +112,11 @@ def test_loss_ignores_padded_frames_of_the_latent() -> None:
 def test_cfg_dropout_is_per_sample_and_independent() -> None:
     b = 400
     cond = DiTConditioning(
-        style=torch.zeros(b, 1, TEXT), style_mask=torch.ones(b, 1, dtype=torch.bool),
-        lyrics=torch.zeros(b, 4).long(), speaker=torch.ones(b, 4),
-    )  # fmt: skip
+        style=torch.zeros(b, 1, TEXT),
+        style_mask=torch.ones(b, 1, dtype=torch.bool),
+        lyrics=torch.zeros(b, 4).long(),
+        speaker=torch.ones(b, 4),
+    )
     g = torch.Generator().manual_seed(0)
     out = FlowMatchingLoss(drop_style_prob=0.5, drop_lyrics_prob=0.5, drop_context_prob=0.0).apply_dropout(
         cond, g

@@ -62,16 +62,25 @@ class ToyBackbone(nn.Module):
     @property
     def backbone_spec(self) -> BackboneSpec:
         return BackboneSpec(
-            name="toy", latent_channels=self.channels, hidden_size=self.hidden, repa_layer=1,
-            conditioning_type=DiTConditioning, supports_context=False,
-            cfg_drops=frozenset({"style", "lyrics", "all"}), fsdp_wrap=("torch.nn.Sequential",),
+            name="toy",
+            latent_channels=self.channels,
+            hidden_size=self.hidden,
+            repa_layer=1,
+            conditioning_type=DiTConditioning,
+            supports_context=False,
+            cfg_drops=frozenset({"style", "lyrics", "all"}),
+            fsdp_wrap=("torch.nn.Sequential",),
             sampler_defaults={"steps": 4, "guidance": "cfg", "guidance_scale": 2.0},
             loss_preset={"masked_span_prob": 0.0},
-        )  # fmt: skip
+        )
 
     def conditioning_from_batch(self, batch: Mapping[str, Any]) -> DiTConditioning:
-        return DiTConditioning(batch["style"], batch["style_mask"].bool(), batch["lyrics"].long(),
-                               frame_mask=batch["frame_mask"].bool())  # fmt: skip
+        return DiTConditioning(
+            batch["style"],
+            batch["style_mask"].bool(),
+            batch["lyrics"].long(),
+            frame_mask=batch["frame_mask"].bool(),
+        )
 
     def noise(self, seed: int, frames: int) -> Tensor:
         return seeded_noise(seed, self.channels, frames)
@@ -119,8 +128,20 @@ class Case:
 
 def _dit(_: Path) -> nn.Module:
     torch.manual_seed(0)
-    model = DiffusionTransformer(DiTConfig(latent_channels=4, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                                 text_dim=6, lyric_vocab_size=20, lyric_dim=16, lyric_conv_layers=1, repa_layer=1))  # fmt: skip
+    model = DiffusionTransformer(
+        DiTConfig(
+            latent_channels=4,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=4,
+            intermediate_size=64,
+            text_dim=6,
+            lyric_vocab_size=20,
+            lyric_dim=16,
+            lyric_conv_layers=1,
+            repa_layer=1,
+        )
+    )
     with torch.no_grad():  # adaLN-zero starts as the identity: give every weight a value so drops show
         for p in model.parameters():
             p.add_(0.1 * torch.randn(p.shape))

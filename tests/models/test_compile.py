@@ -38,7 +38,9 @@ def test_compiled_blocks_match_eager_and_keep_parameter_names() -> None:
 
 
 def test_platform_without_compiler_runs_eager_with_a_one_line_note(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compile_module, "compile_unavailable", lambda: "InvalidCxxCompiler: no working C++ compiler")
+    monkeypatch.setattr(
+        compile_module, "compile_unavailable", lambda: "InvalidCxxCompiler: no working C++ compiler"
+    )
     model = tiny_dit()
     note = compile_blocks(model)
     assert note is not None and "\n" not in note and "InvalidCxxCompiler" in note and "eager" in note
@@ -63,7 +65,9 @@ def test_infer_flag_compiles_the_pipeline_model_after_its_adapters(
 
     from refrain.cli import infer
 
-    args = infer.build_parser().parse_args(["text2music", "--bundle", "b", "--torch_compile", "--no_progress"])
+    args = infer.build_parser().parse_args(
+        ["text2music", "--bundle", "b", "--torch_compile", "--no_progress"]
+    )
     assert args.torch_compile is True
     monkeypatch.setattr(compile_module, "compile_unavailable", lambda: "probe failed")
     seen: list[str] = []

@@ -28,9 +28,12 @@ def test_default_encoder_gives_384_d_states_and_mask(encoder: TextEncoder) -> No
 
 def test_similar_prompts_are_closer_than_unrelated(encoder: TextEncoder) -> None:
     pooled = encoder(
-        ["upbeat pop song with female vocals and synths", "energetic pop track, female singer, synthesizer",
-         "instructions for filing a tax return"]
-    ).pooled  # fmt: skip
+        [
+            "upbeat pop song with female vocals and synths",
+            "energetic pop track, female singer, synthesizer",
+            "instructions for filing a tax return",
+        ]
+    ).pooled
     close = float(F.cosine_similarity(pooled[0], pooled[1], dim=0))
     far = float(F.cosine_similarity(pooled[0], pooled[2], dim=0))
     print(f"\ncosine similar {close:.3f} vs unrelated {far:.3f}")

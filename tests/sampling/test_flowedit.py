@@ -74,9 +74,15 @@ def test_call_pattern_skip_edit_then_plain_target() -> None:
 
     sigmas = torch.linspace(1.0, 0.0, 11, dtype=torch.float64)
     flowedit(
-        tagged("src", 0.0), tagged("tar", 1.0), randn(1, 2, 4, seed=2), sigmas,
-        n_min=0.2, n_max=0.4, n_avg=2, generator=torch.Generator().manual_seed(1),
-    )  # fmt: skip
+        tagged("src", 0.0),
+        tagged("tar", 1.0),
+        randn(1, 2, 4, seed=2),
+        sigmas,
+        n_min=0.2,
+        n_max=0.4,
+        n_avg=2,
+        generator=torch.Generator().manual_seed(1),
+    )
     edit = [(name, i) for i in (6, 7) for _ in range(2) for name in ("tar", "src")]
     assert calls == edit + [("tar", 8), ("tar", 9)]
 

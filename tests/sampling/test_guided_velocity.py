@@ -94,10 +94,20 @@ def test_apg_momentum_resets_between_runs() -> None:
 
 def test_batched_passes_match_separate_passes_on_a_real_dit() -> None:
     torch.manual_seed(0)
-    dit = DiffusionTransformer(DiTConfig(
-        latent_channels=4, hidden_size=32, num_layers=2, num_heads=2, text_dim=8,
-        lyric_vocab_size=16, lyric_dim=8, lyric_conv_layers=1, repa_layer=1, zero_init_output=False,
-    )).eval()  # fmt: skip
+    dit = DiffusionTransformer(
+        DiTConfig(
+            latent_channels=4,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=2,
+            text_dim=8,
+            lyric_vocab_size=16,
+            lyric_dim=8,
+            lyric_conv_layers=1,
+            repa_layer=1,
+            zero_init_output=False,
+        )
+    ).eval()
     with torch.no_grad():  # fresh DiTs zero-init their adaLN/cross-attention outputs: make style matter
         for param in dit.parameters():
             param.add_(0.2 * torch.randn_like(param))
@@ -124,7 +134,15 @@ def test_sample_guided_equals_the_composed_pieces() -> None:
         "heun",
     )
     one_call = sample_guided(
-        CountingModel(), make_cond(), noise, sigmas, "heun",
-        guidance=APG(), scale=4.0, lyrics_scale=2.0, interval=0.5, decay="cosine",
-    )  # fmt: skip
+        CountingModel(),
+        make_cond(),
+        noise,
+        sigmas,
+        "heun",
+        guidance=APG(),
+        scale=4.0,
+        lyrics_scale=2.0,
+        interval=0.5,
+        decay="cosine",
+    )
     assert torch.equal(composed, one_call)

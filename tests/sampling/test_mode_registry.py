@@ -58,9 +58,11 @@ def reversed_mode(monkeypatch: pytest.MonkeyPatch) -> str:
         parser.add_argument("--flip", action="store_true")
 
     @register_mode(
-        "reversed", "sample from time-reversed noise", add_flags=flags,
+        "reversed",
+        "sample from time-reversed noise",
+        add_flags=flags,
         flag_params=lambda args: {**prompt_and_lyrics(args), "flip": args.flip},
-    )  # fmt: skip
+    )
     def reversed_take(
         engine: SamplingEngine, source: Any, prompt: str = "", lyrics: str = "", flip: bool = True, **kw: Any
     ) -> SongResult:
@@ -101,8 +103,25 @@ def test_a_registered_mode_runs_regenerates_and_has_a_sub_command(
     assert not torch.equal(unflipped.latent, song.latent)
     assert "reversed" in _subcommands()
     out = tmp_path / "r.flac"
-    argv = ["reversed", "--bundle", str(bundle), "--source", str(song_file), "--prompt", "synth", "--flip",
-            "--steps", "3", "--seed", "5", "--guidance", "cfg", "--out", str(out), "--no_progress"]  # fmt: skip
+    argv = [
+        "reversed",
+        "--bundle",
+        str(bundle),
+        "--source",
+        str(song_file),
+        "--prompt",
+        "synth",
+        "--flip",
+        "--steps",
+        "3",
+        "--seed",
+        "5",
+        "--guidance",
+        "cfg",
+        "--out",
+        str(out),
+        "--no_progress",
+    ]
     assert main(argv) == 0 and sf.info(out).frames == 22050
     assert json.loads(out.with_suffix(".json").read_text())["params"]["flip"] is True
 

@@ -119,9 +119,13 @@ def test_every_solver_and_guidance(
     pipe: Pipeline, solver: str, guidance: str, lyrics_scale: float | None
 ) -> None:
     options = SamplerOptions(
-        steps=3, solver=solver, guidance=guidance, lyrics_guidance_scale=lyrics_scale,
-        guidance_decay="linear", seed=3,
-    )  # fmt: skip
+        steps=3,
+        solver=solver,
+        guidance=guidance,
+        lyrics_guidance_scale=lyrics_scale,
+        guidance_decay="linear",
+        seed=3,
+    )
     song = pipe.text2music("pop", LRC, 0.5, options=options)
     assert np.isfinite(song.audio).all()
     assert np.array_equal(pipe.regenerate(song.sidecar).audio, song.audio)

@@ -121,9 +121,13 @@ def test_extend_needs_some_seconds(pipe: Pipeline, uploaded: Path) -> None:
 @pytest.mark.parametrize("preset", ["only_lyrics", "remix"])
 def test_edit_presets(pipe: Pipeline, generated: Path, preset: str) -> None:
     song = pipe.edit(
-        generated, "synth pop", LYRICS, target_lyrics="[00:00.10]goodbye day\n[00:00.80]country roads",
-        preset=preset, options=FAST,
-    )  # fmt: skip
+        generated,
+        "synth pop",
+        LYRICS,
+        target_lyrics="[00:00.10]goodbye day\n[00:00.80]country roads",
+        preset=preset,
+        options=FAST,
+    )
     source_latent = pipe.encode(torch.from_numpy(_source(generated)))[0]
     assert song.audio.shape == _source(generated).shape and np.isfinite(song.audio).all()
     assert not torch.allclose(song.latent, source_latent)

@@ -36,10 +36,20 @@ TEACHERS = {"mert": (24, 6), "mhubert": (10, 5)}  # name -> (frames, dim)
 
 def tiny_dit(seed: int = 0) -> DiffusionTransformer:
     torch.manual_seed(seed)
-    return DiffusionTransformer(DiTConfig(
-        latent_channels=C, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, text_dim=TEXT,
-        lyric_vocab_size=VOCAB, lyric_dim=16, lyric_conv_layers=1, repa_layer=1,
-    ))  # fmt: skip
+    return DiffusionTransformer(
+        DiTConfig(
+            latent_channels=C,
+            hidden_size=32,
+            num_layers=2,
+            num_heads=4,
+            intermediate_size=64,
+            text_dim=TEXT,
+            lyric_vocab_size=VOCAB,
+            lyric_dim=16,
+            lyric_conv_layers=1,
+            repa_layer=1,
+        )
+    )
 
 
 def make_batch(teachers: bool = True, nan: bool = False, seed: int = 0) -> dict[str, Any]:
@@ -102,10 +112,19 @@ def make_trainer(
     tmp: Path, steps: int, callbacks: list[pl.Callback] | None = None, logger: Any = False
 ) -> pl.Trainer:
     return pl.Trainer(
-        accelerator="cpu", devices=1, max_steps=steps, logger=logger, callbacks=callbacks or [],
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, gradient_clip_val=1.0, log_every_n_steps=1, default_root_dir=tmp,
-    )  # fmt: skip
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        logger=logger,
+        callbacks=callbacks or [],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        gradient_clip_val=1.0,
+        log_every_n_steps=1,
+        default_root_dir=tmp,
+    )
 
 
 class History(pl.Callback):
@@ -127,9 +146,14 @@ def tiny_vae_bundle(out: Path) -> Path:
 
     torch.manual_seed(0)
     vae = AutoencoderOobleck(
-        encoder_hidden_size=2 * C, downsampling_ratios=[2, 2], channel_multiples=[1, 2],
-        decoder_channels=8, decoder_input_channels=C, audio_channels=2, sampling_rate=8000,
-    )  # fmt: skip
+        encoder_hidden_size=2 * C,
+        downsampling_ratios=[2, 2],
+        channel_multiples=[1, 2],
+        decoder_channels=8,
+        decoder_input_channels=C,
+        audio_channels=2,
+        sampling_rate=8000,
+    )
     return save_vae_bundle(out, vae, {"model": {"vae": {"chunk_seconds": 0.004, "overlap_seconds": 0.001}}})
 
 
@@ -145,8 +169,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     trainer = make_trainer(tmp, STEPS, [history], logger)
     trainer.fit(task, train_dataloaders=loader([batch] * STEPS))
     after = {k: float(v) for k, v in task.binned_validation(batch).items()}
-    return {"task": task, "trainer": trainer, "history": history.values, "before": before, "after": after,
-            "batch": batch, "tmp": tmp}  # fmt: skip
+    return {
+        "task": task,
+        "trainer": trainer,
+        "history": history.values,
+        "before": before,
+        "after": after,
+        "batch": batch,
+        "tmp": tmp,
+    }
 
 
 def _mean(values: list[float]) -> float:
@@ -282,9 +313,14 @@ def test_vae_bundle_with_other_latent_channels_is_rejected(tmp_path: Path) -> No
     from refrain.bundles.vae import save_vae_bundle
 
     vae = AutoencoderOobleck(
-        encoder_hidden_size=12, downsampling_ratios=[2, 2], channel_multiples=[1, 2],
-        decoder_channels=8, decoder_input_channels=6, audio_channels=2, sampling_rate=8000,
-    )  # fmt: skip
+        encoder_hidden_size=12,
+        downsampling_ratios=[2, 2],
+        channel_multiples=[1, 2],
+        decoder_channels=8,
+        decoder_input_channels=6,
+        audio_channels=2,
+        sampling_rate=8000,
+    )
     bundle = save_vae_bundle(tmp_path / "bundle6", vae, {})
     with pytest.raises(RefrainInputError, match="latent_channels=6"):
         make_task(tmp_path, vae_bundle=bundle).setup("fit")

@@ -23,7 +23,9 @@ def test_fused_adamw_dit_resume_is_bit_exact(tmp_path: Path) -> None:
     last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
     main([*dit_argv(world, tmp_path / "stopped", steps=4), *quiet, "--ckpt_path", str(last)])
     final = "step=00000004.ckpt"
-    straight = torch.load(tmp_path / "straight" / "checkpoints" / final, weights_only=True, map_location="cpu")
+    straight = torch.load(
+        tmp_path / "straight" / "checkpoints" / final, weights_only=True, map_location="cpu"
+    )
     resumed = torch.load(tmp_path / "stopped" / "checkpoints" / final, weights_only=True, map_location="cpu")
     assert straight["global_step"] == resumed["global_step"] == 4
     assert straight["optimizer_states"][0]["param_groups"][0]["fused"] is True

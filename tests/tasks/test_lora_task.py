@@ -48,8 +48,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         write_songs(root / "songs", count=4, seconds=1.6), root / "ds", val_fraction=0.3, progress=False
     )
     save_vae(root / "vae", FAST_VAE)
-    save_dit_bundle(root / "base", perturbed_state(DIT, 1), DIT, root / "vae", root / "ds" / "phoneme_vocab.json",
-                    text_encoder_ref(None, 32), {"model": {"dit": DIT}})  # fmt: skip
+    save_dit_bundle(
+        root / "base",
+        perturbed_state(DIT, 1),
+        DIT,
+        root / "vae",
+        root / "ds" / "phoneme_vocab.json",
+        text_encoder_ref(None, 32),
+        {"model": {"dit": DIT}},
+    )
     return {"root": root, "dataset": root / "ds", "bundle": root / "base"}
 
 
@@ -63,10 +70,16 @@ def small_spec(variant: str, source: str = "x.json"):
 
 def datamodule(world: dict[str, Path], spec: Any) -> LoraDataModule:
     return LoraDataModule(
-        spec, dataset_path=str(world["dataset"]), vae_bundle=str(world["bundle"] / "vae"), batch_size=2,
-        max_frames=24, val_items=2, storage=EncodeSettings(tag_shuffles=2, text_max_length=32),
-        online=OnlineEncoding(use_cache=False), loader=LoaderOptions(num_workers=0),
-    )  # fmt: skip
+        spec,
+        dataset_path=str(world["dataset"]),
+        vae_bundle=str(world["bundle"] / "vae"),
+        batch_size=2,
+        max_frames=24,
+        val_items=2,
+        storage=EncodeSettings(tag_shuffles=2, text_max_length=32),
+        online=OnlineEncoding(use_cache=False),
+        loader=LoaderOptions(num_workers=0),
+    )
 
 
 def base_model(world: dict[str, Path]) -> torch.nn.Module:
@@ -77,8 +90,10 @@ def make_task(world: dict[str, Path], spec: Any, run_dir: Path, **options: Any) 
     settings: dict[str, Any] = {
         "loss": FlowMatchingLoss(masked_span_prob=0.0),
         "optimizer": partial(torch.optim.AdamW, lr=1e-2),
-        "validation": FlowValidation(bins=2), "run_dir": run_dir, "dataset_path": str(world["dataset"]),
-    }  # fmt: skip
+        "validation": FlowValidation(bins=2),
+        "run_dir": run_dir,
+        "dataset_path": str(world["dataset"]),
+    }
     settings.update(options)
     return LoraTask(base_model(world), spec, base_bundle=str(world["bundle"]), **settings)
 
@@ -88,10 +103,18 @@ def fit(task: LoraTask, dm: Any, run_dir: Path, steps: int, ckpt_path: str | Non
         dirpath=run_dir / "checkpoints", every_n_train_steps=2, save_last=True, save_top_k=-1
     )
     trainer = pl.Trainer(
-        accelerator="cpu", max_steps=steps, logger=False, callbacks=[checkpoints], enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, val_check_interval=2, limit_val_batches=1,
-        check_val_every_n_epoch=None, default_root_dir=run_dir,
-    )  # fmt: skip
+        accelerator="cpu",
+        max_steps=steps,
+        logger=False,
+        callbacks=[checkpoints],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        val_check_interval=2,
+        limit_val_batches=1,
+        check_val_every_n_epoch=None,
+        default_root_dir=run_dir,
+    )
     trainer.fit(task, datamodule=dm, ckpt_path=ckpt_path)
     return trainer
 
@@ -174,13 +197,22 @@ def _fixed_batch(seed: int = 0) -> dict[str, Any]:
     reference = torch.randn(b, c, t, generator=g)
     mixing = torch.randn(c, c, generator=g)
     return {
-        "latent_mean": torch.einsum("dc,bct->bdt", mixing, reference).tanh(), "latent_std": torch.full((b, c, t), 0.01),
-        "frame_mask": torch.ones(b, t, dtype=torch.bool), "lyrics": torch.zeros(b, t, dtype=torch.long),
-        "style": torch.randn(b, 3, 8, generator=g), "style_mask": torch.ones(b, 3, dtype=torch.bool),
-        "teacher_features": {}, "teacher_masks": {}, "keys": list("abcd"), "prompts": [""] * b,
-        "lyrics_text": [""] * b, "crop_start": torch.zeros(b), "reference_latent": reference,
-        "reference_mask": torch.ones(b, 1, t), "instrument": torch.tensor([0, 1, 0, 1]),
-    }  # fmt: skip
+        "latent_mean": torch.einsum("dc,bct->bdt", mixing, reference).tanh(),
+        "latent_std": torch.full((b, c, t), 0.01),
+        "frame_mask": torch.ones(b, t, dtype=torch.bool),
+        "lyrics": torch.zeros(b, t, dtype=torch.long),
+        "style": torch.randn(b, 3, 8, generator=g),
+        "style_mask": torch.ones(b, 3, dtype=torch.bool),
+        "teacher_features": {},
+        "teacher_masks": {},
+        "keys": list("abcd"),
+        "prompts": [""] * b,
+        "lyrics_text": [""] * b,
+        "crop_start": torch.zeros(b),
+        "reference_latent": reference,
+        "reference_mask": torch.ones(b, 1, t),
+        "instrument": torch.tensor([0, 1, 0, 1]),
+    }
 
 
 def test_the_reference_path_learns_what_lora_alone_cannot(tmp_path: Path) -> None:
@@ -188,9 +220,21 @@ def test_the_reference_path_learns_what_lora_alone_cannot(tmp_path: Path) -> Non
     losses = {}
     for variant in ("stemgen", "text2music"):
         torch.manual_seed(0)
-        base = DiffusionTransformer(DiTConfig(latent_channels=4, hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64,
-                                    text_dim=8, lyric_vocab_size=16, lyric_dim=8, lyric_conv_layers=1, repa_layer=1,
-                                    zero_init_output=False))  # fmt: skip
+        base = DiffusionTransformer(
+            DiTConfig(
+                latent_channels=4,
+                hidden_size=32,
+                num_layers=2,
+                num_heads=4,
+                intermediate_size=64,
+                text_dim=8,
+                lyric_vocab_size=16,
+                lyric_dim=8,
+                lyric_conv_layers=1,
+                repa_layer=1,
+                zero_init_output=False,
+            )
+        )
         control = {"instruments": ["a", "b"], "control_width": 32, "drop_reference_prob": 0.0}
         spec = parse_lora_spec(
             {
@@ -201,12 +245,19 @@ def test_the_reference_path_learns_what_lora_alone_cannot(tmp_path: Path) -> Non
             }
         )
         loss = FlowMatchingLoss(masked_span_prob=0.0, drop_style_prob=0.0, drop_lyrics_prob=0.0)
-        task = LoraTask(base, spec, loss=loss, optimizer=partial(torch.optim.AdamW, lr=1e-2),
-                        run_dir=tmp_path / variant)  # fmt: skip
+        task = LoraTask(
+            base, spec, loss=loss, optimizer=partial(torch.optim.AdamW, lr=1e-2), run_dir=tmp_path / variant
+        )
         batch = _fixed_batch()
         loader = DataLoader([batch] * STEPS, batch_size=None, collate_fn=lambda x: x)
-        trainer = pl.Trainer(accelerator="cpu", max_steps=STEPS, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+        trainer = pl.Trainer(
+            accelerator="cpu",
+            max_steps=STEPS,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         start = float(task.binned_validation(batch)["flow"])
         trainer.fit(task, train_dataloaders=loader)
         task.eval()
@@ -228,16 +279,36 @@ def test_trainer_flags_route_to_a_lora_run_whose_cfg_job_is_the_config_it_trains
     spec_file = tmp_path / "l2v.json"
     spec_file.write_text(json.dumps(small_spec("lyric2vocal").to_dict()))
     argv = [
-        "--checkpoint_dir", str(world["bundle"]), "--lora_config_path", str(spec_file),
-        "--dataset_path", str(world["dataset"]), "--exp_name", "l2v", "--max_steps", "2", "--num_workers", "0",
-        "--every_n_train_steps", "2", "--every_plot_step", "2", f"run_dir={tmp_path / 'run'}", "logger=csv",
-        "callbacks.progress=null", "trainer.accelerator=cpu", "trainer.enable_model_summary=false",
+        "--checkpoint_dir",
+        str(world["bundle"]),
+        "--lora_config_path",
+        str(spec_file),
+        "--dataset_path",
+        str(world["dataset"]),
+        "--exp_name",
+        "l2v",
+        "--max_steps",
+        "2",
+        "--num_workers",
+        "0",
+        "--every_n_train_steps",
+        "2",
+        "--every_plot_step",
+        "2",
+        f"run_dir={tmp_path / 'run'}",
+        "logger=csv",
+        "callbacks.progress=null",
+        "trainer.accelerator=cpu",
+        "trainer.enable_model_summary=false",
         "+trainer.limit_val_batches=1",
-    ]  # fmt: skip
+    ]
     main([*argv, "--cfg", "job", "--resolve"])
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["task"]["_target_"] == "refrain.tasks.lora_task.LoraTask"
-    assert printed["vae_bundle"] == str(world["bundle"] / "vae") and printed["data"]["storage"]["text_max_length"] == 32
+    assert (
+        printed["vae_bundle"] == str(world["bundle"] / "vae")
+        and printed["data"]["storage"]["text_max_length"] == 32
+    )
     main(argv)
     assert "run folder:" in capsys.readouterr().out
     checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
@@ -251,6 +322,6 @@ def test_trainer_flags_route_to_a_lora_run_whose_cfg_job_is_the_config_it_trains
     with pytest.raises(SystemExit):
         main(["--lora_config_path", str(spec_file), "--dataset_path", "x"])
     assert "needs the base DiT bundle" in capsys.readouterr().err
-    assert compose_config([f"lora_config_path={spec_file}"]).task.get(
-        "lora_config_path"
-    ) == str(spec_file)  # the Hydra spelling selects the lora group too
+    assert compose_config([f"lora_config_path={spec_file}"]).task.get("lora_config_path") == str(
+        spec_file
+    )  # the Hydra spelling selects the lora group too

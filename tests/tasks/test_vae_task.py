@@ -34,7 +34,8 @@ def make_task(run_dir: Path, seed: int = 0, every_plot_step: int | None = None, 
     torch.manual_seed(seed)
     discriminator = MultiScaleSTFTDiscriminator(n_ffts=(512, 256, 128), filters=4)
     return VAETask(
-        build_oobleck_vae(**TINY), discriminator,
+        build_oobleck_vae(**TINY),
+        discriminator,
         generator_optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, betas=(0.8, 0.99)),
         discriminator_optimizer=functools.partial(torch.optim.AdamW, lr=3e-3, betas=(0.8, 0.99)),
         spectral_loss=StereoMRSTFTLoss(RATE, fft_sizes=(1024, 256, 64)),
@@ -42,7 +43,7 @@ def make_task(run_dir: Path, seed: int = 0, every_plot_step: int | None = None, 
         ema=functools.partial(EMA, decay=0.99),
         plotter=VAEPlotter(run_dir, every_plot_step),
         gradient_clip_val=1.0,
-    )  # fmt: skip
+    )
 
 
 def fixed_items(count: int = 2, frames: int = 2048) -> list[dict]:

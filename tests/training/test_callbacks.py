@@ -43,7 +43,9 @@ def test_curves_survive_a_checkpoint_round_trip(tmp_path) -> None:
     torch.save(state, tmp_path / "s.pt")
     restored = LossCurvePlot(tmp_path / "curves.png")
     restored.load_state_dict(torch.load(tmp_path / "s.pt", weights_only=True))
-    assert restored.history["train/loss"] == [(1, 2.0), (2, 1.5)] and restored.validation["val/flow"] == [(2, 1.1)]
+    assert restored.history["train/loss"] == [(1, 2.0), (2, 1.5)] and restored.validation["val/flow"] == [
+        (2, 1.1)
+    ]
     assert restored.write().stat().st_size > 5000
 
 

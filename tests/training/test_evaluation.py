@@ -46,16 +46,30 @@ def test_dit_sample_evaluation_logs_fad_and_clap(tmp_path: Path) -> None:
 
     world = make_world(tmp_path / "world")  # then two validation songs, so FAD has two samples a side
     world["dataset"] = tmp_path / "dataset_half"
-    prepare_dataset(PrepareOptions(output_dir=world["dataset"], input_dir=world["root"] / "songs", val_fraction=0.5,
-                                   progress=False))  # fmt: skip
+    prepare_dataset(
+        PrepareOptions(
+            output_dir=world["dataset"], input_dir=world["root"] / "songs", val_fraction=0.5, progress=False
+        )
+    )
     clap = write_tiny_clap(tmp_path / "clap")
     mert = create_random_hubert(tmp_path / "mert", hidden_size=16, num_layers=2, conv_channels=8)
     run_dir = tmp_path / "run"
     argv = [a for a in dit_argv(world, run_dir, steps=2) if a not in ("--every_plot_step", "1000")]
-    evaluator = (f"task.plotter.evaluator={{_target_:refrain.training.evaluation.SampleEvaluation,mert:{mert},"
-                 f"mert_sample_rate:16000,clap:{clap}}}")  # fmt: skip
-    train_main([*argv, "--every_plot_step", "2", "task.plotter.num_samples=2", "task.plotter.num_steps=2",
-                "data.val_items=2", evaluator])  # fmt: skip
+    evaluator = (
+        f"task.plotter.evaluator={{_target_:refrain.training.evaluation.SampleEvaluation,mert:{mert},"
+        f"mert_sample_rate:16000,clap:{clap}}}"
+    )
+    train_main(
+        [
+            *argv,
+            "--every_plot_step",
+            "2",
+            "task.plotter.num_samples=2",
+            "task.plotter.num_steps=2",
+            "data.val_items=2",
+            evaluator,
+        ]
+    )
     rows = list(csv.DictReader(next(run_dir.rglob("metrics.csv")).open()))
     logged = [r for r in rows if r.get("eval/fad_mert")]
     assert logged and int(logged[0]["step"]) == 2

@@ -37,9 +37,20 @@ def _targets(overrides: list[str], model: nn.Module) -> dict[type, int]:
 
 
 def _dit() -> nn.Module:
-    return DiffusionTransformer(DiTConfig(latent_channels=4, hidden_size=32, num_layers=3, num_heads=4,
-                                          intermediate_size=64, text_dim=6, lyric_vocab_size=20, lyric_dim=16,
-                                          lyric_conv_layers=1, repa_layer=1))  # fmt: skip
+    return DiffusionTransformer(
+        DiTConfig(
+            latent_channels=4,
+            hidden_size=32,
+            num_layers=3,
+            num_heads=4,
+            intermediate_size=64,
+            text_dim=6,
+            lyric_vocab_size=20,
+            lyric_dim=16,
+            lyric_conv_layers=1,
+            repa_layer=1,
+        )
+    )
 
 
 def _ace15(tmp: Path) -> nn.Module:
@@ -52,9 +63,15 @@ def _ace15(tmp: Path) -> nn.Module:
     ("build", "block", "count"),
     [("dit", DiTBlock, 3), ("ace15", AceStepTransformerBlock, 4), ("diffrhythm", LlamaDecoderLayer, 4)],
 )
-def test_fsdp_preset_wraps_the_backbones_declared_blocks(tmp_path: Path, build: str, block: type, count: int) -> None:
+def test_fsdp_preset_wraps_the_backbones_declared_blocks(
+    tmp_path: Path, build: str, block: type, count: int
+) -> None:
     torch.manual_seed(0)
-    model = {"dit": _dit, "ace15": lambda: _ace15(tmp_path), "diffrhythm": lambda: tiny_diffrhythm(perturb=0)}[build]()
+    model = {
+        "dit": _dit,
+        "ace15": lambda: _ace15(tmp_path),
+        "diffrhythm": lambda: tiny_diffrhythm(perturb=0),
+    }[build]()
     assert sum(isinstance(m, block) for m in model.modules()) == count
     assert _targets([], model) == {block: count}
 
@@ -69,8 +86,12 @@ def test_torch_fsdp_wraps_each_declared_block_as_one_unit(tmp_path: Path) -> Non
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0, world_size=1)
     try:
         task = nn.ModuleDict({"model": tiny_diffrhythm(perturb=0), "head": nn.Linear(2, 2)})
-        wrapped = FSDP(task, auto_wrap_policy=strategy.kwargs["auto_wrap_policy"], device_id=torch.device("cpu"),
-                       use_orig_params=True)  # fmt: skip
+        wrapped = FSDP(
+            task,
+            auto_wrap_policy=strategy.kwargs["auto_wrap_policy"],
+            device_id=torch.device("cpu"),
+            use_orig_params=True,
+        )
         units = [type(m.module).__name__ for m in wrapped.modules() if isinstance(m, FSDP)]
     finally:
         dist.destroy_process_group()

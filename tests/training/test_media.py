@@ -21,7 +21,9 @@ def test_tensorboard_gets_every_clip_the_image_and_the_text(tmp_path: Path) -> N
     tb = TensorBoardLogger(tmp_path / "tb", name="run")
     clips = [Clip("audio/clean", "clean", wave), Clip("audio/broken", "broken", broken)]
     table = TextTable("samples/lyrics", "key: a\nline two", ["key"], [["a"]])
-    log_media([tb, CSVLogger(tmp_path / "csv")], 3, clips=clips, sample_rate=rate, image=("spec", png), text=table)
+    log_media(
+        [tb, CSVLogger(tmp_path / "csv")], 3, clips=clips, sample_rate=rate, image=("spec", png), text=table
+    )
     tb.experiment.flush()
     events = EventAccumulator(str(Path(tb.log_dir))).Reload()
     assert set(events.Tags()["audio"]) == {"audio/clean", "audio/broken"}

@@ -32,7 +32,10 @@ def one_thread() -> Iterator[None]:
 
 
 def recorder(path: Path) -> list[str]:
-    return ["+callbacks.record._target_=helpers.resilience_toys.LossRecorder", f"+callbacks.record.path={path}"]
+    return [
+        "+callbacks.record._target_=helpers.resilience_toys.LossRecorder",
+        f"+callbacks.record.path={path}",
+    ]
 
 
 def run_subprocess(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -73,10 +76,13 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_losses_bit_for_bit(tmp
     ]
     resumed = train(
         toy_config(
-            killed_dir, "trainer.max_steps=16", f"ckpt_path={checkpoints / 'last.ckpt'}", *COMMON,
+            killed_dir,
+            "trainer.max_steps=16",
+            f"ckpt_path={checkpoints / 'last.ckpt'}",
+            *COMMON,
             *recorder(tmp_path / "resumed.csv"),
         )
-    )  # fmt: skip
+    )
     straight = train(
         toy_config(straight_dir, "trainer.max_steps=16", *COMMON, *recorder(tmp_path / "straight.csv"))
     )
@@ -98,14 +104,23 @@ def test_without_exact_resume_the_resumed_losses_differ(tmp_path: Path) -> None:
     first = train(toy_config(tmp_path / "a", "trainer.max_steps=8", *COMMON, "callbacks.resume=null"))
     resumed = train(
         toy_config(
-            tmp_path / "a", "trainer.max_steps=12", f"ckpt_path={first.last_checkpoint}", *COMMON,
-            "callbacks.resume=null", *recorder(tmp_path / "resumed.csv"),
+            tmp_path / "a",
+            "trainer.max_steps=12",
+            f"ckpt_path={first.last_checkpoint}",
+            *COMMON,
+            "callbacks.resume=null",
+            *recorder(tmp_path / "resumed.csv"),
         )
-    )  # fmt: skip
+    )
     straight = train(
-        toy_config(tmp_path / "b", "trainer.max_steps=12", *COMMON, "callbacks.resume=null",
-                   *recorder(tmp_path / "straight.csv"))
-    )  # fmt: skip
+        toy_config(
+            tmp_path / "b",
+            "trainer.max_steps=12",
+            *COMMON,
+            "callbacks.resume=null",
+            *recorder(tmp_path / "straight.csv"),
+        )
+    )
     assert resumed.trainer.global_step == straight.trainer.global_step == 12
     after, reference = read_losses(tmp_path / "resumed.csv"), read_losses(tmp_path / "straight.csv")
     assert any(after[s] != reference[s] for s in range(9, 13))
@@ -119,10 +134,13 @@ def test_stop_at_max_steps_then_resume_matches_in_process(tmp_path: Path, stop: 
     assert torch.load(first.last_checkpoint, weights_only=True)["global_step"] == stop
     train(
         toy_config(
-            tmp_path / "a", "trainer.max_steps=14", f"ckpt_path={first.last_checkpoint}", *common,
+            tmp_path / "a",
+            "trainer.max_steps=14",
+            f"ckpt_path={first.last_checkpoint}",
+            *common,
             *recorder(tmp_path / "resumed.csv"),
         )
-    )  # fmt: skip
+    )
     train(toy_config(tmp_path / "b", "trainer.max_steps=14", *common, *recorder(tmp_path / "straight.csv")))
     after, reference = read_losses(tmp_path / "resumed.csv"), read_losses(tmp_path / "straight.csv")
     assert after == {s: reference[s] for s in range(stop + 1, 15)}
@@ -136,9 +154,14 @@ def test_the_vae_task_resumes_bit_for_bit(tmp_path: Path) -> None:
     common = ["every_n_train_steps=3", "data.frames=2048"]
     first = train(vae_config(tmp_path / "a", "trainer.max_steps=3", *common))
     resumed = train(
-        vae_config(tmp_path / "a", "trainer.max_steps=6", f"ckpt_path={first.last_checkpoint}", *common,
-                   *recorder(tmp_path / "resumed.csv"))
-    )  # fmt: skip
+        vae_config(
+            tmp_path / "a",
+            "trainer.max_steps=6",
+            f"ckpt_path={first.last_checkpoint}",
+            *common,
+            *recorder(tmp_path / "resumed.csv"),
+        )
+    )
     straight = train(
         vae_config(tmp_path / "b", "trainer.max_steps=6", *common, *recorder(tmp_path / "straight.csv"))
     )

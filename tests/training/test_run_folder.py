@@ -12,9 +12,19 @@ from refrain.training.run_folder import claim_run_dir, continue_logger_versions,
 
 
 def config(run_dir: Path, ckpt_path: str | None = None):
-    return OmegaConf.create({"run_dir": str(run_dir), "ckpt_path": ckpt_path, "logger": {
-        "tensorboard": {"_target_": "lightning.pytorch.loggers.TensorBoardLogger", "save_dir": str(run_dir / "logs"),
-                        "name": "tensorboard"}}})  # fmt: skip
+    return OmegaConf.create(
+        {
+            "run_dir": str(run_dir),
+            "ckpt_path": ckpt_path,
+            "logger": {
+                "tensorboard": {
+                    "_target_": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "save_dir": str(run_dir / "logs"),
+                    "name": "tensorboard",
+                }
+            },
+        }
+    )
 
 
 @pytest.fixture

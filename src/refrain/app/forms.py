@@ -29,8 +29,18 @@ TABS: dict[str, tuple[str, ...]] = {
 }
 SOURCE_MODES = tuple(mode for mode in TABS if get_mode(mode).source)  # tabs that take a source song
 OPTION_FIELDS = ("steps", "guidance", "guidance_scale", "guidance_interval", "solver", "shift", "seed")
-NUMBERS = {"duration", "variance", "start", "end", "left", "right", "strength", "guidance_scale",
-           "guidance_interval", "shift"}  # fmt: skip
+NUMBERS = {
+    "duration",
+    "variance",
+    "start",
+    "end",
+    "left",
+    "right",
+    "strength",
+    "guidance_scale",
+    "guidance_interval",
+    "shift",
+}
 INTEGERS = {"steps", "seed"}
 
 

@@ -78,8 +78,13 @@ def _run(
         raise gr.Error(str(error), print_exception=False) from None
     labels = session.history_labels()
     note = "; ".join(session.notes)
-    return (str(result.audio), str(result.spectrogram), [str(result.audio), str(result.sidecar)],
-            f"{result.label}" + (f" ({note})" if note else ""), gr.update(choices=labels, value=labels[-1]))  # fmt: skip
+    return (
+        str(result.audio),
+        str(result.spectrogram),
+        [str(result.audio), str(result.sidecar)],
+        f"{result.label}" + (f" ({note})" if note else ""),
+        gr.update(choices=labels, value=labels[-1]),
+    )
 
 
 def _index(label: str | None) -> int | None:
@@ -135,12 +140,23 @@ def build_app(session: AppSession) -> gr.Blocks:
                 inputs += [history, upload]
             all_names = [*names, *OPTION_FIELDS]
 
-            def handler(*values: Any, _mode: str = mode, _names: list[str] = all_names,
-                        progress: gr.Progress = gr.Progress()) -> tuple:  # fmt: skip
+            def handler(
+                *values: Any,
+                _mode: str = mode,
+                _names: list[str] = all_names,
+                progress: gr.Progress = gr.Progress(),
+            ) -> tuple:
                 return _run(session, _mode, _names, values, progress)
 
-            events.append(button.click(handler, inputs, [audio, picture, files, status, history], api_name=mode,
-                                       concurrency_limit=1))  # fmt: skip
+            events.append(
+                button.click(
+                    handler,
+                    inputs,
+                    [audio, picture, files, status, history],
+                    api_name=mode,
+                    concurrency_limit=1,
+                )
+            )
         stop.click(session.cancel, None, None, cancels=events, api_name="stop")
         fill_outputs = [tab_group, *[w for _, ws in tabs.values() for w in ws], *options.values()]
 

@@ -83,9 +83,10 @@ class TextEncoderRef:
             folder = Path(str(self.path))
         if verify and folder_digest(folder) != self.digest:
             raise RefrainInputError(
-                folder, "this text encoder's files differ from the ones the DiT was trained with",
+                folder,
+                "this text encoder's files differ from the ones the DiT was trained with",
                 "pass --text_encoder_dir with the encoder named in the bundle's manifest (or --no_verify to accept it)",
-            )  # fmt: skip
+            )
         return folder
 
 
@@ -140,9 +141,10 @@ class DiTBundle:
         missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise RefrainInputError(
-                weights, f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})",
+                weights,
+                f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})",
                 "re-export the bundle from a checkpoint of this model",
-            )  # fmt: skip
+            )
         model.requires_grad_(False)
         return model.to(device=device, dtype=dtype).eval()
 
@@ -154,8 +156,10 @@ def _package_dir(package: str) -> Path:
         return Path(str(importlib.resources.files(package))) / "model"
     except ModuleNotFoundError:
         raise RefrainInputError(
-            "text_encoder", f"package {package!r} is not installed", f"pip install {package} or pass --text_encoder_dir"
-        ) from None  # fmt: skip
+            "text_encoder",
+            f"package {package!r} is not installed",
+            f"pip install {package} or pass --text_encoder_dir",
+        ) from None
 
 
 def build_from_spec(spec: Mapping[str, Any], where: str = "manifest.json model") -> nn.Module:
@@ -228,12 +232,14 @@ def save_dit_bundle(
             "phoneme_vocab_size": len(vocab),
             "vae_bundle_hash": files_hash(vae_manifest.get("files", {})),
             "text_encoder": {
-                "package": text_encoder.package, "path": text_encoder.path,
-                "digest": text_encoder.digest, "max_length": text_encoder.max_length,
+                "package": text_encoder.package,
+                "path": text_encoder.path,
+                "digest": text_encoder.digest,
+                "max_length": text_encoder.max_length,
             },
             **dict(extra or {}),
             "files": files,
-        }  # fmt: skip
+        }
         manifest["bundle_hash"] = manifest_hash(manifest)
         with atomic_path(staging / MANIFEST_NAME) as tmp:
             tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -251,15 +257,17 @@ def _check_compatible(
     channels = getattr(model, "latent_channels", None)
     if channels is not None and int(channels) != int(vae_manifest["latent_channels"]):
         raise RefrainInputError(
-            vae_bundle, f"has {vae_manifest['latent_channels']} latent channels but the DiT has {channels}",
+            vae_bundle,
+            f"has {vae_manifest['latent_channels']} latent channels but the DiT has {channels}",
             "export with the VAE bundle the DiT was trained on",
-        )  # fmt: skip
+        )
     capacity = (spec.get("config") or spec).get("lyric_vocab_size")
     if capacity is not None and len(vocab) > int(capacity):
         raise RefrainInputError(
-            vocab_path, f"{len(vocab)} phonemes but the DiT embeds only {capacity}",
+            vocab_path,
+            f"{len(vocab)} phonemes but the DiT embeds only {capacity}",
             "pass the phoneme_vocab.json of the dataset the DiT was trained on",
-        )  # fmt: skip
+        )
 
 
 def read_dit_manifest(path: str | Path) -> dict[str, Any]:

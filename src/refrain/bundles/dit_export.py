@@ -28,9 +28,10 @@ def training_weights(state_dict: Mapping[str, Tensor], use_ema: bool = True) -> 
         if weights:
             return weights, source
     raise RefrainInputError(
-        "checkpoint state_dict", "holds no DiT weights (no 'ema.shadow.*' or 'model.*' keys)",
+        "checkpoint state_dict",
+        "holds no DiT weights (no 'ema.shadow.*' or 'model.*' keys)",
         "pass a checkpoint written by DiT training (task=dit)",
-    )  # fmt: skip
+    )
 
 
 def dit_bundle_from_checkpoint(
@@ -74,9 +75,11 @@ def dit_bundle_from_checkpoint(
         "weights_source": source,
         "shift": config.get("shift"),
         "checkpoint": {
-            "path": str(Path(checkpoint_path).resolve()), "format_version": int(format_version),
-            "global_step": checkpoint.get("global_step"), "epoch": checkpoint.get("epoch"),
+            "path": str(Path(checkpoint_path).resolve()),
+            "format_version": int(format_version),
+            "global_step": checkpoint.get("global_step"),
+            "epoch": checkpoint.get("epoch"),
         },
-    }  # fmt: skip
+    }
     ref = text_encoder_ref(encoder_dir, max_length)
     return save_dit_bundle(out_dir, weights, spec, vae, phoneme_vocab, ref, config, extra, overwrite)

@@ -111,9 +111,17 @@ def export_dit(
     checkpoint = load_checkpoint(checkpoint_path)
     config, version = checkpoint_config(checkpoint, checkpoint_path)
     return dit_bundle_from_checkpoint(
-        checkpoint, config, version, checkpoint_path, out_dir,
-        vae_bundle, phoneme_vocab, text_encoder_dir, use_ema, overwrite,
-    )  # fmt: skip
+        checkpoint,
+        config,
+        version,
+        checkpoint_path,
+        out_dir,
+        vae_bundle,
+        phoneme_vocab,
+        text_encoder_dir,
+        use_ema,
+        overwrite,
+    )
 
 
 EXPORTERS: dict[str, Exporter] = {"vae": export_vae, "dit": export_dit}

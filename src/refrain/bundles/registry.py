@@ -219,7 +219,8 @@ register_model(  # a run's model/dit=diffrhythm_1b (load_diffrhythm) exports as 
     upgrade=lambda args: {k: v for k, v in args.items() if k not in ("checkpoint", "use_ema", "dtype")},
 )
 register_model(  # model/dit=stable_audio_open (load_stable_audio) exports as build_stable_audio + the folder's configs
-    "stable_audio_open", "refrain.models.backbones.stable_audio:build_stable_audio",
+    "stable_audio_open",
+    "refrain.models.backbones.stable_audio:build_stable_audio",
     aliases=("refrain.models.backbones.stable_audio.load_stable_audio",),
     upgrade="refrain.models.backbones.stable_audio:spec_from_loader_args",
 )

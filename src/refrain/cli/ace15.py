@@ -31,7 +31,9 @@ def release_vae_bundle(checkpoint_dir: str | Path, output: str | Path, overwrite
             root / "vae", "missing (no config.json)", "download the release's vae/ folder too"
         )
     source = {"ace15_release": str(root.resolve())}
-    return save_release_vae(AutoencoderOobleck.from_pretrained(root / "vae", use_safetensors=True), source, output, overwrite)
+    return save_release_vae(
+        AutoencoderOobleck.from_pretrained(root / "vae", use_safetensors=True), source, output, overwrite
+    )
 
 
 def release_lora(checkpoint_dir: str | Path, adapter: str | Path, output: str | Path) -> Path:
@@ -59,9 +61,13 @@ def trained_backbone(
 
 
 def export_release(
-    checkpoint_dir: str | Path, output: str | Path, adapter: str | Path | None = None,
-    ckpt: str | Path | None = None, overwrite: bool = False, use_ema: bool = True,
-) -> Path:  # fmt: skip
+    checkpoint_dir: str | Path,
+    output: str | Path,
+    adapter: str | Path | None = None,
+    ckpt: str | Path | None = None,
+    overwrite: bool = False,
+    use_ema: bool = True,
+) -> Path:
     """A new diffusers folder: the release's text encoder, tokenizer, VAE and scheduler, the trained DiT."""
     from diffusers import AceStepPipeline
 
@@ -81,7 +87,6 @@ def export_release(
     return target
 
 
-
 def release_of_run(config: Mapping[str, Any]) -> str | None:
     """The release folder a run's config trained from, when its model is ACE-Step 1.5 (else None)."""
     spec = (config.get("model") or {}).get("dit") or {}
@@ -91,9 +96,12 @@ def release_of_run(config: Mapping[str, Any]) -> str | None:
 
 
 def export_run(
-    checkpoint: str | Path, output: str | Path, overwrite: bool = False, use_ema: bool = True,
+    checkpoint: str | Path,
+    output: str | Path,
+    overwrite: bool = False,
+    use_ema: bool = True,
     release: str | Path | None = None,
-) -> Path:  # fmt: skip
+) -> Path:
     """``refrain-export --kind dit`` of a model/dit=ace15 run: the release with the run's weights, as a
     diffusers folder (refrain-infer --bundle and AceStepPipeline.from_pretrained open it)."""
     if release is None:
@@ -101,7 +109,9 @@ def export_run(
 
         release = release_of_run(checkpoint_config(load_checkpoint(checkpoint), checkpoint)[0])
     if release is None:
-        raise RefrainInputError(checkpoint, "is not a checkpoint of a model/dit=ace15 run", "use refrain-export")
+        raise RefrainInputError(
+            checkpoint, "is not a checkpoint of a model/dit=ace15 run", "use refrain-export"
+        )
     return export_release(release, output, ckpt=checkpoint, overwrite=overwrite, use_ema=use_ema)
 
 
@@ -124,6 +134,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return export_release(args.checkpoint_dir, args.output, args.adapter, args.ckpt, args.overwrite)
 
     report_written(write)
+
 
 if __name__ == "__main__":
     main()

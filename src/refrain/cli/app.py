@@ -36,8 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--server_name", default="127.0.0.1", help="address to bind (0.0.0.0 exposes the app)"
     )
     parser.add_argument("--port", type=int, default=7865)
-    parser.add_argument("--share", nargs="?", const=True, default=False, type=_bool,
-                        help="a public Gradio link: anyone with it can generate here (off by default)")  # fmt: skip
+    parser.add_argument(
+        "--share",
+        nargs="?",
+        const=True,
+        default=False,
+        type=_bool,
+        help="a public Gradio link: anyone with it can generate here (off by default)",
+    )
     parser.add_argument("--device_id", type=int, default=0, help="CUDA device index (CPU when none)")
     parser.add_argument(
         "--bf16", nargs="?", const=True, default=True, type=_bool, help="DiT in bfloat16 on CUDA"

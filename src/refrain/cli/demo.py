@@ -69,13 +69,18 @@ def stage_encode(out: Path) -> None:
             create_random_hubert(teachers / name)
     code = encode_main(
         [
-            "--dataset_path", str(out / "dataset"),
-            "--vae_bundle", str(out / "vae_bundle"),
-            "--repa", "tiny_random",
-            "--repa_set", f"teacher_root={teachers}",
-            "--num_workers", "1",
+            "--dataset_path",
+            str(out / "dataset"),
+            "--vae_bundle",
+            str(out / "vae_bundle"),
+            "--repa",
+            "tiny_random",
+            "--repa_set",
+            f"teacher_root={teachers}",
+            "--num_workers",
+            "1",
         ]
-    )  # fmt: skip
+    )
     if code:
         raise SystemExit(code)
 
@@ -126,7 +131,9 @@ def stage_sample(out: Path) -> None:
     for name, prompt in PROMPTS.items():
         song = pipeline.text2music(prompt, lyrics="", duration=SONG_SECONDS, options=_options())
         path = song.save(out / f"song_{name}.flac", spectrogram=True)
-        print(f"song ({prompt}): {path} (+ {path.with_suffix('.json').name}, {path.with_suffix('.png').name})")
+        print(
+            f"song ({prompt}): {path} (+ {path.with_suffix('.json').name}, {path.with_suffix('.png').name})"
+        )
 
 
 def stage_figures(out: Path) -> None:

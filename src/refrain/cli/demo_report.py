@@ -31,7 +31,9 @@ def vae_section(vae: Any, dataset: Path) -> list[dict[str, float | str]]:
     return rows
 
 
-def song_section(songs: Mapping[str, np.ndarray], rate: int, corpus: Mapping[str, Mapping[str, float]]) -> None:
+def song_section(
+    songs: Mapping[str, np.ndarray], rate: int, corpus: Mapping[str, Mapping[str, float]]
+) -> None:
     """Print each prompt's song statistics side by side with the corpus's min / median."""
     from refrain.eval.song_stats import song_statistics
 

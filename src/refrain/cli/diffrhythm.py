@@ -62,7 +62,9 @@ def sample_song(args: argparse.Namespace) -> Path:
 
         from refrain.lora.adapters import read_adapter_spec
 
-        read_adapter_spec(args.adapter)  # a missing or foreign folder is a one-line error, not PEFT's traceback
+        read_adapter_spec(
+            args.adapter
+        )  # a missing or foreign folder is a one-line error, not PEFT's traceback
         model = PeftModel.from_pretrained(model, args.adapter).eval()
     vae = load_vae_bundle(bundle.vae_path, verify=False).model
     window = int(backbone_of(model).max_frames)
@@ -79,9 +81,11 @@ def sample_song(args: argparse.Namespace) -> Path:
     options = SamplerOptions(**defaults, seed=args.seed)
     with torch.no_grad():
         latent = sample(
-            options.guided(model, replace(cond, negative_style=negative)), backbone_of(model).noise(args.seed, frames),
-            options.sigmas(), options.solver,
-        )  # fmt: skip
+            options.guided(model, replace(cond, negative_style=negative)),
+            backbone_of(model).noise(args.seed, frames),
+            options.sigmas(),
+            options.solver,
+        )
         audio = vae.decode_chunked(latent, output_device="cpu")[0]
     import soundfile
     from safetensors.torch import save_file
@@ -90,8 +94,10 @@ def sample_song(args: argparse.Namespace) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     soundfile.write(out, audio.T.numpy(), vae.sample_rate)
     save_file({"latent": latent[0].contiguous()}, str(out.with_suffix(".latent.safetensors")))
-    print(f"wrote {out} ({audio.shape[-1] / vae.sample_rate:.2f} s, {frames} latent frames, "
-          f"{options.steps} Euler steps, CFG {args.cfg} with {'negative' if negative is not None else 'zero'} style)")  # fmt: skip
+    print(
+        f"wrote {out} ({audio.shape[-1] / vae.sample_rate:.2f} s, {frames} latent frames, "
+        f"{options.steps} Euler steps, CFG {args.cfg} with {'negative' if negative is not None else 'zero'} style)"
+    )
     return out
 
 
@@ -117,7 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--output", required=True, help="audio file to write (.wav/.flac)")
-    lrc = sub.add_parser("lrc", help="print an lrc.pt as the token-id LRC text refrain-infer's --lyrics reads")
+    lrc = sub.add_parser(
+        "lrc", help="print an lrc.pt as the token-id LRC text refrain-infer's --lyrics reads"
+    )
     lrc.add_argument("lyrics", help="DiffRhythm lyric lines (lrc.pt: {'time', 'lrc'})")
     args = parser.parse_args(argv)
     try:

@@ -46,13 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="REPA teachers: a conf/repa option (mert_mhubert, tiny_random) or a YAML file",
     )
     parser.add_argument(
-        "--repa_set", action="append", default=[], metavar="KEY=VALUE",
+        "--repa_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a key of the REPA config, e.g. mert_dir=/ckpt/MERT-v1-330M (repeatable)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "overrides", nargs="*", metavar="repa.KEY=VALUE",
+        "overrides",
+        nargs="*",
+        metavar="repa.KEY=VALUE",
         help="Hydra-style overrides of the REPA config, as trainer.py takes them (repa.teacher_root=T)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--run_dir", default=None, help="value of ${run_dir} inside the REPA config (default: trainer.py's)"
     )
@@ -64,18 +69,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tag_shuffles", type=int, default=4, help="fixed tag shuffles stored per record")
     parser.add_argument("--latent_dtype", default="float32", choices=("float32", "bfloat16", "float16"))
     parser.add_argument(
-        "--feature_dtype", default="float32", choices=("float32", "bfloat16", "float16"),
+        "--feature_dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
         help="storage of teacher features and style embeddings (float16 halves the cache)",
-    )  # fmt: skip
+    )
     parser.add_argument("--text_max_length", type=int, default=256, help="text encoder truncation in tokens")
     parser.add_argument(
-        "--teacher_rate", default="native", choices=("native", "latent"),
+        "--teacher_rate",
+        default="native",
+        choices=("native", "latent"),
         help="store teacher features at their own frame rate, or average-pooled to the latent frame rate",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--devices", default=None,
+        "--devices",
+        default=None,
         help="processes per node, as trainer.py's --devices (default: the launcher's, else 1)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--num_nodes", type=int, default=None, help="nodes, as trainer.py's (default: the launcher's, else 1)"
     )
@@ -110,9 +120,10 @@ def load_repa_teachers(option: str, overrides: Sequence[str], run_dir: str | Non
     is_file = path.is_file()
     if not is_file and option not in group_options("repa"):
         raise RefrainInputError(
-            "--repa", f"{option!r} is neither a file nor a conf/repa option",
+            "--repa",
+            f"{option!r} is neither a file nor a conf/repa option",
             f"pass one of {', '.join(group_options('repa'))} or a YAML path",
-        )  # fmt: skip
+        )
     base = [f"run_dir={run_dir}"] if run_dir else []
     repa_overrides = [f"repa.{item.strip()}" for item in overrides]
     if not is_file:
@@ -125,7 +136,9 @@ def load_repa_teachers(option: str, overrides: Sequence[str], run_dir: str | Non
                 cfg.merge_with_dotlist(repa_overrides)
         except OmegaConfBaseException as err:
             raise RefrainInputError(
-                path, f"cannot read the REPA config ({type(err).__name__}: {err})", "fix the file or --repa_set"
+                path,
+                f"cannot read the REPA config ({type(err).__name__}: {err})",
+                "fix the file or --repa_set",
             ) from None
     return as_teacher_specs(resolve_checked(cfg)["repa"].get("teachers"))
 
@@ -152,7 +165,9 @@ def launch_ranks(devices: str | None, num_nodes: int | None, device: str) -> Any
     try:
         count = int(count)
     except ValueError:
-        raise RefrainInputError("--devices", f"{devices!r} is not a number", "pass e.g. --devices 4") from None
+        raise RefrainInputError(
+            "--devices", f"{devices!r} is not a number", "pass e.g. --devices 4"
+        ) from None
     if count < 1 or nodes < 1:
         raise RefrainInputError("--devices/--num_nodes", "below 1", "pass 1 or more")
     if count * nodes == 1:
@@ -165,9 +180,11 @@ def launch_ranks(devices: str | None, num_nodes: int | None, device: str) -> Any
     accelerator = "cpu" if device == "cpu" else ("cuda" if device.startswith("cuda") else "auto")
     # Ranks meet only at the end; a rank with longer songs may arrive hours after the others.
     fabric = Fabric(
-        accelerator=accelerator, devices=count, num_nodes=nodes,
+        accelerator=accelerator,
+        devices=count,
+        num_nodes=nodes,
         strategy=DDPStrategy(timeout=timedelta(hours=48)),
-    )  # fmt: skip
+    )
     fabric.launch()
     return fabric
 
@@ -205,11 +222,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.vae_bundle, args.text_encoder_dir, teachers, settings, device=device
         )
         splits = [s.strip() for s in args.split.split(",") if s.strip()]
-        ranks = {"rank": fabric.global_rank, "world_size": fabric.world_size, "gather": _gather} if fabric else {}
+        ranks = (
+            {"rank": fabric.global_rank, "world_size": fabric.world_size, "gather": _gather} if fabric else {}
+        )
         report = build_cache(
-            args.dataset_path, encoder, splits, verify=args.verify, progress=not args.no_progress,
-            num_workers=args.num_workers, limit=args.limit, **ranks,
-        )  # fmt: skip
+            args.dataset_path,
+            encoder,
+            splits,
+            verify=args.verify,
+            progress=not args.no_progress,
+            num_workers=args.num_workers,
+            limit=args.limit,
+            **ranks,
+        )
     except RefrainInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

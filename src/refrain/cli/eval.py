@@ -94,15 +94,29 @@ def build_songs_evaluator(args: argparse.Namespace) -> Any:
 
     embedders = []
     if args.mert:
-        spec = EmbedderSpec("mert", "ssl", args.mert, args.mert_layer, args.mert_sample_rate, normalize=True,
-                            trust_remote_code=args.trust_remote_code)  # fmt: skip
+        spec = EmbedderSpec(
+            "mert",
+            "ssl",
+            args.mert,
+            args.mert_layer,
+            args.mert_sample_rate,
+            normalize=True,
+            trust_remote_code=args.trust_remote_code,
+        )
         embedders.append(build_embedder(spec, args.device))
     clap = build_embedder(EmbedderSpec("clap", "clap", args.clap), args.device) if args.clap else None
     if clap is not None:
         embedders.append(clap)
     asr = WhisperTranscriber(args.whisper, args.device, args.language) if args.whisper else None
-    return SongsEvaluator(embedders, clap, asr, EmbeddingCache(args.cache_dir), args.max_seconds,
-                          args.language, None if args.quiet else _progress)  # fmt: skip
+    return SongsEvaluator(
+        embedders,
+        clap,
+        asr,
+        EmbeddingCache(args.cache_dir),
+        args.max_seconds,
+        args.language,
+        None if args.quiet else _progress,
+    )
 
 
 def run_songs(args: argparse.Namespace) -> Path:
@@ -127,12 +141,21 @@ def run_songs(args: argparse.Namespace) -> Path:
         models["whisper"] = evaluator.asr.fingerprint
     report = {
         "kind": "songs",
-        "inputs": {"generated": str(args.generated), "reference": str(args.reference), "prompts": args.prompts,
-                   "max_seconds": args.max_seconds, "models": models},
+        "inputs": {
+            "generated": str(args.generated),
+            "reference": str(args.reference),
+            "prompts": args.prompts,
+            "max_seconds": args.max_seconds,
+            "models": models,
+        },
         "rows": rows,
         "per_song": per_song,
-        "timing": {"seconds": seconds, "cache_hits": evaluator.cache.hits, "cache_misses": evaluator.cache.misses},
-    }  # fmt: skip
+        "timing": {
+            "seconds": seconds,
+            "cache_hits": evaluator.cache.hits,
+            "cache_misses": evaluator.cache.misses,
+        },
+    }
     markdown = (
         f"# Songs: {len(generated.songs)} generated against {len(reference.songs)} reference\n\n"
         "fad_* and wer/per: lower is better; clap: higher is better; loudness and centroid figures describe "
@@ -141,8 +164,10 @@ def run_songs(args: argparse.Namespace) -> Path:
     write_report(out, report, markdown)
     plot_metric_bars(rows, SONG_PLOT_METRICS + tuple(fad), "set", out / "songs.png", "Generated vs reference")
     print(markdown)
-    print(f"eval: {out / 'eval.json'}, {out / 'eval.md'}, {out / 'songs.png'} ({seconds:.1f} s, embedding cache "
-          f"{evaluator.cache.hits} hits / {evaluator.cache.misses} computed)")  # fmt: skip
+    print(
+        f"eval: {out / 'eval.json'}, {out / 'eval.md'}, {out / 'songs.png'} ({seconds:.1f} s, embedding cache "
+        f"{evaluator.cache.hits} hits / {evaluator.cache.misses} computed)"
+    )
     return out
 
 
@@ -152,8 +177,18 @@ def generate(
     """Sample every prompt of ``prompts`` into ``out_dir`` with ``refrain-infer`` (seeds from the file)."""
     from refrain.cli.infer import main as infer_main
 
-    argv = ["text2music", "--bundle", str(bundle), "--prompts_file", str(prompts), "--out_dir", str(out_dir),
-            "--no_progress", *[arg for lora in loras for arg in ("--lora", lora)], *extra]  # fmt: skip
+    argv = [
+        "text2music",
+        "--bundle",
+        str(bundle),
+        "--prompts_file",
+        str(prompts),
+        "--out_dir",
+        str(out_dir),
+        "--no_progress",
+        *[arg for lora in loras for arg in ("--lora", lora)],
+        *extra,
+    ]
     if infer_main(argv) != 0:
         raise RefrainInputError(out_dir, "refrain-infer failed (its message is above)", "fix that and re-run")
     return out_dir
@@ -183,13 +218,18 @@ def run_bundle(args: argparse.Namespace) -> Path:
     seconds = time.perf_counter() - started
     report = {
         "kind": "bundle",
-        "inputs": {"bundle": str(args.bundle), "lora": list(args.lora), "prompts": str(args.prompts),
-                   "reference": str(dataset), "steps": args.steps,
-                   "models": {e.name: e.fingerprint for e in evaluator.embedders}},
+        "inputs": {
+            "bundle": str(args.bundle),
+            "lora": list(args.lora),
+            "prompts": str(args.prompts),
+            "reference": str(dataset),
+            "steps": args.steps,
+            "models": {e.name: e.fingerprint for e in evaluator.embedders},
+        },
         "rows": rows,
         "per_prompt": per_prompt,
         "timing": {"seconds": seconds},
-    }  # fmt: skip
+    }
     markdown = (
         f"# Bundle {Path(args.bundle).name}: {len(prompts)} prompts against {len(reference.songs)} training songs\n\n"
         + (
@@ -202,8 +242,13 @@ def run_bundle(args: argparse.Namespace) -> Path:
         + markdown_table([row for rows_ in per_prompt.values() for row in rows_])
     )
     write_report(out, report, markdown)
-    plot_metric_bars(rows, ("clap", *sorted(k for k in rows[0] if k.startswith("fad_"))), "set", out / "overall.png",
-                     "Base vs adapted: overall")  # fmt: skip
+    plot_metric_bars(
+        rows,
+        ("clap", *sorted(k for k in rows[0] if k.startswith("fad_"))),
+        "set",
+        out / "overall.png",
+        "Base vs adapted: overall",
+    )
     prompt_rows = [row for rows_ in per_prompt.values() for row in rows_]
     metrics = ("clap", *sorted(k for k in prompt_rows[0] if k.startswith("dist_")))
     plot_metric_bars(prompt_rows, metrics, "set", out / "per_prompt.png", "Base vs adapted: per prompt")
@@ -239,8 +284,11 @@ def _model_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mert_layer", type=int, default=-1, help="hidden layer whose time mean is the embedding"
     )
-    parser.add_argument("--trust_remote_code", action="store_true",
-                        help="run the modelling code shipped in the --mert folder (MERT needs it; review it first)")  # fmt: skip
+    parser.add_argument(
+        "--trust_remote_code",
+        action="store_true",
+        help="run the modelling code shipped in the --mert folder (MERT needs it; review it first)",
+    )
     parser.add_argument("--mert_sample_rate", type=int, default=24000, help="the model's input rate")
     parser.add_argument("--clap", default=None, help="local CLAP folder: FAD and the text-audio score")
     parser.add_argument("--whisper", default=None, help="local Whisper folder: lyric WER and PER")

@@ -85,12 +85,15 @@ def _export_ace15(args: argparse.Namespace, options: dict[str, Any], release: st
     """An ACE-Step 1.5 run exports as the release with its weights, in diffusers' layout."""
     from refrain.cli.ace15 import export_run
 
-    given = [f"--{k}" for k in ("vae_bundle", "phoneme_vocab", "text_encoder_dir") if options.get(k) is not None]
+    given = [
+        f"--{k}" for k in ("vae_bundle", "phoneme_vocab", "text_encoder_dir") if options.get(k) is not None
+    ]
     if given:
         raise RefrainInputError(
-            ", ".join(given), "do not apply to an ACE-Step 1.5 run (the release folder holds its VAE and Qwen3)",
+            ", ".join(given),
+            "do not apply to an ACE-Step 1.5 run (the release folder holds its VAE and Qwen3)",
             "drop them",
-        )  # fmt: skip
+        )
     out = export_run(args.checkpoint, args.output, args.overwrite, options["use_ema"], release)
     print(f"exported ace15 run as a diffusers folder (refrain-infer --bundle, AceStepPipeline): {out}")
     return 0

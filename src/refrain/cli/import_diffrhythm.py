@@ -28,8 +28,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     frames = sum(entry["frames"] for entry in result.imported)
-    print(f"imported {len(result.imported)} songs ({frames} latent frames, {frames * HOP / SAMPLE_RATE:.1f} s) "
-          f"into {result.out_dir}")  # fmt: skip
+    print(
+        f"imported {len(result.imported)} songs ({frames} latent frames, {frames * HOP / SAMPLE_RATE:.1f} s) "
+        f"into {result.out_dir}"
+    )
     for skip in result.skipped:
         print(f"skipped {skip['line']}: {skip['reason']}")
     if result.skipped:

@@ -36,9 +36,11 @@ DTYPES = ("float32", "bfloat16", "float16")
 def _common(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     """Loading and output flags every invocation has."""
     parser.add_argument(
-        "--bundle", type=Path, default=None,
+        "--bundle",
+        type=Path,
+        default=None,
         help="an exported DiT bundle (refrain-export --kind dit), or a DiT training checkpoint (.ckpt)",
-    )  # fmt: skip
+    )
     parser.add_argument(
         "--out",
         type=Path,
@@ -60,17 +62,22 @@ def _common(parser: argparse.ArgumentParser, out_default: str | None) -> None:
     )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     parser.add_argument(
-        "--torch_compile", action="store_true",
+        "--torch_compile",
+        action="store_true",
         help="torch.compile the DiT's blocks (eager, with a one-line note, where the platform cannot compile)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--lora", action="append", default=[], metavar="ADAPTER[:SCALE]",
+        "--lora",
+        action="append",
+        default=[],
+        metavar="ADAPTER[:SCALE]",
         help="a LoRA adapter folder to apply (repeatable; scale 0 switches one off)",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--allow_other_base", action="store_true",
+        "--allow_other_base",
+        action="store_true",
         help="apply adapters that record another base bundle hash than --bundle's",
-    )  # fmt: skip
+    )
 
 
 def _sampler(parser: argparse.ArgumentParser) -> None:
@@ -96,9 +103,7 @@ def _sampler(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--guidance_interval", type=float, help="guided middle fraction of the steps (default 0.5)"
     )
-    group.add_argument(
-        "--guidance_decay", choices=DECAYS, help="scale decay inside the interval"
-    )
+    group.add_argument("--guidance_decay", choices=DECAYS, help="scale decay inside the interval")
     group.add_argument("--guidance_min_scale", type=float, help="scale the decay ends at (default 1.0)")
     group.add_argument("--apg_momentum", type=float, help="APG momentum (default -0.75)")
     group.add_argument("--apg_norm_threshold", type=float, help="APG norm clip (default 2.5)")
@@ -280,10 +285,16 @@ def sample_mode(pipe: Any, args: argparse.Namespace) -> list[tuple[Path, Any]]:
 
     defaults = spec_of(pipe.model).sampler_defaults  # e.g. ACE-Step 1.5: 8 steps, APG 7 over time
     options = sampler_options(args, defaults).resolved() if mode.sampler else None
-    layout = {
-        "bpm": args.bpm, "language": args.language, "lyrics_format": args.lyrics_format,
-        "lyrics_start": args.lyrics_start,
-    } if mode.sampler else {}  # fmt: skip
+    layout = (
+        {
+            "bpm": args.bpm,
+            "language": args.language,
+            "lyrics_format": args.lyrics_format,
+            "lyrics_start": args.lyrics_start,
+        }
+        if mode.sampler
+        else {}
+    )
     if mode.command is not None:
         return mode.command(pipe, args, options, layout)
     params = {"source": args.source} if mode.source else {}

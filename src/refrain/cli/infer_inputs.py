@@ -25,7 +25,14 @@ from typing import Any
 
 from refrain.errors import RefrainInputError
 
-FILE_ARGS = ("source", "source_sidecar", "prompts_file", "lyrics_file", "source_lyrics_file", "target_lyrics_file")
+FILE_ARGS = (
+    "source",
+    "source_sidecar",
+    "prompts_file",
+    "lyrics_file",
+    "source_lyrics_file",
+    "target_lyrics_file",
+)
 
 
 def is_checkpoint(path: Path) -> bool:

@@ -27,9 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", type=Path, required=True, help="the merged bundle folder to write")
     merge.add_argument("--overwrite", action="store_true", help="replace an existing bundle at --out")
     merge.add_argument(
-        "--allow_other_base", action="store_true",
+        "--allow_other_base",
+        action="store_true",
         help="merge adapters that record another base bundle hash than --bundle's",
-    )  # fmt: skip
+    )
     return parser
 
 

@@ -49,8 +49,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RefrainInputError(
                 vocab, "the base bundle has no phoneme vocabulary", "pass a DiT bundle folder"
             )
-        result = prepare_multitrack(args.input, args.output, args.audio_dir, stems, args.val_fraction,
-                                    args.language, args.min_seconds, vocab, not args.no_progress)  # fmt: skip
+        result = prepare_multitrack(
+            args.input,
+            args.output,
+            args.audio_dir,
+            stems,
+            args.val_fraction,
+            args.language,
+            args.min_seconds,
+            vocab,
+            not args.no_progress,
+        )
     except RefrainInputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -55,9 +55,10 @@ def with_trained_weights(
         missing = sorted(set(model.state_dict()) - set(own))
         if missing or len(own) != len(model.state_dict()):
             raise RefrainInputError(
-                ckpt, f"not a full fine-tune of this release ({len(missing)} weights missing, e.g. {missing[:1]})",
+                ckpt,
+                f"not a full fine-tune of this release ({len(missing)} weights missing, e.g. {missing[:1]})",
                 f"pass the last.ckpt of a {run_hint}",
-            )  # fmt: skip
+            )
         model.load_state_dict(own, strict=True)
     return model
 

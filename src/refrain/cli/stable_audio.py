@@ -39,9 +39,13 @@ def trained_backbone(checkpoint_dir: str | Path, adapter: str | Path | None, ckp
 
 
 def release_dit_bundle(
-    checkpoint_dir: str | Path, vae_bundle: str | Path, output: str | Path, adapter: str | Path | None = None,
-    ckpt: str | Path | None = None, overwrite: bool = False,
-) -> Path:  # fmt: skip
+    checkpoint_dir: str | Path,
+    vae_bundle: str | Path,
+    output: str | Path,
+    adapter: str | Path | None = None,
+    ckpt: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
     """A refrain DiT bundle of the release (or of its trained weights) over ``vae_bundle``."""
     from refrain.bundles.dit import save_dit_bundle, text_encoder_ref
     from refrain.models.backbones.stable_audio import bundle_spec, check_release_folder
@@ -53,16 +57,24 @@ def release_dit_bundle(
         vocab = Path(scratch) / "phoneme_vocab.json"
         PhonemeVocab().save(vocab)  # the model reads no phonemes: an empty vocabulary
         return save_dit_bundle(
-            output, model.state_dict(), bundle_spec(model, text_dir=str(root)), vae_bundle, vocab,
-            text_encoder_ref(None), config={"source": {"stable_audio_open_release": str(root)}},
+            output,
+            model.state_dict(),
+            bundle_spec(model, text_dir=str(root)),
+            vae_bundle,
+            vocab,
+            text_encoder_ref(None),
+            config={"source": {"stable_audio_open_release": str(root)}},
             overwrite=overwrite,
-        )  # fmt: skip
+        )
 
 
 def export_release(
-    checkpoint_dir: str | Path, output: str | Path, adapter: str | Path | None = None,
-    ckpt: str | Path | None = None, overwrite: bool = False,
-) -> Path:  # fmt: skip
+    checkpoint_dir: str | Path,
+    output: str | Path,
+    adapter: str | Path | None = None,
+    ckpt: str | Path | None = None,
+    overwrite: bool = False,
+) -> Path:
     """A new diffusers folder: the release's T5, tokenizer, VAE and scheduler with the trained DiT + projection."""
     from diffusers import StableAudioPipeline
 
@@ -113,6 +125,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         return export_release(args.checkpoint_dir, args.output, args.adapter, args.ckpt, args.overwrite)
 
     report_written(write)
+
 
 if __name__ == "__main__":
     main()

@@ -117,8 +117,22 @@ def translate_argv(argv: Sequence[str]) -> list[str]:
 
 
 # Hydra flags followed by a value (`--cfg job`, `-p task`); the others stand alone.
-_VALUED_FLAGS = {"--cfg", "-c", "--package", "-p", "--info", "-i", "--config-path", "-cp", "--config-name",
-                 "-cn", "--config-dir", "-cd", "--shell-completion", "-sc"}  # fmt: skip
+_VALUED_FLAGS = {
+    "--cfg",
+    "-c",
+    "--package",
+    "-p",
+    "--info",
+    "-i",
+    "--config-path",
+    "-cp",
+    "--config-name",
+    "-cn",
+    "--config-dir",
+    "-cd",
+    "--shell-completion",
+    "-sc",
+}
 
 
 def config_overrides(overrides: Sequence[str]) -> list[str]:
@@ -208,8 +222,10 @@ def check_value_types(cfg: Mapping[str, Any], overrides: Sequence[str]) -> None:
         if kind is not None:
             flag = next((f"--{f} / " for f, k in ACESTEP_FLAGS.items() if k == key), "")
             raise RefrainInputError(
-                f"{flag}{key}", f"{value!r} is not {kind} (default {default!r})", f"write {key}=<{kind}>, e.g. {key}={default!r}"
-            )  # fmt: skip
+                f"{flag}{key}",
+                f"{value!r} is not {kind} (default {default!r})",
+                f"write {key}=<{kind}>, e.g. {key}={default!r}",
+            )
 
 
 def _select(cfg: Mapping[str, Any], key: str) -> Any:

@@ -132,7 +132,9 @@ class _Upgrader:
             with atomic_path(self.checks_file) as tmp:
                 tmp.write_text(json.dumps(self.checks, indent=1, ensure_ascii=False), encoding="utf-8")
         except OSError as err:
-            log.warning("%s: could not save the audio checks (%s); they run again next load", self.checks_file, err)
+            log.warning(
+                "%s: could not save the audio checks (%s); they run again next load", self.checks_file, err
+            )
 
     def save_vocab(self) -> None:
         if len(self.vocab) == self.start_size and self.vocab_file.is_file():

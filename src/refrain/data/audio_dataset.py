@@ -76,7 +76,9 @@ class AudioCropDataset(Dataset):
 
     def quarantined_files(self) -> list[str]:
         """Files skipped for the rest of the run (named once when it happened)."""
-        return list(dict.fromkeys(self.items[i][0] for i in self.quarantine.quarantined() if i < len(self.items)))
+        return list(
+            dict.fromkeys(self.items[i][0] for i in self.quarantine.quarantined() if i < len(self.items))
+        )
 
     def __getitem__(self, key: int) -> dict[str, Any] | None:
         slot = int(key) % len(self.items)

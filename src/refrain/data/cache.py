@@ -311,7 +311,9 @@ def open_entry(
     if verify:
         tensors = entry.load_all()
         if tensor_checksum(tensors) != entry.meta.checksum:
-            raise CacheEntryError(source, "checksum mismatch (corrupt data)", "re-run refrain-encode to redo it")
+            raise CacheEntryError(
+                source, "checksum mismatch (corrupt data)", "re-run refrain-encode to redo it"
+            )
         check_finite(tensors, source)
     return entry
 
@@ -321,7 +323,9 @@ def check_finite(tensors: Mapping[str, Tensor], source: str) -> None:
     bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
         raise CacheEntryError(
-            source, f"holds NaN/inf values in {', '.join(sorted(bad))}", "re-run refrain-encode --verify to redo it"
+            source,
+            f"holds NaN/inf values in {', '.join(sorted(bad))}",
+            "re-run refrain-encode --verify to redo it",
         )
 
 

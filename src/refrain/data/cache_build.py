@@ -190,7 +190,9 @@ def rank_share(records: Sequence[Mapping[str, Any]], rank: int, world_size: int)
     return ordered[rank::world_size]
 
 
-Gather = Callable[[Any], list[Any]]  # every rank's object, in rank order (torch.distributed.all_gather_object)
+Gather = Callable[
+    [Any], list[Any]
+]  # every rank's object, in rank order (torch.distributed.all_gather_object)
 
 
 def build_cache(

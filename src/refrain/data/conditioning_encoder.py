@@ -48,7 +48,9 @@ class EncodeSettings:
     def __post_init__(self) -> None:
         if self.teacher_rate not in TEACHER_RATES:
             raise RefrainInputError(
-                "teacher_rate", f"{self.teacher_rate!r} is not a teacher rate", f"use one of {', '.join(TEACHER_RATES)}"
+                "teacher_rate",
+                f"{self.teacher_rate!r} is not a teacher rate",
+                f"use one of {', '.join(TEACHER_RATES)}",
             )
         for name in ("latent_dtype", "feature_dtype"):
             if getattr(self, name) not in DTYPES:
@@ -142,8 +144,10 @@ def load_record_audio(record: Mapping[str, Any], sample_rate: int, channels: int
     if loaded.nonfinite_repaired or loaded.clipped:  # encoded once per song, so this names it once
         log.warning(
             "%s: %d NaN/inf samples zeroed and %d samples beyond full scale clipped before encoding",
-            record["filename"], loaded.nonfinite_repaired, loaded.clipped,
-        )  # fmt: skip
+            record["filename"],
+            loaded.nonfinite_repaired,
+            loaded.clipped,
+        )
     return torch.from_numpy(loaded.samples)
 
 

@@ -105,10 +105,12 @@ def read_item(root: Path, line: str) -> tuple[str, dict[str, Tensor]]:
         raise BadItem(f"lyric token ids outside 0..{VOCAB_SIZE} (DiffRhythm's G2P vocabulary)")
     offsets = np.cumsum([0, *map(len, tokens)])
     return utt.strip(), {
-        "latent": latent.contiguous(), "style": style.reshape(STYLE_DIM).float().contiguous(),
+        "latent": latent.contiguous(),
+        "style": style.reshape(STYLE_DIM).float().contiguous(),
         "line_times": torch.tensor([float(t) for t in times], dtype=torch.float64),
-        "line_tokens": torch.tensor(flat, dtype=torch.long), "line_offsets": torch.from_numpy(offsets).long(),
-    }  # fmt: skip
+        "line_tokens": torch.tensor(flat, dtype=torch.long),
+        "line_offsets": torch.from_numpy(offsets).long(),
+    }
 
 
 def import_diffrhythm(scp: str | Path, out_dir: str | Path, min_frames: int = 1) -> ImportResult:
@@ -144,11 +146,17 @@ def import_diffrhythm(scp: str | Path, out_dir: str | Path, min_frames: int = 1)
     if not result.imported:
         first = result.skipped[0] if result.skipped else {"line": str(scp), "reason": "no lines"}
         raise RefrainInputError(
-            scp, f"no song could be imported ({len(result.skipped)} lines skipped; {first['line']}: {first['reason']})",
+            scp,
+            f"no song could be imported ({len(result.skipped)} lines skipped; {first['line']}: {first['reason']})",
             "check the paths in train.scp (absolute, or relative to its folder) and the .pt files",
-        )  # fmt: skip
-    index = {"format": FORMAT, "version": 1, "source": str(scp.resolve()), "entries": result.imported,
-             "skipped": result.skipped}  # fmt: skip
+        )
+    index = {
+        "format": FORMAT,
+        "version": 1,
+        "source": str(scp.resolve()),
+        "entries": result.imported,
+        "skipped": result.skipped,
+    }
     PhonemeVocab().save(out / VOCAB_FILE)  # refrain's phoneme vocabulary: unused by DiffRhythm, empty
     with atomic_path(out / INDEX_NAME) as tmp:
         tmp.write_text(json.dumps(index, indent=2))
@@ -165,9 +173,10 @@ class DiffRhythmDataset(Dataset):
         index = read_json(self.folder / INDEX_NAME, "import the dataset with refrain-import-diffrhythm")
         if index.get("format") != FORMAT or not index.get("entries"):
             raise RefrainInputError(
-                self.folder / INDEX_NAME, "is not a refrain DiffRhythm import with entries",
+                self.folder / INDEX_NAME,
+                "is not a refrain DiffRhythm import with entries",
                 "run refrain-import-diffrhythm --scp train.scp --output DIR",
-            )  # fmt: skip
+            )
         self.entries: list[dict[str, Any]] = list(index["entries"])
         self.max_frames, self.seed, self.random_crop = int(max_frames), int(seed), random_crop
         self.epoch, self.draws = 0, 0
@@ -192,11 +201,14 @@ class DiffRhythmDataset(Dataset):
         ends = [t - start_seconds for t in times if 0 <= t - start_seconds < window_seconds]
         frames = min(crop.shape[-1], max(1, frame_of(ends[-1]))) if ends else crop.shape[-1]
         return {
-            "latent_mean": crop[:, :frames], "latent_std": torch.zeros_like(crop[:, :frames]),
-            "diffrhythm_lyrics": place_lyrics(window, self.max_frames)[:frames], "diffrhythm_style": data["style"],
-            "diffrhythm_start": torch.tensor(start / total), "diffrhythm_duration": torch.tensor(frames / self.max_frames),
+            "latent_mean": crop[:, :frames],
+            "latent_std": torch.zeros_like(crop[:, :frames]),
+            "diffrhythm_lyrics": place_lyrics(window, self.max_frames)[:frames],
+            "diffrhythm_style": data["style"],
+            "diffrhythm_start": torch.tensor(start / total),
+            "diffrhythm_duration": torch.tensor(frames / self.max_frames),
             "key": entry["utt"],
-        }  # fmt: skip
+        }
 
 
 def collate_diffrhythm(items: Sequence[dict[str, Any]]) -> dict[str, Any]:

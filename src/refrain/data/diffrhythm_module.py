@@ -49,9 +49,13 @@ class DiffRhythmDataModule(L.LightningDataModule):
 
     def _loader(self, data: object, batch_size: int, shuffle: bool) -> DataLoader:
         return DataLoader(
-            data, batch_size=batch_size, shuffle=shuffle, num_workers=self.num_workers,  # type: ignore[arg-type]
-            collate_fn=collate_diffrhythm, generator=torch.Generator().manual_seed(self.seed),
-        )  # fmt: skip
+            data,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,  # type: ignore[arg-type]
+            collate_fn=collate_diffrhythm,
+            generator=torch.Generator().manual_seed(self.seed),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, self.batch_size, True)

@@ -141,7 +141,9 @@ class DiTDataset(Dataset):
                 "no cache entry and online encoding is off",
                 "run refrain-encode on the dataset, or set data.online.fallback=true",
             )
-        with torch.random.fork_rng(devices=[]):  # building and running the encoders draws no training randomness
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # building and running the encoders draws no training randomness
             entry = self.online_encoder().encode_record(record)
         if self.cache_folder is not None:  # write back, so the song is encoded online only once
             try:
@@ -203,7 +205,11 @@ class DiTDataset(Dataset):
         tensors = {"latent_mean": mean, "latent_std": std, "style": item["style"], **teachers}
         if "speaker" in item:
             tensors["speaker"] = item["speaker"]
-        where = str(entry.path) if isinstance(entry, FileEntry) else f"online encoding of {record.get('filename')}"
+        where = (
+            str(entry.path)
+            if isinstance(entry, FileEntry)
+            else f"online encoding of {record.get('filename')}"
+        )
         check_finite(tensors, where)  # one NaN would make the whole batch's loss NaN
         return item
 
@@ -333,8 +339,11 @@ class DiTDataModule(pl.LightningDataModule):
             log.warning(
                 "%d records have no cache entry in %s and will be %s; run refrain-encode with the same "
                 "vae_bundle, text_encoder_dir, repa teachers and storage settings%s",
-                missing, self.cache_folder, how, hint,
-            )  # fmt: skip
+                missing,
+                self.cache_folder,
+                how,
+                hint,
+            )
 
     def quarantined(self, stage: str = "train") -> list[str]:
         """Records of ``stage`` skipped for the rest of the run (named once when it happened)."""
@@ -365,10 +374,15 @@ class DiTDataModule(pl.LightningDataModule):
         assert self.train_set is not None, "setup() first"
         dataset, drop_last = self.train_set, len(self.train_set) >= self.batch_size
         return ResumableDataLoader(
-            dataset, batch_size=self.batch_size, sampler=ResumableSampler(dataset, seed=self.seed, epoch_keys=True),
-            num_workers=self.num_workers, persistent_workers=self.num_workers > 0, collate_fn=collate_dit,
-            pin_memory=self.pin_memory, drop_last=drop_last,
-        )  # fmt: skip
+            dataset,
+            batch_size=self.batch_size,
+            sampler=ResumableSampler(dataset, seed=self.seed, epoch_keys=True),
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            collate_fn=collate_dit,
+            pin_memory=self.pin_memory,
+            drop_last=drop_last,
+        )
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None, "setup() first"

@@ -74,8 +74,13 @@ class MultitrackLayout:
         return {key: (song, role) for song, roles in self.songs.items() for role, key in roles.items()}
 
     def save(self, dataset_path: str | Path) -> Path:
-        data = {"format_version": LAYOUT_VERSION, "stems": list(self.stems), "songs": self.songs,
-                "splits": self.splits, "rest_gains": self.gains}  # fmt: skip
+        data = {
+            "format_version": LAYOUT_VERSION,
+            "stems": list(self.stems),
+            "songs": self.songs,
+            "splits": self.splits,
+            "rest_gains": self.gains,
+        }
         path = Path(dataset_path) / LAYOUT_FILE
         with atomic_path(path) as tmp:
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
@@ -89,8 +94,12 @@ def read_layout(dataset_path: str | Path) -> MultitrackLayout | None:
         return None
     data = read_json(path, "re-run multitrack preparation")
     try:
-        return MultitrackLayout(tuple(data["stems"]), dict(data["songs"]), dict(data.get("splits") or {}),
-                                dict(data.get("rest_gains") or {}))  # fmt: skip
+        return MultitrackLayout(
+            tuple(data["stems"]),
+            dict(data["songs"]),
+            dict(data.get("splits") or {}),
+            dict(data.get("rest_gains") or {}),
+        )
     except (KeyError, TypeError) as err:
         raise RefrainInputError(
             path, f"unreadable multitrack layout ({err})", "re-run multitrack preparation"
@@ -143,9 +152,10 @@ def scan_multitrack(
         )
     if not songs:
         raise RefrainInputError(
-            root, "no song folder with stem files found",
+            root,
+            "no song folder with stem files found",
             f"lay out one folder per song holding mix.flac and stem files named {', '.join(stems)}",
-        )  # fmt: skip
+        )
     return songs, notes
 
 
@@ -193,8 +203,10 @@ def _render_rest(song: SongFolder, stem: str, target: Path) -> float | None:
         parts = [(load_audio(p, sample_rate=rate).samples, 1.0) for p in others]
     else:  # stems are missing: the mix minus this stem
         assert song.mix is not None
-        parts = [(load_audio(song.mix, sample_rate=rate).samples, 1.0),
-                 (load_audio(song.stems[stem], sample_rate=rate).samples, -1.0)]  # fmt: skip
+        parts = [
+            (load_audio(song.mix, sample_rate=rate).samples, 1.0),
+            (load_audio(song.stems[stem], sample_rate=rate).samples, -1.0),
+        ]
     frames = max(a.shape[1] for a, _ in parts)
     total = np.zeros((2, frames), dtype=np.float32)
     for audio, sign in parts:
@@ -300,9 +312,17 @@ def prepare_multitrack(
     if base_vocab is not None and not (out / VOCAB_FILE).exists():
         shutil.copyfile(base_vocab, out / VOCAB_FILE)
     song_of = {key: song for key, (song, _) in layout.roles_by_key().items()}
-    options = PrepareOptions(output_dir=out, source="acestep", input_dir=staging, val_fraction=val_fraction,
-                             language=language, min_seconds=min_seconds, progress=progress,
-                             split_group=lambda r: song_of.get(r["keys"], r["keys"]), split_unit="songs")  # fmt: skip
+    options = PrepareOptions(
+        output_dir=out,
+        source="acestep",
+        input_dir=staging,
+        val_fraction=val_fraction,
+        language=language,
+        min_seconds=min_seconds,
+        progress=progress,
+        split_group=lambda r: song_of.get(r["keys"], r["keys"]),
+        split_unit="songs",
+    )
     result = prepare_dataset(options)
     assert result.dataset is not None  # prepare_dataset raises when nothing is usable
     records = [r for name in ("train", "validation") for r in result.dataset[name]]

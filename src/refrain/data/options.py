@@ -26,7 +26,9 @@ class OnlineEncoding:
     def __post_init__(self) -> None:
         if not self.use_cache and not self.fallback:
             raise RefrainInputError(
-                "data.online.use_cache", "false while data.online.fallback is false too", "allow one of the two"
+                "data.online.use_cache",
+                "false while data.online.fallback is false too",
+                "allow one of the two",
             )
 
 

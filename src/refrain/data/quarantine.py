@@ -41,8 +41,10 @@ class Quarantine:
             log.warning(
                 "%s %s is quarantined: %s. It is skipped for the rest of this run (the other items of its "
                 "batch are kept); fix or remove it, then resume",
-                self.what, name, reason,
-            )  # fmt: skip
+                self.what,
+                name,
+                reason,
+            )
         return first
 
     def note(self, index: int, name: str, repair: str) -> bool:

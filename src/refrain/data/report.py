@@ -146,8 +146,11 @@ def _change_lines(changes: dict[str, Any] | None, limit: int | None) -> list[str
                 f", ... and {len(keys) - limit} more" if limit and len(keys) > limit else ""
             )
             lines.append(f"  {label}: {shown}")
-    lines.append(f"  previous dataset kept in {changes['kept_as']}" if changes.get("kept_as") else
-                 "  previous dataset: not kept (no rows to keep)")  # fmt: skip
+    lines.append(
+        f"  previous dataset kept in {changes['kept_as']}"
+        if changes.get("kept_as")
+        else "  previous dataset: not kept (no rows to keep)"
+    )
     return lines
 
 

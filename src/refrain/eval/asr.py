@@ -19,8 +19,9 @@ from refrain.eval.embedders import _require_folder, folder_fingerprint
 class WhisperTranscriber:
     """``transcribe(mono, sample_rate) -> text`` with greedy decoding (deterministic)."""
 
-    def __init__(self, folder: str | Path, device: str = "cpu", language: str | None = None,
-                 max_new_tokens: int = 224) -> None:  # fmt: skip
+    def __init__(
+        self, folder: str | Path, device: str = "cpu", language: str | None = None, max_new_tokens: int = 224
+    ) -> None:
         from transformers import AutoTokenizer, WhisperFeatureExtractor, WhisperForConditionalGeneration
 
         path = _require_folder("--whisper", folder)

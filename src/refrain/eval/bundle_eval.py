@@ -71,8 +71,12 @@ def evaluate_sets(
         rows.append({**summarise(per_song, songs.name), **fad})
         distances = centroid_distances(evaluator, songs, reference)
         per_prompt[songs.name] = [
-            {"set": songs.name, "prompt": song.path.stem, **{k: v for k, v in row.items() if k in ("clap", "wer", "per")},
-             **{name: values[i] for name, values in distances.items()}}
+            {
+                "set": songs.name,
+                "prompt": song.path.stem,
+                **{k: v for k, v in row.items() if k in ("clap", "wer", "per")},
+                **{name: values[i] for name, values in distances.items()},
+            }
             for i, (song, row) in enumerate(zip(songs.songs, per_song, strict=True))
-        ]  # fmt: skip
+        ]
     return rows, per_prompt

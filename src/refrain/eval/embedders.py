@@ -40,9 +40,10 @@ def _require_folder(key: str, folder: str | Path) -> Path:
     path = Path(folder).expanduser()
     if not (path / "config.json").is_file():
         raise RefrainInputError(
-            f"{key} ({path})", "no Hugging Face model there (config.json missing)",
+            f"{key} ({path})",
+            "no Hugging Face model there (config.json missing)",
             "download the model once with huggingface-cli download ... --local-dir DIR and pass DIR",
-        )  # fmt: skip
+        )
     if any(path.glob("*.bin")) and not any(path.glob("*.safetensors")):
         raise RefrainInputError(
             f"{key} ({path})", "holds pickled .bin weights", "convert them to safetensors"

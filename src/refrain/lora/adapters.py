@@ -55,9 +55,10 @@ def read_adapter_spec(folder: str | Path) -> LoraSpec:
     root = Path(folder)
     if not (root / ADAPTER_CONFIG).is_file() or not (root / ADAPTER_WEIGHTS).is_file():
         raise RefrainInputError(
-            root, f"not a PEFT adapter folder ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS} expected)",
+            root,
+            f"not a PEFT adapter folder ({ADAPTER_CONFIG} + {ADAPTER_WEIGHTS} expected)",
             "pass a folder written by a LoRA run (exps/<name>/adapter or adapters/step_*)",
-        )  # fmt: skip
+        )
     if (root / SPEC_FILE).is_file():
         raw = read_json(root / SPEC_FILE)
         raw.pop(BASE_KEY, None)
@@ -79,9 +80,10 @@ def check_adapter_base(folder: str | Path, base_hash: str, allow_other_base: boo
         return
     trained_on = read_adapter_base(folder).get("bundle") or "see refrain_lora.json"
     raise RefrainInputError(
-        Path(folder), f"was trained on base bundle {recorded[:12]}, but this base is {base_hash[:12]}",
+        Path(folder),
+        f"was trained on base bundle {recorded[:12]}, but this base is {base_hash[:12]}",
         f"use the base it was trained on ({trained_on}), or pass --allow_other_base to apply it anyway",
-    )  # fmt: skip
+    )
 
 
 def _tensor_shapes(file: Path) -> dict[str, tuple[int, ...]]:
@@ -101,9 +103,10 @@ def check_adapter_fits(base: nn.Module, folder: str | Path) -> None:
             module = linears.get(match["module"])
             if module is None:
                 raise RefrainInputError(
-                    root / ADAPTER_WEIGHTS, f"adapts {match['module']!r}, which the base DiT does not have",
+                    root / ADAPTER_WEIGHTS,
+                    f"adapts {match['module']!r}, which the base DiT does not have",
                     f"apply it to the base it was trained on; this base has e.g. {', '.join(list(linears)[:6])}",
-                )  # fmt: skip
+                )
             expected = (
                 (shape[0], module.in_features) if match["part"] == "A" else (module.out_features, shape[1])
             )
@@ -129,10 +132,11 @@ def _check_control_shape(root: Path, name: str, shape: tuple[int, ...], base: nn
         axis, size = wanted[leaf]
         if shape[axis] != size:
             raise RefrainInputError(
-                root / ADAPTER_WEIGHTS, f"its reference path {leaf} is {list(shape)}, which does not fit this "
+                root / ADAPTER_WEIGHTS,
+                f"its reference path {leaf} is {list(shape)}, which does not fit this "
                 f"base (latent channels {base.latent_channels}, hidden size {base.hidden_size})",
                 "apply the adapter to the base bundle it was trained from",
-            )  # fmt: skip
+            )
 
 
 @dataclass
@@ -204,9 +208,10 @@ def load_adapters(
     controlled = [(ref, spec) for ref, spec in zip(refs, specs, strict=True) if spec.control is not None]
     if len(controlled) > 1:
         raise RefrainInputError(
-            ", ".join(str(ref.path) for ref, _ in controlled), "more than one adapter with a reference path",
+            ", ".join(str(ref.path) for ref, _ in controlled),
+            "more than one adapter with a reference path",
             "combine at most one StemGen/singing2accompaniment adapter with plain ones",
-        )  # fmt: skip
+        )
     if controlled:
         assert controlled[0][1].control is not None
         attach_control(base, controlled[0][1].control)

@@ -119,9 +119,11 @@ def _check_peft(source: str, peft: dict[str, Any]) -> None:
         )
         if not ok:
             raise _error(
-                source, "target_modules", f"{targets!r} is neither a regex string nor a list of names",
+                source,
+                "target_modules",
+                f"{targets!r} is neither a regex string nor a list of names",
                 'list module names, e.g. ["to_q", "to_k", "to_v", "to_out.0"]',
-            )  # fmt: skip
+            )
 
 
 def _strings(source: str, key: str, value: Any) -> tuple[str, ...]:
@@ -156,9 +158,11 @@ def _parse_data(source: str, raw: Any, default: DataSelection) -> DataSelection:
         family, _, name = role.partition(":")
         if family not in ROLE_FAMILIES or (family != "mix" and not name) or (family == "mix" and name):
             raise _error(
-                source, "data.roles", f"{role!r} is not a multitrack role",
+                source,
+                "data.roles",
+                f"{role!r} is not a multitrack role",
                 "use mix, stem:<name> or rest:<name> (e.g. stem:vocals)",
-            )  # fmt: skip
+            )
     return dataclasses.replace(default, **values)
 
 
@@ -167,9 +171,11 @@ def _parse_control(source: str, raw: Mapping[str, Any], variant: Variant) -> Con
     if variant.control is None:
         if given:
             raise _error(
-                source, f"conditioning.{next(iter(given))}", f"variant {variant.name} has no reference path",
+                source,
+                f"conditioning.{next(iter(given))}",
+                f"variant {variant.name} has no reference path",
                 "use variant stemgen or singing2accompaniment, or drop the key",
-            )  # fmt: skip
+            )
         return None
     values: dict[str, Any] = {}
     for key, value in given.items():
@@ -198,9 +204,11 @@ def _parse_control(source: str, raw: Mapping[str, Any], variant: Variant) -> Con
     control = dataclasses.replace(variant.control, **values)
     if control.target == control.reference:
         raise _error(
-            source, "conditioning.target", f"target and reference are both {control.target!r}",
+            source,
+            "conditioning.target",
+            f"target and reference are both {control.target!r}",
             "generate one role from another, e.g. target stem with reference rest",
-        )  # fmt: skip
+        )
     return control
 
 
@@ -211,9 +219,13 @@ def parse_lora_spec(raw: Mapping[str, Any], source: str = "<lora config>") -> Lo
     for key in raw:
         if key not in REFRAIN_KEYS and key not in LORA_FIELDS:
             close = difflib.get_close_matches(key, [*REFRAIN_KEYS, *LORA_FIELDS], n=3, cutoff=0.6)
-            hint = f"did you mean {', '.join(close)}?" if close else (
-                f"use {', '.join(REFRAIN_KEYS)} or a peft.LoraConfig field (r, lora_alpha, target_modules, ...)"
-            )  # fmt: skip
+            hint = (
+                f"did you mean {', '.join(close)}?"
+                if close
+                else (
+                    f"use {', '.join(REFRAIN_KEYS)} or a peft.LoraConfig field (r, lora_alpha, target_modules, ...)"
+                )
+            )
             raise _error(source, key, "unknown key in the LoRA config", hint)
     name = raw.get("variant") or "text2music"
     if name not in VARIANTS:

@@ -82,9 +82,10 @@ class ControlConditioning(DiTConditioning):
         ):
             if value is not None and tuple(value.shape) != shape:
                 raise RefrainInputError(
-                    f"ControlConditioning.{name}", f"shape {tuple(value.shape)} does not match {shape}",
+                    f"ControlConditioning.{name}",
+                    f"shape {tuple(value.shape)} does not match {shape}",
                     "crop the reference latent to the generated latent's frames",
-                )  # fmt: skip
+                )
 
     def repeat(self, n: int) -> ControlConditioning:
         extras = {k: _tile(v, n) for k, v in self.extras().items()}
@@ -181,9 +182,10 @@ class ReferenceControl(nn.Module):
         labelled = (cond.instrument >= 0) & ~cond.drop_reference
         if bool((cond.instrument >= self.num_labels).any()):
             raise RefrainInputError(
-                "instrument", f"label id {int(cond.instrument.max())} is outside the {self.num_labels} trained labels",
+                "instrument",
+                f"label id {int(cond.instrument.max())} is outside the {self.num_labels} trained labels",
                 "pass one of the instruments listed in the adapter's refrain_lora.json",
-            )  # fmt: skip
+            )
         label = self.label(cond.instrument.clamp_min(0)) * labelled[:, None].to(dtype)
         present = cond.reference_present()
         frame_mask = cond.frame_mask.unsqueeze(-1).to(dtype)
@@ -224,9 +226,10 @@ def conditioner_of(dit: nn.Module) -> nn.Module:
     conditioner = getattr(dit, "conditioner", None)
     if not isinstance(conditioner, nn.Module):
         raise RefrainInputError(
-            type(dit).__name__, "the backbone has no `conditioner` module to attach the reference path to",
+            type(dit).__name__,
+            "the backbone has no `conditioner` module to attach the reference path to",
             "use refrain's DiffusionTransformer as the base of StemGen/singing2accompaniment",
-        )  # fmt: skip
+        )
     return conditioner
 
 
@@ -240,10 +243,11 @@ def attach_control(dit: nn.Module, spec: ControlSpec) -> ReferenceControl:
         wanted = (channels, hidden, len(spec.instruments))
         if (found.latent_channels, found.hidden_size, found.num_labels) != wanted:
             raise RefrainInputError(
-                "reference path", f"the model already carries one for (channels, hidden, labels) "
+                "reference path",
+                f"the model already carries one for (channels, hidden, labels) "
                 f"{(found.latent_channels, found.hidden_size, found.num_labels)}, not {wanted}",
                 "load one StemGen/singing2accompaniment adapter per base model",
-            )  # fmt: skip
+            )
         return found
     param = next(dit.parameters())
     control = ReferenceControl.from_spec(spec, channels, hidden).to(param.device)

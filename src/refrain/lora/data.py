@@ -67,9 +67,10 @@ def select_indices(
     control = spec.control
     if control is not None and layout is None:
         raise RefrainInputError(
-            spec.source, f"variant {spec.variant} trains on stem pairs but the dataset has no multitrack.json",
+            spec.source,
+            f"variant {spec.variant} trains on stem pairs but the dataset has no multitrack.json",
             "prepare it with `refrain-prepare-multitrack --input SONGS --output DATASET`",
-        )  # fmt: skip
+        )
     wanted_roles = set(spec.data.roles) or {"mix"}
     for index, record in enumerate(columns):
         if not keep_record(record, spec.data):
@@ -172,9 +173,10 @@ class LoraDataModule(DiTDataModule):
         }
         if not chosen["train"][0]:
             raise RefrainInputError(
-                self.spec.source, f"selects no training record of {self.dataset_path}",
+                self.spec.source,
+                f"selects no training record of {self.dataset_path}",
                 f"loosen data.include_tags/exclude_tags/roles; the dataset's tags: {_tag_summary(train)}",
-            )  # fmt: skip
+            )
         sources = {"train": train, "validation": val}
         if not chosen["validation"][0]:
             log.warning(

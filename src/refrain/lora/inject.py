@@ -54,7 +54,7 @@ ACESTEP_NAMES = {
     "linear_k": "ACE-Step's lyric-encoder attention; refrain's lyric path has none, its entry is conditioner.lyric_proj",
     "linear_v": "ACE-Step's lyric-encoder attention; refrain's lyric path has none, its entry is conditioner.lyric_proj",
     "speaker_embedder": "ACE-Step's speaker projection; here conditioner.speaker_proj, only on a base with speaker_dim",
-}  # fmt: skip
+}
 
 
 def _unmatched_hint(pattern: str, names: list[str]) -> str:
@@ -85,16 +85,18 @@ def check_targets(model: nn.Module, config: LoraConfig, source: str = "target_mo
             problems.append(f"{pattern!r} matches only {'/'.join(kinds)} modules, which LoRA cannot adapt")
     if problems:
         raise RefrainInputError(
-            f"{source}: target_modules", f"{len(problems)} of {len(patterns)} entries select no module LoRA can "
+            f"{source}: target_modules",
+            f"{len(problems)} of {len(patterns)} entries select no module LoRA can "
             f"adapt in the base DiT: {'; '.join(problems)}",
             f"rename or remove them; adaptable names: {', '.join(names)}",
-        )  # fmt: skip
+        )
     selected = [name for name in adaptable if check_target_module_exists(config, name)]
     if not selected:
         raise RefrainInputError(
-            f"{source}: target_modules", "the patterns select no adaptable module (all excluded)",
+            f"{source}: target_modules",
+            "the patterns select no adaptable module (all excluded)",
             f"check exclude_modules/layers_to_transform; adaptable: {', '.join(names)}",
-        )  # fmt: skip
+        )
     return selected
 
 

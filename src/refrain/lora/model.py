@@ -56,9 +56,10 @@ class ReferenceInputs:
         b = self.reference.shape[0]
         if cond.batch_size % b:
             raise RefrainInputError(
-                "reference inputs", f"batch of {b} does not divide the conditioning batch {cond.batch_size}",
+                "reference inputs",
+                f"batch of {b} does not divide the conditioning batch {cond.batch_size}",
                 "bind the reference of the same batch the conditioning was built from",
-            )  # fmt: skip
+            )
         k = cond.batch_size // b
         device = cond.lyrics.device
         tile = lambda t: t.to(device).repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731
@@ -104,9 +105,10 @@ class AdaptedDiT(nn.Module):
         self._inputs = ReferenceInputs.from_batch(batch) if self.control is not None else None
         if self.control is not None and self._inputs is None:
             raise RefrainInputError(
-                "LoRA batch", "a reference-path variant got a batch without reference_latent/instrument",
+                "LoRA batch",
+                "a reference-path variant got a batch without reference_latent/instrument",
                 "train it with refrain.lora.data.LoraDataModule on a multitrack dataset",
-            )  # fmt: skip
+            )
         try:
             yield
         finally:
@@ -204,6 +206,7 @@ def check_vocab_extends(bundle: str | Path | None, dataset_path: str | Path | No
     )
     got = data[index] if index < len(data) else "(end)"
     raise RefrainInputError(
-        data_file, f"phoneme id {index} is {got!r} here but {base[index]!r} in the base bundle",
+        data_file,
+        f"phoneme id {index} is {got!r} here but {base[index]!r} in the base bundle",
         f"copy {base_file} into the dataset folder before refrain-prepare (multitrack prep: --base_bundle) and prepare again",
-    )  # fmt: skip
+    )

@@ -30,7 +30,9 @@ def base_bundle_fact(bundle: str | None, key: str) -> Any:
     if not bundle:
         raise RefrainInputError(*NEEDS_BASE)
     if key not in BASE_FACTS:
-        raise RefrainInputError(f"refrain_base:{key}", "not a fact of a base bundle", f"use one of {BASE_FACTS}")
+        raise RefrainInputError(
+            f"refrain_base:{key}", "not a fact of a base bundle", f"use one of {BASE_FACTS}"
+        )
     from refrain.bundles.dit import open_dit_bundle
     from refrain.models.backbones.ace15 import is_release_folder, release_fact
 
@@ -71,6 +73,7 @@ def check_lora_run(cfg: DictConfig) -> None:
         open_dit_bundle(cfg.checkpoint_dir, verify=False)
     if not is_lora_run(cfg):
         raise RefrainInputError(
-            "lora_config_path", "is set but the lora config group is not selected",
+            "lora_config_path",
+            "is set but the lora config group is not selected",
             "add lora=default (trainer.py --lora_config_path selects it by itself)",
-        )  # fmt: skip
+        )

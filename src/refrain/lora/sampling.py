@@ -51,13 +51,16 @@ def apply_adapters(
     """Load adapters onto a pipeline's base DiT; its modes then sample with them (``use_adapters``)."""
     if isinstance(pipe.model, AdaptedDiT) or pipe.adapters is not None:
         raise RefrainInputError(
-            "--lora", "this pipeline already carries adapters or is a merged LoRA bundle",
+            "--lora",
+            "this pipeline already carries adapters or is a merged LoRA bundle",
             "load adapters onto a plain base bundle",
-        )  # fmt: skip
+        )
     loaded = load_adapters(pipe.model, refs, pipe.bundle_hash, allow_other_base)
     control = loaded.control_spec.control if loaded.control_spec is not None else None
     pipe.use_adapters(
-        AdaptedDiT(loaded.model, loaded.null_lyrics, control).eval(), adapters_hash(pipe.bundle_hash, refs), loaded
+        AdaptedDiT(loaded.model, loaded.null_lyrics, control).eval(),
+        adapters_hash(pipe.bundle_hash, refs),
+        loaded,
     )
     return loaded
 
@@ -68,11 +71,14 @@ def _control(pipe: SamplingEngine, mode: str, wanted: str) -> ControlSpec:
     control = model.control if isinstance(model, AdaptedDiT) else None
     if control is None or control.target != wanted:
         have = "none" if control is None else f"one generating {control.target!r} from {control.reference!r}"
-        variant = next(v.name for v in VARIANTS.values() if v.control is not None and v.control.target == wanted)
+        variant = next(
+            v.name for v in VARIANTS.values() if v.control is not None and v.control.target == wanted
+        )
         raise RefrainInputError(
-            f"mode {mode}", f"needs an adapter with a reference path that generates {wanted!r} (loaded: {have})",
+            f"mode {mode}",
+            f"needs an adapter with a reference path that generates {wanted!r} (loaded: {have})",
             f"load a {variant} adapter with --lora (or its merged bundle)",
-        )  # fmt: skip
+        )
     return control
 
 
@@ -92,9 +98,10 @@ def reference_song(
     control = _control(pipe, mode, target)
     if instrument not in control.instruments:
         raise RefrainInputError(
-            "instrument", f"{instrument!r} is not one the adapter was trained on",
+            "instrument",
+            f"{instrument!r} is not one the adapter was trained on",
             f"use one of {', '.join(control.instruments)}",
-        )  # fmt: skip
+        )
     call = ModeCall(pipe, mode, options, layout, source)
     song = call.song
     timed = call.lyrics(lyrics, call.song_seconds)
@@ -104,9 +111,13 @@ def reference_song(
     )
     noise, generator = call.noise(song.frames)
     latent = sample(
-        call.guided(cond), noise, call.options.sigmas(), call.options.solver, generator=generator,
+        call.guided(cond),
+        noise,
+        call.options.sigmas(),
+        call.options.solver,
+        generator=generator,
         callback=call.callback,
-    )  # fmt: skip
+    )
     audio = pipe.decode(latent, song.audio.shape[-1])
     return call.result(latent, audio, timed, instrument=instrument, prompt=prompt, lyrics=lyrics)
 
@@ -117,9 +128,11 @@ def _stem_flags(parser: argparse.ArgumentParser) -> None:
 
 
 @register_mode(
-    "stem", "a stem (--instrument) that fits a song without it (needs a stemgen --lora)", add_flags=_stem_flags,
+    "stem",
+    "a stem (--instrument) that fits a song without it (needs a stemgen --lora)",
+    add_flags=_stem_flags,
     flag_params=lambda args: {"instrument": args.instrument, **prompt_and_lyrics(args)},
-)  # fmt: skip
+)
 def stem_song(
     pipe: SamplingEngine, source: Source, instrument: str, prompt: str = "", lyrics: str = "", **kw: Any
 ) -> SongResult:
@@ -128,11 +141,18 @@ def stem_song(
 
 
 @register_mode(
-    "accompany", "the accompaniment that fits a vocal stem (needs a singing2accompaniment --lora)",
-    add_flags=lyrics_flags, flag_params=prompt_and_lyrics,
-)  # fmt: skip
+    "accompany",
+    "the accompaniment that fits a vocal stem (needs a singing2accompaniment --lora)",
+    add_flags=lyrics_flags,
+    flag_params=prompt_and_lyrics,
+)
 def accompany_song(
-    pipe: SamplingEngine, source: Source, prompt: str = "", lyrics: str = "", instrument: str = "vocals", **kw: Any
+    pipe: SamplingEngine,
+    source: Source,
+    prompt: str = "",
+    lyrics: str = "",
+    instrument: str = "vocals",
+    **kw: Any,
 ) -> SongResult:
     """singing2accompaniment: the accompaniment (role family ``rest``) that fits the vocal stem ``source``."""
     return reference_song(pipe, "accompany", "rest", source, instrument, prompt, lyrics, **kw)
@@ -173,9 +193,16 @@ def export_merged_bundle(
         }
     }
     return save_dit_bundle(
-        out_dir, merged.state_dict(), spec, base.vae_path, base.vocab_path, base.text_encoder,
-        base.config(), extra, overwrite,
-    )  # fmt: skip
+        out_dir,
+        merged.state_dict(),
+        spec,
+        base.vae_path,
+        base.vocab_path,
+        base.text_encoder,
+        base.config(),
+        extra,
+        overwrite,
+    )
 
 
 def _plain(values: Mapping[str, Any]) -> dict[str, Any]:

@@ -105,9 +105,10 @@ class FlowMatchingLoss:
             )
         if not 0.0 < span_min_fraction <= span_max_fraction < 1.0:
             raise RefrainInputError(
-                "loss.span_min_fraction/span_max_fraction", f"({span_min_fraction}, {span_max_fraction}) is not a range in (0, 1)",
+                "loss.span_min_fraction/span_max_fraction",
+                f"({span_min_fraction}, {span_max_fraction}) is not a range in (0, 1)",
                 "use for example 0.1 and 0.9",
-            )  # fmt: skip
+            )
         self.shift, self.logit_mean, self.logit_std = shift, logit_mean, logit_std
         self.drop_style_prob, self.drop_lyrics_prob = drop_style_prob, drop_lyrics_prob
         self.drop_context_prob, self.drop_speaker_prob = drop_context_prob, drop_speaker_prob

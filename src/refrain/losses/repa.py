@@ -55,9 +55,10 @@ def repa_loss(
     for name, target in teacher_features.items():
         if name not in projectors:
             raise RefrainInputError(
-                f"repa.teachers.{name}", "features present but no projector for this teacher",
+                f"repa.teachers.{name}",
+                "features present but no projector for this teacher",
                 "list the teacher in the repa config the task was built with",
-            )  # fmt: skip
+            )
         pred = resample_time(projectors[name](hidden), target.shape[1])
         mask = resample_mask(frame_mask, target.shape[1])
         if teacher_masks is not None and name in teacher_masks:

@@ -102,9 +102,10 @@ def backbone_of(model: nn.Module) -> Any:
             break
         current = inner
     raise RefrainInputError(
-        "model.dit", f"{type(model).__name__} does not declare a backbone_spec",
+        "model.dit",
+        f"{type(model).__name__} does not declare a backbone_spec",
         "wrap the network in a backbone that meets refrain.models.backbone.Backbone",
-    )  # fmt: skip
+    )
 
 
 def spec_of(model: nn.Module) -> BackboneSpec:
@@ -130,10 +131,11 @@ def check_loss(model: nn.Module, loss: Any) -> None:
     spec = spec_of(model)
     if "lyrics" not in spec.cfg_drops and float(getattr(loss, "drop_lyrics_prob", 0.0)) > 0:
         raise RefrainInputError(
-            "task.loss.drop_lyrics_prob", f"backbone {spec.name} only drops the whole condition",
+            "task.loss.drop_lyrics_prob",
+            f"backbone {spec.name} only drops the whole condition",
             "set drop_lyrics_prob: 0 and drop the condition with drop_style_prob (the released recipe: "
             f"{spec.loss_preset.get('drop_style_prob', 0.15)})",
-        )  # fmt: skip
+        )
     if not spec.supports_context and float(getattr(loss, "masked_span_prob", 0.0)) > 0:
         require(model, "context", "task.loss.masked_span_prob", "set masked_span_prob: 0 for this backbone")
 

@@ -97,9 +97,10 @@ class SSLTeacher(nn.Module):
         num_layers = int(config.num_hidden_layers)
         if not -(num_layers + 1) <= spec.layer <= num_layers:
             raise RefrainInputError(
-                f"repa.teachers.{spec.name}.layer", f"{spec.layer} is outside [-{num_layers + 1}, {num_layers}]",
+                f"repa.teachers.{spec.name}.layer",
+                f"{spec.layer} is outside [-{num_layers + 1}, {num_layers}]",
                 f"pick a hidden layer of this {num_layers}-layer model (0 = conv features, -1 = last)",
-            )  # fmt: skip
+            )
         self.spec = spec
         self.hop, self.receptive_field = _stride_and_field(config)
         self.feature_dim = int(config.hidden_size)

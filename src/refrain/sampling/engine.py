@@ -152,9 +152,10 @@ class SamplingEngine:
             data = np.asarray(source, dtype=np.float32)
             if data.ndim != 2 or data.shape[0] != self.vae.audio_channels:
                 raise RefrainInputError(
-                    "source audio", f"array shaped {data.shape}",
+                    "source audio",
+                    f"array shaped {data.shape}",
                     f"pass ({self.vae.audio_channels}, samples) float32 at {self.sample_rate} Hz",
-                )  # fmt: skip
+                )
             return torch.from_numpy(data.copy()), array_identity(data)
         path = resolve_identity(source, "source audio") if isinstance(source, Mapping) else Path(source)
         loaded = load_audio(path, sample_rate=self.sample_rate, channels=self.vae.audio_channels)
@@ -194,12 +195,20 @@ class SamplingEngine:
         samples = audio.detach().cpu().float().numpy()
         dtype = next(self.model.parameters()).dtype
         sidecar = new_sidecar(
-            mode, params, options.to_dict(), **facts,
+            mode,
+            params,
+            options.to_dict(),
+            **facts,
             bundle={"path": self.bundle_path, "hash": self.bundle_hash},
-            lyrics_timing=timed.timing(), lyrics_source=timed.source, unknown_phonemes=timed.unknown_phonemes,
+            lyrics_timing=timed.timing(),
+            lyrics_source=timed.source,
+            unknown_phonemes=timed.unknown_phonemes,
             lyrics_notes=list(timed.notes),
-            sample_rate=self.sample_rate, num_samples=int(samples.shape[-1]), num_frames=int(latent.shape[-1]),
-            duration=samples.shape[-1] / self.sample_rate, device=str(self.device),
+            sample_rate=self.sample_rate,
+            num_samples=int(samples.shape[-1]),
+            num_frames=int(latent.shape[-1]),
+            duration=samples.shape[-1] / self.sample_rate,
+            device=str(self.device),
             dtype=str(dtype).removeprefix("torch."),
-        )  # fmt: skip
+        )
         return SongResult(samples, self.sample_rate, sidecar, latent[0].detach().cpu())

@@ -126,6 +126,14 @@ def flowedit_preset(
     """``flowedit`` with a named preset: "only_lyrics" (0.6, 1.0) or "remix" (0.2, 0.4)."""
     chosen = get_preset(preset)
     return flowedit(
-        velocity_src, velocity_tar, x_src, sigmas, chosen.n_min, chosen.n_max, chosen.n_avg, solver,
-        generator=generator, callback=callback,
-    )  # fmt: skip
+        velocity_src,
+        velocity_tar,
+        x_src,
+        sigmas,
+        chosen.n_min,
+        chosen.n_max,
+        chosen.n_avg,
+        solver,
+        generator=generator,
+        callback=callback,
+    )

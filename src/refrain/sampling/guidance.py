@@ -250,7 +250,13 @@ class GuidanceBase:
         raise NotImplementedError
 
     def two_scale(
-        self, v_full: Tensor, v_no_lyrics: Tensor, v_uncond: Tensor, style: float, lyrics: float, step_index: int
+        self,
+        v_full: Tensor,
+        v_no_lyrics: Tensor,
+        v_uncond: Tensor,
+        style: float,
+        lyrics: float,
+        step_index: int,
     ) -> Tensor:
         raise NotImplementedError
 
@@ -263,7 +269,13 @@ class CFG(GuidanceBase):
         return cfg(v_cond, v_uncond, scale)
 
     def two_scale(
-        self, v_full: Tensor, v_no_lyrics: Tensor, v_uncond: Tensor, style: float, lyrics: float, step_index: int
+        self,
+        v_full: Tensor,
+        v_no_lyrics: Tensor,
+        v_uncond: Tensor,
+        style: float,
+        lyrics: float,
+        step_index: int,
     ) -> Tensor:
         return style_lyrics_cfg(v_full, v_no_lyrics, v_uncond, style, lyrics)
 
@@ -294,10 +306,18 @@ class APG(GuidanceBase):
         return apg(v_cond, v_uncond, scale, buffer, self.norm_threshold, self.eta, self.dims, step_index)
 
     def two_scale(
-        self, v_full: Tensor, v_no_lyrics: Tensor, v_uncond: Tensor, style: float, lyrics: float, step_index: int
+        self,
+        v_full: Tensor,
+        v_no_lyrics: Tensor,
+        v_uncond: Tensor,
+        style: float,
+        lyrics: float,
+        step_index: int,
     ) -> Tensor:
         guided = v_full
-        for index, (diff, weight) in enumerate(((v_no_lyrics - v_uncond, style), (v_full - v_no_lyrics, lyrics))):
+        for index, (diff, weight) in enumerate(
+            ((v_no_lyrics - v_uncond, style), (v_full - v_no_lyrics, lyrics))
+        ):
             update = apg_direction(
                 diff, v_full, self._buffer(index), self.norm_threshold, self.eta, self.dims, step_index
             )
@@ -318,7 +338,13 @@ class CFGZeroStar(GuidanceBase):
         return cfg_zero_star(v_cond, v_uncond, scale, step_index, self.zero_init_steps)
 
     def two_scale(
-        self, v_full: Tensor, v_no_lyrics: Tensor, v_uncond: Tensor, style: float, lyrics: float, step_index: int
+        self,
+        v_full: Tensor,
+        v_no_lyrics: Tensor,
+        v_uncond: Tensor,
+        style: float,
+        lyrics: float,
+        step_index: int,
     ) -> Tensor:
         scaled_uncond = cfg_zero_alpha(v_full, v_uncond) * v_uncond
         return style_lyrics_cfg(v_full, v_no_lyrics, scaled_uncond, style, lyrics)

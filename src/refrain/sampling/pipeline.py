@@ -102,14 +102,16 @@ class Pipeline(SamplingEngine):
         recorded = str((data.get("bundle") or {}).get("hash"))
         if recorded != self.bundle_hash and not allow_other_bundle:
             raise RefrainInputError(
-                "sidecar bundle", f"the song was made with bundle {recorded[:12]}, this one is {self.bundle_hash[:12]}",
+                "sidecar bundle",
+                f"the song was made with bundle {recorded[:12]}, this one is {self.bundle_hash[:12]}",
                 "load the bundle the sidecar names, or allow another bundle explicitly",
-            )  # fmt: skip
+            )
         if data["mode"] not in mode_names():
             raise RefrainInputError(
-                "sidecar mode", f"unknown mode {data['mode']!r}",
+                "sidecar mode",
+                f"unknown mode {data['mode']!r}",
                 "use a sidecar refrain wrote (LoRA modes need `import refrain.lora`)",
-            )  # fmt: skip
+            )
         mode, params = get_mode(data["mode"]), dict(data["params"])
         options = SamplerOptions.from_dict(data["options"])
         if mode.regenerate is not None:

@@ -56,9 +56,10 @@ def check_phoneme_vocab(model: nn.Module, dataset_path: str | Path | None) -> No
     size = len(PhonemeVocab.load(vocab_file))
     if size > capacity:
         raise RefrainInputError(
-            vocab_file, f"{size} phonemes but model.dit.config.lyric_vocab_size is {capacity}",
+            vocab_file,
+            f"{size} phonemes but model.dit.config.lyric_vocab_size is {capacity}",
             f"set model.dit.config.lyric_vocab_size={size} or more (leave headroom: the vocabulary only grows)",
-        )  # fmt: skip
+        )
 
 
 def batch_conditioning(batch: Mapping[str, Any]) -> DiTConditioning:
@@ -136,9 +137,10 @@ class DiTTask(pl.LightningModule):
             channels = int(read_manifest(self.vae_bundle)["latent_channels"])
             if channels != self.model.latent_channels:
                 raise RefrainInputError(
-                    "model.dit.config.latent_channels", f"{self.model.latent_channels} but the VAE bundle {self.vae_bundle} has {channels}",
+                    "model.dit.config.latent_channels",
+                    f"{self.model.latent_channels} but the VAE bundle {self.vae_bundle} has {channels}",
                     f"set model.dit.config.latent_channels={channels}",
-                )  # fmt: skip
+                )
 
     def configure_optimizers(self) -> Any:
         """AdamW (from config) with weight decay on matrices only; warm-up + decay per optimiser step."""

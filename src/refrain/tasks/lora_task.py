@@ -137,17 +137,19 @@ class LoraTask(DiTTask):
         recorded = (saved.get("base") or {}).get("bundle_hash")
         if recorded and self.base.get("bundle_hash") and recorded != self.base["bundle_hash"]:
             raise RefrainInputError(
-                "ckpt_path", f"the checkpoint was trained on base bundle {recorded[:12]}, not {self.base['bundle_hash'][:12]}",
+                "ckpt_path",
+                f"the checkpoint was trained on base bundle {recorded[:12]}, not {self.base['bundle_hash'][:12]}",
                 "resume with the --checkpoint_dir the run started from",
-            )  # fmt: skip
+            )
         expected = set(self.state_dict()) - self.frozen_keys()
         got = set(checkpoint.get("state_dict") or {})
         missing, unexpected = sorted(expected - got), sorted(got - expected)
         if missing or unexpected:
             raise RefrainInputError(
-                "ckpt_path", f"not a checkpoint of this LoRA set-up (missing {missing[:2]}, unexpected {unexpected[:2]})",
+                "ckpt_path",
+                f"not a checkpoint of this LoRA set-up (missing {missing[:2]}, unexpected {unexpected[:2]})",
                 "resume with the same --lora_config_path, or start a new run",
-            )  # fmt: skip
+            )
         super().on_load_checkpoint(checkpoint)
 
     def on_train_end(self) -> None:

@@ -53,8 +53,13 @@ class VAEObjective:
 
     def weights(self) -> dict[str, float]:
         """Weight per loss-term name, as the terms are logged."""
-        return {"stft": self.stft, "kl": self.kl, "mel": self.mel, "adv": self.adversarial,
-                "feature_matching": self.feature_matching}  # fmt: skip
+        return {
+            "stft": self.stft,
+            "kl": self.kl,
+            "mel": self.mel,
+            "adv": self.adversarial,
+            "feature_matching": self.feature_matching,
+        }
 
 
 class VAETask(pl.LightningModule):
@@ -251,8 +256,10 @@ class VAETask(pl.LightningModule):
     def _ranks_agree(self, loss: torch.Tensor | None, what: str) -> bool:
         """True when every rank has a finite loss (``None``: an empty batch); else all skip and count alike."""
         flags = torch.tensor(
-            [loss is None, loss is not None and not bool(torch.isfinite(loss))], dtype=torch.float32, device=self.device
-        )  # fmt: skip
+            [loss is None, loss is not None and not bool(torch.isfinite(loss))],
+            dtype=torch.float32,
+            device=self.device,
+        )
         if self._multi_process():
             flags = self.trainer.strategy.reduce(flags, reduce_op="sum")
         empty, bad = bool(flags[0] > 0), bool(flags[1] > 0)
@@ -325,8 +332,13 @@ class VAETask(pl.LightningModule):
         """Write and log the listening triple through the plotter (``run_dir/plots/step_<6-digit step>``)."""
         if self.plotter is None:
             return None
-        return self.plotter(step, {"input": clean, "degraded": degraded, "reconstruction": recon}, setting,
-                            self.model.sample_rate, self.loggers)  # fmt: skip
+        return self.plotter(
+            step,
+            {"input": clean, "degraded": degraded, "reconstruction": recon},
+            setting,
+            self.model.sample_rate,
+            self.loggers,
+        )
 
     # ----- checkpoints -----
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -116,8 +116,11 @@ class LossCurvePlot(Callback):
                 store[name] = [(int(step), float(value)) for step, value in table.tolist()]
 
     def write(self) -> Path | None:
-        panels = [(title, store) for title, store in (("train", self.history), ("validation", self.validation))
-                  if any(store.values())]  # fmt: skip
+        panels = [
+            (title, store)
+            for title, store in (("train", self.history), ("validation", self.validation))
+            if any(store.values())
+        ]
         if not panels:
             return None
         import matplotlib

@@ -150,9 +150,10 @@ def _vet_pickle(path: Path) -> None:
     except pickle.UnpicklingError as error:
         culprit = _culprit(error)
         raise RefrainInputError(
-            path, f"refused to load: it pickles {culprit}, which could run code (only checkpoint metadata loads)",
+            path,
+            f"refused to load: it pickles {culprit}, which could run code (only checkpoint metadata loads)",
             "use checkpoints written by refrain-train",
-        ) from None  # fmt: skip
+        ) from None
     except (EOFError, ValueError, AttributeError, ImportError, TypeError, IndexError) as error:
         raise RefrainInputError(
             path,

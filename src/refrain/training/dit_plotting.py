@@ -132,13 +132,20 @@ def log_plot_files(
         if sample.audio is not None
     ]
     lyrics = TextTable(
-        "samples/lyrics", lyrics_text(samples), ["key", "prompt", "lyrics"],
+        "samples/lyrics",
+        lyrics_text(samples),
+        ["key", "prompt", "lyrics"],
         [[s.key, s.prompt, s.lyrics] for s in samples],
-    )  # fmt: skip
+    )
     log_media(
-        loggers, step, clips=clips, sample_rate=sample_rate, audio_key="samples/audio",
-        image=(f"samples/{files.image.stem}", files.image), text=lyrics,
-    )  # fmt: skip
+        loggers,
+        step,
+        clips=clips,
+        sample_rate=sample_rate,
+        audio_key="samples/audio",
+        image=(f"samples/{files.image.stem}", files.image),
+        text=lyrics,
+    )
 
 
 class SamplePlotter:
@@ -193,9 +200,13 @@ class SamplePlotter:
 
     @torch.no_grad()
     def generate(
-        self, model: nn.Module, cond: Any, shape: torch.Size, device: torch.device,
+        self,
+        model: nn.Module,
+        cond: Any,
+        shape: torch.Size,
+        device: torch.device,
         context: AbstractContextManager[Any] | None = None,
-    ) -> Tensor:  # fmt: skip
+    ) -> Tensor:
         """Latents (B, C, T) from the same seeded noise every time, so plots compare across steps."""
         was_training = model.training
         model.eval()
@@ -205,10 +216,16 @@ class SamplePlotter:
             self.guidance.reset()
         with context or nullcontext():
             latents = sample_guided(
-                model, cond, noise, sigma_schedule(self.num_steps, self.shift), self.solver,
-                guidance=self.guidance, scale=self.guidance_scale, interval=self.guidance_interval,
+                model,
+                cond,
+                noise,
+                sigma_schedule(self.num_steps, self.shift),
+                self.solver,
+                guidance=self.guidance,
+                scale=self.guidance_scale,
+                interval=self.guidance_interval,
                 generator=generator,
-            )  # fmt: skip
+            )
         model.train(was_training)
         return latents.float()
 
@@ -260,9 +277,15 @@ class SamplePlotter:
         return loaded.samples
 
     def __call__(
-        self, model: nn.Module, cond: Any, batch: Mapping[str, Any], step: int, device: torch.device,
-        loggers: Sequence[Logger] = (), context: AbstractContextManager[Any] | None = None,
-    ) -> Path:  # fmt: skip
+        self,
+        model: nn.Module,
+        cond: Any,
+        batch: Mapping[str, Any],
+        step: int,
+        device: torch.device,
+        loggers: Sequence[Logger] = (),
+        context: AbstractContextManager[Any] | None = None,
+    ) -> Path:
         """Sample, decode, write ``run_dir/plots/step_<6-digit step>`` and log; returns that folder."""
         latents = self.generate(model, cond, batch["latent_mean"].shape, device, context)
         vae = self.vae(device)
@@ -270,7 +293,9 @@ class SamplePlotter:
         rate = vae.sample_rate if vae is not None else None
         files = write_plot_files(self.run_dir / "plots" / f"step_{step:06d}", samples, rate)
         log_plot_files(loggers, step, samples, files, rate)
-        if self.evaluator is not None and rate is not None:  # FAD / CLAP of these samples (training.evaluation)
+        if (
+            self.evaluator is not None and rate is not None
+        ):  # FAD / CLAP of these samples (training.evaluation)
             figures = self.evaluator(samples, rate)
             for logger in loggers:
                 logger.log_metrics(figures, step=step)

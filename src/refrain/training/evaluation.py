@@ -103,10 +103,14 @@ class VAEEvaluation(Callback):
         if not self.history or self.plot_path is None:
             return None
         rows = [
-            {"system": condition, "step": str(entry["step"]), **{m: entry.get(f"eval/{condition}/{m}") for m in self.metrics}}
+            {
+                "system": condition,
+                "step": str(entry["step"]),
+                **{m: entry.get(f"eval/{condition}/{m}") for m in self.metrics},
+            }
             for entry in self.history
             for condition in self.conditions
-        ]  # fmt: skip
+        ]
         return plot_metric_curves(rows, self.metrics, "step", self.plot_path, "VAE evaluation over training")
 
     def state_dict(self) -> dict[str, Any]:
@@ -147,8 +151,17 @@ class SampleEvaluation:
 
             specs = []
             if self.folders["mert"]:
-                specs.append(EmbedderSpec("mert", "ssl", self.folders["mert"], self.mert_layer, self.mert_sample_rate,
-                                          normalize=True, trust_remote_code=self.trust_remote_code))  # fmt: skip
+                specs.append(
+                    EmbedderSpec(
+                        "mert",
+                        "ssl",
+                        self.folders["mert"],
+                        self.mert_layer,
+                        self.mert_sample_rate,
+                        normalize=True,
+                        trust_remote_code=self.trust_remote_code,
+                    )
+                )
             if self.folders["clap"]:
                 specs.append(EmbedderSpec("clap", "clap", self.folders["clap"]))
             self._embedders = [build_embedder(spec, self.device) for spec in specs]
@@ -167,8 +180,10 @@ class SampleEvaluation:
         figures: dict[str, float] = {}
 
         def mono(items: list[Any], rate: int) -> np.ndarray:
-            waves = [resample(np.asarray(a, dtype=np.float32).mean(axis=0, keepdims=True), sample_rate, rate)[0]
-                     for a in items]  # fmt: skip
+            waves = [
+                resample(np.asarray(a, dtype=np.float32).mean(axis=0, keepdims=True), sample_rate, rate)[0]
+                for a in items
+            ]
             length = min(w.shape[-1] for w in waves)
             return np.stack([w[:length] for w in waves])
 

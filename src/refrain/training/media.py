@@ -61,9 +61,12 @@ def log_media(
         elif isinstance(logger, WandbLogger):
             if clips:
                 logger.log_audio(
-                    audio_key, [np.nan_to_num(c.audio).T for c in clips], step=step,
-                    sample_rate=[sample_rate] * len(clips), caption=[c.caption for c in clips],
-                )  # fmt: skip
+                    audio_key,
+                    [np.nan_to_num(c.audio).T for c in clips],
+                    step=step,
+                    sample_rate=[sample_rate] * len(clips),
+                    caption=[c.caption for c in clips],
+                )
             if image is not None:
                 logger.log_image(image[0], [str(image[1])], step=step)
             if text is not None:

@@ -74,9 +74,10 @@ def check_selected(cfg: DictConfig) -> None:
         )
     if cfg.get("validate_only") and not (cfg.get("ckpt_path") or cfg.get("checkpoint_dir")):
         raise RefrainInputError(
-            "--validate_only", "needs weights to validate",
+            "--validate_only",
+            "needs weights to validate",
             "pass --ckpt_path CHECKPOINT (a training checkpoint) or --checkpoint_dir BUNDLE",
-        )  # fmt: skip
+        )
 
 
 def check_trainer_fits_task(trainer: pl.Trainer, task: pl.LightningModule) -> None:
@@ -88,7 +89,7 @@ def check_trainer_fits_task(trainer: pl.Trainer, task: pl.LightningModule) -> No
             f"{type(task).__name__} steps its optimisers by hand (generator and discriminator), so Lightning "
             f"cannot accumulate {accumulate} batches",
             "drop it (keep 1) and raise data.batch_size (--batch_size) or add devices for a larger batch",
-        )  # fmt: skip
+        )
 
 
 def checkpoint_summary(path: str | Path) -> dict[str, Any]:
@@ -119,10 +120,11 @@ def explained_checkpoint_mismatch(ckpt_path: str | None, task: pl.LightningModul
         facts = checkpoint_summary(ckpt_path)
         what = f"a {facts['task']} checkpoint (run {facts['exp_name']!r})" if facts else "a checkpoint"
         raise RefrainInputError(
-            f"--ckpt_path {ckpt_path}", f"is {what} whose weights do not fit this run's {type(task).__name__}",
+            f"--ckpt_path {ckpt_path}",
+            f"is {what} whose weights do not fit this run's {type(task).__name__}",
             "resume with a checkpoint of the same recipe and model size; to start from exported weights "
             "use --checkpoint_dir BUNDLE",
-        ) from None  # fmt: skip
+        ) from None
 
 
 @dataclass

@@ -49,9 +49,10 @@ def claim_run_dir(cfg: DictConfig) -> Path:
         resume_from = last if last.is_file() else existing[-1]
         started = f"--ckpt_path {cfg.ckpt_path} starts from another run, but " if cfg.get("ckpt_path") else ""
         raise RefrainInputError(
-            run_dir, f"{started}this folder already holds a run ({plural(len(existing), 'checkpoint')})",
+            run_dir,
+            f"{started}this folder already holds a run ({plural(len(existing), 'checkpoint')})",
             f"resume it with --ckpt_path {resume_from}, or start a new run with a fresh --exp_name (or run_dir=...)",
-        )  # fmt: skip
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 

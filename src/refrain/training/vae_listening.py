@@ -17,8 +17,9 @@ import torch
 PLOT_SECONDS = 10.0
 
 
-def listening_clip(datamodule: Any, sample_rate: int, channels: int, hop: int, seconds: float = PLOT_SECONDS
-                   ) -> tuple[torch.Tensor, torch.Tensor, str] | None:  # fmt: skip
+def listening_clip(
+    datamodule: Any, sample_rate: int, channels: int, hop: int, seconds: float = PLOT_SECONDS
+) -> tuple[torch.Tensor, torch.Tensor, str] | None:
     """(clean, degraded, setting) of the first validation song's first ``seconds``, hop-aligned; None when
     the datamodule has no validation items (the caller then plots the training crop)."""
     from refrain.audio.io import load_audio
@@ -58,7 +59,12 @@ class VAEPlotter:
         return bool(self.every_n_steps) and step % self.every_n_steps == 0
 
     def __call__(
-        self, step: int, waves: Mapping[str, torch.Tensor], setting: str, sample_rate: int, loggers: Sequence[Any]
+        self,
+        step: int,
+        waves: Mapping[str, torch.Tensor],
+        setting: str,
+        sample_rate: int,
+        loggers: Sequence[Any],
     ) -> Path:
         from refrain.audio.io import save_audio
         from refrain.audio.spectrogram import save_spectrogram_png
@@ -68,7 +74,11 @@ class VAEPlotter:
         arrays = {name: wave.detach().float().cpu().numpy() for name, wave in waves.items()}
         for name, array in arrays.items():
             save_audio(folder / f"{name}.wav", array, sample_rate)
-        titles = {"input": "input (lossless target)", "degraded": f"degraded ({setting})", "reconstruction": "reconstruction"}
+        titles = {
+            "input": "input (lossless target)",
+            "degraded": f"degraded ({setting})",
+            "reconstruction": "reconstruction",
+        }
         rows = [(titles.get(name, name), array) for name, array in arrays.items()]
         png = save_spectrogram_png(folder / "spectrograms.png", rows, sample_rate)
         clips = [Clip(f"audio/{name}", name, array) for name, array in arrays.items()]

@@ -28,9 +28,10 @@ def bundle_kind(path: str | Path) -> str:
         kind = None
     if kind not in ("dit", "vae"):
         raise RefrainInputError(
-            f"--checkpoint_dir {path}", "is not a refrain bundle (no readable manifest.json with a kind)",
+            f"--checkpoint_dir {path}",
+            "is not a refrain bundle (no readable manifest.json with a kind)",
             "pass a folder made by refrain-export, or --ckpt_path to resume a training checkpoint",
-        )  # fmt: skip
+        )
     return str(kind)
 
 
@@ -76,10 +77,11 @@ def load_into(model: nn.Module, path: str | Path, kind: str, config_key: str) ->
     problems = _differences(model, state)
     if problems:
         raise RefrainInputError(
-            f"--checkpoint_dir {path}", f"its weights do not fit {config_key} ({len(problems)} differences, "
+            f"--checkpoint_dir {path}",
+            f"its weights do not fit {config_key} ({len(problems)} differences, "
             f"e.g. {'; '.join(problems[:2])})",
             f"select the {config_key} the bundle was trained with (its config.yaml names it)",
-        )  # fmt: skip
+        )
     model.load_state_dict(state, strict=True)
 
 
@@ -94,18 +96,20 @@ def task_from_bundle(cfg: DictConfig) -> Any:
         model = instantiate(cfg.task.model)
         if not isinstance(model, AceStep15):
             raise RefrainInputError(
-                f"--checkpoint_dir {path}", "is an ACE-Step 1.5 release folder but the run's model is not",
+                f"--checkpoint_dir {path}",
+                "is an ACE-Step 1.5 release folder but the run's model is not",
                 "add model/dit=ace15 (or ace15_turbo) to the command line",
-            )  # fmt: skip
+            )
         return instantiate(cfg.task, model=model)
     kind = bundle_kind(path)
     model = instantiate(cfg.task.model)
     wants = "vae" if isinstance(model, OobleckVAE) else "dit"
     if kind != wants:
         raise RefrainInputError(
-            f"--checkpoint_dir {path}", f"is a {kind.upper()} bundle but this run trains a {wants.upper()}",
+            f"--checkpoint_dir {path}",
+            f"is a {kind.upper()} bundle but this run trains a {wants.upper()}",
             f"pass a {wants.upper()} bundle, or a recipe that trains a {kind.upper()} (experiment=...)",
-        )  # fmt: skip
+        )
     load_into(model, path, kind, f"model.{kind}")
     if kind == "dit":
         from refrain.lora.model import check_vocab_extends

@@ -64,8 +64,13 @@ def test_turbo_flag_and_defaults_follow_the_release(ace15_release: Path) -> None
 def test_online_and_cached_conditioning_give_the_same_batch(backbone: AceStep15) -> None:
     data = batch()
     online = backbone.conditioning_from_batch(data)
-    cached = dict(data, ace15_style=online.style, ace15_style_mask=online.style_mask,
-                  ace15_lyrics=online.lyrics, ace15_lyrics_mask=online.lyrics_mask)  # fmt: skip
+    cached = dict(
+        data,
+        ace15_style=online.style,
+        ace15_style_mask=online.style_mask,
+        ace15_lyrics=online.lyrics,
+        ace15_lyrics_mask=online.lyrics_mask,
+    )
     again = backbone.conditioning_from_batch(cached)
     x, sigma = data["latent_mean"], torch.tensor([0.3, 0.8])
     with torch.no_grad():
@@ -134,8 +139,14 @@ def test_the_bundle_registry_rebuilds_it_from_its_two_configs(ace15_release: Pat
         raw = json.loads((ace15_release / part / "config.json").read_text())
         return {k: v for k, v in raw.items() if not k.startswith("_")}
 
-    built = build_model({"class": "ace15", "transformer": config("transformer"),
-                         "condition_encoder": config("condition_encoder"), "repa_layer": 2})  # fmt: skip
+    built = build_model(
+        {
+            "class": "ace15",
+            "transformer": config("transformer"),
+            "condition_encoder": config("condition_encoder"),
+            "repa_layer": 2,
+        }
+    )
     loaded = load_ace15(ace15_release, repa_layer=2)
     assert built.backbone_spec.bundle_class == "ace15"
     assert {k: v.shape for k, v in built.state_dict().items()} == {

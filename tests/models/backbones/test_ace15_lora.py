@@ -42,9 +42,11 @@ def trained(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory):
 
     model = load_ace15(ace15_release, repa_layer=2)
     task = LoraTask(
-        model, parse_lora_spec(LORA, "test.json"), loss=FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0),
+        model,
+        parse_lora_spec(LORA, "test.json"),
+        loss=FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0),
         run_dir=tmp_path_factory.mktemp("lora_run"),
-    )  # fmt: skip
+    )
     params = [p for p in task.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=3e-3)
     batch, losses, with_grad = fixed_batch(), [], set()
@@ -83,8 +85,14 @@ def test_exported_lora_loads_in_the_diffusers_pipeline_and_matches(
     noise = torch.randn(1, 8, 25, generator=torch.Generator().manual_seed(2))
 
     def reference() -> torch.Tensor:
-        return pipe(prompt=PROMPT, lyrics=LYRICS, audio_duration=1.0, guidance_scale=1.0,
-                    latents=noise.transpose(1, 2).clone(), output_type="latent").audios  # fmt: skip
+        return pipe(
+            prompt=PROMPT,
+            lyrics=LYRICS,
+            audio_duration=1.0,
+            guidance_scale=1.0,
+            latents=noise.transpose(1, 2).clone(),
+            output_type="latent",
+        ).audios
 
     base = reference()
     pipe.load_lora_weights(tmp_path / "lora")
@@ -183,8 +191,12 @@ def test_text2sample_feeds_the_empty_lyrics_the_pipeline_feeds(ace15_release: Pa
         assert torch.equal(nulled, model(x, sigma, without).velocity)  # = AceStepPipeline(lyrics="")'s input
         assert (nulled - model(x, sigma, with_lyrics).velocity).abs().max() > 1e-4
     spec = parse_lora_spec({"variant": "text2sample", **LORA}, "text2sample.json")
-    task = LoraTask(load_ace15(ace15_release, repa_layer=2), spec,
-                    loss=FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0), run_dir=tmp_path)  # fmt: skip
+    task = LoraTask(
+        load_ace15(ace15_release, repa_layer=2),
+        spec,
+        loss=FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0),
+        run_dir=tmp_path,
+    )
     torch.manual_seed(0)
     task.compute_loss(fixed_batch())["loss"].backward()
     grads = {n for n, p in task.named_parameters() if p.grad is not None}

@@ -71,9 +71,13 @@ def test_text2music_matches_the_reference_pipeline(
     noise = backbone.noise(3, frames)
     ours = refrain_latents(backbone, conditioning(backbone, frames), noise, turbo)
     ref = pipe(
-        prompt=PROMPT, lyrics=LYRICS, audio_duration=SECONDS, guidance_scale=1.0 if turbo else 7.0,
-        latents=noise.transpose(1, 2).clone(), output_type="latent",
-    ).audios  # fmt: skip
+        prompt=PROMPT,
+        lyrics=LYRICS,
+        audio_duration=SECONDS,
+        guidance_scale=1.0 if turbo else 7.0,
+        latents=noise.transpose(1, 2).clone(),
+        output_type="latent",
+    ).audios
     assert ref.shape == ours.shape == (1, frames, 8)
     assert ref.abs().max() > 1.0  # a real sample, not zeros
     assert (ours - ref).abs().max().item() < TOLERANCE
@@ -96,10 +100,17 @@ def test_repaint_matches_the_reference_pipeline(
     ours = refrain_latents(backbone, cond, noise, turbo)
     torch.manual_seed(11)
     ref = pipe(
-        prompt=PROMPT, lyrics=LYRICS, audio_duration=SECONDS, guidance_scale=1.0 if turbo else 7.0,
-        task_type="repaint", src_audio=audio, repainting_start=start, repainting_end=end,
-        latents=noise.transpose(1, 2).clone(), output_type="latent",
-    ).audios  # fmt: skip
+        prompt=PROMPT,
+        lyrics=LYRICS,
+        audio_duration=SECONDS,
+        guidance_scale=1.0 if turbo else 7.0,
+        task_type="repaint",
+        src_audio=audio,
+        repainting_start=start,
+        repainting_end=end,
+        latents=noise.transpose(1, 2).clone(),
+        output_type="latent",
+    ).audios
     assert (ours - ref).abs().max().item() < TOLERANCE
     plain = refrain_latents(backbone, conditioning(backbone, frames, "repaint"), noise, turbo)
     assert (plain - ref).abs().max().item() > 1e-3  # the context latent really changed the result
@@ -108,11 +119,19 @@ def test_repaint_matches_the_reference_pipeline(
 def test_a_seed_draws_the_reference_pipelines_noise(pipe: AceStepPipeline, backbone: AceStep15) -> None:
     frames = 25
     seeded = pipe(
-        prompt=PROMPT, lyrics=LYRICS, audio_duration=1.0, guidance_scale=1.0,
-        generator=torch.Generator().manual_seed(7), output_type="latent",
-    ).audios  # fmt: skip
+        prompt=PROMPT,
+        lyrics=LYRICS,
+        audio_duration=1.0,
+        guidance_scale=1.0,
+        generator=torch.Generator().manual_seed(7),
+        output_type="latent",
+    ).audios
     given = pipe(
-        prompt=PROMPT, lyrics=LYRICS, audio_duration=1.0, guidance_scale=1.0,
-        latents=backbone.noise(7, frames).transpose(1, 2), output_type="latent",
-    ).audios  # fmt: skip
+        prompt=PROMPT,
+        lyrics=LYRICS,
+        audio_duration=1.0,
+        guidance_scale=1.0,
+        latents=backbone.noise(7, frames).transpose(1, 2),
+        output_type="latent",
+    ).audios
     assert torch.equal(seeded, given)

@@ -35,9 +35,13 @@ def test_text2music_is_the_reference_pipelines_song_for_a_seed(
     reference = AceStepPipeline.from_pretrained(ace15_release)
     reference.set_progress_bar_config(disable=True)
     latents = reference(
-        prompt=PROMPT, lyrics=LYRICS, audio_duration=2.0, guidance_scale=7.0 if guided else 1.0,
-        generator=torch.Generator().manual_seed(7), output_type="latent",
-    ).audios  # fmt: skip
+        prompt=PROMPT,
+        lyrics=LYRICS,
+        audio_duration=2.0,
+        guidance_scale=7.0 if guided else 1.0,
+        generator=torch.Generator().manual_seed(7),
+        output_type="latent",
+    ).audios
     assert song.latent.shape == (8, 50)
     assert (song.latent.T[None] - latents).abs().max().item() < 1e-5
     assert torch.equal(pipe.regenerate(song.sidecar).latent, song.latent)
@@ -50,8 +54,22 @@ def test_refrain_infer_uses_the_backbones_defaults_and_regenerates_bit_exact(
     from refrain.cli.infer import main
 
     out = tmp_path / "song.flac"
-    argv = ["text2music", "--bundle", str(ace15_release), "--prompt", PROMPT, "--lyrics", LYRICS,
-            "--duration", "1.0", "--seed", "3", "--out", str(out), "--no_progress"]  # fmt: skip
+    argv = [
+        "text2music",
+        "--bundle",
+        str(ace15_release),
+        "--prompt",
+        PROMPT,
+        "--lyrics",
+        LYRICS,
+        "--duration",
+        "1.0",
+        "--seed",
+        "3",
+        "--out",
+        str(out),
+        "--no_progress",
+    ]
     assert main(argv) in (0, None), capsys.readouterr().err[-2000:]
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["options"]["steps"] == 8 and sidecar["options"]["guidance"] == "apg"

@@ -18,11 +18,25 @@ from refrain.cli.ace15 import main as ace15_cli
 
 pytestmark = pytest.mark.slow
 COMMON = [
-    "--max_steps", "2", "--every_n_train_steps", "2", "--every_plot_step", "1000",
-    "--shift", "1", "task.loss.logit_mean=-0.4", "task.loss.drop_lyrics_prob=0",  # the released recipe
-    "data.batch_size=2", "data.max_frames=32", "data.val_items=1", "logger=csv", "callbacks.progress=null",
-    "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "num_workers=0",
-]  # fmt: skip
+    "--max_steps",
+    "2",
+    "--every_n_train_steps",
+    "2",
+    "--every_plot_step",
+    "1000",
+    "--shift",
+    "1",
+    "task.loss.logit_mean=-0.4",
+    "task.loss.drop_lyrics_prob=0",  # the released recipe
+    "data.batch_size=2",
+    "data.max_frames=32",
+    "data.val_items=1",
+    "logger=csv",
+    "callbacks.progress=null",
+    "trainer.accelerator=cpu",
+    "trainer.enable_progress_bar=false",
+    "num_workers=0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +46,24 @@ def world(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def test_lora_run_from_the_release_folder_writes_a_transformer_adapter(world, capsys) -> None:
     run_dir = world["root"] / "lora_run"
-    code, err = train_in_process([
-        "--checkpoint_dir", str(world["release"]), "--vae_bundle", str(world["vae"]),
-        "--lora_config_path", str(world["root"] / "lora.json"), "--dataset_path", str(world["dataset"]),
-        f"run_dir={run_dir}", "--learning_rate", "0.05", "task.lr_schedule.warmup_steps=1", *COMMON,
-    ], capsys)  # fmt: skip
+    code, err = train_in_process(
+        [
+            "--checkpoint_dir",
+            str(world["release"]),
+            "--vae_bundle",
+            str(world["vae"]),
+            "--lora_config_path",
+            str(world["root"] / "lora.json"),
+            "--dataset_path",
+            str(world["dataset"]),
+            f"run_dir={run_dir}",
+            "--learning_rate",
+            "0.05",
+            "task.lr_schedule.warmup_steps=1",
+            *COMMON,
+        ],
+        capsys,
+    )
     assert code == 0, err[-2000:]
     weights = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     assert weights and all(".transformer." in k and ".lora_" in k for k in weights)
@@ -74,8 +101,13 @@ def test_the_adapter_reaches_diffusers_as_a_lora_file_and_as_a_merged_folder(wor
         ]
     )
     noise = torch.randn(1, 25, 8, generator=torch.Generator().manual_seed(0))
-    args = {"prompt": "synth pop", "lyrics": "[verse]\nhello", "audio_duration": 1.0, "guidance_scale": 1.0,
-            "output_type": "latent"}  # fmt: skip
+    args = {
+        "prompt": "synth pop",
+        "lyrics": "[verse]\nhello",
+        "audio_duration": 1.0,
+        "guidance_scale": 1.0,
+        "output_type": "latent",
+    }
     pipe = AceStepPipeline.from_pretrained(release)
     pipe.set_progress_bar_config(disable=True)
     base = pipe(**args, latents=noise.clone()).audios
@@ -89,11 +121,23 @@ def test_the_adapter_reaches_diffusers_as_a_lora_file_and_as_a_merged_folder(wor
 
 def test_full_fine_tune_trains_every_weight(world, capsys) -> None:
     run_dir = world["root"] / "full_run"
-    code, err = train_in_process([
-        "task=dit", "data=latents", "model/dit=ace15", "model.dit.repa_layer=2",
-        "--checkpoint_dir", str(world["release"]), "--vae_bundle", str(world["vae"]),
-        "--dataset_path", str(world["dataset"]), f"run_dir={run_dir}", *COMMON,
-    ], capsys)  # fmt: skip
+    code, err = train_in_process(
+        [
+            "task=dit",
+            "data=latents",
+            "model/dit=ace15",
+            "model.dit.repa_layer=2",
+            "--checkpoint_dir",
+            str(world["release"]),
+            "--vae_bundle",
+            str(world["vae"]),
+            "--dataset_path",
+            str(world["dataset"]),
+            f"run_dir={run_dir}",
+            *COMMON,
+        ],
+        capsys,
+    )
     assert code == 0, err[-2000:]
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")[
         "state_dict"
@@ -107,8 +151,17 @@ def test_full_fine_tune_trains_every_weight(world, capsys) -> None:
     from diffusers import AceStepTransformer1DModel
 
     out = world["root"] / "full_export"
-    ace15_cli(["export", "--checkpoint_dir", str(world["release"]), "--ckpt", str(run_dir / "checkpoints" / "last.ckpt"),
-               "--output", str(out)])  # fmt: skip
+    ace15_cli(
+        [
+            "export",
+            "--checkpoint_dir",
+            str(world["release"]),
+            "--ckpt",
+            str(run_dir / "checkpoints" / "last.ckpt"),
+            "--output",
+            str(out),
+        ]
+    )
     exported = AceStepTransformer1DModel.from_pretrained(out / "transformer").state_dict()
     assert torch.equal(exported["layers.0.self_attn.to_q.weight"], state[f"ema.shadow.{key}"])  # EMA weights
     from refrain.sampling.pipeline import Pipeline
@@ -119,10 +172,23 @@ def test_full_fine_tune_trains_every_weight(world, capsys) -> None:
 
 
 def test_what_the_backbone_cannot_do_is_one_line(world, capsys) -> None:
-    code, err = train_in_process([
-        "--checkpoint_dir", str(world["release"]), "--vae_bundle", str(world["vae"]),
-        "--lora_config_path", str(world["root"] / "lora.json"), "--dataset_path", str(world["dataset"]),
-        f"run_dir={world['root'] / 'bad'}", "--max_steps", "1", "trainer.accelerator=cpu", "num_workers=0",
-    ], capsys)  # fmt: skip
+    code, err = train_in_process(
+        [
+            "--checkpoint_dir",
+            str(world["release"]),
+            "--vae_bundle",
+            str(world["vae"]),
+            "--lora_config_path",
+            str(world["root"] / "lora.json"),
+            "--dataset_path",
+            str(world["dataset"]),
+            f"run_dir={world['root'] / 'bad'}",
+            "--max_steps",
+            "1",
+            "trainer.accelerator=cpu",
+            "num_workers=0",
+        ],
+        capsys,
+    )
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "drop_lyrics_prob" in lines[0] and "Traceback" not in err

@@ -133,8 +133,14 @@ def test_time_convention_is_converted_at_the_boundary() -> None:
     torch.testing.assert_close(refrain_state - s * -(x0 - noise), x0)
 
 
-def release_sampler(model: DiffRhythm, cond: DiffRhythmConditioning, negative: torch.Tensor,
-                    noise: torch.Tensor, steps: int = 32, cfg: float = 4.0) -> torch.Tensor:  # fmt: skip
+def release_sampler(
+    model: DiffRhythm,
+    cond: DiffRhythmConditioning,
+    negative: torch.Tensor,
+    noise: torch.Tensor,
+    steps: int = 32,
+    cfg: float = 4.0,
+) -> torch.Tensor:
     """The release's loop, written out: Euler over t = linspace(0, 1, steps) on data - noise, with
     v_c + cfg (v_c - v_neg) where the negative pass drops lyrics and context and uses the negative style."""
     neg = DiffRhythmConditioning(
@@ -194,8 +200,10 @@ def test_conditioning_of_another_backbone_is_one_line() -> None:
     other = DiTConditioning(
         torch.randn(1, 3, 6), torch.ones(1, 3, dtype=torch.bool), torch.zeros(1, 8).long()
     )
-    for call in (lambda: model(torch.randn(1, 8, 8), torch.tensor([0.5]), other),
-                 lambda: DiffRhythmConditioning.cat([other])):  # fmt: skip
+    for call in (
+        lambda: model(torch.randn(1, 8, 8), torch.tensor([0.5]), other),
+        lambda: DiffRhythmConditioning.cat([other]),
+    ):
         with pytest.raises(RefrainInputError, match="got a DiTConditioning") as error:
             call()
         assert "\n" not in str(error.value)
@@ -227,8 +235,9 @@ def test_blocks_return_one_tensor_so_tuple_unpacking_would_mix_items() -> None:
     h = torch.randn(3, 10, 32)
     rope = model.rotary_emb(h, torch.arange(10)[None].expand(3, -1))
     with torch.no_grad():
-        out = model.transformer_blocks[0](h, attention_mask=attention_bias(torch.ones(3, 10).bool(), h.dtype),
-                                          position_embeddings=rope)  # fmt: skip
+        out = model.transformer_blocks[0](
+            h, attention_mask=attention_bias(torch.ones(3, 10).bool(), h.dtype), position_embeddings=rope
+        )
     assert isinstance(out, torch.Tensor) and out.shape == h.shape
     first, *_ = out
     assert first.shape == (10, 32)  # the release's unpacking keeps batch item 0 only

@@ -22,12 +22,29 @@ from refrain.cli.train import main as train_main
 from refrain.models.vae.oobleck import build_oobleck_vae
 
 pytestmark = pytest.mark.slow
-SIZES = ["+model.dit.dim=32", "+model.dit.depth=4", "+model.dit.heads=4", "+model.dit.dim_head=8",
-         "+model.dit.ff_mult=2", "model.dit.max_frames=64", "model.dit.repa_layer=2", "+model.dit.vocab_size=20",
-         "+model.dit.conv_layers=2"]  # fmt: skip
-VAE = {"sample_rate": 44100, "hop_length": 2048, "latent_channels": 64, "audio_channels": 2,
-       "downsampling_ratios": [4, 8, 8, 8], "channel_multiples": [1, 1, 1, 1], "encoder_hidden_size": 128,
-       "decoder_channels": 8, "chunk_seconds": 2.0, "overlap_seconds": 0.5}  # fmt: skip
+SIZES = [
+    "+model.dit.dim=32",
+    "+model.dit.depth=4",
+    "+model.dit.heads=4",
+    "+model.dit.dim_head=8",
+    "+model.dit.ff_mult=2",
+    "model.dit.max_frames=64",
+    "model.dit.repa_layer=2",
+    "+model.dit.vocab_size=20",
+    "+model.dit.conv_layers=2",
+]
+VAE = {
+    "sample_rate": 44100,
+    "hop_length": 2048,
+    "latent_channels": 64,
+    "audio_channels": 2,
+    "downsampling_ratios": [4, 8, 8, 8],
+    "channel_multiples": [1, 1, 1, 1],
+    "encoder_hidden_size": 128,
+    "decoder_channels": 8,
+    "chunk_seconds": 2.0,
+    "overlap_seconds": 0.5,
+}
 
 
 def test_import_train_export_sample(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,19 +57,50 @@ def test_import_train_export_sample(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert import_main(["--scp", str(scp), "--output", str(tmp_path / "imported")]) == 0
     run = tmp_path / "run"
     argv = [
-        "model/dit=diffrhythm_1b", "data=diffrhythm", "task=dit", f"model.dit.checkpoint={tmp_path / 'cfm_model.pt'}",
-        *SIZES, "--dataset_path", str(tmp_path / "imported"), "--vae_bundle", str(tmp_path / "vae"), "--shift", "1",
-        "task.loss.masked_span_prob=0", "task.plotter=null", "repa=null", "--max_steps", "2", "--batch_size", "2",
-        f"run_dir={run}", "logger=csv", "callbacks.progress=null", "trainer.accelerator=cpu", "num_workers=0",
+        "model/dit=diffrhythm_1b",
+        "data=diffrhythm",
+        "task=dit",
+        f"model.dit.checkpoint={tmp_path / 'cfm_model.pt'}",
+        *SIZES,
+        "--dataset_path",
+        str(tmp_path / "imported"),
+        "--vae_bundle",
+        str(tmp_path / "vae"),
+        "--shift",
+        "1",
+        "task.loss.masked_span_prob=0",
+        "task.plotter=null",
+        "repa=null",
+        "--max_steps",
+        "2",
+        "--batch_size",
+        "2",
+        f"run_dir={run}",
+        "logger=csv",
+        "callbacks.progress=null",
+        "trainer.accelerator=cpu",
+        "num_workers=0",
         "trainer.enable_progress_bar=false",
-    ]  # fmt: skip
+    ]
     try:
         train_main(argv)
     except SystemExit as stop:
         assert not stop.code, capsys.readouterr().err
     assert (run / "checkpoints" / "last.ckpt").is_file()
-    assert export_main(["--kind", "dit", "--checkpoint", str(run / "checkpoints" / "last.ckpt"),
-                        "--output", str(tmp_path / "bundle"), "--raw_weights"]) == 0  # fmt: skip
+    assert (
+        export_main(
+            [
+                "--kind",
+                "dit",
+                "--checkpoint",
+                str(run / "checkpoints" / "last.ckpt"),
+                "--output",
+                str(tmp_path / "bundle"),
+                "--raw_weights",
+            ]
+        )
+        == 0
+    )
     model = open_dit_bundle(tmp_path / "bundle").build_model()
     trained = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert torch.equal(model.proj_out.weight, trained["model.proj_out.weight"])
@@ -60,8 +108,21 @@ def test_import_train_export_sample(tmp_path: Path, capsys: pytest.CaptureFixtur
     torch.save(torch.randn(1, 512), tmp_path / "style.pt")
     torch.save({"time": [0.3, 1.2], "lrc": [[10, 11, 2], [13]]}, tmp_path / "lrc.pt")
     song = tmp_path / "song.wav"
-    code = sample_main(["sample", "--bundle", str(tmp_path / "bundle"), "--style", str(tmp_path / "style.pt"),
-                        "--lyrics", str(tmp_path / "lrc.pt"), "--seconds", "2", "--output", str(song)])  # fmt: skip
+    code = sample_main(
+        [
+            "sample",
+            "--bundle",
+            str(tmp_path / "bundle"),
+            "--style",
+            str(tmp_path / "style.pt"),
+            "--lyrics",
+            str(tmp_path / "lrc.pt"),
+            "--seconds",
+            "2",
+            "--output",
+            str(song),
+        ]
+    )
     assert code == 0 and "31 Euler steps" in capsys.readouterr().out
     audio, rate = soundfile.read(song)
     assert rate == 44100 and audio.shape[1] == 2 and audio.shape[0] >= 2 * 44100 - 2048
@@ -71,22 +132,73 @@ def test_import_train_export_sample(tmp_path: Path, capsys: pytest.CaptureFixtur
     (tmp_path / "lora.json").write_text('{"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]}')
     lora_run = tmp_path / "lora_run"
     try:
-        train_main([
-            "experiment=diffrhythm_lora", "data=diffrhythm", "--checkpoint_dir", str(tmp_path / "bundle"),
-            "--lora_config_path", str(tmp_path / "lora.json"), "--dataset_path", str(tmp_path / "imported"),
-            "data.max_frames=64", "--max_steps", "2", "--batch_size", "2", "--learning_rate", "0.05",
-            "task.lr_schedule.warmup_steps=1", f"run_dir={lora_run}", "logger=csv", "callbacks.progress=null",
-            "trainer.accelerator=cpu", "num_workers=0", "trainer.enable_progress_bar=false",
-        ])  # fmt: skip
+        train_main(
+            [
+                "experiment=diffrhythm_lora",
+                "data=diffrhythm",
+                "--checkpoint_dir",
+                str(tmp_path / "bundle"),
+                "--lora_config_path",
+                str(tmp_path / "lora.json"),
+                "--dataset_path",
+                str(tmp_path / "imported"),
+                "data.max_frames=64",
+                "--max_steps",
+                "2",
+                "--batch_size",
+                "2",
+                "--learning_rate",
+                "0.05",
+                "task.lr_schedule.warmup_steps=1",
+                f"run_dir={lora_run}",
+                "logger=csv",
+                "callbacks.progress=null",
+                "trainer.accelerator=cpu",
+                "num_workers=0",
+                "trainer.enable_progress_bar=false",
+            ]
+        )
     except SystemExit as stop:
         assert not stop.code, capsys.readouterr().err
     adapter = lora_run / "adapter"
     assert (adapter / "adapter_model.safetensors").is_file()
     with_lora = tmp_path / "lora_song.wav"
-    assert sample_main(["sample", "--bundle", str(tmp_path / "bundle"), "--adapter", str(adapter), "--style",
-                        str(tmp_path / "style.pt"), "--seconds", "2", "--output", str(with_lora)]) == 0  # fmt: skip
+    assert (
+        sample_main(
+            [
+                "sample",
+                "--bundle",
+                str(tmp_path / "bundle"),
+                "--adapter",
+                str(adapter),
+                "--style",
+                str(tmp_path / "style.pt"),
+                "--seconds",
+                "2",
+                "--output",
+                str(with_lora),
+            ]
+        )
+        == 0
+    )
     assert load_file(str(with_lora.with_suffix(".latent.safetensors")))["latent"].shape == (64, 44)
     capsys.readouterr()
-    assert sample_main(["sample", "--bundle", str(tmp_path / "bundle"), "--adapter", str(tmp_path / "no_adapter"),
-                        "--style", str(tmp_path / "style.pt"), "--seconds", "2", "--output", str(with_lora)]) == 2
+    assert (
+        sample_main(
+            [
+                "sample",
+                "--bundle",
+                str(tmp_path / "bundle"),
+                "--adapter",
+                str(tmp_path / "no_adapter"),
+                "--style",
+                str(tmp_path / "style.pt"),
+                "--seconds",
+                "2",
+                "--output",
+                str(with_lora),
+            ]
+        )
+        == 2
+    )
     assert "not a PEFT adapter folder" in capsys.readouterr().err  # one line, not PEFT's traceback

@@ -104,9 +104,15 @@ def test_lightning_trains_the_backbone_on_an_imported_dataset(imported: Path, tm
     )
     before = {k: v.clone() for k, v in model.state_dict().items()}
     trainer = L.Trainer(
-        max_steps=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, default_root_dir=tmp_path,
-    )  # fmt: skip
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(task, train_dataloaders=loader)
     assert trainer.global_step == 3
     assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -35,11 +35,19 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     PhonemeVocab(["a"]).save(root / "vocab.json")
     torch.manual_seed(1)
     torch.save(torch.randn(1, TINY["text_dim"]), root / "style.pt")
-    np.save(root / "negative.npy", np.random.default_rng(2).standard_normal(TINY["text_dim"]).astype(np.float32))
+    np.save(
+        root / "negative.npy", np.random.default_rng(2).standard_normal(TINY["text_dim"]).astype(np.float32)
+    )
     (root / "song.lrc").write_text(lrc_text(LYRICS))
     state = tiny_diffrhythm().state_dict()
-    return save_dit_bundle(root / "bundle", state, {"class": "diffrhythm", **TINY}, root / "vae",
-                           root / "vocab.json", text_encoder_ref(None, 32))  # fmt: skip
+    return save_dit_bundle(
+        root / "bundle",
+        state,
+        {"class": "diffrhythm", **TINY},
+        root / "vae",
+        root / "vocab.json",
+        text_encoder_ref(None, 32),
+    )
 
 
 def _options(model: torch.nn.Module, seed: int = 4) -> SamplerOptions:
@@ -66,10 +74,13 @@ def test_text2music_is_the_release_sampler_with_negative_style(bundle: Path) -> 
     ids = place_lyrics(lines_in_window(LYRICS["time"], LYRICS["lrc"], 0.0, 64), 64)[:frames]
     style = torch.load(root / "style.pt", weights_only=True).reshape(1, -1)
     negative = torch.from_numpy(np.load(root / "negative.npy"))[None]
-    cond = DiffRhythmConditioning(style, ids[None], duration=torch.tensor([frames / 64]), negative_style=negative)
+    cond = DiffRhythmConditioning(
+        style, ids[None], duration=torch.tensor([frames / 64]), negative_style=negative
+    )
     with torch.no_grad():
-        expected = sample(options.guided(pipe.model, cond), pipe.model.noise(4, frames), options.sigmas(),
-                          options.solver)  # fmt: skip
+        expected = sample(
+            options.guided(pipe.model, cond), pipe.model.noise(4, frames), options.sigmas(), options.solver
+        )
     assert torch.equal(song.latent, expected[0])
     assert torch.equal(pipe.regenerate(song.sidecar).latent, song.latent)
     zero = pipe.text2music(str(root / "style.pt"), lrc_text(LYRICS), 0.8, options=options)
@@ -92,7 +103,9 @@ def test_repaint_and_extend_use_the_context_latent(bundle: Path, tmp_path: Path)
     # the context reaches the network: the same repaint without it (a backbone call with no context) differs
     model = pipe.model
     calls: list[bool] = []
-    hook = model.register_forward_pre_hook(lambda m, args: calls.append(args[2].context_present().any().item()))
+    hook = model.register_forward_pre_hook(
+        lambda m, args: calls.append(args[2].context_present().any().item())
+    )
     pipe.repaint(audio, 0.2, 0.4, prompt, options=replace(options, steps=2, sigma_min=0.5))
     hook.remove()
     assert calls and any(calls)
@@ -115,9 +128,25 @@ def test_bad_prompts_and_lengths_are_one_line(bundle: Path) -> None:
 def test_refrain_infer_samples_a_diffrhythm_bundle_and_regenerates_it(bundle: Path, tmp_path: Path) -> None:
     root = bundle.parent
     out = tmp_path / "song.flac"
-    code = infer_main(["text2music", "--bundle", str(bundle), "--prompt", f"{root / 'style.pt'}|{root / 'negative.npy'}",
-                       "--lyrics_file", str(root / "song.lrc"), "--duration", "0.8", "--seed", "3", "--steps", "4",
-                       "--out", str(out)])  # fmt: skip
+    code = infer_main(
+        [
+            "text2music",
+            "--bundle",
+            str(bundle),
+            "--prompt",
+            f"{root / 'style.pt'}|{root / 'negative.npy'}",
+            "--lyrics_file",
+            str(root / "song.lrc"),
+            "--duration",
+            "0.8",
+            "--seed",
+            "3",
+            "--steps",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0 and out.is_file()
     assert infer_main(["--from_sidecar", str(out.with_suffix(".json"))]) == 0
     first, _ = soundfile.read(out)

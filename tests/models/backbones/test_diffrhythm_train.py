@@ -42,9 +42,7 @@ def trained() -> tuple[PeftModel, list[float], dict]:
         cond = backbone_of(model).conditioning_from_batch(batch)
         out = loss_fn(model, batch["latent_mean"], cond, noise=noise, sigma=sigma, return_hidden=True)
         out.loss.backward()
-        grads_ok &= all(
-            (p.grad is not None) == ("lora_" in name) for name, p in model.named_parameters()
-        )  # fmt: skip
+        grads_ok &= all((p.grad is not None) == ("lora_" in name) for name, p in model.named_parameters())
         optimizer.step()
         losses.append(float(out.loss.detach()))
     return model.eval(), losses, {"batch": batch, "grads_only_lora": grads_ok}
@@ -69,9 +67,11 @@ def text2music(model, cond, negative: torch.Tensor, frames: int, seed: int = 11)
     options = SamplerOptions(**preset, seed=seed)
     with torch.no_grad():
         return sample(
-            options.guided(model, replace(cond, negative_style=negative)), backbone.noise(seed, frames),
-            options.sigmas(), options.solver,
-        )  # fmt: skip
+            options.guided(model, replace(cond, negative_style=negative)),
+            backbone.noise(seed, frames),
+            options.sigmas(),
+            options.solver,
+        )
 
 
 def test_adapted_model_samples_and_the_adapter_folder_reloads(trained, tmp_path: Path) -> None:

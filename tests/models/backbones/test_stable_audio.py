@@ -79,10 +79,13 @@ def test_velocity_is_the_released_edm_preconditioning(model: StableAudioOpen) ->
         x_edm, sigma = flow_to_edm(x, torch.tensor(s, dtype=torch.float64))
         with torch.no_grad():
             out = net.transformer(
-                scheduler.precondition_inputs(x_edm, sigma), scheduler.precondition_noise(sigma)[None],
-                encoder_hidden_states=cross, global_hidden_states=global_states, rotary_embedding=rotary,
+                scheduler.precondition_inputs(x_edm, sigma),
+                scheduler.precondition_noise(sigma)[None],
+                encoder_hidden_states=cross,
+                global_hidden_states=global_states,
+                rotary_embedding=rotary,
                 return_dict=False,
-            )[0]  # fmt: skip
+            )[0]
             denoised = scheduler.precondition_outputs(x_edm, out, sigma)
             ours = net(x, torch.tensor([s], dtype=torch.float64), cond).velocity
         torch.testing.assert_close(ours, (x - denoised) / s, rtol=0, atol=1e-6)

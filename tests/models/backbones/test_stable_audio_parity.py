@@ -43,9 +43,12 @@ def sao_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def pipe(sao_release: Path) -> StableAudioPipeline:
     diffusers_logging.set_verbosity_error()
     scheduler = ReleaseEulerScheduler(
-        sigma_min=0.3, sigma_max=500.0, sigma_data=1.0, sigma_schedule="exponential",
+        sigma_min=0.3,
+        sigma_max=500.0,
+        sigma_data=1.0,
+        sigma_schedule="exponential",
         prediction_type="v_prediction",
-    )  # fmt: skip
+    )
     pipeline = StableAudioPipeline.from_pretrained(sao_release, scheduler=scheduler)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
@@ -72,14 +75,25 @@ def test_text2music_matches_the_reference_pipeline(
     steps = 8
     noise = backbone.noise(3, FRAMES)
     ref = pipe(
-        prompt=PROMPT, audio_start_in_s=START, audio_end_in_s=END, num_inference_steps=steps,
-        guidance_scale=scale, latents=noise.clone(), output_type="latent",
-    ).audios  # fmt: skip
+        prompt=PROMPT,
+        audio_start_in_s=START,
+        audio_end_in_s=END,
+        num_inference_steps=steps,
+        guidance_scale=scale,
+        latents=noise.clone(),
+        output_type="latent",
+    ).audios
     edm_sigmas = pipe.scheduler.sigmas.double()  # the grid the pipeline just ran, ending at 0
     flow_sigmas = edm_to_flow(edm_sigmas, edm_sigmas)[1]
     x_start = edm_to_flow(noise.double() * pipe.scheduler.init_noise_sigma, edm_sigmas[0])[0].float()
-    options = SamplerOptions(steps=steps, solver="euler", guidance="none" if scale == 1.0 else "cfg",
-                             guidance_scale=scale, guidance_interval=1.0, seed=0)  # fmt: skip
+    options = SamplerOptions(
+        steps=steps,
+        solver="euler",
+        guidance="none" if scale == 1.0 else "cfg",
+        guidance_scale=scale,
+        guidance_interval=1.0,
+        seed=0,
+    )
     ours = sample(options.guided(backbone, conditioning(backbone)), x_start, flow_sigmas, options.solver)
     assert ref.shape == ours.shape == (1, 8, FRAMES)
     assert ref.abs().max() > 0.5  # a real sample, not zeros
@@ -94,8 +108,13 @@ def test_the_time_input_is_what_parity_rests_on(pipe: StableAudioPipeline, backb
     plain = EDMEulerScheduler.from_config(pipe.scheduler.config)
     other = StableAudioPipeline(**{**pipe.components, "scheduler": plain})
     other.set_progress_bar_config(disable=True)
-    args = {"prompt": PROMPT, "audio_end_in_s": END, "num_inference_steps": 8, "guidance_scale": 1.0,
-            "output_type": "latent"}  # fmt: skip
+    args = {
+        "prompt": PROMPT,
+        "audio_end_in_s": END,
+        "num_inference_steps": 8,
+        "guidance_scale": 1.0,
+        "output_type": "latent",
+    }
     noise = backbone.noise(3, FRAMES)
     edm_time = other(**args, latents=noise.clone()).audios
     release_time = pipe(**args, latents=noise.clone()).audios

@@ -91,11 +91,20 @@ def test_modes_sample_with_the_adapter_and_the_rest_are_one_line(trained, releas
     assert retake.latent.shape == song.latent.shape and not torch.equal(retake.latent, song.latent)
     audio = song.audio.numpy() if isinstance(song.audio, torch.Tensor) else np.asarray(song.audio)
     a2a = pipe.audio2audio(audio, 0.6, "warm bass", options=SamplerOptions(**QUICK, seed=1))
-    edited = pipe.edit(audio, "dreamy synth pop", "", "slow rock", None, preset="only_lyrics",
-                       options=SamplerOptions(**QUICK, seed=1))  # fmt: skip
+    edited = pipe.edit(
+        audio,
+        "dreamy synth pop",
+        "",
+        "slow rock",
+        None,
+        preset="only_lyrics",
+        options=SamplerOptions(**QUICK, seed=1),
+    )
     assert torch.isfinite(a2a.latent).all() and torch.isfinite(edited.latent).all()
-    for call in (lambda: pipe.repaint(audio, 0.2, 0.6, "slow rock", options=SamplerOptions(**QUICK, seed=1)),
-                 lambda: pipe.extend(audio, 0.0, 0.5, "slow rock", options=SamplerOptions(**QUICK, seed=1))):  # fmt: skip
+    for call in (
+        lambda: pipe.repaint(audio, 0.2, 0.6, "slow rock", options=SamplerOptions(**QUICK, seed=1)),
+        lambda: pipe.extend(audio, 0.0, 0.5, "slow rock", options=SamplerOptions(**QUICK, seed=1)),
+    ):
         with pytest.raises(RefrainInputError) as error:
             call()
         assert "\n" not in str(error.value) and "stable_audio_open" in str(error.value)
@@ -138,9 +147,13 @@ def test_merged_model_exports_as_a_bundle_and_reloads(trained, release: Path, tm
     )
     PhonemeVocab(["a"]).save(tmp_path / "vocab.json")
     bundle = save_dit_bundle(
-        tmp_path / "bundle", merged.state_dict(), bundle_spec(merged, text_dir=str(release)), tmp_path / "vae",
-        tmp_path / "vocab.json", text_encoder_ref(None, 32),
-    )  # fmt: skip
+        tmp_path / "bundle",
+        merged.state_dict(),
+        bundle_spec(merged, text_dir=str(release)),
+        tmp_path / "vae",
+        tmp_path / "vocab.json",
+        text_encoder_ref(None, 32),
+    )
     loaded = open_dit_bundle(bundle).build_model()
     assert type(loaded).__name__ == "StableAudioOpen" and not loaded.training
     torch.testing.assert_close(song_latent(loaded), expected, rtol=0, atol=1e-5)
@@ -148,8 +161,13 @@ def test_merged_model_exports_as_a_bundle_and_reloads(trained, release: Path, tm
 
 def test_a_runs_loader_config_rebuilds_through_the_registry(release: Path) -> None:
     """A checkpoint trained with model/dit=stable_audio_open stores load_stable_audio's arguments."""
-    stored = {"_target_": "refrain.models.backbones.stable_audio.load_stable_audio", "checkpoint_dir": str(release),
-              "repa_layer": 2, "gradient_checkpointing": False, "dtype": None}  # fmt: skip
+    stored = {
+        "_target_": "refrain.models.backbones.stable_audio.load_stable_audio",
+        "checkpoint_dir": str(release),
+        "repa_layer": 2,
+        "gradient_checkpointing": False,
+        "dtype": None,
+    }
     spec = canonical_spec(stored, "model spec")
     assert spec["class"] == "stable_audio_open" and "checkpoint_dir" not in spec
     rebuilt = build_model(spec)

@@ -18,15 +18,19 @@ from refrain.models.dit import blocks
 from refrain.models.dit.conditioning import DiTConditioning
 
 
-def batch(frames: int = 12, padded: bool = False, device: str = "cpu") -> tuple[torch.Tensor, DiTConditioning]:
+def batch(
+    frames: int = 12, padded: bool = False, device: str = "cpu"
+) -> tuple[torch.Tensor, DiTConditioning]:
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(2, frames, dtype=torch.bool)
     if padded:
         mask[1, frames // 2 :] = False
     cond = DiTConditioning(
-        style=torch.randn(2, 3, 8, generator=g), style_mask=torch.ones(2, 3, dtype=torch.bool),
-        lyrics=torch.randint(1, VOCAB, (2, frames), generator=g), frame_mask=mask,
-    )  # fmt: skip
+        style=torch.randn(2, 3, 8, generator=g),
+        style_mask=torch.ones(2, 3, dtype=torch.bool),
+        lyrics=torch.randint(1, VOCAB, (2, frames), generator=g),
+        frame_mask=mask,
+    )
     return torch.randn(2, 4, frames, generator=g).to(device), cond.to(device)
 
 
@@ -35,7 +39,9 @@ def self_attention_masks(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     seen: list[Any] = []
     original = F.scaled_dot_product_attention
 
-    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Any = None, **kw: Any) -> torch.Tensor:
+    def spy(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Any = None, **kw: Any
+    ) -> torch.Tensor:
         if q.shape[-2] == k.shape[-2]:
             seen.append(attn_mask)
         return original(q, k, v, attn_mask=attn_mask, **kw)
@@ -85,7 +91,9 @@ def test_gpu_training_step_and_sampling_call_do_not_synchronise() -> None:
 
 
 @pytest.mark.gpu
-def test_gpu_sampling_with_all_frames_valid_runs_self_attention_unmasked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_sampling_with_all_frames_valid_runs_self_attention_unmasked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model = tiny_dit().cuda()
     seen = self_attention_masks(monkeypatch)
     x, cond = batch(frames=64, device="cuda")

@@ -18,15 +18,26 @@ def preset(name: str):
     from refrain.config import compose_config
 
     return compose_config([f"model/dit={name}"]).model.dit
+
+
 C, TEXT, SPK = 8, 16, 6
 
 
 def tiny(**kw: object) -> DiffusionTransformer:
     torch.manual_seed(0)
     args = dict(
-        latent_channels=C, hidden_size=32, num_layers=3, num_heads=4, intermediate_size=64, text_dim=TEXT,
-        lyric_vocab_size=40, lyric_dim=16, lyric_conv_layers=2, speaker_dim=SPK, repa_layer=2,
-    )  # fmt: skip
+        latent_channels=C,
+        hidden_size=32,
+        num_layers=3,
+        num_heads=4,
+        intermediate_size=64,
+        text_dim=TEXT,
+        lyric_vocab_size=40,
+        lyric_dim=16,
+        lyric_conv_layers=2,
+        speaker_dim=SPK,
+        repa_layer=2,
+    )
     args.update(kw)
     checkpointing = bool(args.pop("gradient_checkpointing", False))
     return DiffusionTransformer(DiTConfig(**args), gradient_checkpointing=checkpointing)

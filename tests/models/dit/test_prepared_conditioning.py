@@ -46,10 +46,12 @@ def cond_with_context(batch: int = 2) -> DiTConditioning:
     mask = torch.zeros(batch, 1, FRAMES)
     mask[..., :4] = 1.0
     return DiTConditioning(
-        style=torch.randn(batch, 3, 8, generator=g), style_mask=torch.ones(batch, 3, dtype=torch.bool),
+        style=torch.randn(batch, 3, 8, generator=g),
+        style_mask=torch.ones(batch, 3, dtype=torch.bool),
         lyrics=torch.randint(1, VOCAB, (batch, FRAMES), generator=g),
-        context=torch.randn(batch, 4, FRAMES, generator=g), context_mask=mask,
-    )  # fmt: skip
+        context=torch.randn(batch, 4, FRAMES, generator=g),
+        context_mask=mask,
+    )
 
 
 GUIDANCES = {
@@ -93,9 +95,10 @@ def test_prepared_sampling_matches_eager_with_fewer_encoder_calls(name: str) -> 
 def training_batch() -> tuple[Tensor, DiTConditioning]:
     g = torch.Generator().manual_seed(7)
     cond = DiTConditioning(
-        style=torch.randn(6, 3, 8, generator=g), style_mask=torch.ones(6, 3, dtype=torch.bool),
+        style=torch.randn(6, 3, 8, generator=g),
+        style_mask=torch.ones(6, 3, dtype=torch.bool),
         lyrics=torch.randint(1, VOCAB, (6, FRAMES), generator=g),
-    )  # fmt: skip
+    )
     return torch.randn(6, 4, FRAMES, generator=g), cond
 
 
@@ -108,13 +111,17 @@ def loss_and_grads(model: torch.nn.Module) -> tuple[Tensor, list[Tensor]]:
     return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
 
-def test_training_skips_dropped_rows_with_the_same_loss_and_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_training_skips_dropped_rows_with_the_same_loss_and_gradients(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     model = tiny_dit().train()
     lyric = Rows(model.conditioner.lyric_embedder)
     loss, grads = loss_and_grads(model)
     skipped_rows = lyric.rows
     conditioner = model.conditioner
-    monkeypatch.setattr(conditioner, "forward", partial(type(conditioner).forward, conditioner, skip_dropped=False))
+    monkeypatch.setattr(
+        conditioner, "forward", partial(type(conditioner).forward, conditioner, skip_dropped=False)
+    )
     lyric.rows = 0
     before_loss, before_grads = loss_and_grads(model)
     assert lyric.rows == 6 and skipped_rows < 6  # seed 11 drops lyrics for some rows
@@ -148,10 +155,11 @@ def test_style_cross_attention_off_drops_the_blocks_cross_attention_and_keeps_st
     assert sum(p.numel() for p in off.parameters()) < sum(p.numel() for p in base.parameters())
     torch.nn.init.normal_(off.adaLN_modulation[1].weight, std=0.5)  # zero at init: make the modulation act
     x0, cond = training_batch()
-    other = DiTConditioning(style=torch.randn_like(cond.style), style_mask=cond.style_mask, lyrics=cond.lyrics)
+    other = DiTConditioning(
+        style=torch.randn_like(cond.style), style_mask=cond.style_mask, lyrics=cond.lyrics
+    )
     with torch.no_grad():
         v, v_other = (off(x0, torch.full((6,), 0.5), c).velocity for c in (cond, other))
     assert not torch.allclose(v, v_other)  # the pooled style still reaches every block
     prepared = off.prepare(cond.with_dropped(style=True))
     assert prepared.embedded.style is None
-

@@ -18,7 +18,11 @@ def detect(names: Sequence[str]) -> bool:
 
 LAYOUT = register_source(
     SourceLayout(
-        "acestep", "x.mp3 + x_prompt.txt + x_lyrics.txt", sidecars=sidecars, detect=detect, priority=10,
+        "acestep",
+        "x.mp3 + x_prompt.txt + x_lyrics.txt",
+        sidecars=sidecars,
+        detect=detect,
+        priority=10,
         fallback=True,
-    )  # fmt: skip
+    )
 )

@@ -18,7 +18,10 @@ def detect(names: Sequence[str]) -> bool:
 
 LAYOUT = register_source(
     SourceLayout(
-        "lrc", "x.wav + x.lrc, tags from x.txt/x_prompt.txt or --tags_csv", sidecars=sidecars, detect=detect,
+        "lrc",
+        "x.wav + x.lrc, tags from x.txt/x_prompt.txt or --tags_csv",
+        sidecars=sidecars,
+        detect=detect,
         priority=20,
-    )  # fmt: skip
+    )
 )

@@ -47,19 +47,30 @@ from refrain.models.dit.velocity import VelocityOutput
 LAYOUT = ("transformer", "condition_encoder", "text_encoder", "tokenizer", "vae")
 TIMBRE_SECONDS = 30.0  # the release feeds 30 s of (silence) latents to the timbre encoder
 TRAIN_RECIPE = {  # the released training recipe: logit-normal t (mean -0.4, std 1), no shift, whole-condition drop 15%
-    "shift": 1.0, "logit_mean": -0.4, "logit_std": 1.0, "drop_style_prob": 0.15, "drop_lyrics_prob": 0.0,
+    "shift": 1.0,
+    "logit_mean": -0.4,
+    "logit_std": 1.0,
+    "drop_style_prob": 0.15,
+    "drop_lyrics_prob": 0.0,
     "drop_speaker_prob": 0.0,
-}  # fmt: skip
+}
 
 
 def sampler_defaults(turbo: bool, steps: int = 8) -> dict[str, Any]:
     """The reference pipeline's sampler: Euler on s t / (1 + (s - 1) t), t = 1 .. 1/N, shift 3; APG 7 on
     every step with momentum -0.75 and norm 2.5 over the time axis (turbo: no guidance)."""
     return {
-        "steps": steps, "solver": "euler", "shift": 3.0, "sigma_min": 1.0 / steps,
-        "guidance": "none" if turbo else "apg", "guidance_scale": 1.0 if turbo else 7.0,
-        "guidance_interval": 1.0, "apg_momentum": -0.75, "apg_norm_threshold": 2.5, "apg_dims": [-1],
-    }  # fmt: skip
+        "steps": steps,
+        "solver": "euler",
+        "shift": 3.0,
+        "sigma_min": 1.0 / steps,
+        "guidance": "none" if turbo else "apg",
+        "guidance_scale": 1.0 if turbo else 7.0,
+        "guidance_interval": 1.0,
+        "apg_momentum": -0.75,
+        "apg_norm_threshold": 2.5,
+        "apg_dims": [-1],
+    }
 
 
 class AceStep15(nn.Module):
@@ -81,9 +92,10 @@ class AceStep15(nn.Module):
         repa_layer = max(1, layers // 3) if repa_layer is None else repa_layer  # None: ACE-Step v1's 8 of 24
         if not 1 <= repa_layer <= layers:
             raise RefrainInputError(
-                "model.dit.repa_layer", f"{repa_layer} is outside [1, {layers}] transformer blocks",
+                "model.dit.repa_layer",
+                f"{repa_layer} is outside [1, {layers}] transformer blocks",
                 "pick the block whose output REPA aligns (ACE-Step v1 used 8 of 24)",
-            )  # fmt: skip
+            )
         self.transformer = transformer
         self.condition_encoder = condition_encoder
         self.text_side = text_side
@@ -110,13 +122,20 @@ class AceStep15(nn.Module):
     @property
     def backbone_spec(self) -> BackboneSpec:
         return BackboneSpec(
-            name="ace15_turbo" if self.turbo else "ace15", latent_channels=self.latent_channels,
-            hidden_size=self.hidden_size, repa_layer=self.repa_layer, conditioning_type=AceStepConditioning,
-            supports_context=True, cfg_drops=frozenset({"all", "context"}),
+            name="ace15_turbo" if self.turbo else "ace15",
+            latent_channels=self.latent_channels,
+            hidden_size=self.hidden_size,
+            repa_layer=self.repa_layer,
+            conditioning_type=AceStepConditioning,
+            supports_context=True,
+            cfg_drops=frozenset({"all", "context"}),
             fsdp_wrap=("diffusers.models.transformers.ace_step_transformer.AceStepTransformerBlock",),
-            latent_layout="BTC", sampler_defaults=sampler_defaults(self.turbo), loss_preset=dict(TRAIN_RECIPE),
-            lora_root="transformer", bundle_class="ace15",
-        )  # fmt: skip
+            latent_layout="BTC",
+            sampler_defaults=sampler_defaults(self.turbo),
+            loss_preset=dict(TRAIN_RECIPE),
+            lora_root="transformer",
+            bundle_class="ace15",
+        )
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
         set_gradient_checkpointing((self.transformer, self.condition_encoder), enabled)
@@ -130,14 +149,19 @@ class AceStep15(nn.Module):
         frame_mask = batch["frame_mask"].bool()
         if "ace15_style" in batch:
             return AceStepConditioning(
-                batch["ace15_style"], batch["ace15_style_mask"].bool(), batch["ace15_lyrics"],
-                batch["ace15_lyrics_mask"].bool(), frame_mask, timbre=batch.get("ace15_timbre"),
-            )  # fmt: skip
+                batch["ace15_style"],
+                batch["ace15_style_mask"].bool(),
+                batch["ace15_lyrics"],
+                batch["ace15_lyrics_mask"].bool(),
+                frame_mask,
+                timbre=batch.get("ace15_timbre"),
+            )
         if self.text_side is None:
             raise RefrainInputError(
-                "DiT batch", "has no cached ACE-Step 1.5 conditioning and the backbone has no text encoder",
+                "DiT batch",
+                "has no cached ACE-Step 1.5 conditioning and the backbone has no text encoder",
                 "load the backbone from its release folder (--checkpoint_dir) or cache the conditioning",
-            )  # fmt: skip
+            )
         seconds = (frame_mask.sum(dim=1).float() / self.frame_rate).tolist()
         metas = [SongMeta(duration=s, bpm=_int_or_none(batch, "bpm", i)) for i, s in enumerate(seconds)]
         style, style_mask, lyrics, lyrics_mask = self.text_side.encode(
@@ -146,16 +170,22 @@ class AceStep15(nn.Module):
         return AceStepConditioning(style, style_mask, lyrics, lyrics_mask, frame_mask)
 
     def prompt_conditioning(
-        self, prompt: str, lyrics: str, frames: int, total: int | None = None,
-        context: Tensor | None = None, context_mask: Tensor | None = None,
-    ) -> AceStepConditioning:  # fmt: skip
+        self,
+        prompt: str,
+        lyrics: str,
+        frames: int,
+        total: int | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> AceStepConditioning:
         """One song for the sampler: ``frames`` valid of ``total``, its duration in the metas, the repaint
         instruction when a context latent is given (as the reference pipeline's repaint task does)."""
         if self.text_side is None:
             raise RefrainInputError(
-                "AceStep15", "has no text encoder to encode a prompt",
+                "AceStep15",
+                "has no text encoder to encode a prompt",
                 "load it from its release folder (load_ace15) so text_encoder/ and tokenizer/ are found",
-            )  # fmt: skip
+            )
         total = frames if total is None else total
         meta = SongMeta(
             duration=frames / self.frame_rate, task="text2music" if context is None else "repaint"
@@ -175,9 +205,10 @@ class AceStep15(nn.Module):
             return self._null_memo[1]  # the sampler passes one conditioning object every step
         if self.text_side is None:
             raise RefrainInputError(
-                "AceStep15", "has no text encoder to encode the empty lyrics of a lyrics-free variant",
+                "AceStep15",
+                "has no text encoder to encode the empty lyrics of a lyrics-free variant",
                 "load it from its release folder (load_ace15) so text_encoder/ and tokenizer/ are found",
-            )  # fmt: skip
+            )
         device = cond.lyrics.device
         empty = self.text_side.empty_lyrics(device).to(cond.lyrics.dtype)
         b = cond.batch_size
@@ -211,11 +242,13 @@ class AceStep15(nn.Module):
         else:
             timbre = self.silence(math.ceil(TIMBRE_SECONDS * self.frame_rate), b, cond.style.to(dtype))
         encoded, _ = self.condition_encoder(
-            text_hidden_states=cond.style.to(dtype), text_attention_mask=cond.style_mask,
-            lyric_hidden_states=cond.lyrics.to(dtype), lyric_attention_mask=cond.lyrics_mask,
+            text_hidden_states=cond.style.to(dtype),
+            text_attention_mask=cond.style_mask,
+            lyric_hidden_states=cond.lyrics.to(dtype),
+            lyric_attention_mask=cond.lyrics_mask,
             refer_audio_acoustic_hidden_states_packed=timbre.contiguous(),
             refer_audio_order_mask=torch.arange(b, device=timbre.device),
-        )  # fmt: skip
+        )
         null = self.condition_encoder.null_condition_emb.to(encoded.dtype).expand_as(encoded)
         encoded = torch.where(cond.dropped[:, None, None].to(encoded.device), null, encoded)
         if not torch.is_grad_enabled() and not self.training:
@@ -239,9 +272,11 @@ class AceStep15(nn.Module):
     ) -> VelocityOutput:
         """x: (B, C, T) noisy latent at sigma (B,) or scalar; velocity (B, C, T), zero on padding."""
         check_latent_input(
-            x, self.latent_channels, "AceStep15 input",
+            x,
+            self.latent_channels,
+            "AceStep15 input",
             "encode audio with the release's vae/ (64 channels at 25 frames/s)",
-        )  # fmt: skip
+        )
         cond.validate(x)
         dtype = self.transformer.dtype
         h = x.transpose(1, 2).to(dtype)
@@ -253,9 +288,13 @@ class AceStep15(nn.Module):
             hook = block.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
             out = self.transformer(
-                hidden_states=h, timestep=t, timestep_r=t, encoder_hidden_states=self.encode_condition(cond),
-                context_latents=self.context_latents(cond, h), return_dict=False,
-            )[0]  # fmt: skip
+                hidden_states=h,
+                timestep=t,
+                timestep_r=t,
+                encoder_hidden_states=self.encode_condition(cond),
+                context_latents=self.context_latents(cond, h),
+                return_dict=False,
+            )[0]
         finally:
             if hook is not None:
                 hook.remove()
@@ -277,9 +316,11 @@ def _int_or_none(batch: Mapping[str, Any], key: str, index: int) -> int | None:
 def check_release_folder(root: str | Path) -> Path:
     """The folder, or a one-line error naming the first part of diffusers' layout it lacks."""
     return check_release_layout(
-        root, LAYOUT, "pass --checkpoint_dir pointing at an ACE-Step 1.5 release folder in diffusers' layout",
+        root,
+        LAYOUT,
+        "pass --checkpoint_dir pointing at an ACE-Step 1.5 release folder in diffusers' layout",
         f"an ACE-Step 1.5 folder holds {', '.join(s + '/' for s in LAYOUT)}: download the diffusers release",
-    )  # fmt: skip
+    )
 
 
 def is_release_folder(root: str | Path | None) -> bool:
@@ -303,7 +344,9 @@ def load_ace15(
     """
     root = check_release_folder(checkpoint_dir)
     torch_dtype = getattr(torch, dtype) if dtype else None
-    transformer = AceStepTransformer1DModel.from_pretrained(root / "transformer", torch_dtype=torch_dtype, use_safetensors=True)
+    transformer = AceStepTransformer1DModel.from_pretrained(
+        root / "transformer", torch_dtype=torch_dtype, use_safetensors=True
+    )
     encoder = AceStepConditionEncoder.from_pretrained(
         root / "condition_encoder", torch_dtype=torch_dtype, use_safetensors=True
     )
@@ -323,15 +366,22 @@ def load_ace15(
 
 
 def build_ace15(
-    transformer: Mapping[str, Any], condition_encoder: Mapping[str, Any], frame_rate: float = 25.0,
-    repa_layer: int | None = None, turbo: bool | None = None, text_dir: str | None = None,
-) -> AceStep15:  # fmt: skip
+    transformer: Mapping[str, Any],
+    condition_encoder: Mapping[str, Any],
+    frame_rate: float = 25.0,
+    repa_layer: int | None = None,
+    turbo: bool | None = None,
+    text_dir: str | None = None,
+) -> AceStep15:
     """Random-initialised from the two config dicts (what a bundle records; its weights are loaded after)."""
     return AceStep15(
         AceStepTransformer1DModel.from_config(public_config(transformer)),
         AceStepConditionEncoder.from_config(public_config(condition_encoder)),
-        TextSide(text_dir) if text_dir else None, frame_rate, repa_layer, turbo,
-    )  # fmt: skip
+        TextSide(text_dir) if text_dir else None,
+        frame_rate,
+        repa_layer,
+        turbo,
+    )
 
 
 def release_fact(root: str | Path, key: str) -> Any:

@@ -58,9 +58,12 @@ class AceStepConditioning(BatchConditioning):
         if latent is not None:
             self.check_latent(latent, "build the conditioning for the same batch and crop as the latent")
         expect = {
-            "style_mask": (b, self.style.shape[1]), "lyrics_mask": (b, self.lyrics.shape[1]),
-            "drop_style": (b,), "drop_lyrics": (b,), "drop_context": (b,),
-        }  # fmt: skip
+            "style_mask": (b, self.style.shape[1]),
+            "lyrics_mask": (b, self.lyrics.shape[1]),
+            "drop_style": (b,),
+            "drop_lyrics": (b,),
+            "drop_context": (b,),
+        }
         if self.context is not None:
             expect["context"] = (b, self.context.shape[1], t)
             expect["context_mask"] = (b, 1, t)
@@ -69,9 +72,10 @@ class AceStepConditioning(BatchConditioning):
         self.check_shapes(expect, "build every conditioning tensor from the same batch")
         if bool((self.drop_lyrics & ~self.drop_style).any()):
             raise RefrainInputError(
-                "AceStepConditioning.drop_lyrics", "ACE-Step 1.5 cannot drop the lyrics alone",
+                "AceStepConditioning.drop_lyrics",
+                "ACE-Step 1.5 cannot drop the lyrics alone",
                 "drop the whole condition (drop_style) or nothing; use one guidance scale",
-            )  # fmt: skip
+            )
 
     @classmethod
     def cat(cls, items: Sequence[AceStepConditioning]) -> AceStepConditioning:
@@ -97,19 +101,28 @@ class AceStepConditioning(BatchConditioning):
         ref = next((c for c in items if c.context is not None), None)
         if ref is not None:
             assert ref.context is not None and ref.context_mask is not None
-            out["context"] = torch.cat([
-                c.context if c.context is not None else ref.context.new_zeros(c.batch_size, ref.context.shape[1], c.num_frames)
-                for c in items
-            ])  # fmt: skip
-            out["context_mask"] = torch.cat([
-                c.context_mask if c.context_mask is not None else ref.context_mask.new_zeros(c.batch_size, 1, c.num_frames)
-                for c in items
-            ])  # fmt: skip
+            out["context"] = torch.cat(
+                [
+                    c.context
+                    if c.context is not None
+                    else ref.context.new_zeros(c.batch_size, ref.context.shape[1], c.num_frames)
+                    for c in items
+                ]
+            )
+            out["context_mask"] = torch.cat(
+                [
+                    c.context_mask
+                    if c.context_mask is not None
+                    else ref.context_mask.new_zeros(c.batch_size, 1, c.num_frames)
+                    for c in items
+                ]
+            )
         if any(c.timbre is not None for c in items):
             if any(c.timbre is None for c in items):
                 raise RefrainInputError(
-                    "AceStepConditioning.cat", "some items have reference latents and some do not",
+                    "AceStepConditioning.cat",
+                    "some items have reference latents and some do not",
                     "give every item a timbre reference or none",
-                )  # fmt: skip
+                )
             out["timbre"] = torch.cat([c.timbre for c in items if c.timbre is not None])
         return cls(**out)  # type: ignore[arg-type]

@@ -30,9 +30,10 @@ def export_diffusers_lora(model: PeftModel, folder: str | Path, adapter_name: st
     outside = sorted(k for k in state if not k.startswith(prefix))
     if outside:
         raise RefrainInputError(
-            "LoRA export", f"the adapter has tensors outside the transformer ({outside[0]} ...)",
+            "LoRA export",
+            f"the adapter has tensors outside the transformer ({outside[0]} ...)",
             "train ACE-Step 1.5 LoRAs on transformer modules only (the backbone scopes target_modules to it)",
-        )  # fmt: skip
+        )
     layers = {key[len(prefix) :]: value.detach().contiguous() for key, value in state.items()}
     config = model.peft_config[adapter_name]
     modules = sorted({_target_name(key.rsplit(".lora_", 1)[0]) for key in layers})

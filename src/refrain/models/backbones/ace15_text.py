@@ -69,9 +69,12 @@ class TextSide:
     """Tokenizer + Qwen3 encoder of an ACE-Step 1.5 folder (``tokenizer/``, ``text_encoder/``), loaded lazily."""
 
     def __init__(
-        self, root: str | Path, max_text_length: int = 256, max_lyric_length: int = 2048,
+        self,
+        root: str | Path,
+        max_text_length: int = 256,
+        max_lyric_length: int = 2048,
         cache_dir: str | Path | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.root = Path(root)
         self.max_text_length = max_text_length
         self.max_lyric_length = max_lyric_length
@@ -94,11 +97,14 @@ class TextSide:
             for sub in ("tokenizer", "text_encoder"):
                 if not (self.root / sub).is_dir():
                     raise RefrainInputError(
-                        self.root / sub, "missing from the ACE-Step 1.5 folder",
+                        self.root / sub,
+                        "missing from the ACE-Step 1.5 folder",
                         "point --checkpoint_dir at the release folder (transformer/, condition_encoder/, text_encoder/, tokenizer/, vae/)",
-                    )  # fmt: skip
+                    )
             self._tokenizer = AutoTokenizer.from_pretrained(self.root / "tokenizer", local_files_only=True)
-            encoder = AutoModel.from_pretrained(self.root / "text_encoder", local_files_only=True, use_safetensors=True)
+            encoder = AutoModel.from_pretrained(
+                self.root / "text_encoder", local_files_only=True, use_safetensors=True
+            )
             self._encoder = encoder.eval().requires_grad_(False)
         if next(self._encoder.parameters()).device != device:
             self._encoder.to(device)

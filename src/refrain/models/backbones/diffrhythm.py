@@ -53,9 +53,15 @@ FULL_FRAMES = 6144  # the full model (about 285 s) also embeds the song's durati
 RELEASE_STEPS = 32  # the release's sampler: 32 time points from t = 0 to 1, i.e. 31 Euler updates
 RELEASE_CFG = 4.0  # v_c + 4 (v_c - v_neg)
 TRAIN_RECIPE = {  # the release's CFM: t = sigmoid(N(0, 1)), no shift; lyrics and style dropped for CFG
-    "shift": 1.0, "logit_mean": 0.0, "logit_std": 1.0, "drop_style_prob": 0.2, "drop_lyrics_prob": 0.2,
-    "drop_context_prob": 0.3, "drop_speaker_prob": 0.0, "masked_span_prob": 0.0,
-}  # fmt: skip
+    "shift": 1.0,
+    "logit_mean": 0.0,
+    "logit_std": 1.0,
+    "drop_style_prob": 0.2,
+    "drop_lyrics_prob": 0.2,
+    "drop_context_prob": 0.3,
+    "drop_speaker_prob": 0.0,
+    "masked_span_prob": 0.0,
+}
 LLAMA_BLOCK = "transformers.models.llama.modeling_llama.LlamaDecoderLayer"
 
 
@@ -64,9 +70,14 @@ def sampler_defaults() -> dict[str, Any]:
     of 31 steps from sigma 1 to 1/31 (then 0); its guidance v_c + 4 (v_c - v_neg) is CFG with scale 5."""
     steps = RELEASE_STEPS - 1
     return {
-        "steps": steps, "solver": "euler", "shift": 1.0, "sigma_min": 1.0 / steps, "guidance": "cfg",
-        "guidance_scale": RELEASE_CFG + 1.0, "guidance_interval": 1.0,
-    }  # fmt: skip
+        "steps": steps,
+        "solver": "euler",
+        "shift": 1.0,
+        "sigma_min": 1.0 / steps,
+        "guidance": "cfg",
+        "guidance_scale": RELEASE_CFG + 1.0,
+        "guidance_interval": 1.0,
+    }
 
 
 class DiffRhythm(nn.Module):
@@ -107,10 +118,18 @@ class DiffRhythm(nn.Module):
         self.text_embed = LyricEmbedding(vocab_size, text_dim, conv_layers, max_frames)
         self.input_embed = InputEmbedding(latent_dim, text_dim, dim, cond_dim)
         config = LlamaConfig(
-            hidden_size=dim, intermediate_size=dim * ff_mult, num_attention_heads=heads,
-            num_key_value_heads=heads, head_dim=dim_head, hidden_act="silu", max_position_embeddings=max_frames,
-            rms_norm_eps=1e-6, attention_bias=False, mlp_bias=False, attention_dropout=0.0,
-        )  # fmt: skip
+            hidden_size=dim,
+            intermediate_size=dim * ff_mult,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            head_dim=dim_head,
+            hidden_act="silu",
+            max_position_embeddings=max_frames,
+            rms_norm_eps=1e-6,
+            attention_bias=False,
+            mlp_bias=False,
+            attention_dropout=0.0,
+        )
         config._attn_implementation = "sdpa"
         self.llama_config = config
         self.transformer_blocks = nn.ModuleList(
@@ -140,12 +159,19 @@ class DiffRhythm(nn.Module):
     def backbone_spec(self) -> BackboneSpec:
         return BackboneSpec(
             name="diffrhythm_1b_full" if self.max_frames == FULL_FRAMES else "diffrhythm_1b",
-            latent_channels=self.latent_dim, hidden_size=self.dim, repa_layer=self.repa_layer,
-            conditioning_type=DiffRhythmConditioning, supports_context=True,
-            cfg_drops=frozenset({"style", "lyrics", "context", "all"}), fsdp_wrap=(LLAMA_BLOCK,),
-            latent_layout="BTC", sampler_defaults=sampler_defaults(), loss_preset=dict(TRAIN_RECIPE),
-            lora_root=None, bundle_class="diffrhythm",
-        )  # fmt: skip
+            latent_channels=self.latent_dim,
+            hidden_size=self.dim,
+            repa_layer=self.repa_layer,
+            conditioning_type=DiffRhythmConditioning,
+            supports_context=True,
+            cfg_drops=frozenset({"style", "lyrics", "context", "all"}),
+            fsdp_wrap=(LLAMA_BLOCK,),
+            latent_layout="BTC",
+            sampler_defaults=sampler_defaults(),
+            loss_preset=dict(TRAIN_RECIPE),
+            lora_root=None,
+            bundle_class="diffrhythm",
+        )
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
         self.gradient_checkpointing = bool(enabled)
@@ -160,24 +186,32 @@ class DiffRhythm(nn.Module):
         missing = [k for k in ("diffrhythm_style", "diffrhythm_lyrics") if k not in batch]
         if missing:
             raise RefrainInputError(
-                "DiT batch", f"has no {' / '.join(missing)} (DiffRhythm's style vector and placed lyric ids)",
+                "DiT batch",
+                f"has no {' / '.join(missing)} (DiffRhythm's style vector and placed lyric ids)",
                 "import the dataset with refrain-import-diffrhythm and train on it (data=diffrhythm)",
-            )  # fmt: skip
+            )
         lyrics = batch["diffrhythm_lyrics"].long()
         frame_mask = batch.get("frame_mask")
         frame_mask = torch.ones_like(lyrics, dtype=torch.bool) if frame_mask is None else frame_mask.bool()
         start = batch.get("diffrhythm_start")
         duration = batch.get("diffrhythm_duration") if self.duration_time_embed is not None else None
         return DiffRhythmConditioning(
-            batch["diffrhythm_style"].float(), lyrics, frame_mask,
+            batch["diffrhythm_style"].float(),
+            lyrics,
+            frame_mask,
             start_time=None if start is None else start.float(),
             duration=None if duration is None else duration.float(),
-        )  # fmt: skip
+        )
 
     def prompt_conditioning(
-        self, prompt: str, lyrics: str, frames: int, total: int | None = None,
-        context: Tensor | None = None, context_mask: Tensor | None = None,
-    ) -> DiffRhythmConditioning:  # fmt: skip
+        self,
+        prompt: str,
+        lyrics: str,
+        frames: int,
+        total: int | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> DiffRhythmConditioning:
         """One song for refrain's sampler (refrain-infer, ``Pipeline``): ``prompt`` names the style vector file
         (``STYLE|NEGATIVE`` adds the CFG negative style), ``lyrics`` is token-id LRC, ``context`` the kept
         frames of a repaint or extend (see ``refrain.models.backbones.diffrhythm_prompt``)."""
@@ -189,10 +223,14 @@ class DiffRhythm(nn.Module):
         ids = placed_ids(lyrics, frames, total, self.max_frames, vocab)
         valid = (torch.arange(total) < frames)[None]
         cond = DiffRhythmConditioning(
-            style, ids, valid, duration=torch.tensor([frames / self.max_frames]), negative_style=negative,
+            style,
+            ids,
+            valid,
+            duration=torch.tensor([frames / self.max_frames]),
+            negative_style=negative,
             context=None if context is None else context.float().cpu(),
             context_mask=None if context_mask is None else context_mask.float().cpu(),
-        )  # fmt: skip
+        )
         return cond.to(device)
 
     # ----- the network -----
@@ -209,8 +247,11 @@ class DiffRhythm(nn.Module):
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
             return checkpoint(
                 lambda a, b, c, s: block(a, attention_mask=b, position_embeddings=(c, s)),
-                h, bias, *rope, use_reentrant=False,
-            )  # fmt: skip
+                h,
+                bias,
+                *rope,
+                use_reentrant=False,
+            )
         return block(h, attention_mask=bias, position_embeddings=rope)
 
     def predict_flow(
@@ -240,9 +281,11 @@ class DiffRhythm(nn.Module):
     ) -> VelocityOutput:
         """x: (B, C, T) noisy latent at sigma (B,) or scalar, 1 = noise; velocity noise - x0, zero on padding."""
         check_latent_input(
-            x, self.latent_dim, "DiffRhythm input",
+            x,
+            self.latent_dim,
+            "DiffRhythm input",
             "encode audio with the Stable Audio Open VAE (64 channels at 21.5 frames/s)",
-        )  # fmt: skip
+        )
         require_diffrhythm(cond)
         cond.validate(x)
         dtype = self.proj_out.weight.dtype

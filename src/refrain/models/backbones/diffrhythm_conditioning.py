@@ -64,9 +64,13 @@ class DiffRhythmConditioning(BatchConditioning):
         if latent is not None:
             self.check_latent(latent, "crop the latent and the placed lyric ids to the same frames")
         expect = {
-            "style": (b, self.style.shape[-1]), "frame_mask": (b, t), "start_time": (b,),
-            "drop_style": (b,), "drop_lyrics": (b,), "drop_context": (b,),
-        }  # fmt: skip
+            "style": (b, self.style.shape[-1]),
+            "frame_mask": (b, t),
+            "start_time": (b,),
+            "drop_style": (b,),
+            "drop_lyrics": (b,),
+            "drop_context": (b,),
+        }
         if self.duration is not None:
             expect["duration"] = (b,)
         if self.negative_style is not None:
@@ -97,9 +101,11 @@ class DiffRhythmConditioning(BatchConditioning):
         fill = {
             "duration": lambda c: c.start_time.new_ones(c.batch_size),
             "negative_style": lambda c: torch.zeros_like(c.style),
-            "context": lambda c: _context_ref(items).new_zeros(c.batch_size, _context_ref(items).shape[1], c.num_frames),
+            "context": lambda c: _context_ref(items).new_zeros(
+                c.batch_size, _context_ref(items).shape[1], c.num_frames
+            ),
             "context_mask": lambda c: c.style.new_zeros(c.batch_size, 1, c.num_frames),
-        }  # fmt: skip
+        }
         for name in _OPTIONAL:
             present = [getattr(c, name) is not None for c in items]
             out[name] = None
@@ -138,6 +144,7 @@ def require_diffrhythm(cond: object) -> None:
     """One line for a conditioning built for another backbone (a refrain DiT batch or LoRA path, say)."""
     if not isinstance(cond, DiffRhythmConditioning):
         raise RefrainInputError(
-            "DiffRhythm conditioning", f"got a {type(cond).__name__}; DiffRhythm reads a style vector and its own lyric ids",
+            "DiffRhythm conditioning",
+            f"got a {type(cond).__name__}; DiffRhythm reads a style vector and its own lyric ids",
             "build it with DiffRhythm.conditioning_from_batch or prompt_conditioning (refrain-infer: --prompt STYLE.pt)",
-        )  # fmt: skip
+        )

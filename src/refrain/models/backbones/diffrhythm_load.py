@@ -42,9 +42,10 @@ def read_checkpoint(path: str | Path, use_ema: bool = True) -> dict[str, Tensor]
         except Exception as error:  # an unpickler refusal or a corrupt zip: one line either way
             first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
             raise RefrainInputError(
-                path, f"cannot be read as plain tensors ({first})",
+                path,
+                f"cannot be read as plain tensors ({first})",
                 "use the released cfm_model.pt; files that need code to unpickle are refused",
-            ) from None  # fmt: skip
+            ) from None
     if not isinstance(raw, Mapping):
         raise RefrainInputError(path, f"holds a {type(raw).__name__}, not a state dict", "pass cfm_model.pt")
     order = ("ema_model_state_dict", "model_state_dict")
@@ -111,9 +112,10 @@ def load_diffrhythm(
     """
     if not checkpoint:
         raise RefrainInputError(
-            "model.dit.checkpoint", "not set",
+            "model.dit.checkpoint",
+            "not set",
             "pass model.dit.checkpoint=/path/to/cfm_model.pt (DiffRhythm-1_2 or DiffRhythm-full, or its folder)",
-        )  # fmt: skip
+        )
     state = read_checkpoint(checkpoint, use_ema)
     with torch.device("meta"):
         model = DiffRhythm(max_frames=max_frames, repa_layer=repa_layer, **sizes)

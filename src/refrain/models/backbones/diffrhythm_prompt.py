@@ -35,7 +35,11 @@ def read_style_vector(path: str | Path, what: str = "style", dim: int = STYLE_DI
     if not path.is_file():
         raise RefrainInputError(path, "not found", f"pass the {what} vector file (.pt or .npy, {dim} values)")
     try:
-        raw = np.load(path, allow_pickle=False) if path.suffix == ".npy" else torch.load(path, weights_only=True)
+        raw = (
+            np.load(path, allow_pickle=False)
+            if path.suffix == ".npy"
+            else torch.load(path, weights_only=True)
+        )
     except Exception as error:
         first = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
         raise RefrainInputError(
@@ -43,7 +47,9 @@ def read_style_vector(path: str | Path, what: str = "style", dim: int = STYLE_DI
         ) from None
     vector = torch.as_tensor(raw).float().reshape(-1) if isinstance(raw, Tensor | np.ndarray) else None
     if vector is None or vector.numel() != dim:
-        raise RefrainInputError(path, f"is not a {dim}-d {what} vector", "pass MuQ-MuLan's (1, 512) embedding")
+        raise RefrainInputError(
+            path, f"is not a {dim}-d {what} vector", "pass MuQ-MuLan's (1, 512) embedding"
+        )
     return vector
 
 
@@ -51,11 +57,14 @@ def styles_from_prompt(prompt: str, dim: int = STYLE_DIM) -> tuple[Tensor, Tenso
     """(style (1, D), negative style (1, D) or None) from ``STYLE`` or ``STYLE|NEGATIVE``."""
     parts = [part.strip() for part in prompt.split("|")]
     if not parts[0] or len(parts) > 2 or (len(parts) == 2 and not parts[1]):
-        raise RefrainInputError("prompt", f"{prompt!r} names no style vector file for DiffRhythm", _PROMPT_FIX)
+        raise RefrainInputError(
+            "prompt", f"{prompt!r} names no style vector file for DiffRhythm", _PROMPT_FIX
+        )
     for part in parts:
         if not Path(part).is_file():
-            raise RefrainInputError("prompt", f"{part!r} is not a file (DiffRhythm's prompt is a style vector file)",
-                                    _PROMPT_FIX)  # fmt: skip
+            raise RefrainInputError(
+                "prompt", f"{part!r} is not a file (DiffRhythm's prompt is a style vector file)", _PROMPT_FIX
+            )
     style = read_style_vector(parts[0], "style", dim)[None]
     negative = read_style_vector(parts[1], "negative style", dim)[None] if len(parts) == 2 else None
     return style, negative
@@ -73,10 +82,11 @@ def parse_token_lrc(text: str) -> tuple[list[float], list[list[int]]]:
         tokens = match.group(3).split() if match else []
         if match is None or not all(token.isdigit() for token in tokens):
             raise RefrainInputError(
-                f"lyrics line {number}", f"{line[:60]!r} is not '[mm:ss.xx] id id ...' (DiffRhythm token ids)",
+                f"lyrics line {number}",
+                f"{line[:60]!r} is not '[mm:ss.xx] id id ...' (DiffRhythm token ids)",
                 "DiffRhythm reads its own G2P ids, not words: write its lrc.pt as text with "
                 "python -m refrain.cli.diffrhythm lrc lrc.pt, or sample without lyrics",
-            )  # fmt: skip
+            )
         times.append(int(match.group(1)) * 60 + float(match.group(2)))
         lines.append([int(token) for token in tokens])
     return times, lines
@@ -95,14 +105,16 @@ def placed_ids(text: str, frames: int, total: int, window: int, vocab_size: int)
     """(1, total) ids: the lyrics placed as the release places them from the song's start, zero on padding."""
     if frames > window:
         raise RefrainInputError(
-            "duration", f"{frames} latent frames exceed DiffRhythm's window of {window}",
+            "duration",
+            f"{frames} latent frames exceed DiffRhythm's window of {window}",
             "ask for a shorter song (or use diffrhythm_1b_full, 6144 frames)",
-        )  # fmt: skip
+        )
     times, lines = parse_token_lrc(text)
     ids = place_lyrics(lines_in_window(times, lines, 0.0, window), window)[:frames]
     if ids.numel() and int(ids.max()) > vocab_size:
         raise RefrainInputError(
-            "lyrics", f"token id {int(ids.max())} is outside this model's {vocab_size} ids",
+            "lyrics",
+            f"token id {int(ids.max())} is outside this model's {vocab_size} ids",
             "use ids of DiffRhythm's G2P vocabulary",
-        )  # fmt: skip
+        )
     return torch.nn.functional.pad(ids, (0, total - frames))[None]

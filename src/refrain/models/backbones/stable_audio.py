@@ -48,13 +48,24 @@ LAYOUT = ("transformer", "projection_model", "text_encoder", "tokenizer", "vae")
 FRAME_RATE = 44100 / 2048  # the release's VAE: 44.1 kHz, hop 2048
 SIGMA_MIN, SIGMA_MAX = 0.3, 500.0  # the release's EDM sampling range
 TRAIN_RECIPE = {  # stable-audio-tools: t uniform in cosine time (logit(s) has std pi/2), 10% condition dropout
-    "shift": 1.0, "logit_mean": 0.0, "logit_std": math.pi / 2, "drop_style_prob": 0.1, "drop_lyrics_prob": 0.0,
-    "drop_context_prob": 0.0, "drop_speaker_prob": 0.0, "masked_span_prob": 0.0,
-}  # fmt: skip
+    "shift": 1.0,
+    "logit_mean": 0.0,
+    "logit_std": math.pi / 2,
+    "drop_style_prob": 0.1,
+    "drop_lyrics_prob": 0.0,
+    "drop_context_prob": 0.0,
+    "drop_speaker_prob": 0.0,
+    "masked_span_prob": 0.0,
+}
 SAMPLER_DEFAULTS = {  # refrain's Euler over the release's sigma range (0.3 .. infinity), CFG 7 on every step
-    "steps": 100, "solver": "euler", "shift": 1.0, "sigma_min": SIGMA_MIN / (1 + SIGMA_MIN),
-    "guidance": "cfg", "guidance_scale": 7.0, "guidance_interval": 1.0,
-}  # fmt: skip
+    "steps": 100,
+    "solver": "euler",
+    "shift": 1.0,
+    "sigma_min": SIGMA_MIN / (1 + SIGMA_MIN),
+    "guidance": "cfg",
+    "guidance_scale": 7.0,
+    "guidance_interval": 1.0,
+}
 
 
 def flow_to_edm(x: Tensor, s: Tensor) -> tuple[Tensor, Tensor]:
@@ -110,9 +121,10 @@ class StableAudioOpen(nn.Module):
         repa_layer = max(1, layers // 3) if repa_layer is None else repa_layer
         if not 1 <= repa_layer <= layers:
             raise RefrainInputError(
-                "model.dit.repa_layer", f"{repa_layer} is outside [1, {layers}] transformer blocks",
+                "model.dit.repa_layer",
+                f"{repa_layer} is outside [1, {layers}] transformer blocks",
                 "pick the block whose output REPA aligns (8 of 24 is ACE-Step v1's choice)",
-            )  # fmt: skip
+            )
         self.transformer = transformer
         self.projection_model = projection_model
         self.text_side = text_side
@@ -132,13 +144,19 @@ class StableAudioOpen(nn.Module):
     @property
     def backbone_spec(self) -> BackboneSpec:
         return BackboneSpec(
-            name="stable_audio_open", latent_channels=self.latent_channels, hidden_size=self.hidden_size,
-            repa_layer=self.repa_layer, conditioning_type=StableAudioConditioning, supports_context=False,
+            name="stable_audio_open",
+            latent_channels=self.latent_channels,
+            hidden_size=self.hidden_size,
+            repa_layer=self.repa_layer,
+            conditioning_type=StableAudioConditioning,
+            supports_context=False,
             cfg_drops=frozenset({"all"}),
             fsdp_wrap=("diffusers.models.transformers.stable_audio_transformer.StableAudioDiTBlock",),
-            sampler_defaults=dict(SAMPLER_DEFAULTS), loss_preset=dict(TRAIN_RECIPE), lora_root="transformer",
+            sampler_defaults=dict(SAMPLER_DEFAULTS),
+            loss_preset=dict(TRAIN_RECIPE),
+            lora_root="transformer",
             bundle_class="stable_audio_open",
-        )  # fmt: skip
+        )
 
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
         set_gradient_checkpointing((self.transformer,), enabled)
@@ -160,9 +178,10 @@ class StableAudioOpen(nn.Module):
             text, text_mask = batch["sao_text"].float(), batch["sao_text_mask"].bool()
         elif self.text_side is None:
             raise RefrainInputError(
-                "DiT batch", "has no cached T5 states and the Stable Audio Open backbone has no text encoder",
+                "DiT batch",
+                "has no cached T5 states and the Stable Audio Open backbone has no text encoder",
                 "load the backbone from its release folder (model.dit.checkpoint_dir) or cache sao_text",
-            )  # fmt: skip
+            )
         else:
             text, text_mask = self.text_side.encode(list(batch["prompts"]), device)
         b = frame_mask.shape[0]
@@ -174,21 +193,28 @@ class StableAudioOpen(nn.Module):
         return StableAudioConditioning(text, text_mask, start, total.float().to(device), frame_mask)
 
     def prompt_conditioning(
-        self, prompt: str, lyrics: str, frames: int, total: int | None = None,
-        context: Tensor | None = None, context_mask: Tensor | None = None,
-    ) -> StableAudioConditioning:  # fmt: skip
+        self,
+        prompt: str,
+        lyrics: str,
+        frames: int,
+        total: int | None = None,
+        context: Tensor | None = None,
+        context_mask: Tensor | None = None,
+    ) -> StableAudioConditioning:
         """One song for refrain's sampler: ``frames`` valid of ``total``, seconds 0 .. frames / frame rate (the
         pipeline's ``audio_start_in_s`` / ``audio_end_in_s``). The model has no lyrics input: they are unused."""
         if self.text_side is None:
             raise RefrainInputError(
-                "StableAudioOpen", "has no text encoder to encode a prompt",
+                "StableAudioOpen",
+                "has no text encoder to encode a prompt",
                 "load it from its release folder (load_stable_audio) so text_encoder/ and tokenizer/ are found",
-            )  # fmt: skip
+            )
         if context is not None:
             raise RefrainInputError(
-                "context", "Stable Audio Open has no context input",
+                "context",
+                "Stable Audio Open has no context input",
                 "sample without a source latent (text2music, retake, audio2audio)",
-            )  # fmt: skip
+            )
         total = frames if total is None else total
         device = next(self.projection_model.parameters()).device
         text, mask = self.text_side.encode([prompt], device)
@@ -213,15 +239,18 @@ class StableAudioOpen(nn.Module):
     ) -> VelocityOutput:
         """x: (B, C, T) flow state at sigma (B,) or scalar in [0, 1]; velocity (B, C, T), zero on padding."""
         check_latent_input(
-            x, self.latent_channels, "StableAudioOpen input",
+            x,
+            self.latent_channels,
+            "StableAudioOpen input",
             "encode audio with the release's vae/ (64 channels at 21.5 frames/s)",
-        )  # fmt: skip
+        )
         cond.validate(x)
         if bool(cond.context_present().any()):
             raise RefrainInputError(
-                "context", "Stable Audio Open has no context input",
+                "context",
+                "Stable Audio Open has no context input",
                 "sample without a source latent (text2music, retake, audio2audio)",
-            )  # fmt: skip
+            )
         dtype = self.transformer.dtype
         work = torch.float64 if x.dtype == torch.float64 else torch.float32
         s = sigma.to(device=x.device, dtype=work).reshape(-1).expand(x.shape[0])
@@ -229,9 +258,11 @@ class StableAudioOpen(nn.Module):
         cross, global_states = self.condition_states(cond, dtype)
         frames = x.shape[-1]
         rotary = get_1d_rotary_pos_embed(
-            self.transformer.config.attention_head_dim // 2, frames + 1, use_real=True,
+            self.transformer.config.attention_head_dim // 2,
+            frames + 1,
+            use_real=True,
             repeat_interleave_real=False,
-        )  # fmt: skip
+        )
         rotary = tuple(part.to(x.device) for part in rotary)
         mask = None if bool(cond.frame_mask.all()) else cond.frame_mask.to(x.device)
         captured: list[Tensor] = []
@@ -241,10 +272,14 @@ class StableAudioOpen(nn.Module):
             hook = block.register_forward_hook(lambda _m, _i, out: captured.append(out))
         try:
             out = self.transformer(
-                (x.to(work) / r).to(dtype), edm_time(s).to(dtype), encoder_hidden_states=cross,
-                global_hidden_states=global_states, rotary_embedding=rotary, attention_mask=mask,
+                (x.to(work) / r).to(dtype),
+                edm_time(s).to(dtype),
+                encoder_hidden_states=cross,
+                global_hidden_states=global_states,
+                rotary_embedding=rotary,
+                attention_mask=mask,
                 return_dict=False,
-            )[0]  # fmt: skip
+            )[0]
         finally:
             if hook is not None:
                 hook.remove()
@@ -256,10 +291,12 @@ class StableAudioOpen(nn.Module):
 def check_release_folder(root: str | Path | None) -> Path:
     """The folder, or a one-line error naming the first part of diffusers' layout it lacks."""
     return check_release_layout(
-        root, LAYOUT, "point model.dit.checkpoint_dir at a Stable Audio Open folder in diffusers' layout",
+        root,
+        LAYOUT,
+        "point model.dit.checkpoint_dir at a Stable Audio Open folder in diffusers' layout",
         f"a Stable Audio Open folder holds {', '.join(s + '/' for s in LAYOUT)}: download the diffusers "
         "release (stabilityai/stable-audio-open-1.0)",
-    )  # fmt: skip
+    )
 
 
 def is_release_folder(root: str | Path | None) -> bool:
@@ -307,24 +344,32 @@ def load_stable_audio(
 
 
 def build_stable_audio(
-    transformer: Mapping[str, Any], projection_model: Mapping[str, Any], frame_rate: float = FRAME_RATE,
-    repa_layer: int | None = None, text_dir: str | None = None,
-) -> StableAudioOpen:  # fmt: skip
+    transformer: Mapping[str, Any],
+    projection_model: Mapping[str, Any],
+    frame_rate: float = FRAME_RATE,
+    repa_layer: int | None = None,
+    text_dir: str | None = None,
+) -> StableAudioOpen:
     """Random-initialised from the two config dicts (what a bundle records; its weights are loaded after)."""
     return StableAudioOpen(
         StableAudioDiTModel.from_config(public_config(transformer)),
         StableAudioProjectionModel.from_config(public_config(projection_model)),
-        T5Side(text_dir) if text_dir else None, frame_rate, repa_layer,
-    )  # fmt: skip
+        T5Side(text_dir) if text_dir else None,
+        frame_rate,
+        repa_layer,
+    )
 
 
 def bundle_spec(model: StableAudioOpen, text_dir: str | None = None) -> dict[str, Any]:
     """The registry spec a bundle stores to rebuild ``model`` with ``build_stable_audio``."""
     return {
-        "class": "stable_audio_open", "transformer": public_config(model.transformer.config),
-        "projection_model": public_config(model.projection_model.config), "frame_rate": model.frame_rate,
-        "repa_layer": model.repa_layer, "text_dir": text_dir,
-    }  # fmt: skip
+        "class": "stable_audio_open",
+        "transformer": public_config(model.transformer.config),
+        "projection_model": public_config(model.projection_model.config),
+        "frame_rate": model.frame_rate,
+        "repa_layer": model.repa_layer,
+        "text_dir": text_dir,
+    }
 
 
 def spec_from_loader_args(args: dict[str, Any]) -> dict[str, Any]:
@@ -340,7 +385,9 @@ def spec_from_loader_args(args: dict[str, Any]) -> dict[str, Any]:
         return public_config(json.loads((root / sub / "config.json").read_text()))
 
     return {
-        "transformer": read("transformer"), "projection_model": read("projection_model"),
-        "frame_rate": release_frame_rate(root), "repa_layer": args.get("repa_layer"),
+        "transformer": read("transformer"),
+        "projection_model": read("projection_model"),
+        "frame_rate": release_frame_rate(root),
+        "repa_layer": args.get("repa_layer"),
         "text_dir": str(root.resolve()) if (root / "text_encoder").is_dir() else None,
-    }  # fmt: skip
+    }

@@ -55,14 +55,21 @@ class StableAudioConditioning(BatchConditioning):
         b = self.batch_size
         if latent is not None:
             self.check_latent(latent, "build the conditioning for the same batch and crop as the latent")
-        expect = {"text_mask": (b, self.text.shape[1]), "seconds_start": (b,), "seconds_total": (b,),
-                  "drop_style": (b,), "drop_lyrics": (b,), "drop_context": (b,)}  # fmt: skip
+        expect = {
+            "text_mask": (b, self.text.shape[1]),
+            "seconds_start": (b,),
+            "seconds_total": (b,),
+            "drop_style": (b,),
+            "drop_lyrics": (b,),
+            "drop_context": (b,),
+        }
         self.check_shapes(expect, "build every conditioning tensor from the same batch")
         if bool((self.drop_lyrics & ~self.drop_style).any()):
             raise RefrainInputError(
-                "StableAudioConditioning.drop_lyrics", "Stable Audio Open has no lyrics input to drop alone",
+                "StableAudioConditioning.drop_lyrics",
+                "Stable Audio Open has no lyrics input to drop alone",
                 "drop the whole condition (drop_style) or nothing; use one guidance scale",
-            )  # fmt: skip
+            )
 
     @classmethod
     def cat(cls, items: Sequence[StableAudioConditioning]) -> StableAudioConditioning:
@@ -83,9 +90,10 @@ class StableAudioConditioning(BatchConditioning):
             out[name] = torch.cat([getattr(c, name) for c in items])
         if any(c.context is not None for c in items):
             raise RefrainInputError(
-                "StableAudioConditioning.context", "Stable Audio Open has no context input",
+                "StableAudioConditioning.context",
+                "Stable Audio Open has no context input",
                 "sample without a source latent (text2music, retake, audio2audio)",
-            )  # fmt: skip
+            )
         return cls(**out)
 
 
@@ -119,10 +127,11 @@ class T5Side:
             for sub in ("tokenizer", "text_encoder"):
                 if not (self.root / sub).is_dir():
                     raise RefrainInputError(
-                        self.root / sub, "missing from the Stable Audio Open folder",
+                        self.root / sub,
+                        "missing from the Stable Audio Open folder",
                         "point model.dit.checkpoint_dir at the release folder (transformer/, projection_model/, "
                         "text_encoder/, tokenizer/, vae/)",
-                    )  # fmt: skip
+                    )
             self._tokenizer = AutoTokenizer.from_pretrained(self.root / "tokenizer")
             encoder = T5EncoderModel.from_pretrained(self.root / "text_encoder", use_safetensors=True)
             self._encoder = encoder.eval().requires_grad_(False)
@@ -141,9 +150,12 @@ class T5Side:
             return stored["states"].to(device), stored["mask"].to(device)
         tokenizer, encoder = self._load(device)
         tokens = tokenizer(
-            [prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+            [prompt],
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
             return_tensors="pt",
-        )  # fmt: skip
+        )
         ids, mask = tokens.input_ids.to(device), tokens.attention_mask.to(device)
         states, mask = encoder(ids, attention_mask=mask)[0].float(), mask.bool()
         if cached is not None:

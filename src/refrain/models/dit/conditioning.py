@@ -88,9 +88,10 @@ class DiTConditioning(BatchConditioning):
             torch._assert_async(has_frames, "DiTConditioning.frame_mask: a sample has no valid frame")
         elif not bool(has_frames):
             raise RefrainInputError(
-                "DiTConditioning.frame_mask", "a sample has no valid frame",
+                "DiTConditioning.frame_mask",
+                "a sample has no valid frame",
                 "drop empty items in the dataset or collate",
-            )  # fmt: skip
+            )
 
     @classmethod
     def cat(cls, items: Sequence[DiTConditioning]) -> DiTConditioning:
@@ -139,6 +140,7 @@ class DiTConditioning(BatchConditioning):
                     cmask.append(ref_ctx.context_mask.new_zeros(c.batch_size, 1, c.num_frames))
             out["context"], out["context_mask"] = torch.cat(ctx), torch.cat(cmask)
         return cls(**out)
+
 
 def _kept_rows(dropped: Tensor) -> Tensor | None:
     """Indices of the rows that keep an input, or None when every row does (nothing to skip)."""
@@ -203,7 +205,9 @@ class ConditionEmbedder(nn.Module):
         self.lyric_proj = nn.Linear(lyric_dim, d)
         self.text_dim = text_dim
         # registration order kept as before the switch: optimizer state in checkpoints follows it
-        self.style_proj = nn.Sequential(nn.Linear(text_dim, d), nn.SiLU(), nn.Linear(d, d)) if style_tokens else None
+        self.style_proj = (
+            nn.Sequential(nn.Linear(text_dim, d), nn.SiLU(), nn.Linear(d, d)) if style_tokens else None
+        )
         self.pooled_proj = nn.Sequential(nn.Linear(text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.null_lyrics = nn.Parameter(torch.zeros(d))
         self.null_style = nn.Parameter(torch.zeros(d)) if style_tokens else None
@@ -236,9 +240,10 @@ class ConditionEmbedder(nn.Module):
             frame = frame + self._context(cond)
         elif cond.context_present().any():
             raise RefrainInputError(
-                "model.dit.config.use_context", "the batch carries a context latent but the model has no context input",
+                "model.dit.config.use_context",
+                "the batch carries a context latent but the model has no context input",
                 "set use_context: true or stop passing context",
-            )  # fmt: skip
+            )
         frame = frame * frame_mask.unsqueeze(-1).to(frame.dtype)
         style, style_mask, pooled = self._style(cond, skip)
         vector = pooled + self._speaker(cond, pooled)

@@ -45,9 +45,10 @@ class DiTConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.repa_layer <= self.num_layers:
             raise RefrainInputError(
-                "model.dit.config.repa_layer", f"{self.repa_layer} is outside [0, num_layers={self.num_layers}]",
+                "model.dit.config.repa_layer",
+                f"{self.repa_layer} is outside [0, num_layers={self.num_layers}]",
                 "pick the block whose output REPA aligns (ACE-Step: 8 of 24)",
-            )  # fmt: skip
+            )
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
             raise RefrainInputError(
                 "model.dit.config.num_heads",
@@ -69,8 +70,10 @@ class DiTConfig:
         unknown = sorted(set(items) - known)
         if unknown:
             raise RefrainInputError(
-                f"model.dit.config.{unknown[0]}", "is not a DiT size", f"use the fields of DiTConfig: {', '.join(sorted(known))}"
-            )  # fmt: skip
+                f"model.dit.config.{unknown[0]}",
+                "is not a DiT size",
+                f"use the fields of DiTConfig: {', '.join(sorted(known))}",
+            )
         return cls(**items)
 
     def to_dict(self) -> dict[str, Any]:

@@ -69,7 +69,9 @@ class LyricEmbedder(nn.Module):
         if ids.device.type == "cpu":
             self.check_ids(ids)
         elif ids.numel():  # on an accelerator: checked on the device, no host synchronisation
-            torch._assert_async(((ids >= 0) & (ids < self.vocab_size)).all(), "phoneme id >= lyric_vocab_size")
+            torch._assert_async(
+                ((ids >= 0) & (ids < self.vocab_size)).all(), "phoneme id >= lyric_vocab_size"
+            )
         x = self.token(ids)
         x = x + sinusoidal_positions(ids.shape[1], x.shape[-1], x.device, x.dtype)[None]
         mask = frame_mask.unsqueeze(-1).to(x.dtype)

@@ -59,10 +59,17 @@ class DiffusionTransformer(nn.Module):
 
         self.proj_in = nn.Linear(latent_channels, hidden_size)
         self.conditioner = ConditionEmbedder(
-            hidden_size, latent_channels, config.text_dim, config.lyric_vocab_size, config.lyric_dim,
-            config.lyric_conv_layers, config.lyric_kernel_size, config.speaker_dim, config.use_context,
+            hidden_size,
+            latent_channels,
+            config.text_dim,
+            config.lyric_vocab_size,
+            config.lyric_dim,
+            config.lyric_conv_layers,
+            config.lyric_kernel_size,
+            config.speaker_dim,
+            config.use_context,
             config.style_cross_attention,
-        )  # fmt: skip
+        )
         frequencies = config.frequency_embedding_size
         self.time_proj = Timesteps(frequencies, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.time_embed = TimestepEmbedding(frequencies, hidden_size)
@@ -73,9 +80,15 @@ class DiffusionTransformer(nn.Module):
             )
         self.blocks = nn.ModuleList(
             DiTBlock(
-                hidden_size, config.num_heads, ff, config.qk_norm, config.shared_adaln, config.norm_eps,
-                config.dropout, config.style_cross_attention,
-            )  # fmt: skip
+                hidden_size,
+                config.num_heads,
+                ff,
+                config.qk_norm,
+                config.shared_adaln,
+                config.norm_eps,
+                config.dropout,
+                config.style_cross_attention,
+            )
             for _ in range(config.num_layers)
         )
         self.final_layer = FinalLayer(hidden_size, latent_channels, config.norm_eps, config.zero_init_output)
@@ -88,19 +101,26 @@ class DiffusionTransformer(nn.Module):
     def backbone_spec(self) -> BackboneSpec:
         """refrain's own DiT: every CFG drop, context when built with it, ACE-Step v1 sampler defaults."""
         return BackboneSpec(
-            name="refrain_dit", latent_channels=self.latent_channels, hidden_size=self.hidden_size,
-            repa_layer=self.repa_layer, conditioning_type=DiTConditioning,
+            name="refrain_dit",
+            latent_channels=self.latent_channels,
+            hidden_size=self.hidden_size,
+            repa_layer=self.repa_layer,
+            conditioning_type=DiTConditioning,
             supports_context=bool(self.conditioner.use_context),
             cfg_drops=frozenset({"style", "lyrics", "context", "all"}),
-            fsdp_wrap=("refrain.models.dit.blocks.DiTBlock",), bundle_class="dit",
-        )  # fmt: skip
+            fsdp_wrap=("refrain.models.dit.blocks.DiTBlock",),
+            bundle_class="dit",
+        )
 
     def conditioning_from_batch(self, batch: Mapping[str, Any]) -> DiTConditioning:
         """Style states, frame-aligned phonemes, speaker and frame mask of a DiT batch."""
         return DiTConditioning(
-            style=batch["style"], style_mask=batch["style_mask"].bool(), lyrics=batch["lyrics"].long(),
-            speaker=batch.get("speaker"), frame_mask=batch["frame_mask"].bool(),
-        )  # fmt: skip
+            style=batch["style"],
+            style_mask=batch["style_mask"].bool(),
+            lyrics=batch["lyrics"].long(),
+            speaker=batch.get("speaker"),
+            frame_mask=batch["frame_mask"].bool(),
+        )
 
     def noise(self, seed: int, frames: int) -> Tensor:
         return seeded_noise(seed, self.latent_channels, frames)
@@ -134,7 +154,11 @@ class DiffusionTransformer(nn.Module):
         return h, c, style, emb.style_mask
 
     def forward(
-        self, x: Tensor, sigma: Tensor, cond: DiTConditioning | PreparedConditioning, return_hidden: bool = False
+        self,
+        x: Tensor,
+        sigma: Tensor,
+        cond: DiTConditioning | PreparedConditioning,
+        return_hidden: bool = False,
     ) -> VelocityOutput:
         """x: (B, C, T) noisy latent, sigma: (B,) or scalar; returns velocity (B, C, T), zero on padding.
 
@@ -142,9 +166,10 @@ class DiffusionTransformer(nn.Module):
         """
         if x.dim() != 3 or x.shape[1] != self.latent_channels:
             raise RefrainInputError(
-                "DiffusionTransformer input", f"latent shape {tuple(x.shape)} is not (B, {self.latent_channels}, T)",
+                "DiffusionTransformer input",
+                f"latent shape {tuple(x.shape)} is not (B, {self.latent_channels}, T)",
                 "set model.dit.config.latent_channels to the VAE's latent channel count",
-            )  # fmt: skip
+            )
         prepared = cond
         cond = cond.cond if isinstance(cond, PreparedConditioning) else cond
         if prepared is cond:

@@ -276,7 +276,9 @@ def set_posterior_std(autoencoder: AutoencoderOobleck, std: float) -> None:
     term still pulls the noise up during training.
     """
     if not 0.0 < std < 1.0:
-        raise RefrainInputError("model.vae.initial_posterior_std", f"must be in (0, 1), got {std}", "use e.g. 0.05")
+        raise RefrainInputError(
+            "model.vae.initial_posterior_std", f"must be in (0, 1), got {std}", "use e.g. 0.05"
+        )
     conv = autoencoder.encoder.conv2
     half = conv.out_channels // 2
     conv.bias[half:] = math.log(math.expm1(std))

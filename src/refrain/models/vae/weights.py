@@ -30,7 +30,9 @@ def load_autoencoder(folder: str | Path) -> AutoencoderOobleck:
     folder = Path(folder)
     config_path = folder / CONFIG_NAME
     config = read_json(
-        config_path, "point at a diffusers VAE folder (save_pretrained), or re-export the VAE", missing="missing"
+        config_path,
+        "point at a diffusers VAE folder (save_pretrained), or re-export the VAE",
+        missing="missing",
     )
     declared = config.get("_class_name", AutoencoderOobleck.__name__)
     if declared != AutoencoderOobleck.__name__:
@@ -44,9 +46,10 @@ def load_autoencoder(folder: str | Path) -> AutoencoderOobleck:
         pickled = next((folder / n for n in PICKLED_NAMES if (folder / n).is_file()), None)
         if pickled is not None:
             raise RefrainInputError(
-                pickled, "pickled weights are refused (loading a pickle can run code); only safetensors load",
+                pickled,
+                "pickled weights are refused (loading a pickle can run code); only safetensors load",
                 SAFETENSORS_FIX,
-            )  # fmt: skip
+            )
         raise RefrainInputError(weights, "missing", "re-export the VAE (weights are saved as safetensors)")
     try:
         state = load_file(str(weights))
@@ -63,7 +66,8 @@ def load_autoencoder(folder: str | Path) -> AutoencoderOobleck:
     missing, unexpected = autoencoder.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise RefrainInputError(
-            weights, f"weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})",
+            weights,
+            f"weights do not fit the config (missing {missing[:3]}, unexpected {unexpected[:3]})",
             "re-export the VAE",
-        )  # fmt: skip
+        )
     return autoencoder.eval()

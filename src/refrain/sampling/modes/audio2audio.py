@@ -22,7 +22,10 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @register_mode(
-    "audio2audio", "a new song starting from a reference song at a strength", add_flags=_flags, flag_params=_params
+    "audio2audio",
+    "a new song starting from a reference song at a strength",
+    add_flags=_flags,
+    flag_params=_params,
 )
 def audio2audio_mode(
     engine: SamplingEngine,
@@ -40,8 +43,14 @@ def audio2audio_mode(
     timed = call.lyrics(lyrics, call.song_seconds)
     noise, generator = call.noise(song.frames)
     latent = audio2audio(
-        call.velocity(prompt, timed, song.frames), song.latent, noise, call.options.sigmas(), strength,
-        call.options.solver, generator=generator, callback=call.callback,
-    )  # fmt: skip
+        call.velocity(prompt, timed, song.frames),
+        song.latent,
+        noise,
+        call.options.sigmas(),
+        strength,
+        call.options.solver,
+        generator=generator,
+        callback=call.callback,
+    )
     audio = engine.decode(latent, song.audio.shape[-1])
     return call.result(latent, audio, timed, strength=strength, prompt=prompt, lyrics=lyrics)

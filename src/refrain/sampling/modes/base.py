@@ -59,7 +59,9 @@ class SamplerMode:
     source: bool = True
     sampler: bool = True
     regenerate: Callable[[SamplingEngine, Mapping[str, Any], SamplerOptions], SongResult] | None = None
-    command: Callable[[SamplingEngine, argparse.Namespace, SamplerOptions, dict[str, Any]], Outputs] | None = None
+    command: (
+        Callable[[SamplingEngine, argparse.Namespace, SamplerOptions, dict[str, Any]], Outputs] | None
+    ) = None
 
 
 _MODES: dict[str, SamplerMode] = {}
@@ -81,9 +83,10 @@ def register_mode(name: str, summary: str, **spec: Any) -> Callable[[ModeFn], Mo
 def get_mode(name: str) -> SamplerMode:
     if name not in _MODES:
         raise RefrainInputError(
-            "mode", f"unknown sampler mode {name!r}",
+            "mode",
+            f"unknown sampler mode {name!r}",
             f"use one of {', '.join(_MODES)} (stem and accompany come with `import refrain.lora`)",
-        )  # fmt: skip
+        )
     return _MODES[name]
 
 
@@ -109,9 +112,13 @@ class ModeCall:
     the steps every mode repeats (lyrics, guided velocity, seeded noise, the sidecar'd result)."""
 
     def __init__(
-        self, engine: SamplingEngine, mode: str, options: SamplerOptions | None, layout: Layout,
+        self,
+        engine: SamplingEngine,
+        mode: str,
+        options: SamplerOptions | None,
+        layout: Layout,
         source: Source | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.engine, self.mode = engine, mode
         self.options = (options or SamplerOptions()).resolved()
         self.layout = LyricsLayout.from_any(layout)
@@ -160,10 +167,14 @@ def lyrics_flags(parser: argparse.ArgumentParser, prefix: str = "", prompt: bool
     """--{prefix}prompt, --{prefix}lyrics and --{prefix}lyrics_file."""
     if prompt:
         parser.add_argument(
-            f"--{prefix}prompt", default=None if prefix == "target_" else "", help="style prompt (tags or a caption)"
+            f"--{prefix}prompt",
+            default=None if prefix == "target_" else "",
+            help="style prompt (tags or a caption)",
         )
     parser.add_argument(
-        f"--{prefix}lyrics", default=None, help="lyrics text: LRC lines, or plain lines with [verse]-style tags"
+        f"--{prefix}lyrics",
+        default=None,
+        help="lyrics text: LRC lines, or plain lines with [verse]-style tags",
     )
     parser.add_argument(
         f"--{prefix}lyrics_file", type=Path, default=None, help="read the lyrics from a file (.lrc or .txt)"
@@ -175,7 +186,9 @@ def check_lyrics_flags(args: argparse.Namespace) -> None:
     for name, file in vars(args).items():
         flag = name.removesuffix("_file")
         if name.endswith("lyrics_file") and file is not None and getattr(args, flag, None) is not None:
-            raise RefrainInputError(f"--{flag}", "given both as text and as a file", f"pass --{flag} or --{flag}_file")
+            raise RefrainInputError(
+                f"--{flag}", "given both as text and as a file", f"pass --{flag} or --{flag}_file"
+            )
 
 
 def lyrics_from_flags(args: argparse.Namespace, prefix: str = "") -> str | None:

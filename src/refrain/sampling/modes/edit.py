@@ -25,16 +25,23 @@ def _flags(parser: argparse.ArgumentParser) -> None:
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
     return {
-        "source_prompt": args.source_prompt, "source_lyrics": lyrics_from_flags(args, "source_") or "",
-        "target_prompt": args.target_prompt, "target_lyrics": lyrics_from_flags(args, "target_"),
-        "preset": args.preset, "n_min": args.n_min, "n_max": args.n_max, "n_avg": args.n_avg,
-    }  # fmt: skip
+        "source_prompt": args.source_prompt,
+        "source_lyrics": lyrics_from_flags(args, "source_") or "",
+        "target_prompt": args.target_prompt,
+        "target_lyrics": lyrics_from_flags(args, "target_"),
+        "preset": args.preset,
+        "n_min": args.n_min,
+        "n_max": args.n_max,
+        "n_avg": args.n_avg,
+    }
 
 
 @register_mode(
-    "edit", "change lyrics or tags while keeping melody and arrangement (FlowEdit)",
-    add_flags=_flags, flag_params=_params,
-)  # fmt: skip
+    "edit",
+    "change lyrics or tags while keeping melody and arrangement (FlowEdit)",
+    add_flags=_flags,
+    flag_params=_params,
+)
 def edit_mode(
     engine: SamplingEngine,
     source: Source,
@@ -69,12 +76,28 @@ def edit_mode(
     v_tar = call.velocity(target_prompt, timed_tar, song.frames)
     generator = torch.Generator().manual_seed(int(call.options.seed))
     latent = flowedit(
-        v_src, v_tar, song.latent, call.options.sigmas(), n_min, n_max, n_avg, call.options.solver,
-        generator=generator, callback=call.callback,
-    )  # fmt: skip
+        v_src,
+        v_tar,
+        song.latent,
+        call.options.sigmas(),
+        n_min,
+        n_max,
+        n_avg,
+        call.options.solver,
+        generator=generator,
+        callback=call.callback,
+    )
     audio = engine.decode(latent, song.audio.shape[-1])
     return call.result(
-        latent, audio, timed_tar, source_prompt=source_prompt, source_lyrics=source_lyrics,
-        target_prompt=target_prompt, target_lyrics=target_lyrics, preset=preset, n_min=n_min, n_max=n_max,
+        latent,
+        audio,
+        timed_tar,
+        source_prompt=source_prompt,
+        source_lyrics=source_lyrics,
+        target_prompt=target_prompt,
+        target_lyrics=target_lyrics,
+        preset=preset,
+        n_min=n_min,
+        n_max=n_max,
         n_avg=n_avg,
-    )  # fmt: skip
+    )

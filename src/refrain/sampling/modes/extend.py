@@ -17,7 +17,9 @@ def _flags(parser: argparse.ArgumentParser) -> None:
     lyrics_flags(parser)
     parser.add_argument("--left", type=float, default=0.0, help="seconds to add before the song")
     parser.add_argument("--right", type=float, default=0.0, help="seconds to add after the song")
-    parser.add_argument("--crossfade", type=float, default=0.1, help="seconds of raised-cosine fade at each seam")
+    parser.add_argument(
+        "--crossfade", type=float, default=0.1, help="seconds of raised-cosine fade at each seam"
+    )
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -50,11 +52,20 @@ def extend_mode(
     velocity = call.velocity(prompt, timed, frames, context=padded, context_mask=keep)
     noise, generator = call.noise(frames)
     latent = extend(
-        velocity, song.latent, noise, left_frames, right_frames, call.options.sigmas(), call.options.solver,
-        generator=generator, callback=call.callback,
-    )  # fmt: skip
+        velocity,
+        song.latent,
+        noise,
+        left_frames,
+        right_frames,
+        call.options.sigmas(),
+        call.options.solver,
+        generator=generator,
+        callback=call.callback,
+    )
     generated = engine.decode(latent, frames * engine.vae.hop_length)
-    audio = splice_extend(song.audio, generated, left_frames * engine.vae.hop_length, engine.sample_rate, crossfade)
+    audio = splice_extend(
+        song.audio, generated, left_frames * engine.vae.hop_length, engine.sample_rate, crossfade
+    )
     return call.result(
         latent, audio, timed, left=left, right=right, prompt=prompt, lyrics=lyrics, crossfade=crossfade
     )

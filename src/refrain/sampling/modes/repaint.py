@@ -17,19 +17,30 @@ def _flags(parser: argparse.ArgumentParser) -> None:
     lyrics_flags(parser)
     parser.add_argument("--start", type=float, required=True, help="seconds")
     parser.add_argument("--end", type=float, required=True, help="seconds")
-    parser.add_argument("--variance", type=float, default=1.0, help="how far the span may move (1 = from noise)")
-    parser.add_argument("--crossfade", type=float, default=0.1, help="seconds of raised-cosine fade at each seam")
+    parser.add_argument(
+        "--variance", type=float, default=1.0, help="how far the span may move (1 = from noise)"
+    )
+    parser.add_argument(
+        "--crossfade", type=float, default=0.1, help="seconds of raised-cosine fade at each seam"
+    )
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
-    return {"start": args.start, "end": args.end, **prompt_and_lyrics(args), "variance": args.variance,
-            "crossfade": args.crossfade}  # fmt: skip
+    return {
+        "start": args.start,
+        "end": args.end,
+        **prompt_and_lyrics(args),
+        "variance": args.variance,
+        "crossfade": args.crossfade,
+    }
 
 
 @register_mode(
-    "repaint", "regenerate [start, end] seconds of a song, keeping the rest sample-exact",
-    add_flags=_flags, flag_params=_params,
-)  # fmt: skip
+    "repaint",
+    "regenerate [start, end] seconds of a song, keeping the rest sample-exact",
+    add_flags=_flags,
+    flag_params=_params,
+)
 def repaint_mode(
     engine: SamplingEngine,
     source: Source,
@@ -52,12 +63,26 @@ def repaint_mode(
     velocity = call.velocity(prompt, timed, frames, context=song.latent * keep, context_mask=keep)
     noise, generator = call.noise(frames)
     latent = repaint(
-        velocity, song.latent, noise, mask, call.options.sigmas(), variance, call.options.solver,
-        generator=generator, callback=call.callback,
-    )  # fmt: skip
+        velocity,
+        song.latent,
+        noise,
+        mask,
+        call.options.sigmas(),
+        variance,
+        call.options.solver,
+        generator=generator,
+        callback=call.callback,
+    )
     generated = engine.decode(latent, frames * engine.vae.hop_length)
     audio = splice_repaint(song.audio, generated, start, end, engine.sample_rate, crossfade)
     return call.result(
-        latent, audio, timed, start=start, end=end, prompt=prompt, lyrics=lyrics, variance=variance,
+        latent,
+        audio,
+        timed,
+        start=start,
+        end=end,
+        prompt=prompt,
+        lyrics=lyrics,
+        variance=variance,
         crossfade=crossfade,
-    )  # fmt: skip
+    )

@@ -28,11 +28,19 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 @register_mode(
-    "retake", "a variation of a text2music song (its sidecar) at a variance in [0, 1]",
-    add_flags=_flags, flag_params=_params, source=False, sampler=False,
-)  # fmt: skip
+    "retake",
+    "a variation of a text2music song (its sidecar) at a variance in [0, 1]",
+    add_flags=_flags,
+    flag_params=_params,
+    source=False,
+    sampler=False,
+)
 def retake(
-    engine: SamplingEngine, source: Mapping[str, Any] | str | Path, variance: float = 0.5, *, seed: int | None = None
+    engine: SamplingEngine,
+    source: Mapping[str, Any] | str | Path,
+    variance: float = 0.5,
+    *,
+    seed: int | None = None,
 ) -> SongResult:
     """A variation of a text2music song given by its sidecar: cos/sin mix of its noise with new noise
     from ``seed`` (variance 0 gives the song back exactly). Options and lyrics are the source's."""
@@ -42,7 +50,9 @@ def retake(
         raise RefrainInputError(
             "retake source", f"is a {origin['mode']} song", "retake the sidecar of a text2music song"
         )
-    origin = {k: origin[k] for k in ("format", "version", "mode", "params", "options", "batch") if k in origin}
+    origin = {
+        k: origin[k] for k in ("format", "version", "mode", "params", "options", "batch") if k in origin
+    }
     seed = secrets.randbelow(2**31) if seed is None else int(seed)
     batch = origin.get("batch") or {"index": 0, "requests": [origin["params"]]}
     index = int(batch["index"])

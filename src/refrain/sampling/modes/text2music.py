@@ -50,7 +50,9 @@ def text2music_batch(
     velocity = options.guided(engine.model, spec_of(engine.model).conditioning_type.cat(conds))
     x = torch.cat(noises).to(engine.device)
     callback = engine.callback("text2music", options.steps)
-    latents = sample(velocity, x, options.sigmas(), options.solver, generator=generators[0], callback=callback)
+    latents = sample(
+        velocity, x, options.sigmas(), options.solver, generator=generators[0], callback=callback
+    )
     requested = [asdict(r) for r in items]
     songs = []
     for index, (request, lyrics, length) in enumerate(zip(items, timed, frames, strict=True)):
@@ -71,11 +73,17 @@ def _flags(parser: argparse.ArgumentParser) -> None:
     lyrics_flags(parser)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds")
     parser.add_argument(
-        "--prompts_file", type=Path, help="JSON lines: prompt, lyrics or lyrics_file, duration, bpm, seed, name"
+        "--prompts_file",
+        type=Path,
+        help="JSON lines: prompt, lyrics or lyrics_file, duration, bpm, seed, name",
     )
-    parser.add_argument("--out_dir", type=Path, help="where a prompts file's songs go (default: beside --out)")
+    parser.add_argument(
+        "--out_dir", type=Path, help="where a prompts file's songs go (default: beside --out)"
+    )
     parser.add_argument("--batch_size", type=int, default=4, help="songs per batch with --prompts_file")
-    parser.add_argument("--format", default="flac", choices=("flac", "wav"), help="file type with --prompts_file")
+    parser.add_argument(
+        "--format", default="flac", choices=("flac", "wav"), help="file type with --prompts_file"
+    )
 
 
 def _command(
@@ -85,7 +93,9 @@ def _command(
     leaves out)."""
     lyrics = lyrics_from_flags(args) or ""
     if args.prompts_file is None:
-        return [(args.out, text2music(engine, args.prompt, lyrics, args.duration, layout=layout, options=options))]
+        return [
+            (args.out, text2music(engine, args.prompt, lyrics, args.duration, layout=layout, options=options))
+        ]
     if args.batch_size < 1:
         raise RefrainInputError("--batch_size", f"must be >= 1, got {args.batch_size}", "use e.g. 4")
     from refrain.sampling.prompts_file import read_prompts
@@ -97,14 +107,20 @@ def _command(
     for first in range(0, len(items), args.batch_size):
         chunk = items[first : first + args.batch_size]
         results = text2music_batch(engine, [{**defaults, **request} for _, request in chunk], options)
-        songs += [(out_dir / f"{name}.{args.format}", song) for (name, _), song in zip(chunk, results, strict=True)]
+        songs += [
+            (out_dir / f"{name}.{args.format}", song) for (name, _), song in zip(chunk, results, strict=True)
+        ]
     return songs
 
 
 @register_mode(
-    "text2music", "a song from a style prompt, lyrics and a duration (or a JSON-lines prompts file)",
-    add_flags=_flags, source=False, regenerate=_regenerate, command=_command,
-)  # fmt: skip
+    "text2music",
+    "a song from a style prompt, lyrics and a duration (or a JSON-lines prompts file)",
+    add_flags=_flags,
+    source=False,
+    regenerate=_regenerate,
+    command=_command,
+)
 def text2music(
     engine: SamplingEngine,
     prompt: str = "",
