@@ -344,12 +344,9 @@ def load_ace15(
     """
     root = check_release_folder(checkpoint_dir)
     torch_dtype = getattr(torch, dtype) if dtype else None
-    transformer = AceStepTransformer1DModel.from_pretrained(
-        root / "transformer", torch_dtype=torch_dtype, use_safetensors=True
-    )
-    encoder = AceStepConditionEncoder.from_pretrained(
-        root / "condition_encoder", torch_dtype=torch_dtype, use_safetensors=True
-    )
+    weights = {"torch_dtype": torch_dtype, "use_safetensors": True}  # never a pickled .bin
+    transformer = AceStepTransformer1DModel.from_pretrained(root / "transformer", **weights)
+    encoder = AceStepConditionEncoder.from_pretrained(root / "condition_encoder", **weights)
     frame_rate = vae_frame_rate(root, 25.0, 48000, 1920)
     cache = Path(dataset_path) / "cache" / "ace15_text" if dataset_path else None
     text = TextSide(root, cache_dir=cache) if (root / "text_encoder").is_dir() else None
