@@ -68,7 +68,8 @@ def type_into(driver, elem_id: str, text: str) -> None:  # noqa: ANN001
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    field = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} textarea, #{elem_id} input")
+    selector = f"#{elem_id} textarea, #{elem_id} input"
+    field = wait_for(lambda: driver.find_element(By.CSS_SELECTOR, selector), 60, f"the field {elem_id}")
     field.send_keys(Keys.CONTROL, "a")
     field.send_keys(text)
     field.send_keys(Keys.TAB)
