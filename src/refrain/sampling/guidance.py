@@ -17,6 +17,7 @@ bind; CFG-zero* rescales v_u by alpha = <v_full, v_u> / ||v_u||^2 before forming
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, get_args
@@ -220,7 +221,7 @@ class Guidance(Protocol):
     ) -> Tensor: ...
 
 
-class GuidanceBase:
+class GuidanceBase(ABC):
     """The shared shape of CFG, APG and CFG-zero*: the zeroed steps, the reset and the dispatch between the
     one-scale and the two-scale (style + lyrics) formula. A strategy writes only its two formulas."""
 
@@ -246,9 +247,11 @@ class GuidanceBase:
         lyrics = scale if lyrics_scale is None else lyrics_scale
         return self.two_scale(v_cond, v_no_lyrics, v_uncond, scale, lyrics, step_index)
 
+    @abstractmethod
     def one_scale(self, v_cond: Tensor, v_uncond: Tensor, scale: float, step_index: int) -> Tensor:
-        raise NotImplementedError
+        """The strategy's formula with one scale for the whole condition."""
 
+    @abstractmethod
     def two_scale(
         self,
         v_full: Tensor,
@@ -258,7 +261,7 @@ class GuidanceBase:
         lyrics: float,
         step_index: int,
     ) -> Tensor:
-        raise NotImplementedError
+        """The strategy's formula with separate style and lyrics scales (three passes)."""
 
 
 @dataclass

@@ -39,6 +39,7 @@ from refrain.models.backbones.common import (
     check_release_layout,
     has_release_layout,
     public_config,
+    resolve_repa_layer,
     set_gradient_checkpointing,
     vae_frame_rate,
 )
@@ -89,13 +90,9 @@ class AceStep15(nn.Module):
     ) -> None:
         super().__init__()
         layers = len(transformer.layers)
-        repa_layer = max(1, layers // 3) if repa_layer is None else repa_layer  # None: ACE-Step v1's 8 of 24
-        if not 1 <= repa_layer <= layers:
-            raise RefrainInputError(
-                "model.dit.repa_layer",
-                f"{repa_layer} is outside [1, {layers}] transformer blocks",
-                "pick the block whose output REPA aligns (ACE-Step v1 used 8 of 24)",
-            )
+        repa_layer = resolve_repa_layer(
+            repa_layer, layers, "pick the block whose output REPA aligns (ACE-Step v1 used 8 of 24)"
+        )
         self.transformer = transformer
         self.condition_encoder = condition_encoder
         self.text_side = text_side

@@ -67,3 +67,13 @@ def vae_frame_rate(root: Path, default: float, sampling_rate: int, hop: int) -> 
     return float(values.get("sampling_rate", sampling_rate)) / math.prod(
         values.get("downsampling_ratios", [hop])
     )
+
+
+def resolve_repa_layer(repa_layer: int | None, layers: int, fix: str) -> int:
+    """The transformer block REPA reads (None: a third of the way in, ACE-Step v1's 8 of 24), checked."""
+    layer = max(1, layers // 3) if repa_layer is None else int(repa_layer)
+    if not 1 <= layer <= layers:
+        raise RefrainInputError(
+            "model.dit.repa_layer", f"{layer} is outside [1, {layers}] transformer blocks", fix
+        )
+    return layer

@@ -38,6 +38,7 @@ from refrain.models.backbones.common import (
     check_release_layout,
     has_release_layout,
     public_config,
+    resolve_repa_layer,
     set_gradient_checkpointing,
     vae_frame_rate,
 )
@@ -118,13 +119,9 @@ class StableAudioOpen(nn.Module):
     ) -> None:
         super().__init__()
         layers = len(transformer.transformer_blocks)
-        repa_layer = max(1, layers // 3) if repa_layer is None else repa_layer
-        if not 1 <= repa_layer <= layers:
-            raise RefrainInputError(
-                "model.dit.repa_layer",
-                f"{repa_layer} is outside [1, {layers}] transformer blocks",
-                "pick the block whose output REPA aligns (8 of 24 is ACE-Step v1's choice)",
-            )
+        repa_layer = resolve_repa_layer(
+            repa_layer, layers, "pick the block whose output REPA aligns (8 of 24 is ACE-Step v1's choice)"
+        )
         self.transformer = transformer
         self.projection_model = projection_model
         self.text_side = text_side
