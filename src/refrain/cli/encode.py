@@ -3,10 +3,12 @@
     refrain-encode --dataset_path P --vae_bundle B [--text_encoder_dir D] [--repa NAME_OR_YAML]
         [repa.KEY=VALUE ...] [--repa_set KEY=VALUE ...] [--run_dir DIR] [--split train,validation] [--device auto]
         [--num_workers 2] [--tag_shuffles 4] [--latent_dtype float32] [--feature_dtype float32]
-        [--teacher_rate native] [--devices N] [--num_nodes N] [--verify] [--limit N] [--no_progress]
+        [--teacher_rate native] [--devices N] [--num_nodes N] [--verify] [--limit N] [--shards N] [--no_progress]
 
 Writes P/cache/<fingerprint>/<content_hash>.safetensors plus index.json. Re-running resumes: valid
 entries are kept, corrupt or stale ones redone. Training with the same settings reads the cache.
+``--shards N`` then also packs the entries into N Arrow files (P/cache/<fingerprint>/shards/, Hugging
+Face ``datasets``), which training streams with ``data.cache_format=shards``.
 
 ``--devices N`` / ``--num_nodes N`` run N ranks as trainer.py does (Lightning Fabric's DDP launcher: it
 starts the local processes itself, or joins the ones torchrun / srun started); each rank encodes a
@@ -94,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--limit", type=int, default=None, help="encode only the first N records (trials, timing)"
+    )
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=None,
+        metavar="N",
+        help="also write the cache as N Arrow shards (train with data.cache_format=shards)",
     )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
@@ -245,6 +254,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if fabric.global_rank != 0:
             return 0
     print(report.summary())
+    if args.shards:
+        from refrain.data.shards import write_shards
+
+        try:
+            print(write_shards(report.cache_dir, args.shards, progress=not args.no_progress).summary())
+        except RefrainInputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     print(
         "train with data=latents and the same vae_bundle, text_encoder_dir, repa teachers and storage "
         f"settings (they name the cache folder {report.cache_dir.name})"

@@ -45,7 +45,7 @@ from refrain.data.conditioning_encoder import (
     vae_facts,
 )
 from refrain.data.crops import Crop, choose_crop, crop_lyrics, record_sentences, teacher_span
-from refrain.data.options import LoaderOptions, OnlineEncoding
+from refrain.data.options import LoaderOptions, OnlineEncoding, ShardReading, check_cache_format
 from refrain.data.prompt_variants import record_prompt_variants
 from refrain.data.quarantine import Quarantine
 from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler
@@ -239,6 +239,8 @@ class DiTDataModule(pl.LightningDataModule):
         storage: EncodeSettings | None = None,
         online: OnlineEncoding | None = None,
         loader: LoaderOptions | None = None,
+        cache_format: str = "per_song",
+        shards: ShardReading | None = None,
     ) -> None:
         """``storage``: the cache's storage settings (part of its fingerprint, as refrain-encode used them)."""
         super().__init__()
@@ -264,6 +266,7 @@ class DiTDataModule(pl.LightningDataModule):
         self.online_device = online.device
         self.speaker_dim = speaker_dim
         self.pin_memory = loader.pin_memory
+        self.cache_format, self.shards = check_cache_format(cache_format), shards or ShardReading()
         facts = vae_facts(self.vae_bundle)
         self.sample_rate = int(facts["sample_rate"])
         self.hop_length = int(facts["hop_length"])
@@ -309,7 +312,6 @@ class DiTDataModule(pl.LightningDataModule):
             self.vae_bundle, self.text_encoder_dir, self.teacher_specs, self.settings
         )
         self.cache_folder = cache_dir(self.dataset_path, self.fingerprint) if self.use_cache else None
-        self._log_coverage([train, val])
         common = {
             "frame_rate": self.frame_rate,
             "max_frames": self.max_frames,
@@ -321,6 +323,12 @@ class DiTDataModule(pl.LightningDataModule):
             "speaker_dim": self.speaker_dim,
             "dataset_root": self.dataset_path,
         }
+        if self.cache_format == "shards":  # Arrow shards streamed per rank (refrain.data.shard_stream)
+            from refrain.data.shard_stream import sharded_sets
+
+            self.train_set, self.val_set = sharded_sets(self, train, val, common)
+            return
+        self._log_coverage([train, val])
         self.train_set = DiTDataset(train, **common)
         self.val_set = DiTDataset(val, deterministic=True, **common)
 
@@ -372,6 +380,10 @@ class DiTDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Shuffled, epoch-keyed and exactly resumable (Lightning saves the loader's state in checkpoints)."""
         assert self.train_set is not None, "setup() first"
+        if self.cache_format == "shards":
+            from refrain.data.shard_stream import shard_loader
+
+            return shard_loader(self)
         dataset, drop_last = self.train_set, len(self.train_set) >= self.batch_size
         return ResumableDataLoader(
             dataset,

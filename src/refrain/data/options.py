@@ -39,3 +39,24 @@ class LoaderOptions:
     num_workers: int = 2
     pin_memory: bool = False
     val_batch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ShardReading:
+    """How training streams a sharded cache (``data.cache_format=shards``, ``refrain.data.shard_stream``).
+
+    ``buffer_size``: the shuffle buffer of the record stream; ``num_shards``: the blocks of records
+    whose order is shuffled before the buffer.
+    """
+
+    buffer_size: int = 1000
+    num_shards: int = 64
+
+
+def check_cache_format(name: str) -> str:
+    """``per_song`` (one safetensors file per song, the default) or ``shards`` (Arrow shards)."""
+    if name not in ("per_song", "shards"):
+        raise RefrainInputError(
+            "data.cache_format", f"{name!r} is not a cache format", "use per_song or shards"
+        )
+    return name
