@@ -212,7 +212,8 @@ def load_adapters(
             "more than one adapter with a reference path",
             "combine at most one StemGen/singing2accompaniment adapter with plain ones",
         )
-    if controlled:
+    native = getattr(getattr(base, "backbone_spec", None), "native_reference", False)
+    if controlled and not native:  # a backbone that reads a reference track itself has no control path
         assert controlled[0][1].control is not None
         attach_control(base, controlled[0][1].control)
     for ref in refs:

@@ -104,11 +104,12 @@ def inject_lora(model: nn.Module, spec: LoraSpec, adapter_name: str = "default")
     """Wrap ``model`` in a ``PeftModel``: LoRA on the selected layers, the reference path (if the variant
     has one) attached and trained in full, every base parameter frozen."""
     extra: tuple[str, ...] = ()
-    if spec.control is not None:
-        attach_control(model, spec.control)
+    backbone_spec = getattr(model, "backbone_spec", None)
+    if spec.control is not None and not getattr(backbone_spec, "native_reference", False):
+        attach_control(model, spec.control)  # a backbone that reads a reference track itself needs none
         extra = (CONTROL_MODULE,)
     config = spec.lora_config(extra)
-    root = getattr(getattr(model, "backbone_spec", None), "lora_root", None)
+    root = getattr(backbone_spec, "lora_root", None)
     if root and config.exclude_modules is None:  # e.g. ACE-Step 1.5: adapt the transformer, not its encoders
         config.exclude_modules = rf"^(?!{re.escape(root)}\.).*"
     check_targets(model, config, spec.source)

@@ -51,8 +51,10 @@ class ReferenceInputs:
             mask = batch["frame_mask"][:, None].to(reference.dtype)
         return cls(reference, mask.to(reference.dtype), batch["instrument"].long())
 
-    def join(self, cond: DiTConditioning) -> ControlConditioning:
-        """``cond`` with these inputs; a batch of k stacked passes gets them k times."""
+    def join(self, cond: Any) -> Any:
+        """``cond`` with these inputs; a batch of k stacked passes gets them k times. A backbone that reads
+        a reference track itself (ACE-Step 1.5) gets it as its conditioning's ``reference``; its instrument
+        is already named in the prompt the batch was encoded with."""
         b = self.reference.shape[0]
         if cond.batch_size % b:
             raise RefrainInputError(
@@ -61,9 +63,11 @@ class ReferenceInputs:
                 "bind the reference of the same batch the conditioning was built from",
             )
         k = cond.batch_size // b
-        device = cond.lyrics.device
+        device = cond.frame_mask.device
         tile = lambda t: t.to(device).repeat(k, *([1] * (t.dim() - 1)))  # noqa: E731
         t = cond.num_frames
+        if not isinstance(cond, DiTConditioning):
+            return replace(cond, reference=tile(self.reference[..., :t]).to(cond.frame_mask.device))
         return ControlConditioning.from_plain(
             cond,
             reference=tile(self.reference[..., :t]),
@@ -121,14 +125,21 @@ class AdaptedDiT(nn.Module):
                 cond = backbone.null_lyrics(cond)
             else:
                 cond = replace(cond, drop_lyrics=torch.ones_like(cond.drop_lyrics))
-        if self._inputs is not None and not isinstance(cond, ControlConditioning):
+        native = not isinstance(cond, DiTConditioning)  # the backbone's own reference input (ACE-Step 1.5)
+        joined = getattr(cond, "reference", None) is not None
+        if self._inputs is not None and not isinstance(cond, ControlConditioning) and not joined:
             cond = self._inputs.join(cond)
-        if self.training and self.control is not None and isinstance(cond, ControlConditioning):
+        droppable = isinstance(cond, ControlConditioning) or (
+            native and getattr(cond, "reference", None) is not None
+        )
+        if self.training and self.control is not None and droppable:
             drop = (
-                torch.rand(cond.batch_size, device=cond.drop_reference.device)
-                < self.control.drop_reference_prob
+                torch.rand(cond.batch_size, device=cond.frame_mask.device) < self.control.drop_reference_prob
             )
-            cond = replace(cond, drop_reference=cond.drop_reference | drop)
+            if native:  # the release's input without a reference is its text2music context
+                cond = replace(cond, drop_context=cond.drop_context | drop)
+            else:
+                cond = replace(cond, drop_reference=cond.drop_reference | drop)
         return cond
 
     def forward(

@@ -28,6 +28,7 @@ from refrain.lora.adapters import ADAPTER_WEIGHTS, AdapterRef, LoadedAdapters, l
 from refrain.lora.control import ControlConditioning
 from refrain.lora.model import AdaptedDiT
 from refrain.lora.variants import VARIANTS, ControlSpec
+from refrain.models.backbone import backbone_of, spec_of
 from refrain.sampling.engine import SamplingEngine, Source
 from refrain.sampling.modes import ModeCall, lyrics_flags, prompt_and_lyrics, register_mode
 from refrain.sampling.modes.base import Layout
@@ -105,10 +106,15 @@ def reference_song(
     call = ModeCall(pipe, mode, options, layout, source)
     song = call.song
     timed = call.lyrics(lyrics, call.song_seconds)
-    label = torch.tensor([control.label(instrument)], device=pipe.device)
-    cond = ControlConditioning.from_plain(
-        pipe.conditioning(prompt, timed, song.frames), reference=song.latent, instrument=label
-    )
+    backbone = backbone_of(pipe.model)
+    if spec_of(pipe.model).native_reference:  # the instrument in its prompt, the reference as its context
+        cond = backbone.reference_conditioning(prompt, timed.text, song.latent, target, instrument)
+        cond = cond.to(pipe.device)
+    else:
+        label = torch.tensor([control.label(instrument)], device=pipe.device)
+        cond = ControlConditioning.from_plain(
+            pipe.conditioning(prompt, timed, song.frames), reference=song.latent, instrument=label
+        )
     noise, generator = call.noise(song.frames)
     latent = sample(
         call.guided(cond),

@@ -54,6 +54,8 @@ class BackboneSpec:
     loss_preset: Mapping[str, Any] = field(default_factory=dict)  # FlowMatchingLoss arguments
     lora_root: str | None = None  # the submodule LoRA adapts (None = the whole backbone)
     bundle_class: str | None = None  # name in refrain.bundles.registry a bundle uses to rebuild it
+    native_reference: bool = False  # its conditioning takes a whole reference track (``reference``) as
+    # input, so StemGen/singing2accompaniment LoRAs use it instead of refrain's zero-initialised control path
 
     def __post_init__(self) -> None:
         unknown = set(self.cfg_drops) - set(CFG_DROPS)

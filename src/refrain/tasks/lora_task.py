@@ -78,6 +78,15 @@ class LoraTask(DiTTask):
                     stack.enter_context(model.batch_inputs(batch))
             yield
 
+    def conditioning(self, batch: Mapping[str, Any]) -> Any:
+        """The DiT task's conditioning; a reference-path batch also names each item's instrument and the
+        generated role, which a backbone that reads the reference itself puts in its prompt (ACE-Step 1.5)."""
+        control = self.spec.control
+        if control is not None and "instrument" in batch:
+            names = [control.instruments[int(i)] for i in batch["instrument"].tolist()]
+            batch = {**batch, "instrument_names": names, "reference_target": control.target}
+        return super().conditioning(batch)
+
     def compute_loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         with self._bound(batch):
             return super().compute_loss(batch)

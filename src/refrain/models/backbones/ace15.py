@@ -6,7 +6,8 @@ The wrapper only converts at the boundary, it re-implements nothing:
 - sigma (1 = noise) is ACE-Step's ``timestep`` as is, with ``timestep_r = timestep``; the velocity is
   noise - x0 in both, so refrain's solvers, guidance and flow-matching loss apply unchanged;
 - refrain's context (source latent + mask 1 where *given*) -> ``context_latents`` = cat(source latent,
-  chunk mask 1 where *generated*), with the release's silence latent where nothing is given;
+  chunk mask 1 where *generated*), with the release's silence latent where nothing is given; a whole
+  reference track (StemGen, singing2accompaniment) is the release's lego/complete context (``ace15_tasks``);
 - a dropped condition is the learned ``null_condition_emb`` over the whole packed sequence (the only
   CFG drop the release was trained with);
 - the REPA hidden state is a forward hook on one transformer block, its patch tokens (two frames each)
@@ -33,11 +34,21 @@ from torch import Tensor, nn
 from refrain.errors import RefrainInputError
 from refrain.models.backbone import BackboneSpec, frames_to_tokens, seeded_noise
 from refrain.models.backbones.ace15_conditioning import AceStepConditioning
+from refrain.models.backbones.ace15_release import (  # noqa: F401 - where callers import them from
+    LAYOUT,
+    check_release_folder,
+    is_release_folder,
+    release_fact,
+)
+from refrain.models.backbones.ace15_tasks import (
+    batch_metas,
+    context_latents,
+    reference_instruction,
+    silence,
+)
 from refrain.models.backbones.ace15_text import SongMeta, TextSide
 from refrain.models.backbones.common import (
     check_latent_input,
-    check_release_layout,
-    has_release_layout,
     public_config,
     resolve_repa_layer,
     set_gradient_checkpointing,
@@ -45,7 +56,6 @@ from refrain.models.backbones.common import (
 )
 from refrain.models.dit.velocity import VelocityOutput
 
-LAYOUT = ("transformer", "condition_encoder", "text_encoder", "tokenizer", "vae")
 TIMBRE_SECONDS = 30.0  # the release feeds 30 s of (silence) latents to the timbre encoder
 TRAIN_RECIPE = {  # the released training recipe: logit-normal t (mean -0.4, std 1), no shift, whole-condition drop 15%
     "shift": 1.0,
@@ -125,6 +135,7 @@ class AceStep15(nn.Module):
             repa_layer=self.repa_layer,
             conditioning_type=AceStepConditioning,
             supports_context=True,
+            native_reference=True,
             cfg_drops=frozenset({"all", "context"}),
             fsdp_wrap=("diffusers.models.transformers.ace_step_transformer.AceStepTransformerBlock",),
             latent_layout="BTC",
@@ -159,8 +170,7 @@ class AceStep15(nn.Module):
                 "has no cached ACE-Step 1.5 conditioning and the backbone has no text encoder",
                 "load the backbone from its release folder (--checkpoint_dir) or cache the conditioning",
             )
-        seconds = (frame_mask.sum(dim=1).float() / self.frame_rate).tolist()
-        metas = [SongMeta(duration=s, bpm=_int_or_none(batch, "bpm", i)) for i, s in enumerate(seconds)]
+        metas = batch_metas(batch, frame_mask, self.frame_rate)  # a reference task's instruction included
         style, style_mask, lyrics, lyrics_mask = self.text_side.encode(
             list(batch["prompts"]), list(batch["lyrics_text"]), metas, frame_mask.device
         )
@@ -174,9 +184,12 @@ class AceStep15(nn.Module):
         total: int | None = None,
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
+        reference: Tensor | None = None,
+        instruction: str | None = None,
     ) -> AceStepConditioning:
         """One song for the sampler: ``frames`` valid of ``total``, its duration in the metas, the repaint
-        instruction when a context latent is given (as the reference pipeline's repaint task does)."""
+        instruction when a context latent is given (as the reference pipeline's repaint task does), or
+        ``instruction`` with a whole ``reference`` track (lego/complete, see ``ace15_tasks``)."""
         if self.text_side is None:
             raise RefrainInputError(
                 "AceStep15",
@@ -184,16 +197,31 @@ class AceStep15(nn.Module):
                 "load it from its release folder (load_ace15) so text_encoder/ and tokenizer/ are found",
             )
         total = frames if total is None else total
-        meta = SongMeta(
-            duration=frames / self.frame_rate, task="text2music" if context is None else "repaint"
-        )
+        task = instruction or ("text2music" if context is None else "repaint")
+        meta = SongMeta(duration=frames / self.frame_rate, task=task)
         device = self.condition_encoder.null_condition_emb.device
         style, lyric = self.text_side.encode_one(prompt, lyrics, meta, device)
         ones = lambda t: torch.ones(1, t.shape[1], dtype=torch.bool, device=device)  # noqa: E731
         valid = (torch.arange(total, device=device) < frames)[None]
         return AceStepConditioning(
-            style, ones(style), lyric, ones(lyric), valid, context=context, context_mask=context_mask
+            style,
+            ones(style),
+            lyric,
+            ones(lyric),
+            valid,
+            context=context,
+            context_mask=context_mask,
+            reference=reference,
         )
+
+    def reference_conditioning(
+        self, prompt: str, lyrics: str, reference: Tensor, target: str, instrument: str
+    ) -> AceStepConditioning:
+        """One song of role family ``target`` (stem, rest) for ``instrument`` that fits the whole
+        ``reference`` track (1, C, T): the release's lego/complete task (``ace15_tasks``)."""
+        instruction = reference_instruction(target, instrument)
+        frames = reference.shape[-1]
+        return self.prompt_conditioning(prompt, lyrics, frames, reference=reference, instruction=instruction)
 
     def null_lyrics(self, cond: AceStepConditioning) -> AceStepConditioning:
         """``cond`` with every song's lyrics replaced by the empty lyric prompt (text2sample's "lyrics always
@@ -217,10 +245,7 @@ class AceStep15(nn.Module):
     # ----- the network -----
     def silence(self, frames: int, batch: int, like: Tensor) -> Tensor:
         """(B, frames, C) of the release's silence latent, tiled when the song is longer than it."""
-        silence = self.condition_encoder.silence_latent
-        reps = math.ceil(frames / silence.shape[1])
-        tiled = silence.repeat(1, reps, 1) if reps > 1 else silence
-        return tiled[:, :frames].to(device=like.device, dtype=like.dtype).expand(batch, -1, -1)
+        return silence(self.condition_encoder.silence_latent, frames, batch, like)
 
     def encode_condition(self, cond: AceStepConditioning) -> Tensor:
         """The packed cross-attention sequence (B, L, D); dropped samples get the null embedding."""
@@ -254,15 +279,7 @@ class AceStep15(nn.Module):
 
     def context_latents(self, cond: AceStepConditioning, like: Tensor) -> Tensor:
         """(B, T, 2C): source latent (silence where generated) and the chunk mask (1 = generate)."""
-        b, t, c = like.shape
-        silence = self.silence(t, b, like)
-        if cond.context is None or cond.context_mask is None:
-            return torch.cat([silence, torch.ones_like(silence)], dim=-1)
-        given = (cond.context_mask[:, 0] > 0) & ~cond.drop_context[:, None]
-        given = given[:, :, None].to(like.device)
-        source = torch.where(given, cond.context.transpose(1, 2).to(like.dtype), silence)
-        chunk = (~given).to(like.dtype).expand(b, t, c)
-        return torch.cat([source, chunk], dim=-1)
+        return context_latents(cond, self.condition_encoder.silence_latent, like)
 
     def forward(
         self, x: Tensor, sigma: Tensor, cond: AceStepConditioning, return_hidden: bool = False
@@ -300,29 +317,6 @@ class AceStep15(nn.Module):
             frames_to_tokens(captured[-1], x.shape[-1], self.transformer.patch_size) if captured else None
         )
         return VelocityOutput(velocity=velocity.to(x.dtype), hidden=hidden)
-
-
-def _int_or_none(batch: Mapping[str, Any], key: str, index: int) -> int | None:
-    values = batch.get(key)
-    if values is None:
-        return None
-    value = values[index]
-    return int(value) if value is not None and float(value) > 0 else None
-
-
-def check_release_folder(root: str | Path) -> Path:
-    """The folder, or a one-line error naming the first part of diffusers' layout it lacks."""
-    return check_release_layout(
-        root,
-        LAYOUT,
-        "pass --checkpoint_dir pointing at an ACE-Step 1.5 release folder in diffusers' layout",
-        f"an ACE-Step 1.5 folder holds {', '.join(s + '/' for s in LAYOUT)}: download the diffusers release",
-    )
-
-
-def is_release_folder(root: str | Path | None) -> bool:
-    """True for a folder in diffusers' ACE-Step 1.5 layout (what ``--checkpoint_dir`` may name)."""
-    return has_release_layout(root, LAYOUT)
 
 
 def load_ace15(
@@ -376,21 +370,3 @@ def build_ace15(
         repa_layer,
         turbo,
     )
-
-
-def release_fact(root: str | Path, key: str) -> Any:
-    """What a LoRA or fine-tuning run takes from a release folder, in the keys of a base bundle's facts.
-
-    The release has no refrain VAE bundle (write one with ``python -m refrain.cli.ace15 vae``) and no
-    style-prompt encoder for refrain's data (its conditioning is built from the batch text by the backbone).
-    """
-    path = check_release_folder(root)
-    if key == "latent_channels":
-        import json
-
-        return int(
-            json.loads((path / "transformer" / "config.json").read_text()).get(
-                "audio_acoustic_hidden_dim", 64
-            )
-        )
-    return {"vae_bundle": None, "text_encoder_dir": None, "text_max_length": 256, "speaker_dim": None}[key]

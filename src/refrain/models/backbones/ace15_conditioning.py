@@ -5,11 +5,13 @@ What the released condition encoder consumes, before it runs: Qwen3 last hidden 
 (``# Languages / # Lyric``; the lyric encoder contextualises them), and reference latents for the timbre
 token (None = the silence latent the release ships). ``context``/``context_mask`` follow refrain's
 convention (mask 1 where a frame is *given*); the backbone turns them into ACE-Step's
-``context_latents`` (chunk mask 1 where a frame is *generated*).
+``context_latents`` (chunk mask 1 where a frame is *generated*). ``reference`` is the other kind of
+context the release reads: a whole track given on every frame while every frame is generated (its
+``lego``/``complete`` tasks; see ``ace15_tasks``); a sample has one kind or none.
 
 ACE-Step 1.5 was trained dropping the whole condition, so there is one CFG switch, ``drop_style``
 (the whole condition becomes the learned null embedding); ``drop_lyrics`` may only be set together with
-it, and ``validate`` says so in one line. ``drop_context`` removes the context latent (text2music).
+it, and ``validate`` says so in one line. ``drop_context`` removes the context latent or the reference (text2music).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class AceStepConditioning(BatchConditioning):
     drop_style: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool: whole condition
     drop_lyrics: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool: only with drop_style
     drop_context: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool
+    reference: Tensor | None = None  # (B, C, T) whole reference track (lego/complete): given, all generated
 
     def __post_init__(self) -> None:
         batch, device = self.frame_mask.shape[0], self.frame_mask.device
@@ -67,6 +70,8 @@ class AceStepConditioning(BatchConditioning):
         if self.context is not None:
             expect["context"] = (b, self.context.shape[1], t)
             expect["context_mask"] = (b, 1, t)
+        if self.reference is not None:
+            expect["reference"] = (b, self.reference.shape[1], t)
         if self.timbre is not None:
             expect["timbre"] = (b, self.timbre.shape[1], self.timbre.shape[2])
         self.check_shapes(expect, "build every conditioning tensor from the same batch")
@@ -75,6 +80,12 @@ class AceStepConditioning(BatchConditioning):
                 "AceStepConditioning.drop_lyrics",
                 "ACE-Step 1.5 cannot drop the lyrics alone",
                 "drop the whole condition (drop_style) or nothing; use one guidance scale",
+            )
+        if self.reference is not None and self.context is not None:
+            raise RefrainInputError(
+                "AceStepConditioning.reference",
+                "a sample cannot take a reference track and a repaint context at once",
+                "give one kind of context (a reference-path LoRA trains with task.loss.masked_span_prob=0)",
             )
 
     @classmethod
@@ -125,4 +136,15 @@ class AceStepConditioning(BatchConditioning):
                     "give every item a timbre reference or none",
                 )
             out["timbre"] = torch.cat([c.timbre for c in items if c.timbre is not None])
+        out["reference"] = _all_or_none(items, "reference", "give every item a reference track or none")
         return cls(**out)  # type: ignore[arg-type]
+
+
+def _all_or_none(items: Sequence[AceStepConditioning], name: str, fix: str) -> Tensor | None:
+    """The items' ``name`` tensors concatenated, None when none has one; a mix is refused in one line."""
+    values = [getattr(c, name) for c in items]
+    if all(v is None for v in values):
+        return None
+    if any(v is None for v in values):
+        raise RefrainInputError("AceStepConditioning.cat", f"some items have a {name} and some do not", fix)
+    return torch.cat(values)

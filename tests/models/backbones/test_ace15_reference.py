@@ -1,0 +1,187 @@
+"""StemGen and singing2accompaniment on ACE-Step 1.5: the release's lego/complete context, the instrument in
+the Qwen3 prompt, parity with diffusers' ``AceStepPipeline`` for those tasks, and a LoRA that learns them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AceStepPipeline
+from diffusers.utils import logging as diffusers_logging
+
+from refrain.lora.config import load_lora_spec, parse_lora_spec
+from refrain.losses.flow_matching import FlowMatchingLoss
+from refrain.models.backbones.ace15 import TRAIN_RECIPE, AceStep15, load_ace15
+from refrain.models.backbones.ace15_lora import export_diffusers_lora
+from refrain.models.backbones.ace15_tasks import reference_instruction
+from refrain.sampling.options import SamplerOptions
+from refrain.sampling.solvers import sample
+
+REPO = Path(__file__).resolve().parents[3]
+PROMPT, LYRICS, SECONDS = "funk, tight groove", "[verse]\nhello night", 2.0
+TASKS = {  # refrain's variant -> (role family generated, instrument, diffusers' task arguments)
+    "stemgen": ("stem", "drums", {"task_type": "lego", "track_name": "drums"}),
+    "singing2accompaniment": (
+        "rest",
+        "vocals",
+        {"task_type": "complete", "complete_track_classes": ["drums", "bass", "other"]},
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def pipe(ace15_release: Path) -> AceStepPipeline:
+    diffusers_logging.set_verbosity_error()
+    pipeline = AceStepPipeline.from_pretrained(ace15_release)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+@pytest.fixture(scope="module")
+def backbone(ace15_release: Path) -> AceStep15:
+    return load_ace15(ace15_release, repa_layer=2).eval()
+
+
+def source(pipe: AceStepPipeline, seed: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """(audio, the latent the pipeline will sample from it): the pipeline draws the posterior sample with
+    the global generator, so the same seed before both calls gives both sides the same reference latent."""
+    audio = 0.3 * torch.randn(2, int(SECONDS * 48000), generator=torch.Generator().manual_seed(seed))
+    torch.manual_seed(11)
+    with torch.no_grad():
+        latent = pipe.vae.encode(audio[None]).latent_dist.sample()
+    return audio, latent
+
+
+def options(model: AceStep15, guided: bool) -> SamplerOptions:
+    defaults = dict(model.backbone_spec.sampler_defaults)
+    if not guided:
+        defaults.update(guidance="none", guidance_scale=1.0)
+    return SamplerOptions(**defaults, seed=0)
+
+
+def refrain_sample(model: torch.nn.Module, cond, noise: torch.Tensor, opts: SamplerOptions) -> torch.Tensor:
+    return sample(opts.guided(model, cond), noise.clone(), opts.sigmas(), opts.solver).transpose(1, 2)
+
+
+def reference_run(pipe: AceStepPipeline, audio: torch.Tensor, noise: torch.Tensor, guided: bool, task: dict):
+    torch.manual_seed(11)
+    return pipe(
+        prompt=PROMPT,
+        lyrics=LYRICS,
+        audio_duration=SECONDS,
+        guidance_scale=7.0 if guided else 1.0,
+        src_audio=audio,
+        latents=noise.transpose(1, 2).clone(),
+        output_type="latent",
+        **task,
+    ).audios
+
+
+@pytest.mark.parametrize("guided", [False, True], ids=["no_guidance", "apg_7"])
+@pytest.mark.parametrize("variant", sorted(TASKS))
+def test_reference_tasks_match_the_reference_pipeline(
+    pipe: AceStepPipeline, backbone: AceStep15, variant: str, guided: bool
+) -> None:
+    target, instrument, task = TASKS[variant]
+    audio, latent = source(pipe)
+    cond = backbone.reference_conditioning(PROMPT, LYRICS, latent, target, instrument)
+    noise = backbone.noise(4, latent.shape[-1])
+    ours = refrain_sample(backbone, cond, noise, options(backbone, guided))
+    ref = reference_run(pipe, audio, noise, guided, task)
+    diff = (ours - ref).abs().max().item()
+    print(f"{variant} ({task['task_type']}), {'APG 7' if guided else 'no guidance'}: max |diff| {diff:.2e}")
+    assert diff < 1e-5
+    text2music = backbone.prompt_conditioning(PROMPT, LYRICS, latent.shape[-1])
+    plain = refrain_sample(backbone, text2music, noise, options(backbone, guided))
+    assert (plain - ref).abs().max().item() > 1e-3  # reference and instruction really changed the song
+
+
+def test_the_instrument_is_named_in_the_prompt_and_the_reference_in_the_context(backbone: AceStep15) -> None:
+    assert reference_instruction("stem", "drums") == "Generate the DRUMS track based on the audio context:"
+    assert reference_instruction("rest", "vocals") == "Complete the input track with DRUMS | BASS | OTHER:"
+    latent = torch.randn(1, 8, 25, generator=torch.Generator().manual_seed(0))
+    drums = backbone.reference_conditioning(PROMPT, LYRICS, latent, "stem", "drums")
+    bass = backbone.reference_conditioning(PROMPT, LYRICS, latent, "stem", "bass")
+    assert drums.style.shape != bass.style.shape or not torch.equal(drums.style, bass.style)
+    context = backbone.context_latents(drums, latent.transpose(1, 2))
+    assert torch.equal(context[..., :8], latent.transpose(1, 2)) and bool((context[..., 8:] == 1).all())
+    dropped = backbone.context_latents(drums.with_dropped(context=True), latent.transpose(1, 2))
+    plain = backbone.context_latents(replace(drums, reference=None), latent.transpose(1, 2))
+    assert torch.equal(dropped, plain)  # a dropped reference is the text2music context
+
+
+def paired_batch() -> dict:
+    generator = torch.Generator().manual_seed(1)
+    return {
+        "latent_mean": torch.randn(2, 8, 25, generator=generator),
+        "latent_std": torch.full((2, 8, 25), 0.01),
+        "frame_mask": torch.ones(2, 25, dtype=torch.bool),
+        "prompts": [PROMPT, "slow piano ballad"],
+        "lyrics_text": [LYRICS, "[chorus]\nstay"],
+        "reference_latent": torch.randn(2, 8, 25, generator=generator),
+        "instrument": torch.tensor([1, 2]),  # drums, bass in stemgen.json's instruments
+    }
+
+
+@pytest.fixture(scope="module")
+def trained(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A StemGen LoRA task over the tiny release, trained 25 steps on one paired batch."""
+    from refrain.tasks.lora_task import LoraTask
+
+    raw = load_lora_spec(REPO / "lora_configs" / "stemgen.json").to_dict()
+    raw.update(r=4, lora_alpha=8)
+    task = LoraTask(
+        load_ace15(ace15_release, repa_layer=2),
+        parse_lora_spec(raw, "stemgen.json"),
+        loss=FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0),
+        run_dir=tmp_path_factory.mktemp("stemgen_run"),
+    )
+    optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=3e-3)
+    batch, losses, with_grad = paired_batch(), [], set()
+    for _ in range(25):
+        torch.manual_seed(0)  # the same noise, sigma and dropout draws every step: a fixed objective
+        loss = task.compute_loss(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        with_grad |= {n for n, p in task.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        optimizer.step()
+        losses.append(loss.item())
+    return task.eval(), losses, with_grad
+
+
+def test_a_stemgen_lora_learns_on_a_fixed_batch_with_lora_weights_only(trained) -> None:
+    task, losses, with_grad = trained
+    print(f"StemGen LoRA flow loss on a fixed batch: {losses[0]:.4f} -> {losses[-1]:.4f}")
+    assert losses[-1] < 0.8 * losses[0]
+    assert with_grad and all(".lora_A." in n or ".lora_B." in n for n in with_grad)
+    assert not any("reference_control" in n for n, _ in task.named_parameters())  # the release's own input
+    backbone = task.model.model.base_model.model
+    cond = task.conditioning(paired_batch())  # the batch's instrument names reach the Qwen3 prompt
+    drums = backbone.reference_conditioning(PROMPT, LYRICS, torch.zeros(1, 8, 25), "stem", "drums")
+    assert torch.equal(cond.style[0, : drums.style.shape[1]], drums.style[0])
+
+
+def test_the_stemgen_lora_in_diffusers_lego_matches_refrain(
+    trained, pipe: AceStepPipeline, tmp_path: Path
+) -> None:
+    task, _, _ = trained
+    export_diffusers_lora(task.model.model, tmp_path / "lora")
+    audio, latent = source(pipe, seed=6)
+    backbone = task.model.model.base_model.model
+    cond = backbone.reference_conditioning(PROMPT, LYRICS, latent, "stem", "drums")
+    noise = backbone.noise(5, latent.shape[-1])
+    opts = options(backbone, guided=False)
+    lego = TASKS["stemgen"][2]
+    base = reference_run(pipe, audio, noise, False, lego)
+    pipe.load_lora_weights(tmp_path / "lora")
+    assert any(m.training for m in pipe.transformer.modules())  # diffusers leaves the new lora_dropout on
+    pipe.transformer.eval()  # stemgen.json has lora_dropout 0.05: sample in eval mode, as refrain does
+    try:
+        adapted = reference_run(pipe, audio, noise, False, lego)
+    finally:
+        pipe.unload_lora_weights()
+    ours = refrain_sample(task.model, cond, noise, opts)
+    print(f"StemGen LoRA in AceStepPipeline(task_type='lego') vs refrain: {(ours - adapted).abs().max():.2e}")
+    assert (adapted - base).abs().max() > 1e-4 and (ours - adapted).abs().max().item() < 1e-5
