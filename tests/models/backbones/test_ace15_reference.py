@@ -112,7 +112,7 @@ def test_the_instrument_is_named_in_the_prompt_and_the_reference_in_the_context(
     assert torch.equal(dropped, plain)  # a dropped reference is the text2music context
 
 
-def paired_batch() -> dict:
+def paired_batch(labels: list[int]) -> dict:
     generator = torch.Generator().manual_seed(1)
     return {
         "latent_mean": torch.randn(2, 8, 25, generator=generator),
@@ -121,25 +121,29 @@ def paired_batch() -> dict:
         "prompts": [PROMPT, "slow piano ballad"],
         "lyrics_text": [LYRICS, "[chorus]\nstay"],
         "reference_latent": torch.randn(2, 8, 25, generator=generator),
-        "instrument": torch.tensor([1, 2]),  # drums, bass in stemgen.json's instruments
+        "instrument": torch.tensor(labels),
     }
 
 
-@pytest.fixture(scope="module")
-def trained(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A StemGen LoRA task over the tiny release, trained 25 steps on one paired batch."""
+LABELS = {"stemgen": [1, 2], "singing2accompaniment": [0, 0]}  # drums, bass / vocals in the shipped JSONs
+
+
+@pytest.fixture(scope="module", params=sorted(LABELS))
+def trained(request: pytest.FixtureRequest, ace15_release: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A LoRA task of the shipped variant's JSON over the tiny release, trained 25 steps on one paired batch."""
     from refrain.tasks.lora_task import LoraTask
 
-    raw = load_lora_spec(REPO / "lora_configs" / "stemgen.json").to_dict()
+    variant = request.param
+    raw = load_lora_spec(REPO / "lora_configs" / f"{variant}.json").to_dict()
     raw.update(r=4, lora_alpha=8)
     task = LoraTask(
         load_ace15(ace15_release, repa_layer=2),
-        parse_lora_spec(raw, "stemgen.json"),
+        parse_lora_spec(raw, f"{variant}.json"),
         loss=FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0),
         run_dir=tmp_path_factory.mktemp("stemgen_run"),
     )
     optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=3e-3)
-    batch, losses, with_grad = paired_batch(), [], set()
+    batch, losses, with_grad = paired_batch(LABELS[variant]), [], set()
     for _ in range(25):
         torch.manual_seed(0)  # the same noise, sigma and dropout draws every step: a fixed objective
         loss = task.compute_loss(batch)["loss"]
@@ -148,40 +152,44 @@ def trained(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory):
         with_grad |= {n for n, p in task.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
         optimizer.step()
         losses.append(loss.item())
-    return task.eval(), losses, with_grad
+    return task.eval(), losses, with_grad, variant
 
 
-def test_a_stemgen_lora_learns_on_a_fixed_batch_with_lora_weights_only(trained) -> None:
-    task, losses, with_grad = trained
-    print(f"StemGen LoRA flow loss on a fixed batch: {losses[0]:.4f} -> {losses[-1]:.4f}")
+def test_the_lora_learns_on_a_fixed_batch_with_lora_weights_only(trained) -> None:
+    task, losses, with_grad, variant = trained
+    print(f"{variant} LoRA flow loss on a fixed batch: {losses[0]:.4f} -> {losses[-1]:.4f}")
     assert losses[-1] < 0.8 * losses[0]
     assert with_grad and all(".lora_A." in n or ".lora_B." in n for n in with_grad)
     assert not any("reference_control" in n for n, _ in task.named_parameters())  # the release's own input
     backbone = task.model.model.base_model.model
-    cond = task.conditioning(paired_batch())  # the batch's instrument names reach the Qwen3 prompt
-    drums = backbone.reference_conditioning(PROMPT, LYRICS, torch.zeros(1, 8, 25), "stem", "drums")
-    assert torch.equal(cond.style[0, : drums.style.shape[1]], drums.style[0])
+    cond = task.conditioning(paired_batch(LABELS[variant]))  # instrument names reach the Qwen3 prompt
+    target, instrument, _ = TASKS[variant]
+    alone = backbone.reference_conditioning(PROMPT, LYRICS, torch.zeros(1, 8, 25), target, instrument)
+    assert torch.equal(cond.style[0, : alone.style.shape[1]], alone.style[0])
 
 
-def test_the_stemgen_lora_in_diffusers_lego_matches_refrain(
+def test_the_lora_in_diffusers_lego_or_complete_matches_refrain(
     trained, pipe: AceStepPipeline, tmp_path: Path
 ) -> None:
-    task, _, _ = trained
+    task, _, _, variant = trained
+    target, instrument, diffusers_task = TASKS[variant]
     export_diffusers_lora(task.model.model, tmp_path / "lora")
     audio, latent = source(pipe, seed=6)
     backbone = task.model.model.base_model.model
-    cond = backbone.reference_conditioning(PROMPT, LYRICS, latent, "stem", "drums")
+    cond = backbone.reference_conditioning(PROMPT, LYRICS, latent, target, instrument)
     noise = backbone.noise(5, latent.shape[-1])
     opts = options(backbone, guided=False)
-    lego = TASKS["stemgen"][2]
-    base = reference_run(pipe, audio, noise, False, lego)
+    base = reference_run(pipe, audio, noise, False, diffusers_task)
     pipe.load_lora_weights(tmp_path / "lora")
     assert any(m.training for m in pipe.transformer.modules())  # diffusers leaves the new lora_dropout on
     pipe.transformer.eval()  # stemgen.json has lora_dropout 0.05: sample in eval mode, as refrain does
     try:
-        adapted = reference_run(pipe, audio, noise, False, lego)
+        adapted = reference_run(pipe, audio, noise, False, diffusers_task)
     finally:
         pipe.unload_lora_weights()
     ours = refrain_sample(task.model, cond, noise, opts)
-    print(f"StemGen LoRA in AceStepPipeline(task_type='lego') vs refrain: {(ours - adapted).abs().max():.2e}")
-    assert (adapted - base).abs().max() > 1e-4 and (ours - adapted).abs().max().item() < 1e-5
+    diff = (ours - adapted).abs().max().item()
+    print(
+        f"{variant} LoRA in AceStepPipeline(task_type={diffusers_task['task_type']!r}) vs refrain: {diff:.2e}"
+    )
+    assert (adapted - base).abs().max() > 1e-4 and diff < 1e-5
