@@ -217,12 +217,15 @@ def sharded_sets(module: Any, train: Any, val: Any, common: dict[str, Any]) -> t
     shards = ShardedCache(shards_dir(module.cache_folder))
     hashes = {str(h) for part in (train, val) for h in part["content_hash"]}
     module.cached_records = sum(h in shards for h in hashes)
-    logging.getLogger(__name__).info(
-        "DiT data: %d/%d records in the shards of %s; the rest are %s",
+    missing = len(hashes) - module.cached_records
+    how = "encoded online" if module.online_fallback else "skipped"
+    report = logging.getLogger(__name__).warning if missing else logging.getLogger(__name__).info
+    report(
+        "DiT data: %d/%d records in the shards of %s%s",
         module.cached_records,
         len(hashes),
         shards.folder,
-        "encoded online" if module.online_fallback else "skipped",
+        f"; {missing} without a row will be {how}" if missing else "",
     )
     return ShardedDiTDataset(train, shards, **common), ShardedDiTDataset(
         val, shards, deterministic=True, **common

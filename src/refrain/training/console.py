@@ -43,3 +43,5 @@ def quiet_console() -> None:
     # weight_norm): nothing a user of refrain can act on.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     warnings.filterwarnings("ignore", message=r"`torch.nn.utils.weight_norm` is deprecated")
+    # refrain.data.shard_stream gives each loader worker its own batches, so its length is exact.
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
