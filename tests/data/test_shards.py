@@ -11,7 +11,7 @@ import torch
 from test_cache import TinyEnv, build_tiny_env, make_dataset
 from test_dit_dataset import assert_same_batch, datamodule
 
-from refrain.data.cache import FileEntry, cache_dir
+from refrain.data.cache import FileEntry, TensorEntry, cache_dir, write_entry
 from refrain.data.cache_build import build_cache
 from refrain.data.conditioning_encoder import ConditioningEncoder
 from refrain.data.shard_stream import ShardLoader, ShardStream
@@ -169,3 +169,21 @@ def test_cache_folder_of_the_fixture_is_the_training_one(
     module = sharded(tiny_env, dataset)
     assert module.cache_folder == folder == cache_dir(dataset, module.fingerprint)
     assert module.cached_records == SONGS
+
+
+def test_a_bad_row_is_skipped_counted_and_the_epoch_goes_on(tiny_env: TinyEnv, tmp_path: Path) -> None:
+    encoder = ConditioningEncoder.from_paths(tiny_env.bundle, None, tiny_env.teachers)
+    dataset = make_dataset(tmp_path / "ds", count=4, validation=1)
+    folder = build_cache(dataset, encoder, progress=False).cache_dir
+    poisoned = sorted(folder.glob("*.safetensors"))[1]
+    entry = FileEntry(poisoned)
+    tensors = entry.load_all()
+    tensors["latent_mean"][0, 0] = float("nan")
+    write_entry(poisoned, TensorEntry(tensors, entry.meta))  # a valid checksum over bad values
+    write_shards(folder, 2)
+    module = sharded(tiny_env, dataset, batch_size=1)
+    loader = ShardLoader(stream_of(module, num_shards=2))
+    seen = [key for batch in epochs(loader, 2) for key in batch["keys"]]
+    assert len(seen) == 6 and entry.meta.key not in seen  # 4 records x 2 epochs, the bad one twice left out
+    assert module.skipped_items() == 2
+    assert module.quarantined() == [f"{entry.meta.key} ({module.train_set.records[1]['filename']})"]
