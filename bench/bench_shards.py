@@ -1,0 +1,104 @@
+"""Read throughput of the sharded cache vs the per-song cache, samples per second per worker, in one run.
+
+The embedded corpus is prepared and encoded as bench/bench_cache.py does (``--tracks`` of its 28 songs,
+tiny random encoders with Stable Audio Open's hop), native (fp32) and compact (bf16, pooled teacher
+features); each cache is then packed into Arrow shards by ``refrain.data.shards.write_shards`` (what
+``refrain-encode --shards N`` runs). Both layouts are read through their real training loaders in one
+process (``num_workers=0``: the rate of one loader worker): the per-song cache through
+``ResumableDataLoader`` (memory-mapped safetensors, only the crop's slices are read), the shards through
+``ShardLoader`` (a row is the whole entry's bytes, decoded, then cropped).
+
+    python bench/bench_shards.py [--tracks 8] [--batch 4] [--frames 256] [--seconds 8] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from bench_cache import COMPACT, NATIVE, build_world
+
+from refrain.data.cache_build import build_cache
+from refrain.data.conditioning_encoder import ConditioningEncoder, EncodeSettings
+from refrain.data.dit_dataset import DiTDataModule
+from refrain.data.options import LoaderOptions, OnlineEncoding, ShardReading
+from refrain.data.shards import write_shards
+
+
+def module(dataset: Path, bundle: Path, teachers: Any, settings: EncodeSettings, fmt: str, args: Any) -> Any:
+    data = DiTDataModule(
+        str(dataset),
+        str(bundle),
+        None,
+        teachers,
+        batch_size=args.batch,
+        max_frames=args.frames,
+        storage=settings,
+        online=OnlineEncoding(fallback=False),
+        loader=LoaderOptions(num_workers=0),
+        cache_format=fmt,
+        shards=ShardReading(buffer_size=64, num_shards=16),
+    )
+    data.setup("fit")
+    return data
+
+
+def samples_per_second(data: DiTDataModule, seconds: float) -> float:
+    """Training samples through the layout's real train loader, epoch after epoch, for ``seconds``."""
+    loader = data.train_dataloader()
+    count, epoch, start = 0, 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        else:
+            loader.sampler.set_epoch(epoch)
+        for batch in loader:
+            count += int(batch["latent_mean"].shape[0])
+            if time.perf_counter() - start >= seconds:
+                break
+        epoch += 1
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tracks", type=int, default=8, help="embedded tracks used (of 28)")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=256, help="crop length in latent frames (256 = 11.9 s)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="reading time per layout and storage")
+    parser.add_argument("--shards", type=int, default=4, help="Arrow files per cache")
+    parser.add_argument("--workdir", type=Path, default=None, help="keep (and reuse) the encoded corpus here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)  # one loader worker's share of a machine
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset, bundle, teachers = build_world(args.workdir or Path(tmp), args.tracks)
+        rows = []
+        for label, settings in (("native fp32", NATIVE), ("compact bf16", COMPACT)):
+            encoder = ConditioningEncoder.from_paths(bundle, None, teachers, settings)
+            folder = build_cache(dataset, encoder, ["train"], progress=False).cache_dir
+            started = time.perf_counter()
+            report = write_shards(folder, args.shards)
+            written = time.perf_counter() - started
+            rates = {
+                fmt: samples_per_second(module(dataset, bundle, teachers, settings, fmt, args), args.seconds)
+                for fmt in ("per_song", "shards")
+            }
+            entries = len(list(folder.glob("*.safetensors")))
+            rows.append(
+                f"| {label} | {entries} files | {report.files} files, written in {written:.1f} s | "
+                f"{rates['per_song']:.0f} | {rates['shards']:.0f} | {rates['shards'] / rates['per_song']:.2f} |"
+            )
+        print(f"\n{args.tracks} embedded tracks, {args.frames}-frame crops, batch {args.batch}, one process")
+        print(
+            "| cache | per-song layout | shards | per-song samples/s | shards samples/s | shards / per-song |"
+        )
+        print("|---|---|---|---|---|---|")
+        print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
