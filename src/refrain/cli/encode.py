@@ -4,11 +4,15 @@
         [repa.KEY=VALUE ...] [--repa_set KEY=VALUE ...] [--run_dir DIR] [--split train,validation] [--device auto]
         [--num_workers 2] [--tag_shuffles 4] [--latent_dtype float32] [--feature_dtype float32]
         [--teacher_rate native] [--devices N] [--num_nodes N] [--verify] [--limit N] [--shards N] [--no_progress]
+        [--ace15 RELEASE [--max_frames 2048]]
 
 Writes P/cache/<fingerprint>/<content_hash>.safetensors plus index.json. Re-running resumes: valid
 entries are kept, corrupt or stale ones redone. Training with the same settings reads the cache.
 ``--shards N`` then also packs the entries into N Arrow files (P/cache/<fingerprint>/shards/, Hugging
 Face ``datasets``), which training streams with ``data.cache_format=shards``.
+
+``--ace15 RELEASE`` then fills P/cache/ace15_text with the release's Qwen3 prompt states and lyric token ids
+of every crop of ``--max_frames`` frames (``refrain.data.ace15_cache``), so an ACE-Step 1.5 run reads them.
 
 ``--devices N`` / ``--num_nodes N`` run N ranks as trainer.py does (Lightning Fabric's DDP launcher: it
 starts the local processes itself, or joins the ones torchrun / srun started); each rank encodes a
@@ -103,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="also write the cache as N Arrow shards (train with data.cache_format=shards)",
+    )
+    parser.add_argument(
+        "--ace15",
+        default=None,
+        metavar="RELEASE",
+        help="also fill the ACE-Step 1.5 text cache (Qwen3 prompt states, lyric token ids) from this release "
+        "folder, so an ace15 run (--checkpoint_dir RELEASE) runs no Qwen3 forward",
+    )
+    parser.add_argument(
+        "--max_frames",
+        type=int,
+        default=2048,
+        help="with --ace15: the crop length training uses (data.max_frames); it sets the prompts' duration",
     )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
@@ -206,6 +223,19 @@ def _gather(item: Any) -> list[Any]:
     return parts
 
 
+def _prefill_ace15(args: argparse.Namespace, report: Any) -> Any:
+    """ACE-Step 1.5's frozen text outputs for every crop training can draw (``refrain.data.ace15_cache``)."""
+    from refrain.data.ace15_cache import prefill_ace15
+    from refrain.data.conditioning_encoder import vae_facts
+
+    facts = vae_facts(args.vae_bundle)
+    splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    rate = float(facts["sample_rate"]) / float(facts["hop_length"])  # as the DiT data module computes it
+    return prefill_ace15(
+        args.dataset_path, args.ace15, report.cache_dir, report.fingerprint, splits, args.max_frames, rate
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the encoder; returns the exit code (0 ok, also with skipped records; 2 bad input)."""
     args = build_parser().parse_intermixed_args(argv)
@@ -221,6 +251,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                     item, "not a repa.KEY=VALUE override", "write e.g. repa.teacher_root=DIR"
                 )
             repa_set.append(item[len("repa.") :])
+        if args.ace15:  # refused before the long encoding, not after it
+            from refrain.models.backbones.ace15 import is_release_folder
+
+            if not is_release_folder(args.ace15):
+                raise RefrainInputError(
+                    "--ace15",
+                    f"{args.ace15} is not an ACE-Step 1.5 release folder in diffusers' layout",
+                    "pass the folder an ace15 run gets as --checkpoint_dir (transformer/, condition_encoder/, ...)",
+                )
         teachers = load_repa_teachers(args.repa, repa_set, args.run_dir) if args.repa else {}
         settings = EncodeSettings(
             args.tag_shuffles, args.latent_dtype, args.feature_dtype, args.text_max_length, args.teacher_rate
@@ -259,6 +298,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         try:
             print(write_shards(report.cache_dir, args.shards, progress=not args.no_progress).summary())
+        except RefrainInputError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    if args.ace15:
+        try:
+            print(_prefill_ace15(args, report).summary())
         except RefrainInputError as error:
             print(f"error: {error}", file=sys.stderr)
             return 2

@@ -46,7 +46,7 @@ from refrain.models.backbones.ace15_tasks import (
     reference_instruction,
     silence,
 )
-from refrain.models.backbones.ace15_text import SongMeta, TextSide
+from refrain.models.backbones.ace15_text import SongMeta, TextSide, text_cache_dir
 from refrain.models.backbones.common import (
     check_latent_input,
     public_config,
@@ -339,7 +339,7 @@ def load_ace15(
     transformer = AceStepTransformer1DModel.from_pretrained(root / "transformer", **weights)
     encoder = AceStepConditionEncoder.from_pretrained(root / "condition_encoder", **weights)
     frame_rate = vae_frame_rate(root, 25.0, 48000, 1920)
-    cache = Path(dataset_path) / "cache" / "ace15_text" if dataset_path else None
+    cache = text_cache_dir(dataset_path) if dataset_path else None
     text = TextSide(root, cache_dir=cache) if (root / "text_encoder").is_dir() else None
     return AceStep15(
         transformer,

@@ -11,9 +11,11 @@ The encoder is held outside the backbone's module tree (``TextSide`` is not an `
 frozen, it is not part of what fine-tuning trains, saves or averages (EMA), and it moves to the batch's
 device on first use.
 
-With a ``cache_dir`` every song's frozen outputs (SFT-prompt states and lyric token ids) are written once,
-content-addressed by the encoder and the exact prompt texts, and read back on every later step and epoch:
-the cache stores the very tensors the online path computed, so both give identical batches.
+With a ``cache_dir`` the frozen outputs are written once, content-addressed by the encoder and the exact
+text: one file per SFT prompt (its Qwen3 states, the only encoder forward) and one per lyric prompt (its
+token ids), so a song's states are shared by all its lyric crops. They are read back on every later step
+and epoch; ``refrain-encode --ace15`` fills them before training (``refrain.data.ace15_cache``). The cache
+stores the very tensors the online path computes, so both give identical batches.
 """
 
 from __future__ import annotations
@@ -115,24 +117,37 @@ class TextSide:
         self, caption: str, lyrics: str, meta: SongMeta, device: torch.device
     ) -> tuple[Tensor, Tensor]:
         """(1, S, D) SFT-prompt states and (1, L, D) lyric token embeddings of one song."""
-        tokenizer, encoder = self._load(device)
-        sft, lyric_text = sft_prompt(caption, meta), lyric_prompt(lyrics, meta.language)
-        cached = self._cache_file(sft, lyric_text)
-        if cached is not None and cached.is_file():
-            from safetensors.torch import load_file
-
-            stored = load_file(str(cached))
-            states, ids = stored["states"].to(device), stored["lyric_ids"].to(device)
-        else:
-            text = tokenizer([sft], truncation=True, max_length=self.max_text_length, return_tensors="pt")
-            lyric = tokenizer(
-                [lyric_text], truncation=True, max_length=self.max_lyric_length, return_tensors="pt"
-            )
-            states = encoder(input_ids=text.input_ids.to(device)).last_hidden_state.float()
-            ids = lyric.input_ids.to(device)
-            if cached is not None:
-                self._store(cached, states, ids)
+        _, encoder = self._load(device)
+        states = self.prompt_states(sft_prompt(caption, meta), device)
+        ids = self.lyric_ids(lyric_prompt(lyrics, meta.language), device)
         return states, encoder.get_input_embeddings()(ids).float()
+
+    @torch.no_grad()
+    def prompt_states(self, sft: str, device: torch.device) -> Tensor:
+        """(1, S, D) Qwen3 last hidden states of one SFT prompt: the cached file, else one encoder forward."""
+        cached = self.cache_file("prompt", sft)
+        if cached is not None and cached.is_file():
+            return _load_tensor(cached, "states", device)
+        tokenizer, encoder = self._load(device)
+        text = tokenizer([sft], truncation=True, max_length=self.max_text_length, return_tensors="pt")
+        states = encoder(input_ids=text.input_ids.to(device)).last_hidden_state.float()
+        if cached is not None:
+            self._store(cached, "states", states)
+        return states
+
+    @torch.no_grad()
+    def lyric_ids(self, lyric_text: str, device: torch.device) -> Tensor:
+        """(1, L) token ids of one lyric prompt (the tokenizer only): the cached file, else tokenized."""
+        cached = self.cache_file("lyrics", lyric_text)
+        if cached is not None and cached.is_file():
+            return _load_tensor(cached, "lyric_ids", device)
+        tokenizer, _ = self._load(device)
+        ids = tokenizer(
+            [lyric_text], truncation=True, max_length=self.max_lyric_length, return_tensors="pt"
+        ).input_ids.to(device)
+        if cached is not None:
+            self._store(cached, "lyric_ids", ids)
+        return ids
 
     @torch.no_grad()
     def empty_lyrics(self, device: torch.device, language: str = "en") -> Tensor:
@@ -141,7 +156,8 @@ class TextSide:
         ids = tokenizer([lyric_prompt("", language)], return_tensors="pt").input_ids.to(device)
         return encoder.get_input_embeddings()(ids).float()
 
-    def _cache_file(self, sft: str, lyric_text: str) -> Path | None:
+    def cache_file(self, kind: str, text: str) -> Path | None:
+        """``<cache>/<encoder fingerprint>/<kind>/<sha256 of the text>.safetensors`` (kind: prompt, lyrics)."""
         if self.cache_dir is None:
             return None
         if self._fingerprint is None:  # the encoder's identity: its config, tokenizer files and weight sizes
@@ -152,20 +168,18 @@ class TextSide:
                     if file.suffix == ".json":
                         parts.append(file.read_text())
             self._fingerprint = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
-        key = hashlib.sha256(f"{self._fingerprint}\0{sft}\0{lyric_text}".encode()).hexdigest()[:32]
-        return self.cache_dir / self._fingerprint / f"{key}.safetensors"
+        key = hashlib.sha256(f"{self._fingerprint}\0{kind}\0{text}".encode()).hexdigest()[:32]
+        return self.cache_dir / self._fingerprint / kind / f"{key}.safetensors"
 
     @staticmethod
-    def _store(path: Path, states: Tensor, ids: Tensor) -> None:
+    def _store(path: Path, name: str, tensor: Tensor) -> None:
         from safetensors.torch import save_file
 
         from refrain.fileio import atomic_path
 
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp:
-            save_file(
-                {"states": states.detach().cpu().contiguous(), "lyric_ids": ids.cpu().contiguous()}, str(tmp)
-            )
+            save_file({name: tensor.detach().cpu().contiguous()}, str(tmp))
 
     def encode(
         self, captions: Sequence[str], lyrics: Sequence[str], metas: Sequence[SongMeta], device: torch.device
@@ -175,6 +189,17 @@ class TextSide:
         style, style_mask = _pad([p[0] for p in pairs])
         lyric, lyric_mask = _pad([p[1] for p in pairs])
         return style, style_mask, lyric, lyric_mask
+
+
+def _load_tensor(path: Path, name: str, device: torch.device) -> Tensor:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))[name].to(device)
+
+
+def text_cache_dir(dataset_path: str | Path) -> Path:
+    """Where a dataset keeps its frozen ACE-Step 1.5 text outputs (training and refrain-encode agree)."""
+    return Path(dataset_path) / "cache" / "ace15_text"
 
 
 def _pad(items: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
