@@ -69,11 +69,12 @@ def test_ranks_take_disjoint_equal_parts_in_a_seeded_order(
     tiny_env: TinyEnv, encoded: tuple[Path, Path]
 ) -> None:
     module = sharded(tiny_env, encoded[0], batch_size=1)
-    ranks = [stream_of(module, rank, 2) for rank in (0, 1)]
-    for epoch in range(3):
-        parts = [stream.order(epoch) for stream in ranks]
-        assert len(parts[0]) == len(parts[1]) == 3 and not set(parts[0]) & set(parts[1])
-        assert parts[0] == stream_of(module, 0, 2).order(epoch)  # a function of (seed, epoch, rank, world)
+    for blocks in (3, 4):  # 4 blocks of 2, 2, 1, 1 records: whole blocks per rank would be unequal
+        ranks = [stream_of(module, rank, 2, num_shards=blocks) for rank in (0, 1)]
+        for epoch in range(6):  # with whole blocks per rank, epoch 5 splits 4 + 2 (datasets 5.2.0)
+            parts = [stream.order(epoch) for stream in ranks]
+            assert len(parts[0]) == len(parts[1]) == 3 and not set(parts[0]) & set(parts[1])
+            assert parts[0] == stream_of(module, 0, 2, num_shards=blocks).order(epoch)  # (seed, epoch, rank)
     assert sorted(ranks[0].order(0) + ranks[1].order(0)) == list(range(SONGS - 1))
     orders = {tuple(stream_of(module, 0, 1).order(epoch)) for epoch in range(4)}
     assert len(orders) > 1, "every epoch has the same order"

@@ -91,6 +91,12 @@ class ShardStream(IterableDataset):
         self.world_size = world if world_size is None else int(world_size)
         self.rank = this_rank if rank is None else int(rank)
         self.per_rank = len(items) // self.world_size  # ranks hold equal counts; the rest waits an epoch
+        if self.per_rank == 0:
+            from refrain.errors import RefrainInputError
+
+            raise RefrainInputError(
+                "train split", f"{len(items)} records for {self.world_size} ranks", "train on fewer devices"
+            )
         self.drop_last = self.per_rank >= self.batch_size
         self.plan = multiprocessing.Array("q", [0, 0])
         self._order: tuple[int, list[int]] | None = None
@@ -109,7 +115,9 @@ class ShardStream(IterableDataset):
         slots = Dataset.from_dict({"slot": list(range(len(self.items)))})
         stream = slots.to_iterable_dataset(num_shards=self.num_shards)
         stream = stream.shuffle(seed=self.seed, buffer_size=self.buffer_size)
-        mine = split_dataset_by_node(stream, rank=self.rank, world_size=self.world_size)
+        # "examples": every rank walks the same shuffled order and keeps every world_size-th record, so
+        # counts differ by at most one (whole blocks per rank could differ by a block, and hang DDP).
+        mine = split_dataset_by_node(stream, rank=self.rank, world_size=self.world_size, strategy="examples")
         mine.set_epoch(int(epoch))
         order = [int(slot) for batch in mine.iter(batch_size=1024) for slot in batch["slot"]]
         self._order = (int(epoch), order[: self.per_rank])
