@@ -11,11 +11,12 @@ import torch
 from diffusers import AceStepPipeline
 from diffusers.utils import logging as diffusers_logging
 
+from refrain.data.multitrack import DEFAULT_STEMS
 from refrain.lora.config import load_lora_spec, parse_lora_spec
 from refrain.losses.flow_matching import FlowMatchingLoss
 from refrain.models.backbones.ace15 import TRAIN_RECIPE, AceStep15, load_ace15
 from refrain.models.backbones.ace15_lora import export_diffusers_lora
-from refrain.models.backbones.ace15_tasks import reference_instruction
+from refrain.models.backbones.ace15_tasks import TRACKS, reference_instruction
 from refrain.sampling.options import SamplerOptions
 from refrain.sampling.solvers import sample
 
@@ -101,6 +102,7 @@ def test_reference_tasks_match_the_reference_pipeline(
 def test_the_instrument_is_named_in_the_prompt_and_the_reference_in_the_context(backbone: AceStep15) -> None:
     assert reference_instruction("stem", "drums") == "Generate the DRUMS track based on the audio context:"
     assert reference_instruction("rest", "vocals") == "Complete the input track with DRUMS | BASS | OTHER:"
+    assert TRACKS == DEFAULT_STEMS  # the stems complete names are the multitrack layout's
     latent = torch.randn(1, 8, 25, generator=torch.Generator().manual_seed(0))
     drums = backbone.reference_conditioning(PROMPT, LYRICS, latent, "stem", "drums")
     bass = backbone.reference_conditioning(PROMPT, LYRICS, latent, "stem", "bass")

@@ -25,15 +25,17 @@ import torch
 from diffusers import AceStepPipeline
 from torch import Tensor
 
-from refrain.data.multitrack import DEFAULT_STEMS
 from refrain.errors import RefrainInputError
 from refrain.models.backbones.ace15_text import SongMeta
 
+TRACKS = ("vocals", "drums", "bass", "other")
+"""The stems of refrain's multitrack layout (``refrain.data.multitrack.DEFAULT_STEMS``, equal by test; models do
+not import data): ``complete`` names the ones besides the given instrument."""
 TRACKS_KEY, TARGET_KEY = "instrument_names", "reference_target"
 """Batch keys of a reference-path LoRA batch: each item's instrument name and the generated role family."""
 
 
-def reference_instruction(target: str, instrument: str, tracks: Sequence[str] = DEFAULT_STEMS) -> str:
+def reference_instruction(target: str, instrument: str, tracks: Sequence[str] = TRACKS) -> str:
     """The SFT-prompt instruction for generating role family ``target`` of ``instrument`` from a reference.
 
     ``stem`` (StemGen: the instrument's stem from the song without it) is the release's ``lego`` task;
