@@ -100,27 +100,36 @@ class ShardStream(IterableDataset):
         self.drop_last = self.per_rank >= self.batch_size
         self.plan = multiprocessing.Array("q", [0, 0])
         self._order: tuple[int, list[int]] | None = None
+        self._records: Any = None
 
     def __len__(self) -> int:
         whole, rest = divmod(self.per_rank, self.batch_size)
         return whole + (1 if rest and not self.drop_last else 0)
 
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_records": None}  # each worker builds its own stream
+
+    def records(self) -> Any:
+        """This rank's record stream (row numbers only), built once per process; ``set_epoch`` reorders it."""
+        if self._records is None:
+            from datasets import Dataset
+            from datasets.distributed import split_dataset_by_node
+
+            slots = Dataset.from_dict({"slot": list(range(len(self.items)))})
+            stream = slots.to_iterable_dataset(num_shards=self.num_shards)
+            stream = stream.shuffle(seed=self.seed, buffer_size=self.buffer_size)
+            # "examples": every rank walks the same shuffled order and keeps every world_size-th record,
+            # so counts differ by at most one (whole blocks per rank can differ by a block: DDP would hang).
+            self._records = split_dataset_by_node(stream, self.rank, self.world_size, strategy="examples")
+        return self._records
+
     def order(self, epoch: int) -> list[int]:
         """This rank's record slots for ``epoch``, in order (a function of seed, epoch, rank, world)."""
-        if self._order is not None and self._order[0] == epoch:
-            return self._order[1]
-        from datasets import Dataset
-        from datasets.distributed import split_dataset_by_node
-
-        slots = Dataset.from_dict({"slot": list(range(len(self.items)))})
-        stream = slots.to_iterable_dataset(num_shards=self.num_shards)
-        stream = stream.shuffle(seed=self.seed, buffer_size=self.buffer_size)
-        # "examples": every rank walks the same shuffled order and keeps every world_size-th record, so
-        # counts differ by at most one (whole blocks per rank could differ by a block, and hang DDP).
-        mine = split_dataset_by_node(stream, rank=self.rank, world_size=self.world_size, strategy="examples")
-        mine.set_epoch(int(epoch))
-        order = [int(slot) for batch in mine.iter(batch_size=1024) for slot in batch["slot"]]
-        self._order = (int(epoch), order[: self.per_rank])
+        if self._order is None or self._order[0] != epoch:
+            records = self.records()
+            records.set_epoch(int(epoch))
+            order = [int(slot) for batch in records.iter(batch_size=1024) for slot in batch["slot"]]
+            self._order = (int(epoch), order[: self.per_rank])
         return self._order[1]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
