@@ -95,9 +95,18 @@ def reference_song(
     layout: Layout = None,
     options: SamplerOptions | None = None,
 ) -> SongResult:
-    """Generate ``instrument``'s part (role family ``target``) from a reference song, as long as it."""
-    control = _control(pipe, mode, target)
-    if instrument not in control.instruments:
+    """Generate ``instrument``'s part (role family ``target``) from a reference song, as long as it.
+
+    A backbone that reads a reference track itself was trained on the task (ACE-Step 1.5's lego/complete),
+    so it runs without an adapter too; an adapter's reference path, when loaded, must fit the mode.
+    """
+    model = pipe.model
+    native = spec_of(model).native_reference
+    if native and not (isinstance(model, AdaptedDiT) and model.control is not None):
+        control = None
+    else:
+        control = _control(pipe, mode, target)
+    if control is not None and instrument not in control.instruments:
         raise RefrainInputError(
             "instrument",
             f"{instrument!r} is not one the adapter was trained on",
@@ -106,11 +115,11 @@ def reference_song(
     call = ModeCall(pipe, mode, options, layout, source)
     song = call.song
     timed = call.lyrics(lyrics, call.song_seconds)
-    backbone = backbone_of(pipe.model)
-    if spec_of(pipe.model).native_reference:  # the instrument in its prompt, the reference as its context
-        cond = backbone.reference_conditioning(prompt, timed.text, song.latent, target, instrument)
+    if native:  # the instrument in its prompt, the reference as its context
+        cond = backbone_of(model).reference_conditioning(prompt, timed.text, song.latent, target, instrument)
         cond = cond.to(pipe.device)
     else:
+        assert control is not None
         label = torch.tensor([control.label(instrument)], device=pipe.device)
         cond = ControlConditioning.from_plain(
             pipe.conditioning(prompt, timed, song.frames), reference=song.latent, instrument=label

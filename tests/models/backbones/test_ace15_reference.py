@@ -195,3 +195,25 @@ def test_the_lora_in_diffusers_lego_or_complete_matches_refrain(
         f"{variant} LoRA in AceStepPipeline(task_type={diffusers_task['task_type']!r}) vs refrain: {diff:.2e}"
     )
     assert (adapted - base).abs().max() > 1e-4 and diff < 1e-5
+
+
+def test_the_release_itself_runs_stem_and_accompany_without_an_adapter(
+    ace15_release: Path, tmp_path: Path
+) -> None:
+    """ACE-Step 1.5 was trained on lego/complete, so refrain's stem/accompany modes run on the bare release."""
+    import numpy as np
+
+    import refrain.lora  # noqa: F401 - registers the stem and accompany modes
+    from refrain.sampling.pipeline import Pipeline
+
+    pipe = Pipeline.from_release(ace15_release)
+    import soundfile as sf
+
+    audio = (0.2 * np.random.default_rng(0).standard_normal((2, 48000))).astype(np.float32)
+    sf.write(tmp_path / "source.wav", audio.T, 48000, subtype="FLOAT")
+    opts = SamplerOptions(steps=4, guidance="none", seed=1)
+    drums = pipe.stem(tmp_path / "source.wav", "drums", prompt=PROMPT, options=opts)
+    band = pipe.accompany(tmp_path / "source.wav", prompt=PROMPT, options=opts)
+    assert drums.audio.shape == band.audio.shape == audio.shape
+    assert (drums.latent - band.latent).abs().max() > 1e-3  # the instruction names another task
+    assert torch.equal(pipe.regenerate(drums.sidecar).latent, drums.latent)
