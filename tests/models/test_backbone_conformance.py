@@ -287,3 +287,32 @@ def test_training_step_and_gradient_checkpointing(case) -> None:
     torch.testing.assert_close(results[0][0], results[1][0], rtol=0, atol=1e-6)
     for g0, g1 in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(g0, g1, rtol=0, atol=1e-5)
+
+
+def test_a_reference_track_is_the_backbones_own_input_or_a_control_path_or_refused(case) -> None:
+    """StemGen: a backbone with ``native_reference`` reads the whole reference track itself (no control path);
+    any other gets refrain's zero-initialised control path or a one-line refusal."""
+    from dataclasses import replace
+
+    from refrain.lora.config import parse_lora_spec
+    from refrain.lora.control import CONTROL_MODULE
+    from refrain.lora.inject import inject_lora
+
+    model, make = case
+    spec = parse_lora_spec({"variant": "stemgen", "r": 2, "target_modules": ["to_q"]}, "stemgen.json")
+    if not spec_of(model).native_reference:
+        try:
+            inject_lora(model, spec)
+        except RefrainInputError as error:
+            assert "\n" not in str(error)
+            return
+        assert any(CONTROL_MODULE in name for name, _ in model.named_modules())
+        return
+    batch = make(1, 8)
+    x, sigma = batch["latent_mean"], torch.tensor([0.6])
+    cond = model.conditioning_from_batch(batch)
+    with_reference = replace(cond, reference=torch.randn(1, model.latent_channels, 8))
+    with torch.no_grad():
+        assert (model(x, sigma, with_reference).velocity - model(x, sigma, cond).velocity).abs().max() > 1e-4
+    peft = inject_lora(model, spec)
+    assert not any(CONTROL_MODULE in name for name, _ in peft.named_modules())
