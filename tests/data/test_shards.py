@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +189,25 @@ def test_a_bad_row_is_skipped_counted_and_the_epoch_goes_on(tiny_env: TinyEnv, t
     assert len(seen) == 6 and entry.meta.key not in seen  # 4 records x 2 epochs, the bad one twice left out
     assert module.skipped_items() == 2
     assert module.quarantined() == [f"{entry.meta.key} ({module.train_set.records[1]['filename']})"]
+
+
+def test_lora_data_refuses_shards_with_one_line(
+    tiny_env: TinyEnv, encoded: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from refrain.data.options import LoaderOptions
+    from refrain.lora.data import LoraDataModule
+
+    spec = json.loads((Path(__file__).parents[2] / "lora_configs" / "text2sample.json").read_text())
+    (tmp_path / "lora.json").write_text(json.dumps({**spec, "data": {}}))
+    module = LoraDataModule(
+        lora_config_path=str(tmp_path / "lora.json"),
+        dataset_path=str(encoded[0]),
+        vae_bundle=str(tiny_env.bundle),
+        teachers=tiny_env.teachers,
+        batch_size=1,
+        cache_format="shards",
+        loader=LoaderOptions(num_workers=0),
+    )
+    module.setup("fit")
+    with pytest.raises(RefrainInputError, match="data.cache_format: shards is read by DiT training only"):
+        module.train_dataloader()
