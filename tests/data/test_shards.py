@@ -173,14 +173,16 @@ def test_cache_folder_of_the_fixture_is_the_training_one(
     assert module.cached_records == SONGS
 
 
-def test_a_bad_row_is_skipped_counted_and_the_epoch_goes_on(tiny_env: TinyEnv, tmp_path: Path) -> None:
+def test_a_bad_row_is_skipped_counted_and_the_epoch_goes_on(
+    tiny_env: TinyEnv, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     encoder = ConditioningEncoder.from_paths(tiny_env.bundle, None, tiny_env.teachers)
     dataset = make_dataset(tmp_path / "ds", count=4, validation=1)
     folder = build_cache(dataset, encoder, progress=False).cache_dir
     poisoned = sorted(folder.glob("*.safetensors"))[1]
     entry = FileEntry(poisoned)
     tensors = entry.load_all()
-    tensors["latent_mean"][0, 0] = float("nan")
+    tensors["latent_mean"].fill_(float("nan"))  # in every crop
     write_entry(poisoned, TensorEntry(tensors, entry.meta))  # a valid checksum over bad values
     write_shards(folder, 2)
     module = sharded(tiny_env, dataset, batch_size=1)
@@ -188,6 +190,7 @@ def test_a_bad_row_is_skipped_counted_and_the_epoch_goes_on(tiny_env: TinyEnv, t
     seen = [key for batch in epochs(loader, 2) for key in batch["keys"]]
     assert len(seen) == 6 and entry.meta.key not in seen  # 4 records x 2 epochs, the bad one twice left out
     assert module.skipped_items() == 2
+    assert f"{shards_dir(folder)} (row 1, {entry.meta.content_hash}): holds NaN/inf values" in caplog.text
     assert module.quarantined() == [f"{entry.meta.key} ({module.train_set.records[1]['filename']})"]
 
 

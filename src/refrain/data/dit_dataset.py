@@ -205,11 +205,8 @@ class DiTDataset(Dataset):
         tensors = {"latent_mean": mean, "latent_std": std, "style": item["style"], **teachers}
         if "speaker" in item:
             tensors["speaker"] = item["speaker"]
-        where = (
-            str(entry.path)
-            if isinstance(entry, FileEntry)
-            else f"online encoding of {record.get('filename')}"
-        )
+        online = f"online encoding of {record.get('filename')}"
+        where = str(entry.path) if isinstance(entry, FileEntry) else getattr(entry, "source", online)
         check_finite(tensors, where)  # one NaN would make the whole batch's loss NaN
         return item
 

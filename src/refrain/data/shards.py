@@ -26,7 +26,7 @@ from typing import Any
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 
-from refrain.data.cache import ENTRY_SUFFIX, CacheEntryError, EntryMeta, TensorEntry, check_finite, open_entry
+from refrain.data.cache import ENTRY_SUFFIX, CacheEntryError, EntryMeta, TensorEntry, open_entry
 from refrain.errors import RefrainInputError
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,15 @@ def shard_files(folder: str | Path) -> list[Path]:
     return [folder / name for name in names]
 
 
-def entry_from_bytes(data: bytes, source: str) -> TensorEntry:
+class ShardEntry(TensorEntry):
+    """An entry decoded from a shard row; ``source`` (folder, row, record) names it in errors."""
+
+    def __init__(self, tensors: dict[str, Any], meta: EntryMeta, source: str) -> None:
+        super().__init__(tensors, meta)
+        self.source = source
+
+
+def entry_from_bytes(data: bytes, source: str) -> ShardEntry:
     """A cache entry from its safetensors bytes (a shard row), checked as a file entry is."""
     try:
         (length,) = struct.unpack("<Q", data[:8])
@@ -139,7 +147,7 @@ def entry_from_bytes(data: bytes, source: str) -> TensorEntry:
         tensors = load_safetensors(data)
     except (struct.error, ValueError, SafetensorError) as err:
         raise CacheEntryError(source, f"unreadable shard row ({err})", FIX) from err
-    entry = TensorEntry(tensors, EntryMeta.from_strings(metadata, source))
+    entry = ShardEntry(tensors, EntryMeta.from_strings(metadata, source), source)
     entry.check(source)
     return entry
 
@@ -155,11 +163,12 @@ class ShardedCache:
         self.folder = Path(folder)
         self.files = shard_files(self.folder)
         self._table: Any = None
+        self._entries: Any = None
         hashes = self.table()["content_hash"]
         self.rows: dict[str, int] = {str(h): i for i, h in enumerate(hashes)}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_table": None}
+        return {**self.__dict__, "_table": None, "_entries": None}
 
     def table(self) -> Any:
         if self._table is None:
@@ -184,11 +193,16 @@ class ShardedCache:
 
     def entry(
         self, content_hash: str, fingerprint: str | None = None, prompts: list[str] | None = None
-    ) -> TensorEntry:
-        """The record's entry from its row; checked like ``open_entry`` (record, encoder, prompts, NaN)."""
+    ) -> ShardEntry:
+        """The record's entry from its row, checked like ``open_entry`` (record, encoder, prompts).
+
+        NaN/inf values are caught in the crop, as for a per-song entry (``DiTDataset.item``).
+        """
         row = self.rows[content_hash]
         source = f"{self.folder} (row {row}, {content_hash})"
-        entry = entry_from_bytes(self.table()[row]["entry"], source)
+        if self._entries is None:  # the Arrow column itself: a row costs one copy of its bytes
+            self._entries = self.table().data.column("entry")
+        entry = entry_from_bytes(self._entries[row].as_py(), source)
         meta = entry.meta
         if meta.content_hash != content_hash:
             raise CacheEntryError(source, "row belongs to another record", FIX)
@@ -196,5 +210,4 @@ class ShardedCache:
             raise CacheEntryError(source, "row was made by another encoder", FIX)
         if prompts is not None and meta.prompts != list(prompts):
             raise CacheEntryError(source, "the record's prompt variants changed", FIX)
-        check_finite(entry.tensors, source)
         return entry
