@@ -2,18 +2,20 @@
 
 The embedded corpus is prepared and encoded as bench/bench_cache.py does (``--tracks`` of its 28 songs,
 tiny random encoders with Stable Audio Open's hop), native (fp32) and compact (bf16, pooled teacher
-features); each cache is then packed into Arrow shards by ``refrain.data.shards.write_shards`` (what
+features); each cache is then packed into Arrow shards by ``refrain.data.loader.shards.write_shards`` (what
 ``refrain-encode --shards N`` runs). Both layouts are read through their real training loaders in one
 process (``num_workers=0``: the rate of one loader worker): the per-song cache through
 ``ResumableDataLoader`` (memory-mapped safetensors, only the crop's slices are read), the shards through
-``ShardLoader`` (a row is the whole entry's bytes, decoded, then cropped).
+``ShardLoader`` (a row is the whole entry's bytes, decoded, then cropped). The two are read in
+interleaved rounds and the median rate of each is printed (a shared machine's load moves both alike).
 
-    python bench/bench_shards.py [--tracks 8] [--batch 4] [--frames 256] [--seconds 8] [--workdir DIR]
+    python bench/bench_shards.py [--tracks 8] [--batch 4] [--frames 256] [--seconds 8] [--rounds 8] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -40,28 +42,25 @@ def module(dataset: Path, bundle: Path, teachers: Any, settings: EncodeSettings,
         max_frames=args.frames,
         storage=settings,
         online=OnlineEncoding(fallback=False),
-        loader=LoaderOptions(num_workers=0),
-        cache_format=fmt,
-        shards=ShardReading(buffer_size=64, num_shards=16),
+        loader=LoaderOptions(
+            num_workers=0, cache_format=fmt, shards=ShardReading(buffer_size=64, num_shards=16)
+        ),
     )
     data.setup("fit")
     return data
 
 
-def samples_per_second(data: DiTDataModule, seconds: float) -> float:
-    """Training samples through the layout's real train loader, epoch after epoch, for ``seconds``."""
-    loader = data.train_dataloader()
-    count, epoch, start = 0, 0, time.perf_counter()
+def samples_per_second(loader: Any, seconds: float, epochs: list[int]) -> float:
+    """Training samples through a layout's real train loader for ``seconds``, continuing at epoch ``epochs[0]``."""
+    count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        else:
-            loader.sampler.set_epoch(epoch)
+        set_epoch = loader.set_epoch if hasattr(loader, "set_epoch") else loader.sampler.set_epoch
+        set_epoch(epochs[0])
         for batch in loader:
             count += int(batch["latent_mean"].shape[0])
             if time.perf_counter() - start >= seconds:
                 break
-        epoch += 1
+        epochs[0] += 1
     return count / (time.perf_counter() - start)
 
 
@@ -85,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--frames", type=int, default=256, help="crop length in latent frames (256 = 11.9 s)")
     parser.add_argument("--seconds", type=float, default=8.0, help="reading time per layout and storage")
+    parser.add_argument("--rounds", type=int, default=8, help="interleaved rounds; the median is printed")
     parser.add_argument("--shards", type=int, default=4, help="Arrow files per cache")
     parser.add_argument("--workdir", type=Path, default=None, help="keep (and reuse) the encoded corpus here")
     args = parser.parse_args()
@@ -98,16 +98,25 @@ def main() -> None:
             started = time.perf_counter()
             report = write_shards(folder, args.shards)
             written = time.perf_counter() - started
-            rates = {
-                fmt: samples_per_second(module(dataset, bundle, teachers, settings, fmt, args), args.seconds)
+            loaders = {
+                fmt: module(dataset, bundle, teachers, settings, fmt, args).train_dataloader()
                 for fmt in ("per_song", "shards")
             }
+            rounds: dict[str, list[float]] = {fmt: [] for fmt in loaders}
+            epochs = {fmt: [0] for fmt in loaders}
+            for _ in range(args.rounds):  # interleaved, so a busy moment of a shared machine hits both
+                for fmt, loader in loaders.items():
+                    rounds[fmt].append(samples_per_second(loader, args.seconds / args.rounds, epochs[fmt]))
+            rates = {fmt: statistics.median(values) for fmt, values in rounds.items()}
             entries = len(list(folder.glob("*.safetensors")))
             rows.append(
                 f"| {label} | {entries} files | {report.files} files, written in {written:.1f} s | "
                 f"{rates['per_song']:.0f} | {rates['shards']:.0f} | {rates['shards'] / rates['per_song']:.2f} |"
             )
-        print(f"\n{args.tracks} embedded tracks, {args.frames}-frame crops, batch {args.batch}, one process")
+        print(
+            f"\n{args.tracks} embedded tracks, {args.frames}-frame crops, batch {args.batch}, one process, "
+            f"median of {args.rounds} interleaved rounds"
+        )
         print(
             "| cache | per-song layout | shards | per-song samples/s | shards samples/s | shards / per-song |"
         )

@@ -18,7 +18,11 @@ from refrain.config import compose_config
 from refrain.data.shard_stream import ShardLoader, ShardStream
 
 SONGS, STEPS, STOP_AT = 7, 8, 4  # 6 train records: 3 batches of one per rank and epoch
-SHARDING = ["data.cache_format=shards", "data.shards.num_shards=3", "data.shards.buffer_size=4"]
+SHARDING = [
+    "data.loader.cache_format=shards",
+    "data.loader.shards.num_shards=3",
+    "data.loader.shards.buffer_size=4",
+]
 
 
 def shard_world(root: Path) -> dict[str, Path]:

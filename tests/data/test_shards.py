@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 import torch
 from test_cache import TinyEnv, build_tiny_env, make_dataset
-from test_dit_dataset import assert_same_batch, datamodule
+from test_dit_dataset import assert_same_batch
 
 from refrain.data.cache import FileEntry, TensorEntry, cache_dir, write_entry
 from refrain.data.cache_build import build_cache
 from refrain.data.conditioning_encoder import ConditioningEncoder
+from refrain.data.dit_dataset import DiTDataModule
+from refrain.data.options import LoaderOptions
 from refrain.data.shard_stream import ShardLoader, ShardStream
 from refrain.data.shards import ShardedCache, entry_from_bytes, shard_files, shards_dir, write_shards
 from refrain.errors import RefrainInputError
@@ -37,8 +39,20 @@ def encoded(tiny_env: TinyEnv, tmp_path_factory: pytest.TempPathFactory) -> tupl
     return dataset, report.cache_dir
 
 
-def sharded(env: TinyEnv, dataset: Path, **kwargs: Any) -> Any:
-    return datamodule(env, dataset, cache_format="shards", **kwargs)
+def sharded(env: TinyEnv, dataset: Path, cache_format: str = "shards", **kwargs: Any) -> DiTDataModule:
+    """The tests' DiT data module (test_dit_dataset's settings) reading ``cache_format``, no workers."""
+    loader = LoaderOptions(num_workers=0, cache_format=cache_format)
+    args = {
+        "batch_size": 2,
+        "max_frames": 60,
+        "seed": 3,
+        "teachers": env.teachers,
+        "loader": loader,
+        **kwargs,
+    }
+    module = DiTDataModule(str(dataset), str(env.bundle), **args)
+    module.setup("fit")
+    return module
 
 
 def stream_of(module: Any, rank: int = 0, world_size: int = 1, **kwargs: Any) -> ShardStream:
@@ -160,8 +174,8 @@ def test_missing_or_corrupt_shard_is_one_line_naming_the_file(tiny_env: TinyEnv,
     second.unlink()
     with pytest.raises(RefrainInputError, match=f"{second}: shard file missing"):
         sharded(tiny_env, dataset)
-    with pytest.raises(RefrainInputError, match="data.cache_format"):
-        datamodule(tiny_env, dataset, cache_format="tar")
+    with pytest.raises(RefrainInputError, match="data.loader.cache_format"):
+        sharded(tiny_env, dataset, cache_format="tar")
 
 
 def test_cache_folder_of_the_fixture_is_the_training_one(
@@ -197,7 +211,6 @@ def test_a_bad_row_is_skipped_counted_and_the_epoch_goes_on(
 def test_lora_data_refuses_shards_with_one_line(
     tiny_env: TinyEnv, encoded: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from refrain.data.options import LoaderOptions
     from refrain.lora.data import LoraDataModule
 
     spec = json.loads((Path(__file__).parents[2] / "lora_configs" / "text2sample.json").read_text())
@@ -208,9 +221,10 @@ def test_lora_data_refuses_shards_with_one_line(
         vae_bundle=str(tiny_env.bundle),
         teachers=tiny_env.teachers,
         batch_size=1,
-        cache_format="shards",
-        loader=LoaderOptions(num_workers=0),
+        loader=LoaderOptions(num_workers=0, cache_format="shards"),
     )
     module.setup("fit")
-    with pytest.raises(RefrainInputError, match="data.cache_format: shards is read by DiT training only"):
+    with pytest.raises(
+        RefrainInputError, match="data.loader.cache_format: shards is read by DiT training only"
+    ):
         module.train_dataloader()

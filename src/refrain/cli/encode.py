@@ -9,7 +9,7 @@
 Writes P/cache/<fingerprint>/<content_hash>.safetensors plus index.json. Re-running resumes: valid
 entries are kept, corrupt or stale ones redone. Training with the same settings reads the cache.
 ``--shards N`` then also packs the entries into N Arrow files (P/cache/<fingerprint>/shards/, Hugging
-Face ``datasets``), which training streams with ``data.cache_format=shards``.
+Face ``datasets``), which training streams with ``data.loader.cache_format=shards``.
 
 ``--ace15 RELEASE`` then fills P/cache/ace15_text with the release's Qwen3 prompt states and lyric token ids
 of every crop of ``--max_frames`` frames (``refrain.data.ace15_cache``), so an ACE-Step 1.5 run reads them.
@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="also write the cache as N Arrow shards (train with data.cache_format=shards)",
+        help="also write the cache as N Arrow shards (train with data.loader.cache_format=shards)",
     )
     parser.add_argument(
         "--ace15",

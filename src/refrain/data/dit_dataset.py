@@ -45,7 +45,7 @@ from refrain.data.conditioning_encoder import (
     vae_facts,
 )
 from refrain.data.crops import Crop, choose_crop, crop_lyrics, record_sentences, teacher_span
-from refrain.data.options import LoaderOptions, OnlineEncoding, ShardReading, check_cache_format
+from refrain.data.options import LoaderOptions, OnlineEncoding
 from refrain.data.prompt_variants import record_prompt_variants
 from refrain.data.quarantine import Quarantine
 from refrain.data.resumable_sampler import ResumableDataLoader, ResumableSampler
@@ -236,8 +236,6 @@ class DiTDataModule(pl.LightningDataModule):
         storage: EncodeSettings | None = None,
         online: OnlineEncoding | None = None,
         loader: LoaderOptions | None = None,
-        cache_format: str = "per_song",
-        shards: ShardReading | None = None,
     ) -> None:
         """``storage``: the cache's storage settings (part of its fingerprint, as refrain-encode used them)."""
         super().__init__()
@@ -263,7 +261,7 @@ class DiTDataModule(pl.LightningDataModule):
         self.online_device = online.device
         self.speaker_dim = speaker_dim
         self.pin_memory = loader.pin_memory
-        self.cache_format, self.shards = check_cache_format(cache_format), shards or ShardReading()
+        self.cache_format, self.shards = loader.cache_format, loader.shards
         facts = vae_facts(self.vae_bundle)
         self.sample_rate = int(facts["sample_rate"])
         self.hop_length = int(facts["hop_length"])

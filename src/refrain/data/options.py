@@ -7,7 +7,7 @@ loaders run. The storage settings (``EncodeSettings``) live with the encoders wh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from refrain.errors import RefrainInputError
 
@@ -33,17 +33,8 @@ class OnlineEncoding:
 
 
 @dataclass(frozen=True)
-class LoaderOptions:
-    """How the DataLoaders run: worker processes, pinned memory, the validation batch (None = batch_size)."""
-
-    num_workers: int = 2
-    pin_memory: bool = False
-    val_batch_size: int | None = None
-
-
-@dataclass(frozen=True)
 class ShardReading:
-    """How training streams a sharded cache (``data.cache_format=shards``, ``refrain.data.shard_stream``).
+    """How training streams a sharded cache (``cache_format=shards``, ``refrain.data.shard_stream``).
 
     ``buffer_size``: the shuffle buffer of the record stream; ``num_shards``: the blocks of records
     whose order is shuffled before the buffer.
@@ -53,10 +44,24 @@ class ShardReading:
     num_shards: int = 64
 
 
-def check_cache_format(name: str) -> str:
-    """``per_song`` (one safetensors file per song, the default) or ``shards`` (Arrow shards)."""
-    if name not in ("per_song", "shards"):
-        raise RefrainInputError(
-            "data.cache_format", f"{name!r} is not a cache format", "use per_song or shards"
-        )
-    return name
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How the DataLoaders run: worker processes, pinned memory, the validation batch (None = batch_size).
+
+    ``cache_format``: ``per_song`` (a safetensors file per song, read by a shuffling sampler) or
+    ``shards`` (Arrow shards from ``refrain-encode --shards N``, streamed per rank as ``shards`` says).
+    """
+
+    num_workers: int = 2
+    pin_memory: bool = False
+    val_batch_size: int | None = None
+    cache_format: str = "per_song"
+    shards: ShardReading = field(default_factory=ShardReading)
+
+    def __post_init__(self) -> None:
+        if self.cache_format not in ("per_song", "shards"):
+            raise RefrainInputError(
+                "data.loader.cache_format",
+                f"{self.cache_format!r} is not a cache format",
+                "use per_song or shards",
+            )

@@ -1,4 +1,4 @@
-"""DiT training from the sharded cache (``data.cache_format=shards``): a seeded, per-rank, resumable stream.
+"""DiT training from the sharded cache (``data.loader.cache_format=shards``): a seeded, per-rank, resumable stream.
 
 The order of an epoch comes from Hugging Face ``datasets``' streaming pipeline over the train records'
 row numbers: ``to_iterable_dataset(num_shards)`` -> ``shuffle(seed, buffer_size)`` (shard order, then
@@ -229,7 +229,9 @@ def sharded_sets(module: Any, train: Any, val: Any, common: dict[str, Any]) -> t
         from refrain.errors import RefrainInputError
 
         raise RefrainInputError(
-            "data.cache_format", "shards with data.online.use_cache=false", "set data.online.use_cache=true"
+            "data.loader.cache_format",
+            "shards with data.online.use_cache=false",
+            "set data.online.use_cache=true",
         )
     shards = ShardedCache(shards_dir(module.cache_folder))
     hashes = {str(h) for part in (train, val) for h in part["content_hash"]}
@@ -255,9 +257,9 @@ def shard_loader(module: Any) -> ShardLoader:
 
     if not isinstance(module.train_set, ShardedDiTDataset):
         raise RefrainInputError(
-            "data.cache_format",
+            "data.loader.cache_format",
             "shards is read by DiT training only (this data module selects its own records)",
-            "set data.cache_format=per_song",
+            "set data.loader.cache_format=per_song",
         )
     stream = ShardStream(
         module.train_set,
