@@ -94,10 +94,15 @@ class LlamaStack(torch.nn.Module):
         self.rotary = LlamaRotaryEmbedding(config)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Bidirectional, as a diffusion DiT attends (DiffRhythm passes a key mask): without a mask and
+        without ``is_causal=False`` transformers runs causal attention, which skips half the attention
+        work that the FLOP counter still counts in full."""
         positions = torch.arange(h.shape[1], device=h.device)[None]
         rope = self.rotary(h, positions)
         for layer in self.layers:
-            out = layer(h, attention_mask=None, position_ids=positions, position_embeddings=rope)
+            out = layer(
+                h, attention_mask=None, position_ids=positions, position_embeddings=rope, is_causal=False
+            )
             h = out[0] if isinstance(out, tuple) else out  # transformers 5 returns the tensor alone
         return h
 

@@ -1,19 +1,25 @@
 """Transformer pieces of the DiT: attention, the adaLN-zero block and the final layer.
 
 Kept parts are reused where they fit: diffusers' ``RMSNorm`` (affine-free for the modulated norms),
-its SwiGLU ``FeedForward`` and its rotary helpers; attention runs through PyTorch's
+its SwiGLU ``FeedForward`` and its rotary table; attention runs through PyTorch's
 ``scaled_dot_product_attention`` so flash/memory-efficient kernels apply on GPU. Projection names follow
 diffusers/ACE-Step (``to_q``, ``to_k``, ``to_v``, ``to_out.0``) so ACE-Step's LoRA target lists apply.
+The modules hold the parameters; the elementwise math between the GEMMs runs through ``fused`` (same
+forward ops, shorter backward), and QK-norm and RoPE act on (B, T, heads, head_dim) before the one
+transpose attention needs, where the per-head norm reads contiguous memory.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from diffusers.models.activations import SwiGLU
 from diffusers.models.attention import FeedForward
-from diffusers.models.embeddings import apply_rotary_emb, get_1d_rotary_pos_embed
+from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.models.normalization import RMSNorm
 from torch import Tensor, nn
+
+from refrain.models.dit.fused import apply_rope, modulated_rms_norm, rms_norm, swiglu
 
 Rope = tuple[Tensor, Tensor]
 
@@ -45,20 +51,23 @@ class Attention(nn.Module):
         self.norm_q: nn.Module = RMSNorm(self.head_dim, eps) if qk_norm else nn.Identity()
         self.norm_k: nn.Module = RMSNorm(self.head_dim, eps) if qk_norm else nn.Identity()
 
-    def _heads(self, x: Tensor) -> Tensor:
-        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+    def _heads(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
+        """(B, T, d) -> (B, T, heads, head_dim), QK-normed when ``norm`` is an RMSNorm."""
+        x = x.unflatten(-1, (self.num_heads, self.head_dim))
+        return x if norm is None or isinstance(norm, nn.Identity) else rms_norm(x, norm)
 
     def forward(
         self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None, rope: Rope | None = None
     ) -> Tensor:
         """mask: bool (B, 1, 1, S), True = key may be attended (bidirectional, no causal mask)."""
         kv = x if context is None else context
-        q = self.norm_q(self._heads(self.to_q(x)))
-        k = self.norm_k(self._heads(self.to_k(kv)))
+        q = self._heads(self.to_q(x), self.norm_q)
+        k = self._heads(self.to_k(kv), self.norm_k)
         v = self._heads(self.to_v(kv))
         if rope is not None:
-            q = apply_rotary_emb(q, rope, use_real=True, use_real_unbind_dim=-2)
-            k = apply_rotary_emb(k, rope, use_real=True, use_real_unbind_dim=-2)
+            cos, sin = rope[0][:, None], rope[1][:, None]  # (T, 1, head_dim): broadcast over heads
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).flatten(2)
         return self.to_out[1](self.to_out[0](out))
@@ -124,12 +133,18 @@ class DiTBlock(nn.Module):
         assert mod is not None, "a block without its own modulation needs the shared one"
         mod = mod.view(-1, 6, self.dim) + self.scale_shift_table[None].to(mod.dtype)
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = (m.unsqueeze(1) for m in mod.unbind(1))
-        x = self.norm1(h) * (1 + scale_a) + shift_a
-        h = h + gate_a * self.attn(x, mask=self_mask, rope=rope)
+        x = modulated_rms_norm(h, shift_a, scale_a, self.norm1.eps)
+        h = torch.addcmul(h, gate_a, self.attn(x, mask=self_mask, rope=rope))
         if self.cross_attn is not None and self.norm2 is not None:
-            h = h + self.cross_attn(self.norm2(h), context=style, mask=style_mask)
-        x = self.norm3(h) * (1 + scale_f) + shift_f
-        return h + gate_f * self.ff(x)
+            h = h + self.cross_attn(rms_norm(h, self.norm2), context=style, mask=style_mask)
+        x = modulated_rms_norm(h, shift_f, scale_f, self.norm3.eps)
+        return torch.addcmul(h, gate_f, self._feed_forward(x))
+
+    def _feed_forward(self, x: Tensor) -> Tensor:
+        """diffusers' FeedForward, its SwiGLU through ``fused.swiglu`` (modules, so LoRA targets still apply)."""
+        for layer in self.ff.net:
+            x = swiglu(layer.proj(x)) if isinstance(layer, SwiGLU) else layer(x)
+        return x
 
 
 class FinalLayer(nn.Module):
@@ -145,4 +160,4 @@ class FinalLayer(nn.Module):
 
     def forward(self, h: Tensor, c: Tensor) -> Tensor:
         shift, scale = self.adaLN_modulation(c).unsqueeze(1).chunk(2, dim=-1)
-        return self.proj_out(self.norm(h) * (1 + scale) + shift)
+        return self.proj_out(modulated_rms_norm(h, shift, scale, self.norm.eps))

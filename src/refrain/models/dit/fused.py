@@ -1,0 +1,157 @@
+"""The DiT block's elementwise chains as autograd functions with hand-written backward passes.
+
+Why: on a CPU (and in the memory-bound part of any step) the block's time outside its GEMMs and attention
+goes to passes over (B, T, d) tensors. Composed from stock ops, an RMSNorm's backward takes about ten
+such passes (one per autograd node: mul, mean, rsqrt, pow, the accumulation), the rotary embedding's
+backward stacks and concatenates, and SwiGLU's ``chunk`` concatenates the two half-gradients into a
+fresh (B, T, 2 F) tensor. Each function here computes its forward with exactly the ops it replaces
+(diffusers' ``RMSNorm`` and ``apply_rotary_emb`` in the half-split layout, the SwiGLU of diffusers'
+``FeedForward``), except that ``a * b + c`` becomes one ``addcmul`` (rounded once: outputs agree to float
+rounding, within 1e-6), and its backward from the closed-form gradient in a few passes. Parameters stay
+in the modules that own them, so checkpoints, LoRA targets and FSDP units are untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd import Function
+
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _acc(x: Tensor) -> torch.dtype:
+    """The precision of the math: float32 for half, bfloat16 and float32 inputs (as diffusers computes),
+    float64 kept for float64 (so a float64 gradcheck checks the formulas, not float32 rounding)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+def _inv_rms(x: Tensor, eps: float) -> Tensor:
+    """1 / sqrt(mean(x^2) + eps) over the last dim (diffusers' RMSNorm, op for op)."""
+    return torch.rsqrt(x.to(_acc(x)).pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _norm_backward(g: Tensor, n: Tensor, rstd: Tensor) -> Tensor:
+    """d/dx of n = x * rstd given dL/dn = g: rstd * (g - n * mean(g * n)), in rstd's precision."""
+    dot = (g * n).mean(-1, keepdim=True)
+    return torch.addcmul(g, n, dot, value=-1.0).mul_(rstd)
+
+
+class _RMSNorm(Function):
+    """x * rsqrt(mean(x^2) + eps) [* weight]: diffusers' ``RMSNorm.forward`` (dtype rules included)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
+        rstd = _inv_rms(x, eps)
+        n = x * rstd
+        if weight is None:
+            out = n.to(x.dtype)
+        else:
+            if weight.dtype in _HALF:
+                n = n.to(weight.dtype)
+            out = n * weight
+        ctx.save_for_backward(n, rstd, weight)
+        ctx.x_dtype = x.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:
+        n, rstd, weight = ctx.saved_tensors
+        g, nf = grad.to(rstd.dtype), n.to(rstd.dtype)
+        grad_weight = None
+        if weight is not None:
+            if ctx.needs_input_grad[1]:
+                grad_weight = (g * nf).sum_to_size(weight.shape).to(weight.dtype)
+            g = g * weight
+        return _norm_backward(g, nf, rstd).to(ctx.x_dtype), grad_weight, None
+
+
+class _ModulatedRMSNorm(Function):
+    """adaLN: rms_norm(h) * (1 + scale) + shift, with an affine-free norm (DiT's modulated pre-norm)."""
+
+    @staticmethod
+    def forward(ctx: Any, h: Tensor, shift: Tensor, scale: Tensor, eps: float) -> Tensor:
+        rstd = _inv_rms(h, eps)
+        n = (h * rstd).to(h.dtype)
+        scale1 = 1 + scale
+        ctx.save_for_backward(n, rstd, scale1)
+        ctx.meta = (h.dtype, shift.shape, shift.dtype, scale.shape, scale.dtype)
+        return torch.addcmul(shift, n, scale1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
+        n, rstd, scale1 = ctx.saved_tensors
+        h_dtype, shift_shape, shift_dtype, scale_shape, scale_dtype = ctx.meta
+        g, nf = grad.to(rstd.dtype), n.to(rstd.dtype)
+        grad_shift = g.sum_to_size(shift_shape).to(shift_dtype)
+        grad_scale = (g * nf).sum_to_size(scale_shape).to(scale_dtype)
+        grad_h = _norm_backward(g * scale1, nf, rstd)
+        return grad_h.to(h_dtype), grad_shift, grad_scale, None
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor, sign: float) -> Tensor:
+    """x * cos + rotate_half(x) * (sign * sin) in two passes (rotate_half(x) = [-x2, x1], never built)."""
+    half = x.shape[-1] // 2
+    xf = x.to(_acc(x))
+    out = xf * cos
+    out[..., :half].addcmul_(xf[..., half:], sin[..., :half], value=-sign)
+    out[..., half:].addcmul_(xf[..., :half], sin[..., half:], value=sign)
+    return out.to(x.dtype)
+
+
+class _Rope(Function):
+    """Rotary embedding, half-split layout; the backward is the inverse rotation (sin negated)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        ctx.save_for_backward(cos, sin)
+        return _rotate(x, cos, sin, 1.0)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        cos, sin = ctx.saved_tensors
+        return _rotate(grad, cos, sin, -1.0), None, None
+
+
+class _SwiGLU(Function):
+    """a * silu(g) for [a, g] = proj.chunk(2); the gradient is written into one (.., 2 F) tensor."""
+
+    @staticmethod
+    def forward(ctx: Any, proj: Tensor) -> Tensor:
+        a, gate = proj.chunk(2, dim=-1)
+        act = F.silu(gate)
+        ctx.save_for_backward(proj, act)
+        return a * act
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        proj, act = ctx.saved_tensors
+        a, gate = proj.chunk(2, dim=-1)
+        out = torch.empty_like(proj)
+        grad_a, grad_gate = out.chunk(2, dim=-1)
+        torch.mul(grad, act, out=grad_a)
+        torch.ops.aten.silu_backward.grad_input(grad * a, gate, grad_input=grad_gate)
+        return out
+
+
+def rms_norm(x: Tensor, norm: torch.nn.Module) -> Tensor:
+    """Apply a diffusers ``RMSNorm`` module (its weight and eps) through the fused function."""
+    return _RMSNorm.apply(x, getattr(norm, "weight", None), norm.eps)  # type: ignore[no-any-return]
+
+
+def modulated_rms_norm(h: Tensor, shift: Tensor, scale: Tensor, eps: float) -> Tensor:
+    """rms_norm(h) * (1 + scale) + shift; shift and scale broadcast over the tokens, e.g. (B, 1, d)."""
+    return _ModulatedRMSNorm.apply(h, shift, scale, eps)  # type: ignore[no-any-return]
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate (..., head_dim) pairs (i, i + head_dim / 2); cos and sin broadcast against ``x``."""
+    return _Rope.apply(x, cos, sin)  # type: ignore[no-any-return]
+
+
+def swiglu(proj: Tensor) -> Tensor:
+    """diffusers' SwiGLU activation on its projection's output (first half value, second half gate)."""
+    return _SwiGLU.apply(proj)  # type: ignore[no-any-return]
