@@ -38,7 +38,7 @@ def _reduce_dims(x: Tensor) -> tuple[int, ...]:
 
 def cfg(v_cond: Tensor, v_uncond: Tensor, scale: float) -> Tensor:
     """Plain classifier-free guidance: v_u + w (v_c - v_u)."""
-    return v_uncond + scale * (v_cond - v_uncond)
+    return torch.add(v_uncond, v_cond - v_uncond, alpha=scale)
 
 
 def style_lyrics_cfg(
@@ -91,7 +91,7 @@ class MomentumBuffer:
         if self.previous is None:
             self.running_average = diff
         else:
-            self.running_average = diff + self.momentum * self.previous
+            self.running_average = torch.add(diff, self.previous, alpha=self.momentum)
         return self.running_average
 
     def reset(self) -> None:
@@ -117,14 +117,15 @@ def apg_direction(
     if momentum is not None:
         d = momentum.update(d, step_index)
     dims = tuple(dims)
-    if norm_threshold > 0:
-        norm = d.norm(p=2, dim=dims, keepdim=True)
-        d = d * torch.clamp(norm_threshold / norm, max=1.0)
     cond = v_cond.to(work_dtype)
-    unit = cond / cond.norm(p=2, dim=dims, keepdim=True).clamp_min(1e-12)
-    parallel = (d * unit).sum(dim=dims, keepdim=True) * unit
-    orthogonal = d - parallel
-    return (orthogonal + eta * parallel).to(diff.dtype)
+    # orthogonal + eta * parallel = d - (1 - eta) <d, u> u with u = cond / |cond|: one pass builds it
+    # (the sampler runs this at every guided step; separate unit/parallel/orthogonal tensors cost four)
+    cond_sq = cond.norm(p=2, dim=dims, keepdim=True).clamp_min(1e-12).square()
+    coef = (d * cond).sum(dim=dims, keepdim=True).div_(cond_sq).mul_(eta - 1.0)
+    update = torch.addcmul(d, cond, coef)
+    if norm_threshold > 0:  # clipping d scales its projections by the same factor
+        update.mul_(torch.clamp(norm_threshold / d.norm(p=2, dim=dims, keepdim=True), max=1.0))
+    return update.to(diff.dtype)
 
 
 def apg(
@@ -139,7 +140,7 @@ def apg(
 ) -> Tensor:
     """Adaptive projected guidance: v_c + (w - 1) * orth(clip(momentum(v_c - v_u)))."""
     update = apg_direction(v_cond - v_uncond, v_cond, momentum, norm_threshold, eta, dims, step_index)
-    return v_cond + (scale - 1.0) * update
+    return torch.add(v_cond, update, alpha=scale - 1.0)
 
 
 @dataclass
@@ -324,7 +325,7 @@ class APG(GuidanceBase):
             update = apg_direction(
                 diff, v_full, self._buffer(index), self.norm_threshold, self.eta, self.dims, step_index
             )
-            guided = guided + (weight - 1.0) * update
+            guided = torch.add(guided, update, alpha=weight - 1.0)
         return guided
 
 

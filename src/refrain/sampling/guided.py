@@ -6,7 +6,9 @@ which is where most of the sampler's wall time goes on small models.
 
 A model with a ``prepare(cond)`` method (refrain's DiT) embeds the conditioning once per run, at the
 first step, and gets the prepared object at every step: the lyric and style encoders and the context
-embedding do not depend on sigma. A model without one gets the plain conditioning every step.
+embedding do not depend on sigma. With guidance on, the unguided steps' conditioning is the first rows
+of the prepared guidance batch (``head``), so the encoders run once per run, not once per batch shape.
+A model without ``prepare`` gets the plain conditioning every step.
 """
 
 from __future__ import annotations
@@ -73,9 +75,15 @@ class GuidedVelocity:
     def conditioning(self, which: str) -> Any:
         """``which``: "single" (one conditional pass) or "batched" (all guidance passes), prepared once."""
         if which not in self._prepared:
-            cond = self.cond if which == "single" else self.batched_cond
             prepare = getattr(self.model, "prepare", None)
-            self._prepared[which] = prepare(cond) if callable(prepare) else cond
+            head = None
+            if which == "single" and self.enabled and callable(prepare):
+                head = getattr(self.conditioning("batched"), "head", None)  # the passes stack cond first
+            if callable(head):
+                self._prepared[which] = head(self.cond.batch_size)  # type: ignore[attr-defined]
+            else:
+                cond = self.cond if which == "single" else self.batched_cond
+                self._prepared[which] = prepare(cond) if callable(prepare) else cond
         return self._prepared[which]
 
     def reset(self) -> None:
@@ -104,7 +112,9 @@ class GuidedVelocity:
         if scales is None:
             return velocity_of(self.model(x, sigma, self.conditioning("single")))
         k = self.num_passes
-        stacked = velocity_of(self.model(torch.cat([x] * k), sigma.repeat(k), self.conditioning("batched")))
+        stacked = velocity_of(
+            self.model(torch.cat([x] * k), torch.cat([sigma] * k), self.conditioning("batched"))
+        )
         parts = stacked.chunk(k)
         scale, lyrics_scale = scales
         if k == 2:

@@ -50,7 +50,7 @@ def euler_step(
 ) -> Tensor:
     """x <- x + (sigma_next - sigma) * v(x, sigma): first order, one model call."""
     velocity = velocity_fn(x, sigma_batch(x, sigma), step_index)
-    return x + (sigma_next - sigma) * velocity
+    return torch.add(x, velocity, alpha=sigma_next - sigma)
 
 
 def heun_step(
@@ -67,11 +67,11 @@ def heun_step(
     at clean data, where the field is least trained, and it saves a call.
     """
     velocity = velocity_fn(x, sigma_batch(x, sigma), step_index)
-    x_euler = x + (sigma_next - sigma) * velocity
+    x_euler = torch.add(x, velocity, alpha=sigma_next - sigma)
     if sigma_next == 0.0:
         return x_euler
     velocity_end = velocity_fn(x_euler, sigma_batch(x, sigma_next), step_index)
-    return x + (sigma_next - sigma) * (0.5 * (velocity + velocity_end))
+    return torch.add(x, velocity + velocity_end, alpha=0.5 * (sigma_next - sigma))
 
 
 def pingpong_step(
@@ -88,10 +88,10 @@ def pingpong_step(
     detail; deterministic for a given generator state.
     """
     velocity = velocity_fn(x, sigma_batch(x, sigma), step_index)
-    x0 = x - sigma * velocity
+    x0 = torch.add(x, velocity, alpha=-sigma)
     if sigma_next == 0.0:
         return x0
-    return (1.0 - sigma_next) * x0 + sigma_next * randn_like_from(x, generator)
+    return x0.mul_(1.0 - sigma_next).add_(randn_like_from(x, generator), alpha=sigma_next)
 
 
 SOLVERS: dict[str, SolverStep] = {
