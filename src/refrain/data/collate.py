@@ -4,6 +4,9 @@ Crops of different lengths are right-padded to the longest in the batch and mark
 (padding, not bucketing: one crop length cap keeps batches close in length, and the loss averages over
 valid frames only). Prompt tokens and teacher frames are padded the same way with their own masks.
 Items that failed to load arrive as None and are left out; the dataset has already counted them.
+Two host-side flags ride along as Python values (a device move leaves them on the host), so a GPU step
+reads them without synchronising: ``all_frames_valid`` (no crop was padded: attention needs no mask)
+and ``style_absent`` (per row: no prompt token, so the style encoders can skip the row).
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ def collate_dit(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
             "prompts": [],
             "lyrics_text": [],
             "crop_start": torch.zeros(0),
+            "all_frames_valid": True,
+            "style_absent": (),
         }
     frames = [item["latent_mean"].shape[-1] for item in good]
     length = max(frames)
@@ -62,6 +67,8 @@ def collate_dit(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         "prompts": [item["prompt"] for item in good],
         "lyrics_text": [item["lyrics_text"] for item in good],
         "crop_start": torch.tensor([item["crop_start"] for item in good], dtype=torch.float32),
+        "all_frames_valid": all(n == length for n in frames),
+        "style_absent": tuple(n == 0 for n in tokens),
     }
     for name in sorted(good[0]["teacher_features"]):
         feats = [item["teacher_features"][name] for item in good]

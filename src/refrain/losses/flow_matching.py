@@ -15,7 +15,8 @@ are trained abilities. Spans are taken over the valid prefix of each sample (col
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -121,16 +122,31 @@ class FlowMatchingLoss:
     def apply_dropout(
         self, cond: DiTConditioning, generator: torch.Generator | None = None
     ) -> DiTConditioning:
-        """Per-sample, independent CFG dropout; existing drop flags are kept."""
+        """Per-sample, independent CFG dropout; existing drop flags are kept.
+
+        The draws are made on the CPU (unless ``generator`` lives on the device) and copied over, so the
+        host knows which rows it dropped: a conditioning with host-side drop hints (refrain's DiT) gets
+        them, and its encoders skip those rows on a GPU without a device->host read.
+        """
         b, dev = cond.batch_size, cond.frame_mask.device
-        updates: dict[str, Tensor | None] = {
-            "drop_style": cond.drop_style | (self._rand(b, dev, generator) < self.drop_style_prob),
-            "drop_lyrics": cond.drop_lyrics | (self._rand(b, dev, generator) < self.drop_lyrics_prob),
-            "drop_context": cond.drop_context | (self._rand(b, dev, generator) < self.drop_context_prob),
+        host = generator is None or generator.device.type == "cpu"
+        draw_on = torch.device("cpu") if host else dev
+        style, lyrics, context = (
+            self._rand(b, draw_on, generator) < p
+            for p in (self.drop_style_prob, self.drop_lyrics_prob, self.drop_context_prob)
+        )
+        updates: dict[str, Any] = {
+            "drop_style": cond.drop_style | style.to(dev, non_blocking=True),
+            "drop_lyrics": cond.drop_lyrics | lyrics.to(dev, non_blocking=True),
+            "drop_context": cond.drop_context | context.to(dev, non_blocking=True),
         }
         if cond.speaker is not None:
-            keep = self._rand(b, dev, generator) >= self.drop_speaker_prob
+            keep = (self._rand(b, draw_on, generator) >= self.drop_speaker_prob).to(dev, non_blocking=True)
             updates["speaker"] = cond.speaker * keep[:, None].to(cond.speaker.dtype)
+        if host and {"host_dropped_style", "host_dropped_lyrics"} <= {f.name for f in fields(cond)}:
+            for name, drawn in (("host_dropped_style", style), ("host_dropped_lyrics", lyrics)):
+                known = getattr(cond, name) or (False,) * b  # drawn is a CPU tensor: no device read
+                updates[name] = tuple(k or d for k, d in zip(known, drawn.tolist(), strict=True))
         return replace(cond, **updates)
 
     def apply_masked_span(

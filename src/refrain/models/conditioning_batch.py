@@ -93,9 +93,14 @@ class BatchConditioning:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
     def repeat(self, n: int) -> Self:
-        """Tile the batch n times ([b0, b1, b0, b1, ...]), like ``Tensor.repeat`` on dim 0."""
+        """Tile the batch n times ([b0, b1, b0, b1, ...]), like ``Tensor.repeat`` on dim 0; a per-row
+        host-side tuple is tiled the same way, any other host-side value kept."""
         values = {
-            name: None if value is None else value.repeat(n, *([1] * (value.dim() - 1)))
+            name: value.repeat(n, *([1] * (value.dim() - 1)))
+            if isinstance(value, Tensor)
+            else value * n
+            if isinstance(value, tuple)
+            else value
             for name, value in self._fields().items()
         }
         return type(self)(**values)
@@ -104,7 +109,7 @@ class BatchConditioning:
         """Move to a device; ``dtype`` applies to floating tensors only (ids and masks keep theirs)."""
         values = {}
         for name, value in self._fields().items():
-            if value is not None:
+            if isinstance(value, Tensor):  # host-side hints (bools, tuples) stay on the host
                 cast = dtype if (dtype is not None and value.is_floating_point()) else None
                 value = value.to(device=device, dtype=cast)
             values[name] = value

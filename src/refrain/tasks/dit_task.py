@@ -70,6 +70,8 @@ def batch_conditioning(batch: Mapping[str, Any]) -> DiTConditioning:
         lyrics=batch["lyrics"].long(),
         speaker=batch.get("speaker"),
         frame_mask=batch["frame_mask"].bool(),
+        all_frames_valid=batch.get("all_frames_valid"),
+        host_dropped_style=batch.get("style_absent"),
     )
 
 

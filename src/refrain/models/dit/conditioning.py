@@ -17,7 +17,7 @@ backbone. Conventions it fixes:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,12 @@ class DiTConditioning(BatchConditioning):
     drop_style: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool
     drop_lyrics: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool
     drop_context: Tensor = field(default=None)  # type: ignore[assignment]  # (B,) bool
+    # What the host already knows (Python values, never moved to a device; collate and the loss's CFG
+    # draws fill them), so a step on an accelerator needs no device->host read. Hints only: True means
+    # known; the tensors above stay the truth (a row dropped on the device alone is still nulled).
+    all_frames_valid: bool | None = None  # every frame_mask entry is True (None: not known)
+    host_dropped_style: tuple[bool, ...] | None = None  # per row: known to have no style / dropped
+    host_dropped_lyrics: tuple[bool, ...] | None = None  # per row: known to drop lyrics
 
     def __post_init__(self) -> None:
         batch, frames = self.lyrics.shape[0], self.lyrics.shape[-1]
@@ -93,6 +99,18 @@ class DiTConditioning(BatchConditioning):
                 "drop empty items in the dataset or collate",
             )
 
+    def with_dropped(
+        self, style: bool | None = None, lyrics: bool | None = None, context: bool | None = None
+    ) -> DiTConditioning:
+        """The mixin's whole-batch drop flags, with the host-side drop hints set to match."""
+        out = super().with_dropped(style, lyrics, context)
+        b = self.batch_size
+        if style is not None:
+            out.host_dropped_style = (bool(style),) * b
+        if lyrics is not None:
+            out.host_dropped_lyrics = (bool(lyrics),) * b
+        return out
+
     @classmethod
     def cat(cls, items: Sequence[DiTConditioning]) -> DiTConditioning:
         """Concatenate along the batch; prompts are right-padded to the longest, missing optionals filled.
@@ -114,6 +132,11 @@ class DiTConditioning(BatchConditioning):
         }
         for name in ("lyrics", "frame_mask", *DROP_FLAGS):
             out[name] = torch.cat([getattr(c, name) for c in items])
+        valid = [c.all_frames_valid for c in items]
+        out["all_frames_valid"] = False if False in valid else None if None in valid else True  # type: ignore[assignment]
+        for name in ("host_dropped_style", "host_dropped_lyrics"):
+            hints = [getattr(c, name) for c in items]
+            out[name] = None if None in hints else sum(hints, ())  # type: ignore[assignment]
         ref_speaker = next((c.speaker for c in items if c.speaker is not None), None)
         out["speaker"] = None
         if ref_speaker is not None:
@@ -148,6 +171,21 @@ def _kept_rows(dropped: Tensor) -> Tensor | None:
     return None if keep.numel() == dropped.numel() else keep
 
 
+def _kept(dropped: Tensor, hint: tuple[bool, ...] | None, read_flags: bool) -> tuple[Tensor | None, bool]:
+    """(rows to encode, or None for all; whether they come from the host-side hint).
+
+    ``read_flags``: the device flags may be read (free on CPU, once per run in ``prepare``). Otherwise
+    the hint (rows the host knows are dropped) picks the rows with no device read; rows dropped on the
+    device alone are encoded and then nulled by the caller's ``where``.
+    """
+    if read_flags:
+        return _kept_rows(dropped), False
+    if hint is None:
+        return None, False
+    keep = _kept_rows(torch.tensor(hint, dtype=torch.bool))
+    return (None if keep is None else keep.to(dropped.device, non_blocking=True)), True
+
+
 def _scatter_rows(null: Tensor, keep: Tensor, rows: Tensor, lead: tuple[int, ...] | torch.Size) -> Tensor:
     """(*lead, d): the null embedding everywhere, ``rows`` at the batch indices ``keep``.
 
@@ -180,6 +218,21 @@ class PreparedConditioning:
     @property
     def batch_size(self) -> int:
         return self.cond.batch_size
+
+    def head(self, rows: int) -> PreparedConditioning:
+        """The first ``rows`` samples, by slicing: the conditional pass of a guidance batch (stacked first
+        by ``GuidedVelocity``) without running the encoders again for the unguided steps."""
+        cut = {f.name: getattr(self.cond, f.name) for f in fields(self.cond)}
+        cond = DiTConditioning(**{k: v[:rows] if isinstance(v, Tensor) else v for k, v in cut.items()})
+        e = self.embedded
+        embedded = EmbeddedConditioning(
+            frame=e.frame[:rows],
+            style=None if e.style is None else e.style[:rows],
+            style_mask=None if e.style_mask is None else e.style_mask[:rows],
+            vector=e.vector[:rows],
+        )
+        valid = self.all_frames_valid or bool(cond.frame_mask.all())
+        return PreparedConditioning(cond, embedded, all_frames_valid=valid)
 
 
 class ConditionEmbedder(nn.Module):
@@ -230,10 +283,11 @@ class ConditionEmbedder(nn.Module):
 
     def forward(self, cond: DiTConditioning, skip_dropped: bool | None = None) -> EmbeddedConditioning:
         """``skip_dropped``: run the lyric and style encoders only on rows that keep them (the others get
-        the null embedding anyway). Finding those rows reads the drop flags on the host, so by default it
-        happens where that costs nothing (CPU tensors); ``prepare`` asks for it on every device, once per run.
+        the null embedding anyway). True reads the drop flags (``prepare``: once per run); False reads
+        none and skips the rows the host-side hints name (what a step on an accelerator does); None (the
+        default) reads them where that costs nothing (CPU tensors) and uses the hints elsewhere.
         """
-        skip = cond.frame_mask.device.type == "cpu" if skip_dropped is None else skip_dropped
+        skip = cond.frame_mask.device.type == "cpu" if skip_dropped is None else skip_dropped  # read flags
         frame_mask = cond.frame_mask
         frame = self._lyrics(cond, skip)
         if self.use_context:
@@ -250,12 +304,15 @@ class ConditionEmbedder(nn.Module):
         return EmbeddedConditioning(frame=frame, style=style, style_mask=style_mask, vector=vector)
 
     def _lyrics(self, cond: DiTConditioning, skip: bool) -> Tensor:
-        keep = _kept_rows(cond.drop_lyrics) if skip else None
+        keep, hinted = _kept(cond.drop_lyrics, cond.host_dropped_lyrics, skip)
         if keep is None:
             emb = self.lyric_proj(self.lyric_embedder(cond.lyrics, cond.frame_mask))
             return torch.where(cond.drop_lyrics[:, None, None], self.null_lyrics.to(emb.dtype), emb)
         emb = self.lyric_proj(self.lyric_embedder(cond.lyrics[keep], cond.frame_mask[keep]))
-        return _scatter_rows(self.null_lyrics, keep, emb, (cond.batch_size, cond.num_frames))
+        out = _scatter_rows(self.null_lyrics, keep, emb, (cond.batch_size, cond.num_frames))
+        if hinted:  # rows dropped on the device but not named by the hint
+            out = torch.where(cond.drop_lyrics[:, None, None], self.null_lyrics.to(out.dtype), out)
+        return out
 
     def _context(self, cond: DiTConditioning) -> Tensor:
         assert self.context_proj is not None and self.null_context is not None
@@ -279,16 +336,18 @@ class ConditionEmbedder(nn.Module):
         dropped = cond.drop_style | ~mask.any(dim=1)
         weights = cond.style_mask.to(style_in.dtype).unsqueeze(-1)
         mean = (style_in * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-        keep = _kept_rows(dropped) if skip else None
-        if keep is None:
-            pooled = self.pooled_proj(mean)
+        keep, hinted = _kept(dropped, cond.host_dropped_style, skip)
+        if keep is None or hinted:
+            pooled = self.pooled_proj(mean) if keep is None else self._rows(self.pooled_proj, mean, keep)
             pooled = torch.where(dropped[:, None], self.null_pooled.to(pooled.dtype), pooled)
         else:
             pooled = _scatter_rows(self.null_pooled, keep, self.pooled_proj(mean[keep]), mean.shape[:1])
         if self.style_proj is None or self.null_style is None:
             return None, None, pooled
-        if keep is None:
-            tokens = self.style_proj(style_in)
+        if keep is None or hinted:
+            tokens = (
+                self.style_proj(style_in) if keep is None else self._rows(self.style_proj, style_in, keep)
+            )
             tokens = torch.where(dropped[:, None, None], self.null_style.to(tokens.dtype), tokens)
         else:
             tokens = _scatter_rows(self.null_style, keep, self.style_proj(style_in[keep]), style_in.shape[:2])
@@ -296,6 +355,12 @@ class ConditionEmbedder(nn.Module):
         first_only[:, 0] = True
         mask = torch.where(dropped[:, None], first_only, mask)
         return tokens, mask, pooled
+
+    @staticmethod
+    def _rows(encoder: nn.Module, x: Tensor, keep: Tensor) -> Tensor:
+        """``encoder`` on the rows ``keep`` only; the other rows zero (the caller's ``where`` nulls them)."""
+        rows = encoder(x[keep])
+        return rows.new_zeros(*x.shape[:-1], rows.shape[-1]).index_copy(0, keep, rows)
 
     def _speaker(self, cond: DiTConditioning, like: Tensor) -> Tensor:
         if self.speaker_proj is None or self.null_speaker is None:

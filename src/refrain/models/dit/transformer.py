@@ -120,6 +120,8 @@ class DiffusionTransformer(nn.Module):
             lyrics=batch["lyrics"].long(),
             speaker=batch.get("speaker"),
             frame_mask=batch["frame_mask"].bool(),
+            all_frames_valid=batch.get("all_frames_valid"),
+            host_dropped_style=batch.get("style_absent"),
         )
 
     def noise(self, seed: int, frames: int) -> Tensor:
@@ -195,8 +197,10 @@ class DiffusionTransformer(nn.Module):
 
 def _all_valid(prepared: DiTConditioning | PreparedConditioning, cond: DiTConditioning) -> bool:
     """Every frame valid, known without a device read: then attention runs unmasked (a mask rules out the
-    flash kernel on CUDA). Known from ``prepare`` (once per run) or for free on CPU tensors; a training
-    batch on an accelerator keeps its mask rather than synchronise at every step."""
+    flash kernel on CUDA). Known from ``prepare`` (once per run), from the batch's host-side flag (collate
+    computes it on the CPU) or for free on CPU tensors; otherwise the mask stays rather than synchronise."""
     if isinstance(prepared, PreparedConditioning):
         return prepared.all_frames_valid
+    if cond.all_frames_valid is not None:
+        return cond.all_frames_valid
     return cond.frame_mask.device.type == "cpu" and bool(cond.frame_mask.all())

@@ -1,0 +1,107 @@
+"""Host-side batch flags: what lets a GPU training step drop the attention mask and skip encoders for
+dropped rows without a device->host read. Checked on CPU through the same code path a GPU step takes
+(the hints are used whenever present; ``skip_dropped=False`` is the accelerator's setting)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers.lora import TEXT, VOCAB, C, tiny_dit
+
+from refrain.data.collate import collate_dit
+from refrain.losses.flow_matching import FlowMatchingLoss
+from refrain.tasks.dit_task import DiTTask
+
+FRAMES = 12
+
+
+def _item(frames: int, tokens: int, seed: int) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "latent_mean": torch.randn(C, frames, generator=g),
+        "latent_std": torch.full((C, frames), 0.1),
+        "lyrics": torch.randint(1, VOCAB, (frames,), generator=g),
+        "style": torch.randn(tokens, TEXT, generator=g),
+        "teacher_features": {},
+        "key": f"song{seed}",
+        "prompt": "p",
+        "lyrics_text": "l",
+        "crop_start": 0.0,
+    }
+
+
+def test_collate_computes_the_host_flags_on_the_cpu() -> None:
+    full = collate_dit([_item(FRAMES, 3, 0), _item(FRAMES, 2, 1)])
+    assert full["all_frames_valid"] is True and full["style_absent"] == (False, False)
+    padded = collate_dit([_item(FRAMES, 3, 0), None, _item(FRAMES - 4, 0, 1)])
+    assert padded["all_frames_valid"] is False and padded["style_absent"] == (False, True)
+    assert bool(full["frame_mask"].all()) and not bool(padded["frame_mask"].all())
+    assert collate_dit([None])["all_frames_valid"] is True  # an empty batch has nothing padded
+
+
+def test_the_conditioning_keeps_its_hints_on_the_host() -> None:
+    model = tiny_dit()
+    cond = model.conditioning_from_batch(collate_dit([_item(FRAMES, 3, 0), _item(FRAMES - 4, 0, 1)]))
+    assert cond.all_frames_valid is False and cond.host_dropped_style == (False, True)
+    moved = cond.to("cpu", torch.float64).repeat(2)
+    assert moved.all_frames_valid is False and moved.host_dropped_style == (False, True, False, True)
+    uncond = cond.with_dropped(style=True, lyrics=False)
+    assert uncond.host_dropped_style == (True, True) and uncond.host_dropped_lyrics == (False, False)
+    assert type(cond).cat([cond, uncond]).host_dropped_style == (False, True, True, True)
+
+
+class _MaskSpy:
+    """Records whether each self-attention call (keys = latent frames) received a mask."""
+
+    def __init__(self) -> None:
+        self.masks: list[bool] = []
+        self.original = F.scaled_dot_product_attention
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        if k.shape[-2] == FRAMES:
+            self.masks.append(kwargs.get("attn_mask") is not None)
+        return self.original(q, k, v, **kwargs)
+
+
+def _loss(task: DiTTask, batch: dict[str, Any]) -> torch.Tensor:
+    torch.manual_seed(3)  # the posterior sample, CFG dropout, span and sigma draws
+    task.model.zero_grad(set_to_none=True)
+    loss = task.compute_loss(batch)["loss"]
+    loss.backward()
+    return loss.detach()
+
+
+def test_all_frames_valid_drops_the_mask_with_the_masked_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny_dit().train()
+    task = DiTTask(model, loss=FlowMatchingLoss(masked_span_prob=0.0), optimizer=partial(torch.optim.AdamW))
+    spy = _MaskSpy()
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    batch = collate_dit([_item(FRAMES, 3, 0), _item(FRAMES, 2, 1)])
+    unmasked = _loss(task, batch)
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    assert spy.masks and not any(spy.masks)  # the flag dropped the mask in every block
+    spy.masks.clear()
+    masked = _loss(task, {**batch, "all_frames_valid": False})  # the flag unknown: the mask stays
+    assert spy.masks and all(spy.masks)
+    torch.testing.assert_close(unmasked, masked, rtol=0, atol=1e-6)
+    masked_grads = [p.grad for p in model.parameters() if p.grad is not None]
+    for got, want in zip(grads, masked_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_style_absent_rows_skip_the_style_encoders_without_reading_flags() -> None:
+    model = tiny_dit().train()
+    rows: list[int] = []
+    model.conditioner.style_proj.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    batch = collate_dit([_item(FRAMES, 3, 0), _item(FRAMES, 0, 1), _item(FRAMES, 2, 2)])
+    cond = model.conditioning_from_batch(batch)
+    hinted = model.conditioner(cond, skip_dropped=False)  # a GPU step: hints only, no flag read
+    assert rows == [2]  # the prompt-less row never reached the encoder
+    read = model.conditioner(cond, skip_dropped=True)
+    for got, want in ((hinted.style, read.style), (hinted.vector, read.vector), (hinted.frame, read.frame)):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert torch.equal(hinted.style_mask, read.style_mask)
