@@ -163,3 +163,12 @@ def test_final_layer_and_state_dict_keys_unchanged() -> None:
     torch.testing.assert_close(
         final(h, c), final.proj_out(final.norm(h) * (1 + scale) + shift), rtol=0, atol=1e-6
     )
+
+
+def test_lyric_embedder_skips_the_padding_multiplies_when_every_frame_is_valid() -> None:
+    from refrain.models.dit.lyrics import LyricEmbedder
+
+    embedder = LyricEmbedder(30, 16, num_layers=2)
+    ids = torch.randint(1, 30, (2, 9), generator=torch.Generator().manual_seed(0))
+    valid = torch.ones(2, 9, dtype=torch.bool)
+    assert torch.equal(embedder(ids, valid, all_valid=True), embedder(ids, valid))  # x * 1 is x, bit for bit

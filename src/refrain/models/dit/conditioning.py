@@ -64,6 +64,12 @@ class DiTConditioning(BatchConditioning):
     def num_frames(self) -> int:
         return int(self.lyrics.shape[-1])
 
+    def known_all_valid(self) -> bool:
+        """Every frame valid, known without a device read: the host-side flag, else free on CPU tensors."""
+        if self.all_frames_valid is not None:
+            return self.all_frames_valid
+        return self.frame_mask.device.type == "cpu" and bool(self.frame_mask.all())
+
     def validate_latent(self, latent: Tensor) -> None:
         """The latent's batch and frame count match this conditioning (shapes only: no device read)."""
         self.check_latent(latent, "crop the latent and the aligned lyrics to the same number of frames")
@@ -305,10 +311,11 @@ class ConditionEmbedder(nn.Module):
 
     def _lyrics(self, cond: DiTConditioning, skip: bool) -> Tensor:
         keep, hinted = _kept(cond.drop_lyrics, cond.host_dropped_lyrics, skip)
+        valid = cond.known_all_valid()
         if keep is None:
-            emb = self.lyric_proj(self.lyric_embedder(cond.lyrics, cond.frame_mask))
+            emb = self.lyric_proj(self.lyric_embedder(cond.lyrics, cond.frame_mask, valid))
             return torch.where(cond.drop_lyrics[:, None, None], self.null_lyrics.to(emb.dtype), emb)
-        emb = self.lyric_proj(self.lyric_embedder(cond.lyrics[keep], cond.frame_mask[keep]))
+        emb = self.lyric_proj(self.lyric_embedder(cond.lyrics[keep], cond.frame_mask[keep], valid))
         out = _scatter_rows(self.null_lyrics, keep, emb, (cond.batch_size, cond.num_frames))
         if hinted:  # rows dropped on the device but not named by the hint
             out = torch.where(cond.drop_lyrics[:, None, None], self.null_lyrics.to(out.dtype), out)

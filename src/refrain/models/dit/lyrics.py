@@ -39,11 +39,12 @@ class ConvNeXtBlock1d(nn.Module):
         self.act = nn.GELU()
         self.pw2 = nn.Linear(dim * mult, dim)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
-        x = x * mask
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """``mask`` (B, T, 1) of 0/1, or None when every frame is valid (multiplying by ones is a no-op)."""
+        x = x if mask is None else x * mask
         h = self.dwconv(x.transpose(1, 2)).transpose(1, 2)
         h = self.pw2(self.act(self.pw1(self.norm(h))))
-        return (x + h) * mask
+        return x + h if mask is None else (x + h) * mask
 
 
 class LyricEmbedder(nn.Module):
@@ -65,7 +66,8 @@ class LyricEmbedder(nn.Module):
                 "set lyric_vocab_size to at least len(phoneme_vocab.json) (ids only grow, so leave headroom)",
             )
 
-    def forward(self, ids: Tensor, frame_mask: Tensor) -> Tensor:
+    def forward(self, ids: Tensor, frame_mask: Tensor, all_valid: bool = False) -> Tensor:
+        """``all_valid``: every frame_mask entry is known True, so the padding multiplies are skipped."""
         if ids.device.type == "cpu":
             self.check_ids(ids)
         elif ids.numel():  # on an accelerator: checked on the device, no host synchronisation
@@ -74,7 +76,7 @@ class LyricEmbedder(nn.Module):
             )
         x = self.token(ids)
         x = x + sinusoidal_positions(ids.shape[1], x.shape[-1], x.device, x.dtype)[None]
-        mask = frame_mask.unsqueeze(-1).to(x.dtype)
+        mask = None if all_valid else frame_mask.unsqueeze(-1).to(x.dtype)
         for block in self.blocks:
             x = block(x, mask)
-        return x * mask
+        return x if mask is None else x * mask

@@ -201,6 +201,4 @@ def _all_valid(prepared: DiTConditioning | PreparedConditioning, cond: DiTCondit
     computes it on the CPU) or for free on CPU tensors; otherwise the mask stays rather than synchronise."""
     if isinstance(prepared, PreparedConditioning):
         return prepared.all_frames_valid
-    if cond.all_frames_valid is not None:
-        return cond.all_frames_valid
-    return cond.frame_mask.device.type == "cpu" and bool(cond.frame_mask.all())
+    return cond.known_all_valid()
