@@ -91,7 +91,7 @@ def pingpong_step(
     x0 = torch.add(x, velocity, alpha=-sigma)
     if sigma_next == 0.0:
         return x0
-    return x0.mul_(1.0 - sigma_next).add_(randn_like_from(x, generator), alpha=sigma_next)
+    return x0.lerp_(randn_like_from(x, generator), sigma_next)  # (1 - s') x0 + s' noise in one pass
 
 
 SOLVERS: dict[str, SolverStep] = {

@@ -326,6 +326,8 @@ class ConditionEmbedder(nn.Module):
         b, t = cond.batch_size, cond.num_frames
         null = self.null_context.expand(b, t, -1)
         weight = self.context_proj.weight
+        if (cond.context is None or cond.context_mask is None) and not torch.is_grad_enabled():
+            return null  # no reference and no graph to keep whole (sampling): the null embedding, no GEMM
         if cond.context is None or cond.context_mask is None:
             # No reference in this batch: the projection still runs (on zeros, then discarded by the
             # where below) so it takes part in every step's graph; DDP without find_unused_parameters
