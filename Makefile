@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} WANDB_MODE=$${WANDB_MODE:-offline} HF_HUB_OFFLINE=1 $(BIN)/refrain-demo
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-$$(nproc)} WANDB_MODE=$${WANDB_MODE:-offline} HF_HUB_OFFLINE=1 $(BIN)/refrain-demo
 
 test: $(STAMP)
 	bash scripts/install_browser.sh

@@ -149,6 +149,7 @@ def test_demo_recipe_trains_end_to_end_and_exports(tmp_path: Path) -> None:
     cfg = compose_config(
         [
             "experiment=demo_vae",
+            "model/vae=tiny",
             f"dataset_path={tmp_path / 'ds'}",
             f"run_dir={tmp_path / 'run'}",
             "num_workers=0",

@@ -149,6 +149,7 @@ VAE_SHRINK = [
 def vae_overrides(world: dict[str, Path], run_dir: Path, steps: int) -> list[str]:
     return [
         "experiment=demo_vae",
+        "model/vae=tiny",
         f"dataset_path={world['dataset']}",
         f"run_dir={run_dir}",
         f"trainer.max_steps={steps}",

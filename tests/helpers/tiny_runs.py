@@ -105,6 +105,7 @@ def vae_argv(world: dict[str, Path], run_dir: Path, steps: int = 2) -> list[str]
     """A few steps of the demo VAE recipe on the world's dataset with the tiny preset."""
     return [
         "experiment=demo_vae",
+        "model/vae=tiny",
         "--dataset_path",
         str(world["dataset"]),
         "--max_steps",

@@ -120,7 +120,9 @@ SONG_SECONDS = 20.0
 def _options() -> SamplerOptions:
     from refrain.sampling.options import SamplerOptions
 
-    return SamplerOptions(steps=30, guidance="apg", guidance_scale=4.0, seed=42)
+    # Plain CFG at 3: on the demo DiT it moves the two prompts' songs apart (6.7 dB mean log-mel distance
+    # against 1.4 dB with APG 4) and keeps their loudness moving over time (README, issue 19).
+    return SamplerOptions(steps=30, guidance="cfg", guidance_scale=3.0, seed=42)
 
 
 def stage_sample(out: Path) -> None:

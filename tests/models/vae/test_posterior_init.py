@@ -24,15 +24,16 @@ def test_default_init_buries_the_latent_mean_in_noise_and_the_option_does_not(ti
     assert torch.equal(before.mean, after.mean)  # only the noise changes, the latent mean is the same
 
 
-def test_demo_preset_has_the_tiny_shapes_and_a_quiet_posterior(music) -> None:
+def test_demo_preset_is_the_tiny_widths_at_hop_256_with_a_quiet_posterior(music) -> None:
     demo = OmegaConf.load(conf_dir() / "model" / "vae" / "demo.yaml")
     tiny = OmegaConf.load(conf_dir() / "model" / "vae" / "tiny.yaml")
-    for key in ("sample_rate", "hop_length", "latent_channels", "downsampling_ratios", "channel_multiples"):
+    for key in ("sample_rate", "latent_channels", "encoder_hidden_size", "decoder_channels"):
         assert demo[key] == tiny[key]
+    assert demo.hop_length == 256 and list(demo.downsampling_ratios) == list(tiny.downsampling_ratios)[1:]
     vae = instantiate(demo).eval()
     with torch.no_grad():
-        posterior = vae.encode(music[..., : 43 * 1024])
-    assert posterior.std.max() < 0.02
+        posterior = vae.encode(music[..., : 172 * 256])
+    assert posterior.mean.shape[-1] == 172 and posterior.std.max() < 0.02
 
 
 def test_a_bad_value_is_one_line_naming_the_key(tiny_config) -> None:
