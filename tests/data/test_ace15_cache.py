@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from helpers.ace15 import ace15_release  # noqa: F401 - the tiny release folder fixture
-from helpers.tiny_runs import release_world, train_in_process
+from helpers.tiny_runs import ace15_run_argv, release_world, train_in_process
 from transformers.models.qwen3.modeling_qwen3 import Qwen3Model
 
 from refrain.cli.ace15 import main as ace15_cli
@@ -86,34 +86,7 @@ def test_the_prefilled_cache_is_what_the_online_path_computes(world, forwards: l
 def test_a_run_from_the_prefilled_cache_runs_no_qwen3_forward(world, forwards: list[int], capsys) -> None:
     files = cache_files(world["dataset"])
     code, err = train_in_process(
-        [
-            "--checkpoint_dir",
-            str(world["release"]),
-            "--vae_bundle",
-            str(world["vae"]),
-            "--lora_config_path",
-            str(world["root"] / "lora.json"),
-            "--dataset_path",
-            str(world["dataset"]),
-            f"run_dir={world['root'] / 'run'}",
-            "--max_steps",
-            "3",
-            "--every_n_train_steps",
-            "3",
-            "--every_plot_step",
-            "1000",
-            "--shift",
-            "1",
-            "task.loss.drop_lyrics_prob=0",
-            "data.batch_size=2",
-            f"data.max_frames={MAX_FRAMES}",
-            "data.val_items=1",
-            "logger=csv",
-            "callbacks.progress=null",
-            "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false",
-            "num_workers=0",
-        ],
+        ace15_run_argv(world, world["root"] / "run", 3, MAX_FRAMES, lora=world["root"] / "lora.json"),
         capsys,
     )
     assert code == 0, err[-3000:]

@@ -139,6 +139,42 @@ def release_world(
     return {"root": root, "release": release, "dataset": root / "dataset", "vae": root / "vae"}
 
 
+def ace15_run_argv(
+    world: dict[str, Path], run_dir: Path, steps: int = 2, max_frames: int = 32, lora: Path | None = None
+) -> list[str]:
+    """trainer.py flags for a few CPU steps on a tiny ACE-Step 1.5 release world (``release_world``), with
+    the released recipe's loss settings (shift 1, logit mean -0.4, no lyric-only drop); ``lora`` = a LoRA run."""
+    adapter = ["--lora_config_path", str(lora)] if lora is not None else []
+    return [
+        "--checkpoint_dir",
+        str(world["release"]),
+        "--vae_bundle",
+        str(world["vae"]),
+        *adapter,
+        "--dataset_path",
+        str(world["dataset"]),
+        f"run_dir={run_dir}",
+        "--max_steps",
+        str(steps),
+        "--every_n_train_steps",
+        str(steps),
+        "--every_plot_step",
+        "1000",
+        "--shift",
+        "1",
+        "task.loss.logit_mean=-0.4",
+        "task.loss.drop_lyrics_prob=0",
+        "data.batch_size=2",
+        f"data.max_frames={max_frames}",
+        "data.val_items=1",
+        "logger=csv",
+        "callbacks.progress=null",
+        "trainer.accelerator=cpu",
+        "trainer.enable_progress_bar=false",
+        "num_workers=0",
+    ]
+
+
 def train_in_process(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """Exit code and stderr of an in-process trainer.py call."""
     from refrain.cli.train import main

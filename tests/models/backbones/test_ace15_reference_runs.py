@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from helpers.multitrack import write_songs
-from helpers.tiny_runs import train_in_process
+from helpers.tiny_runs import ace15_run_argv, train_in_process
 from transformers.models.qwen3.modeling_qwen3 import Qwen3Model
 
 from refrain.cli.ace15 import main as ace15_cli
@@ -46,35 +46,7 @@ def test_trainer_then_refrain_infer_with_the_shipped_json(
     original = Qwen3Model.forward
     monkeypatch.setattr(Qwen3Model, "forward", lambda *a, **k: forwards.append(1) or original(*a, **k))
     code, err = train_in_process(
-        [
-            "--checkpoint_dir",
-            str(world["release"]),
-            "--vae_bundle",
-            str(world["vae"]),
-            "--lora_config_path",
-            str(REPO / "lora_configs" / f"{variant}.json"),
-            "--dataset_path",
-            str(world["dataset"]),
-            f"run_dir={run_dir}",
-            "--max_steps",
-            "2",
-            "--every_n_train_steps",
-            "2",
-            "--every_plot_step",
-            "1000",
-            "--shift",
-            "1",
-            "task.loss.logit_mean=-0.4",
-            "task.loss.drop_lyrics_prob=0",  # the released recipe
-            "data.batch_size=2",
-            "data.max_frames=32",
-            "data.val_items=1",
-            "logger=csv",
-            "callbacks.progress=null",
-            "trainer.accelerator=cpu",
-            "trainer.enable_progress_bar=false",
-            "num_workers=0",
-        ],
+        ace15_run_argv(world, run_dir, lora=REPO / "lora_configs" / f"{variant}.json"),
         capsys,
     )
     assert code == 0, err[-3000:]

@@ -11,32 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.tiny_runs import release_world, train_in_process
+from helpers.tiny_runs import ace15_run_argv, release_world, train_in_process
 from safetensors.torch import load_file
 
 from refrain.cli.ace15 import main as ace15_cli
 
 pytestmark = pytest.mark.slow
-COMMON = [
-    "--max_steps",
-    "2",
-    "--every_n_train_steps",
-    "2",
-    "--every_plot_step",
-    "1000",
-    "--shift",
-    "1",
-    "task.loss.logit_mean=-0.4",
-    "task.loss.drop_lyrics_prob=0",  # the released recipe
-    "data.batch_size=2",
-    "data.max_frames=32",
-    "data.val_items=1",
-    "logger=csv",
-    "callbacks.progress=null",
-    "trainer.accelerator=cpu",
-    "trainer.enable_progress_bar=false",
-    "num_workers=0",
-]
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +28,10 @@ def test_lora_run_from_the_release_folder_writes_a_transformer_adapter(world, ca
     run_dir = world["root"] / "lora_run"
     code, err = train_in_process(
         [
-            "--checkpoint_dir",
-            str(world["release"]),
-            "--vae_bundle",
-            str(world["vae"]),
-            "--lora_config_path",
-            str(world["root"] / "lora.json"),
-            "--dataset_path",
-            str(world["dataset"]),
-            f"run_dir={run_dir}",
+            *ace15_run_argv(world, run_dir, lora=world["root"] / "lora.json"),
             "--learning_rate",
             "0.05",
             "task.lr_schedule.warmup_steps=1",
-            *COMMON,
         ],
         capsys,
     )
@@ -127,14 +98,7 @@ def test_full_fine_tune_trains_every_weight(world, capsys) -> None:
             "data=latents",
             "model/dit=ace15",
             "model.dit.repa_layer=2",
-            "--checkpoint_dir",
-            str(world["release"]),
-            "--vae_bundle",
-            str(world["vae"]),
-            "--dataset_path",
-            str(world["dataset"]),
-            f"run_dir={run_dir}",
-            *COMMON,
+            *ace15_run_argv(world, run_dir),
         ],
         capsys,
     )
