@@ -169,8 +169,14 @@ def storage_tables(folders: dict[str, Path]) -> list[str]:
 
 
 def data_module(
-    dataset: Path, bundle: Path, teachers: dict[str, TeacherSpec], settings: EncodeSettings, args: Any
+    dataset: Path,
+    bundle: Path,
+    teachers: dict[str, TeacherSpec],
+    settings: EncodeSettings,
+    args: Any,
+    loader: LoaderOptions | None = None,
 ) -> DiTDataModule:
+    """The DiT data module over the cache ``settings`` name, read in the benchmark process (no workers)."""
     data = DiTDataModule(
         str(dataset),
         str(bundle),
@@ -182,7 +188,7 @@ def data_module(
         val_items=1,
         storage=settings,
         online=OnlineEncoding(fallback=False),
-        loader=LoaderOptions(num_workers=0),
+        loader=loader or LoaderOptions(num_workers=0),
     )
     data.setup("fit")
     return data
@@ -306,19 +312,7 @@ def main() -> None:
         print("\n".join(["", *storage_tables(folders), ""]))
         rates = {}
         for label, settings in (("native", NATIVE), ("compact", COMPACT)):
-            data = DiTDataModule(
-                str(dataset),
-                str(bundle),
-                None,
-                teachers,
-                batch_size=args.batch,
-                max_frames=args.frames,
-                storage=settings,
-                online=OnlineEncoding(fallback=False),
-                loader=LoaderOptions(num_workers=0),
-            )
-            data.setup("fit")
-            rates[label] = read_rate(data)
+            rates[label] = read_rate(data_module(dataset, bundle, teachers, settings, args))
         print("| per-song cache read, one process | native | compact |\n|---|---|---|")
         print(f"| items/s ({args.frames}-frame crops) | {rates['native']:.0f} | {rates['compact']:.0f} |\n")
         runs = {

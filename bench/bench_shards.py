@@ -22,32 +22,26 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_cache import COMPACT, NATIVE, build_world
+from bench_cache import COMPACT, NATIVE, build_world, data_module
 
 from refrain.data.cache_build import build_cache
 from refrain.data.conditioning_encoder import ConditioningEncoder, EncodeSettings
-from refrain.data.dit_dataset import DiTDataModule
-from refrain.data.options import LoaderOptions, OnlineEncoding, ShardReading
+from refrain.data.options import LoaderOptions, ShardReading
 from refrain.data.shard_stream import ShardStream
 from refrain.data.shards import write_shards
 
 
 def module(dataset: Path, bundle: Path, teachers: Any, settings: EncodeSettings, fmt: str, args: Any) -> Any:
-    data = DiTDataModule(
-        str(dataset),
-        str(bundle),
-        None,
+    """The benchmark's data module reading the ``fmt`` layout (per_song or shards)."""
+    shards = ShardReading(buffer_size=64, num_shards=16)
+    return data_module(
+        dataset,
+        bundle,
         teachers,
-        batch_size=args.batch,
-        max_frames=args.frames,
-        storage=settings,
-        online=OnlineEncoding(fallback=False),
-        loader=LoaderOptions(
-            num_workers=0, cache_format=fmt, shards=ShardReading(buffer_size=64, num_shards=16)
-        ),
+        settings,
+        args,
+        LoaderOptions(num_workers=0, cache_format=fmt, shards=shards),
     )
-    data.setup("fit")
-    return data
 
 
 def samples_per_second(loader: Any, seconds: float, epochs: list[int]) -> float:

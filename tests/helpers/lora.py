@@ -62,3 +62,22 @@ def perturb_trainable(model: torch.nn.Module, seed: int = 3, std: float = 0.2) -
     for p in model.parameters():
         if p.requires_grad:
             p.add_(std * torch.randn(p.shape, generator=g))
+
+
+def fit_fixed_batch(
+    task: torch.nn.Module, batch: object, steps: int = 25, lr: float = 3e-3
+) -> tuple[list[float], set[str]]:
+    """``steps`` AdamW steps of ``task.compute_loss`` on one batch with the same noise, sigma and dropout draws
+    every step (a fixed objective): the losses, and the names of the parameters that received a gradient."""
+    optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=lr)
+    losses: list[float] = []
+    with_grad: set[str] = set()
+    for _ in range(steps):
+        torch.manual_seed(0)
+        loss = task.compute_loss(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        with_grad |= {n for n, p in task.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, with_grad

@@ -9,6 +9,7 @@ import pytest
 import torch
 from diffusers import AceStepPipeline
 from diffusers.utils import logging as diffusers_logging
+from helpers.lora import fit_fixed_batch
 
 from refrain.errors import RefrainInputError
 from refrain.lora.config import parse_lora_spec
@@ -47,17 +48,7 @@ def trained(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory):
         loss=FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0),
         run_dir=tmp_path_factory.mktemp("lora_run"),
     )
-    params = [p for p in task.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=3e-3)
-    batch, losses, with_grad = fixed_batch(), [], set()
-    for _ in range(25):
-        torch.manual_seed(0)  # the same noise, sigma and dropout draw every step: a fixed objective
-        loss = task.compute_loss(batch)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        with_grad |= {n for n, p in task.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-        optimizer.step()
-        losses.append(loss.item())
+    losses, with_grad = fit_fixed_batch(task, fixed_batch())
     return task.eval(), losses, with_grad
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from diffusers import AceStepPipeline
 from diffusers.utils import logging as diffusers_logging
+from helpers.lora import fit_fixed_batch
 
 from refrain.data.multitrack import DEFAULT_STEMS
 from refrain.lora.config import load_lora_spec, parse_lora_spec
@@ -144,16 +145,7 @@ def trained(request: pytest.FixtureRequest, ace15_release: Path, tmp_path_factor
         loss=FlowMatchingLoss(**TRAIN_RECIPE, masked_span_prob=0.0),
         run_dir=tmp_path_factory.mktemp("stemgen_run"),
     )
-    optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=3e-3)
-    batch, losses, with_grad = paired_batch(LABELS[variant]), [], set()
-    for _ in range(25):
-        torch.manual_seed(0)  # the same noise, sigma and dropout draws every step: a fixed objective
-        loss = task.compute_loss(batch)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        with_grad |= {n for n, p in task.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-        optimizer.step()
-        losses.append(loss.item())
+    losses, with_grad = fit_fixed_batch(task, paired_batch(LABELS[variant]))
     return task.eval(), losses, with_grad, variant
 
 
