@@ -19,8 +19,11 @@ from diffusers import (
     FlowMatchEulerDiscreteScheduler,
 )
 from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
+from diffusers.utils import logging as diffusers_logging
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
+
+from refrain.models.backbones.ace15 import AceStep15, load_ace15
 
 END = "<|endoftext|>"
 CHANNELS = 8
@@ -99,3 +102,18 @@ def write_tiny_release(folder: str | Path, seed: int = 0, turbo: bool = False) -
 def ace15_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny release folder per test session (read-only by convention: tests copy before editing)."""
     return write_tiny_release(tmp_path_factory.mktemp("ace15") / "release")
+
+
+@pytest.fixture(scope="module", name="backbone")
+def ace15_backbone(ace15_release: Path) -> AceStep15:
+    """refrain's wrapper over the tiny release (REPA on block 2), in eval mode; the fixture is ``backbone``."""
+    return load_ace15(ace15_release, repa_layer=2).eval()
+
+
+@pytest.fixture(scope="module", name="pipe")
+def diffusers_pipe(ace15_release: Path) -> AceStepPipeline:
+    """diffusers' AceStepPipeline over the tiny release, quiet; the fixture is ``pipe``."""
+    diffusers_logging.set_verbosity_error()
+    pipeline = AceStepPipeline.from_pretrained(ace15_release)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline

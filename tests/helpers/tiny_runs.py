@@ -153,7 +153,6 @@ def ace15_run_argv(
         *adapter,
         "--dataset_path",
         str(world["dataset"]),
-        f"run_dir={run_dir}",
         "--max_steps",
         str(steps),
         "--every_n_train_steps",
@@ -167,11 +166,7 @@ def ace15_run_argv(
         "data.batch_size=2",
         f"data.max_frames={max_frames}",
         "data.val_items=1",
-        "logger=csv",
-        "callbacks.progress=null",
-        "trainer.accelerator=cpu",
-        "trainer.enable_progress_bar=false",
-        "num_workers=0",
+        *common_overrides(run_dir),
     ]
 
 

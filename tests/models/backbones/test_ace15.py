@@ -7,16 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.ace15 import ace15_backbone  # noqa: F401 - fixtures backbone
 
 from refrain.errors import RefrainInputError
 from refrain.losses.flow_matching import FlowMatchingLoss
 from refrain.models.backbone import check_guidance, check_loss, spec_of
 from refrain.models.backbones.ace15 import TRAIN_RECIPE, AceStep15, build_ace15, is_release_folder, load_ace15
-
-
-@pytest.fixture(scope="module")
-def backbone(ace15_release: Path) -> AceStep15:
-    return load_ace15(ace15_release, repa_layer=2).eval()
 
 
 def batch(frames: int = 20, size: int = 2) -> dict:

@@ -7,14 +7,12 @@ the backbone's sampler defaults) and must land within 1e-5 of ``output_type="lat
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from diffusers import AceStepPipeline
-from diffusers.utils import logging as diffusers_logging
+from helpers.ace15 import ace15_backbone, diffusers_pipe  # noqa: F401 - fixtures backbone, pipe
 
-from refrain.models.backbones.ace15 import AceStep15, load_ace15
+from refrain.models.backbones.ace15 import AceStep15
 from refrain.models.backbones.ace15_conditioning import AceStepConditioning
 from refrain.models.backbones.ace15_text import SongMeta
 from refrain.sampling.options import SamplerOptions
@@ -22,19 +20,6 @@ from refrain.sampling.solvers import sample
 
 PROMPT, LYRICS, SECONDS = "dreamy synth pop, female vocals", "[verse]\nhello night\nwe sing", 2.0
 TOLERANCE = 1e-5
-
-
-@pytest.fixture(scope="module")
-def pipe(ace15_release: Path) -> AceStepPipeline:
-    diffusers_logging.set_verbosity_error()
-    pipeline = AceStepPipeline.from_pretrained(ace15_release)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
-
-
-@pytest.fixture(scope="module")
-def backbone(ace15_release: Path) -> AceStep15:
-    return load_ace15(ace15_release, repa_layer=2).eval()
 
 
 def conditioning(

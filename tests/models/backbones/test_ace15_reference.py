@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AceStepPipeline
-from diffusers.utils import logging as diffusers_logging
+from helpers.ace15 import ace15_backbone, diffusers_pipe  # noqa: F401 - fixtures backbone, pipe
 from helpers.lora import fit_fixed_batch
 
 from refrain.data.multitrack import DEFAULT_STEMS
@@ -31,19 +31,6 @@ TASKS = {  # refrain's variant -> (role family generated, instrument, diffusers'
         {"task_type": "complete", "complete_track_classes": ["drums", "bass", "other"]},
     ),
 }
-
-
-@pytest.fixture(scope="module")
-def pipe(ace15_release: Path) -> AceStepPipeline:
-    diffusers_logging.set_verbosity_error()
-    pipeline = AceStepPipeline.from_pretrained(ace15_release)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
-
-
-@pytest.fixture(scope="module")
-def backbone(ace15_release: Path) -> AceStep15:
-    return load_ace15(ace15_release, repa_layer=2).eval()
 
 
 def source(pipe: AceStepPipeline, seed: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
