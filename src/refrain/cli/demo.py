@@ -120,8 +120,8 @@ SONG_SECONDS = 20.0
 def _options() -> SamplerOptions:
     from refrain.sampling.options import SamplerOptions
 
-    # Plain CFG at 3: on the demo DiT it moves the two prompts' songs apart (6.7 dB mean log-mel distance
-    # against 1.4 dB with APG 4) and keeps their loudness moving over time (README, issue 19).
+    # Plain CFG at 3: on the demo DiT it gives the songs more loudness movement over time than APG 4 (energetic
+    # 2.33 against 1.34 dB) and moves the two prompts apart further (README, issue 19: the figures of each).
     return SamplerOptions(steps=30, guidance="cfg", guidance_scale=3.0, seed=42)
 
 
