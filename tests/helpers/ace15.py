@@ -117,3 +117,31 @@ def diffusers_pipe(ace15_release: Path) -> AceStepPipeline:
     pipeline = AceStepPipeline.from_pretrained(ace15_release)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline
+
+
+def write_low_rate_release(release: str | Path, folder: str | Path) -> Path:
+    """A copy of ``release`` whose vae/ is an Oobleck at 1200 Hz with hop 48 (still 25 latent frames/s):
+    a 30 s timbre reference is 36,000 samples instead of 1.44 M, so tests of it run in a fraction of a second."""
+    import shutil
+
+    folder = Path(folder)
+    shutil.copytree(release, folder)
+    torch.manual_seed(1)
+    vae = AutoencoderOobleck(
+        encoder_hidden_size=2 * CHANNELS,
+        downsampling_ratios=[2, 4, 6],
+        channel_multiples=[1, 1, 1],
+        decoder_channels=8,
+        decoder_input_channels=CHANNELS,
+        audio_channels=2,
+        sampling_rate=1200,
+    )
+    shutil.rmtree(folder / "vae")
+    vae.save_pretrained(folder / "vae", safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ace15_low_rate_release(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny release with a 1200 Hz VAE (``write_low_rate_release``): fast timbre references."""
+    return write_low_rate_release(ace15_release, tmp_path_factory.mktemp("ace15_low_rate") / "release")

@@ -45,6 +45,8 @@ def collate_dit(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
             "teacher_features": {},
             "teacher_masks": {},
             "keys": [],
+            "content_hashes": [],
+            "filenames": [],
             "prompts": [],
             "lyrics_text": [],
             "crop_start": torch.zeros(0),
@@ -64,6 +66,8 @@ def collate_dit(items: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         "teacher_features": {},
         "teacher_masks": {},
         "keys": [item["key"] for item in good],
+        "content_hashes": [item.get("content_hash", "") for item in good],  # the songs (per-song references)
+        "filenames": [item.get("filename", "") for item in good],
         "prompts": [item["prompt"] for item in good],
         "lyrics_text": [item["lyrics_text"] for item in good],
         "crop_start": torch.tensor([item["crop_start"] for item in good], dtype=torch.float32),

@@ -194,6 +194,8 @@ class DiTDataset(Dataset):
             "style": entry.style(variant),
             "teacher_features": teachers,
             "key": str(record.get("keys") or ""),
+            "content_hash": str(record["content_hash"]),  # the song: per-song references read it
+            "filename": str(record.get("filename") or ""),
             "prompt": entry.meta.prompts[variant],
             "lyrics_text": lyrics_text,
             "crop_start": crop.start_seconds,

@@ -47,6 +47,7 @@ from refrain.models.backbones.ace15_tasks import (
     silence,
 )
 from refrain.models.backbones.ace15_text import SongMeta, TextSide, text_cache_dir
+from refrain.models.backbones.ace15_timbre import TimbreSide, reference_latents, timbre_side
 from refrain.models.backbones.common import (
     check_latent_input,
     public_config,
@@ -97,7 +98,9 @@ class AceStep15(nn.Module):
         turbo: bool | None = None,
         gradient_checkpointing: bool = False,
         train_condition_encoder: bool = True,
+        timbre_side: TimbreSide | None = None,
     ) -> None:
+        """``timbre_side``: each training song's own timbre reference (``timbre=song``); None = silence."""
         super().__init__()
         layers = len(transformer.layers)
         repa_layer = resolve_repa_layer(
@@ -106,6 +109,7 @@ class AceStep15(nn.Module):
         self.transformer = transformer
         self.condition_encoder = condition_encoder
         self.text_side = text_side
+        self.timbre_side = timbre_side
         self.frame_rate = float(frame_rate)
         self.repa_layer = int(repa_layer)
         config = transformer.config
@@ -153,8 +157,12 @@ class AceStep15(nn.Module):
         return seeded_noise(seed, self.latent_channels, frames, "BTC")
 
     def conditioning_from_batch(self, batch: Mapping[str, Any]) -> AceStepConditioning:
-        """Cached Qwen3 states when the batch has them (``ace15_*`` keys), else encoded online from its text."""
+        """Cached Qwen3 states when the batch has them (``ace15_*`` keys), else encoded online from its text;
+        with a ``timbre_side`` each song's own timbre reference (``ace15_timbre``), else the silence latent."""
         frame_mask = batch["frame_mask"].bool()
+        timbre = batch.get("ace15_timbre")
+        if timbre is None and self.timbre_side is not None:
+            timbre = self.timbre_side.batch(batch, frame_mask.device)
         if "ace15_style" in batch:
             return AceStepConditioning(
                 batch["ace15_style"],
@@ -162,7 +170,7 @@ class AceStep15(nn.Module):
                 batch["ace15_lyrics"],
                 batch["ace15_lyrics_mask"].bool(),
                 frame_mask,
-                timbre=batch.get("ace15_timbre"),
+                timbre=timbre,
             )
         if self.text_side is None:
             raise RefrainInputError(
@@ -174,7 +182,11 @@ class AceStep15(nn.Module):
         style, style_mask, lyrics, lyrics_mask = self.text_side.encode(
             list(batch["prompts"]), list(batch["lyrics_text"]), metas, frame_mask.device
         )
-        return AceStepConditioning(style, style_mask, lyrics, lyrics_mask, frame_mask)
+        return AceStepConditioning(style, style_mask, lyrics, lyrics_mask, frame_mask, timbre=timbre)
+
+    def timbre_from_audio(self, audio: Tensor, vae: nn.Module) -> Tensor:
+        """(1, R, C) timbre reference of (channels, samples) audio, as ``AceStepPipeline(reference_audio=)``."""
+        return reference_latents(audio, vae)
 
     def prompt_conditioning(
         self,
@@ -186,10 +198,12 @@ class AceStep15(nn.Module):
         context_mask: Tensor | None = None,
         reference: Tensor | None = None,
         instruction: str | None = None,
+        timbre: Tensor | None = None,
     ) -> AceStepConditioning:
         """One song for the sampler: ``frames`` valid of ``total``, its duration in the metas, the repaint
         instruction when a context latent is given (as the reference pipeline's repaint task does), or
-        ``instruction`` with a whole ``reference`` track (lego/complete, see ``ace15_tasks``)."""
+        ``instruction`` with a whole ``reference`` track (lego/complete, see ``ace15_tasks``); ``timbre``
+        (1, R, C) from ``timbre_from_audio`` (None = the silence latent)."""
         if self.text_side is None:
             raise RefrainInputError(
                 "AceStep15",
@@ -212,6 +226,7 @@ class AceStep15(nn.Module):
             context=context,
             context_mask=context_mask,
             reference=reference,
+            timbre=None if timbre is None else timbre.to(device),
         )
 
     def reference_conditioning(
@@ -327,11 +342,14 @@ def load_ace15(
     train_condition_encoder: bool = True,
     dtype: str | None = None,
     dataset_path: str | Path | None = None,
+    timbre: str = "silence",
 ) -> AceStep15:
     """The backbone with the release's weights, from a local folder, offline (``conf/model/dit/ace15*.yaml``).
 
     With ``dataset_path`` the frozen Qwen3 outputs of every song are cached under
     ``<dataset_path>/cache/ace15_text`` the first time they are computed (see ``TextSide``).
+    ``timbre``: ``silence`` (the release's silence latent) or ``song`` (each crop's own song, cached under
+    ``<dataset_path>/cache/ace15_timbre``; see ``ace15_timbre``).
     """
     root = check_release_folder(checkpoint_dir)
     torch_dtype = getattr(torch, dtype) if dtype else None
@@ -350,6 +368,7 @@ def load_ace15(
         turbo,
         gradient_checkpointing,
         train_condition_encoder,
+        timbre_side(timbre, root, dataset_path),
     )
 
 
