@@ -4,7 +4,7 @@
         [repa.KEY=VALUE ...] [--repa_set KEY=VALUE ...] [--run_dir DIR] [--split train,validation] [--device auto]
         [--num_workers 2] [--tag_shuffles 4] [--latent_dtype float32] [--feature_dtype float32]
         [--teacher_rate native] [--devices N] [--num_nodes N] [--verify] [--limit N] [--shards N] [--no_progress]
-        [--ace15 RELEASE [--max_frames 2048]]
+        [--ace15 RELEASE [--max_frames 2048] [--ace15_timbre]]
 
 Writes P/cache/<fingerprint>/<content_hash>.safetensors plus index.json. Re-running resumes: valid
 entries are kept, corrupt or stale ones redone. Training with the same settings reads the cache.
@@ -12,7 +12,8 @@ entries are kept, corrupt or stale ones redone. Training with the same settings 
 Face ``datasets``), which training streams with ``data.loader.cache_format=shards``.
 
 ``--ace15 RELEASE`` then fills P/cache/ace15_text with the release's Qwen3 prompt states and lyric token ids
-of every crop of ``--max_frames`` frames (``refrain.data.ace15_cache``), so an ACE-Step 1.5 run reads them.
+of every crop of ``--max_frames`` frames (``refrain.data.ace15_cache``), so an ACE-Step 1.5 run reads them;
+``--ace15_timbre`` also each song's timbre reference (P/cache/ace15_timbre) for ``model.dit.timbre=song``.
 
 ``--devices N`` / ``--num_nodes N`` run N ranks as trainer.py does (Lightning Fabric's DDP launcher: it
 starts the local processes itself, or joins the ones torchrun / srun started); each rank encodes a
@@ -77,8 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--feature_dtype",
         default="float32",
-        choices=("float32", "bfloat16", "float16"),
-        help="storage of teacher features and style embeddings (float16 halves the cache)",
+        choices=("float32", "bfloat16", "float16", "int8"),
+        help="storage of teacher features and style embeddings (float16 halves the cache; int8: teacher "
+        "features as 8-bit codes with per-channel, per-64-frame float scales, style embeddings in bfloat16)",
     )
     parser.add_argument("--text_max_length", type=int, default=256, help="text encoder truncation in tokens")
     parser.add_argument(
@@ -120,6 +122,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=2048,
         help="with --ace15: the crop length training uses (data.max_frames); it sets the prompts' duration",
+    )
+    parser.add_argument(
+        "--ace15_timbre",
+        action="store_true",
+        help="with --ace15: also cache each song's timbre reference latents (for model.dit.timbre=song)",
     )
     parser.add_argument("--no_progress", action="store_true", help="hide the progress bar")
     return parser
@@ -232,7 +239,14 @@ def _prefill_ace15(args: argparse.Namespace, report: Any) -> Any:
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     rate = float(facts["sample_rate"]) / float(facts["hop_length"])  # as the DiT data module computes it
     return prefill_ace15(
-        args.dataset_path, args.ace15, report.cache_dir, report.fingerprint, splits, args.max_frames, rate
+        args.dataset_path,
+        args.ace15,
+        report.cache_dir,
+        report.fingerprint,
+        splits,
+        args.max_frames,
+        rate,
+        args.ace15_timbre,
     )
 
 

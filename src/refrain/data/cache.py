@@ -10,11 +10,12 @@ text encoder's files and token limit, each teacher's spec and files, the storage
 different encoder never reads stale entries: it simply gets another folder.
 
 An entry holds the whole song: ``latent_mean``/``latent_std`` (C, N), ``style`` (V, S, D) with
-``style_mask`` (V, S) for the V prompt variants, and ``teacher.<name>`` (T, D) per REPA teacher.
+``style_mask`` (V, S) for the V prompt variants, and ``teacher.<name>`` (T, D) per REPA teacher
+(stored as int8, its float scales beside it as ``teacher_scale.<name>``: refrain.data.feature_quant).
 safetensors memory-maps, so training reads only the crop's slice. Entries are written to a temporary
 file and renamed into place, so an interrupted run never leaves half an entry under the final name.
 
-Sizes per minute of audio at float32 (bf16/fp16 halve them): a 64-channel latent at 21.5 frames/s
+Sizes per minute of audio at float32 (bf16/fp16 halve them, int8 teacher features quarter them): a 64-channel latent at 21.5 frames/s
 (mean + std) 0.66 MB; MERT-330M features (1024-d, 75/s) 18.4 MB; mHuBERT-147 (768-d, 50/s) 9.2 MB;
 plus, per record, V x S x D x 4 bytes of style embeddings (about 0.1-0.5 MB for all-MiniLM-L6-v2).
 """
@@ -36,6 +37,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from refrain.data.feature_quant import check_scales, read_teacher
 from refrain.errors import RefrainInputError
 from refrain.fileio import atomic_path
 
@@ -186,8 +188,8 @@ class EntryView(ABC):
         return hidden[mask]
 
     def teacher(self, name: str, start: int, stop: int) -> Tensor:
-        """(stop - start, D) float32 features of one teacher."""
-        return self._slice(TEACHER_PREFIX + name, (slice(start, stop),)).float()
+        """(stop - start, D) float32 features of one teacher (int8 ones dequantised with their scales)."""
+        return read_teacher(self, name, start, stop)
 
     def check(self, source: str) -> None:
         """Shapes agree with each other; raises CacheEntryError naming the problem."""
@@ -203,6 +205,8 @@ class EntryView(ABC):
             raise CacheEntryError(
                 source, f"style {style} / mask {mask} / prompts disagree", "re-run refrain-encode"
             )
+        if problem := check_scales(self):
+            raise CacheEntryError(source, problem, "re-run refrain-encode")
 
 
 class TensorEntry(EntryView):

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from refrain.audio.io import load_audio
 from refrain.bundles.vae import load_vae_bundle, read_manifest
 from refrain.data.cache import EntryMeta, TensorEntry, fingerprint_of
+from refrain.data.feature_quant import QUANT_BLOCK, SCALE_PREFIX, quantize_int8
 from refrain.data.prompt_variants import record_prompt_variants
 from refrain.errors import RefrainInputError
 from refrain.fileio import folder_digest
@@ -32,6 +33,7 @@ from refrain.models.vae.oobleck import OobleckVAE
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+FEATURE_DTYPES = (*DTYPES, "int8")  # int8: teacher features with stored scales (refrain.data.feature_quant)
 TEACHER_RATES = ("native", "latent")
 
 
@@ -41,7 +43,7 @@ class EncodeSettings:
 
     tag_shuffles: int = 4  # fixed tag shuffles per record (plus each non-empty recaption)
     latent_dtype: str = "float32"  # latent mean/std on disk: float32 | bfloat16 | float16
-    feature_dtype: str = "float32"  # teacher features and style embeddings on disk
+    feature_dtype: str = "float32"  # teacher features and style embeddings on disk (int8: style in bfloat16)
     text_max_length: int = 256  # text encoder truncation
     teacher_rate: str = "native"  # native | latent: teacher features average-pooled to the latent frame rate
 
@@ -52,10 +54,10 @@ class EncodeSettings:
                 f"{self.teacher_rate!r} is not a teacher rate",
                 f"use one of {', '.join(TEACHER_RATES)}",
             )
-        for name in ("latent_dtype", "feature_dtype"):
-            if getattr(self, name) not in DTYPES:
+        for name, allowed in (("latent_dtype", tuple(DTYPES)), ("feature_dtype", FEATURE_DTYPES)):
+            if getattr(self, name) not in allowed:
                 raise RefrainInputError(
-                    name, f"{getattr(self, name)!r} is not a storage dtype", f"use one of {', '.join(DTYPES)}"
+                    name, f"{getattr(self, name)!r} is not a storage dtype", f"use one of {', '.join(allowed)}"
                 )
         if self.tag_shuffles < 1:
             raise RefrainInputError("tag_shuffles", f"{self.tag_shuffles} is below 1", "use 1 or more")
@@ -123,6 +125,8 @@ def settings_identity(settings: EncodeSettings) -> dict[str, Any]:
     identity = asdict(settings)
     if identity["teacher_rate"] == "native":
         del identity["teacher_rate"]
+    if settings.feature_dtype == "int8":  # an entry is only ever read with the block it was written with
+        identity["int8_block"] = QUANT_BLOCK
     return identity
 
 
@@ -226,7 +230,7 @@ class ConditioningEncoder(nn.Module):
     def encode_audio(self, audio: Tensor) -> dict[str, Tensor]:
         """(channels, samples) -> latent_mean/latent_std (C, N) and teacher.<name> (T, D), on the CPU."""
         latent_dtype = DTYPES[self.settings.latent_dtype]
-        feature_dtype = DTYPES[self.settings.feature_dtype]
+        quantized = self.settings.feature_dtype == "int8"
         posterior = self.vae.encode_chunked(audio[None].float(), output_device="cpu")
         out = {
             "latent_mean": posterior.mean[0].to(latent_dtype).contiguous(),
@@ -236,14 +240,18 @@ class ConditioningEncoder(nn.Module):
             features = self.teachers[name](audio[None].float(), self.sample_rate)[0].to("cpu")
             if self.settings.teacher_rate == "latent":  # pooled in float32, then stored
                 features = pool_to_frames(features, out["latent_mean"].shape[-1])
-            out[f"teacher.{name}"] = features.to(feature_dtype).contiguous()
+            if quantized:
+                out[f"teacher.{name}"], out[SCALE_PREFIX + name] = quantize_int8(features)
+            else:
+                out[f"teacher.{name}"] = features.to(DTYPES[self.settings.feature_dtype]).contiguous()
         return out
 
     @torch.no_grad()
     def encode_prompts(self, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
         """All variants in ONE call (batch padding changes the numbers): (V, S, D) states, (V, S) mask."""
         encoding = self.text_encoder(list(texts))
-        hidden = encoding.hidden.to("cpu", DTYPES[self.settings.feature_dtype]).contiguous()
+        dtype = DTYPES.get(self.settings.feature_dtype, torch.bfloat16)  # int8 is for teacher features only
+        hidden = encoding.hidden.to("cpu", dtype).contiguous()
         return hidden, encoding.mask.cpu().contiguous()
 
     def encode_record(self, record: Mapping[str, Any], audio: Tensor | None = None) -> TensorEntry:
