@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.ace15 import ace15_release  # noqa: F401 - the tiny release folder fixture
+from helpers.ace15 import ace15_low_rate_release, ace15_release  # noqa: F401 - the tiny release folder fixtures
 from helpers.tiny_runs import ace15_run_argv, release_world, train_in_process
 from transformers.models.qwen3.modeling_qwen3 import Qwen3Model
 
@@ -17,8 +17,11 @@ from refrain.data.ace15_cache import lyric_windows
 from refrain.data.collate import collate_dit
 from refrain.data.crops import Crop, crop_lyrics, record_sentences
 from refrain.data.dit_dataset import DiTDataModule
+from refrain.data.schema import load_prepared
 from refrain.models.backbones.ace15 import load_ace15
 from refrain.models.backbones.ace15_text import text_cache_dir
+from refrain.models.backbones.ace15_timbre import TimbreSide, timbre_cache_dir
+from refrain.models.vae.oobleck import OobleckVAE
 
 pytestmark = pytest.mark.slow
 MAX_FRAMES = 32
@@ -98,3 +101,70 @@ def test_a_folder_that_is_no_release_is_refused_before_encoding(tmp_path: Path, 
     code = encode(["--dataset_path", str(tmp_path), "--vae_bundle", str(tmp_path), "--ace15", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith("error: --ace15:") and "\n" not in err
+
+
+@pytest.fixture(scope="module")
+def timbre_world(ace15_low_rate_release: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:  # noqa: F811
+    """A world over the tiny release with a 1200 Hz VAE, pre-filled with ``--ace15_timbre`` too."""
+    release = ace15_low_rate_release
+    world = release_world(tmp_path_factory.mktemp("ace15_timbre"), release, 44100, ace15_cli)
+    argv = ["--dataset_path", str(world["dataset"]), "--vae_bundle", str(world["vae"]), "--num_workers", "0"]
+    extra = ["--ace15", str(release), "--max_frames", str(MAX_FRAMES), "--ace15_timbre", "--no_progress"]
+    assert encode([*argv, *extra]) == 0
+    return world
+
+
+@pytest.fixture
+def vae_encodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts one-pass VAE encodes (what a timbre reference costs; the conditioning cache is already full)."""
+    calls: list[int] = []
+    original = OobleckVAE.encode
+
+    def counted(self, audio):
+        calls.append(1)
+        return original(self, audio)
+
+    monkeypatch.setattr(OobleckVAE, "encode", counted)
+    return calls
+
+
+def test_prefilled_timbre_references_are_the_online_ones(timbre_world, vae_encodes: list[int]) -> None:
+    dataset, release = timbre_world["dataset"], timbre_world["release"]
+    files = sorted(timbre_cache_dir(dataset).rglob("*.safetensors"))
+    records = {str(r["content_hash"]) for part in load_prepared(dataset).values() for r in part}
+    assert {f.stem for f in files} == records  # one reference per song
+    data = DiTDataModule(str(dataset), str(timbre_world["vae"]), batch_size=2, max_frames=MAX_FRAMES)
+    data.setup()
+    assert data.train_set is not None
+    items = [data.train_set[key] for key in range(6)]
+    batches = [collate_dit(items[i : i + 2]) for i in range(0, len(items), 2)]
+    cached = load_ace15(release, repa_layer=2, dataset_path=dataset, timbre="song")
+    online = load_ace15(release, repa_layer=2, timbre="song")  # no cache: every song through the VAE
+    read = [cached.conditioning_from_batch(batch).timbre for batch in batches]
+    assert vae_encodes == [] and sorted(timbre_cache_dir(dataset).rglob("*.safetensors")) == files
+    computed = [online.conditioning_from_batch(batch).timbre for batch in batches]
+    assert len(vae_encodes) == 2 * len(batches)
+    for a, b in zip(read, computed, strict=True):
+        assert a is not None and a.shape == (2, 750, 8) and torch.equal(a, b)
+
+
+def test_a_song_timbre_run_reads_the_prefilled_references(
+    timbre_world, vae_encodes, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = sorted(timbre_cache_dir(timbre_world["dataset"]).rglob("*.safetensors"))
+    songs: list[str] = []
+    original = TimbreSide.song
+
+    def counted(self, content_hash, filename, device):
+        songs.append(content_hash)
+        return original(self, content_hash, filename, device)
+
+    monkeypatch.setattr(TimbreSide, "song", counted)
+    run, lora = timbre_world["root"] / "run", timbre_world["root"] / "lora.json"
+    argv = ace15_run_argv(timbre_world, run, 3, MAX_FRAMES, lora=lora)
+    code, err = train_in_process([*argv, "task.model.timbre=song"], capsys)
+    assert code == 0, err[-3000:]
+    print(f"3-step timbre=song LoRA run: {len(songs)} references read, {len(vae_encodes)} VAE encodes")
+    assert songs and set(songs) <= {f.stem for f in before}  # every crop read its song's reference
+    assert vae_encodes == []
+    assert sorted(timbre_cache_dir(timbre_world["dataset"]).rglob("*.safetensors")) == before

@@ -14,6 +14,10 @@ can meet, so training runs no Qwen3 forward at all:
 
 The same ``TextSide`` methods write the files that the online path writes, so the values are identical by
 construction (tests compare them); a crop this misses (another ``data.max_frames``) is filled online.
+
+With ``timbre`` (``--ace15_timbre``) it also stores every record's timbre reference for
+``model.dit.timbre=song`` (``refrain.models.backbones.ace15_timbre.TimbreSide``: one VAE forward over the
+pipeline's 30 s selection of the song, the same call the online fallback makes).
 """
 
 from __future__ import annotations
@@ -46,11 +50,14 @@ class PrefillReport:
     new_prompts: int = 0
     lyrics: int = 0
     new_lyrics: int = 0
+    timbres: int = 0
+    new_timbres: int = 0
 
     def summary(self) -> str:
         return (
             f"ACE-Step 1.5 text cache {self.folder}: {self.records} records, {self.prompts} SFT prompts "
             f"({self.new_prompts} encoded now), {self.lyrics} lyric prompts ({self.new_lyrics} new)"
+            + (f", {self.timbres} timbre references ({self.new_timbres} new)" if self.timbres else "")
             + (
                 f"; {self.missing} records without a cache entry left to the online path"
                 if self.missing
@@ -102,11 +109,12 @@ def prefill_ace15(
     splits: Sequence[str] = ("train", "validation"),
     max_frames: int = 2048,
     frame_rate: float = 25.0,
+    timbre: bool = False,
 ) -> PrefillReport:
     """Encode every SFT prompt and lyric prompt training can meet into the dataset's ACE-Step 1.5 text cache.
 
     ``cache_folder``/``fingerprint``: the conditioning cache refrain-encode just wrote (its entries give each
-    record's length and prompt variants).
+    record's length and prompt variants). ``timbre``: also each record's timbre reference (``timbre=song``).
     """
     from refrain.models.backbones.ace15 import check_release_folder
     from refrain.models.backbones.ace15_tasks import crop_seconds
@@ -117,13 +125,18 @@ def prefill_ace15(
         sft_prompt,
         text_cache_dir,
     )
+    from refrain.models.backbones.ace15_timbre import timbre_side
 
     side = TextSide(check_release_folder(release), cache_dir=text_cache_dir(dataset_path))
+    timbres = timbre_side("song" if timbre else "silence", release, dataset_path)
     report = PrefillReport(text_cache_dir(dataset_path))
     layout = read_layout(dataset_path)
     roles = layout.roles_by_key() if layout is not None else {}
     for record in _records(Path(dataset_path), splits):
         digest = str(record["content_hash"])
+        if timbres is not None:  # the song's audio only: no cache entry needed
+            report.new_timbres += _fill_timbre(timbres, digest, str(record.get("filename") or ""))
+            report.timbres += 1
         path = entry_path(cache_folder, digest)
         if not path.exists():
             report.missing += 1
@@ -141,6 +154,15 @@ def prefill_ace15(
             report.lyrics += 1
     log.info(report.summary())
     return report
+
+
+def _fill_timbre(side: Any, digest: str, filename: str) -> int:
+    """1 when the song's timbre reference was computed now, 0 when its file was there already."""
+    path = side.cache_file(digest)
+    if path is not None and path.is_file():
+        return 0
+    side.song(digest, filename, torch.device("cpu"))
+    return 1
 
 
 def _fill(side: Any, kind: str, text: str) -> int:

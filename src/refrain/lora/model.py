@@ -148,8 +148,13 @@ class AdaptedDiT(nn.Module):
         return self.model(x, sigma, self.adapt(cond), return_hidden=return_hidden)
 
 
-def load_base_dit(path: str | Path, device: str = "cpu", dataset_path: str | Path | None = None) -> nn.Module:
-    """The frozen base DiT of a bundle (``--checkpoint_dir``), weights checked against the manifest."""
+def load_base_dit(
+    path: str | Path, device: str = "cpu", dataset_path: str | Path | None = None, timbre: str = "silence"
+) -> nn.Module:
+    """The frozen base DiT of a bundle (``--checkpoint_dir``), weights checked against the manifest.
+
+    ``timbre``: an ACE-Step 1.5 release's timbre reference (``silence`` or ``song``, see ``ace15_timbre``).
+    """
     from refrain.bundles.dit import open_dit_bundle
 
     if not path:
@@ -161,7 +166,11 @@ def load_base_dit(path: str | Path, device: str = "cpu", dataset_path: str | Pat
     from refrain.models.backbones.ace15 import is_release_folder, load_ace15
 
     if is_release_folder(path):  # a released ACE-Step 1.5 folder in diffusers' layout
-        return load_ace15(path, dataset_path=dataset_path).to(device)  # frozen text outputs cached there
+        return load_ace15(path, dataset_path=dataset_path, timbre=timbre).to(device)  # caches there
+    if timbre != "silence":
+        raise RefrainInputError(
+            "task.model.timbre", f"{timbre!r} needs an ACE-Step 1.5 release base", "leave it at silence"
+        )
     return open_dit_bundle(path).build_model(device)
 
 
