@@ -117,11 +117,13 @@ class SamplingEngine:
         total: int | None = None,
         context: Tensor | None = None,
         context_mask: Tensor | None = None,
+        timbre: Tensor | None = None,
     ) -> DiTConditioning:
         """Conditioning of one song with ``frames`` valid frames, padded to ``total`` (a batch's longest).
 
         ``context``/``context_mask`` (1, C, T)/(1, 1, T) give the kept frames of a repaint or extend, as
         masked-span training did; a backbone without a context input refuses them in one line.
+        ``timbre``: a reference from ``timbre_reference`` (backbones with a timbre input).
         """
         total = frames if total is None else total
         if context is not None:
@@ -130,7 +132,10 @@ class SamplingEngine:
             )
         backbone = backbone_of(self.model)
         if hasattr(backbone, "prompt_conditioning"):  # it encodes prompt and raw lyrics itself (ACE-Step 1.5)
-            cond = backbone.prompt_conditioning(prompt, timed.text, frames, total, context, context_mask)
+            extra = {} if timbre is None else {"timbre": timbre}
+            cond = backbone.prompt_conditioning(
+                prompt, timed.text, frames, total, context, context_mask, **extra
+            )
             return cond.to(self.device)
         style, mask = self.style(prompt)
         grid = nn.functional.pad(timed.grid(frames, self.frame_rate), (0, total - frames))
@@ -139,6 +144,19 @@ class SamplingEngine:
             style, mask, grid[None], context=context, context_mask=context_mask, frame_mask=valid[None]
         )
         return cond.to(self.device)
+
+    def timbre_reference(self, path: str | Path) -> tuple[Tensor, dict[str, Any]]:
+        """The backbone's timbre reference of an audio file (ACE-Step 1.5: ``reference_audio``) and the file's
+        identity for the sidecar; a backbone without a timbre input refuses it in one line."""
+        backbone = backbone_of(self.model)
+        if not hasattr(backbone, "timbre_from_audio"):
+            raise RefrainInputError(
+                "--timbre_audio",
+                "this backbone has no timbre input",
+                "sample without it, or use an ace15 model",
+            )
+        audio, identity = self.load_source(path)
+        return backbone.timbre_from_audio(audio, self.vae), identity
 
     def noise(self, seed: int, frames: int) -> tuple[Tensor, torch.Generator]:
         """(1, C, frames) noise from a CPU generator (the same on every device) and that generator after it."""

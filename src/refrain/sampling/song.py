@@ -52,6 +52,7 @@ class SongRequest:
     lyrics_format: str = "auto"
     lyrics_start: float = 0.0
     seed: int | None = None
+    timbre_audio: str | None = None  # a reference audio file for the timbre (backbones with a timbre input)
 
     @property
     def layout(self) -> LyricsLayout:

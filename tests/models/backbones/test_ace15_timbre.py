@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from diffusers.models.autoencoders.autoencoder_oobleck import OobleckDiagonalGaussianDistribution
-from helpers.ace15 import ace15_low_rate_release  # noqa: F401 - fixture
+from helpers.ace15 import ace15_low_rate_release, ace15_release  # noqa: F401 - fixtures
 
 from refrain.errors import RefrainInputError
 from refrain.models.backbones.ace15 import AceStep15, load_ace15
@@ -145,3 +145,80 @@ def test_a_batch_without_its_songs_and_an_unknown_mode_are_one_line_errors(
     assert "\n" not in str(err.value)
     with pytest.raises(RefrainInputError, match="model.dit.timbre"):
         load_ace15(ace15_low_rate_release, timbre="voice")
+
+
+def test_timbre_audio_songs_record_the_file_and_regenerate_bit_exact(
+    ace15_low_rate_release: Path,  # noqa: F811
+    songs: list[Path],
+    tmp_path: Path,
+) -> None:
+    from refrain.sampling.options import SamplerOptions
+    from refrain.sampling.pipeline import Pipeline
+
+    pipe = Pipeline.from_release(ace15_low_rate_release)
+    reference = tmp_path / "reference.wav"
+    reference.write_bytes(songs[1].read_bytes())
+    options = SamplerOptions(steps=3, guidance="none", seed=5)
+    song = pipe.text2music("synth pop", "[verse]\nla la", 1.0, options=options, timbre_audio=reference)
+    plain = pipe.text2music("synth pop", "[verse]\nla la", 1.0, options=options)
+    assert song.sidecar["params"]["timbre_audio"] == str(reference.resolve())
+    assert song.sidecar["timbre_audio"]["sha256"] and "timbre_audio" not in plain.sidecar
+    assert (song.latent - plain.latent).abs().max().item() > 1e-3  # the reference changed the song
+    assert torch.equal(pipe.regenerate(song.sidecar).latent, song.latent)
+    reference.write_bytes(songs[0].read_bytes())
+    with pytest.raises(RefrainInputError, match="changed since this song was made"):
+        pipe.regenerate(song.sidecar)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("guided", [False, True], ids=["no_guidance", "apg_7"])
+def test_text2music_with_timbre_audio_is_the_reference_pipelines_song(
+    ace15_release: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    guided: bool,
+) -> None:
+    """Same seed, same reference audio: refrain-infer's song is ``AceStepPipeline(reference_audio=...)``'s.
+
+    The pipeline draws the reference's VAE posterior from the global generator (no ``generator`` reaches it);
+    refrain takes the posterior mean, so the pipeline's draw is pinned to its mean here.
+    """
+    from diffusers import AceStepPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    from refrain.sampling.options import SamplerOptions
+    from refrain.sampling.pipeline import Pipeline
+
+    noise = 0.3 * np.random.default_rng(3).standard_normal((4 * 48000, 2))
+    audio = np.clip(noise, -0.99, 0.99).astype(np.float32)  # within full scale: loading clips nothing
+    path = tmp_path / "reference.wav"
+    sf.write(path, audio, 48000, subtype="FLOAT")
+    pipe = Pipeline.from_release(ace15_release)
+    defaults = dict(pipe.model.backbone_spec.sampler_defaults)
+    if not guided:
+        defaults.update(guidance="none", guidance_scale=1.0)
+    options = SamplerOptions(**defaults, seed=7)
+    prompt, lyrics = "synth pop, female vocals", "[verse]\nhello night\nwe sing"
+    song = pipe.text2music(prompt, lyrics, 2.0, options=options, timbre_audio=path)
+    diffusers_logging.set_verbosity_error()
+    reference = AceStepPipeline.from_pretrained(ace15_release)
+    reference.set_progress_bar_config(disable=True)
+    monkeypatch.setattr(
+        OobleckDiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mode()
+    )
+    latents = reference(
+        prompt=prompt,
+        lyrics=lyrics,
+        audio_duration=2.0,
+        guidance_scale=7.0 if guided else 1.0,
+        reference_audio=torch.from_numpy(audio.T.copy()),
+        generator=torch.Generator().manual_seed(7),
+        output_type="latent",
+    ).audios
+    diff = (song.latent.T[None] - latents).abs().max().item()
+    print(
+        f"timbre_audio vs AceStepPipeline(reference_audio=...), {'APG 7' if guided else 'no guidance'}: {diff:.3g}"
+    )
+    assert diff < 1e-5
+    silent = pipe.text2music(prompt, lyrics, 2.0, options=options)
+    assert (silent.latent.T[None] - latents).abs().max().item() > 1e-3  # the reference really mattered

@@ -17,6 +17,7 @@ from refrain.sampling.edits import retake_noise
 from refrain.sampling.engine import SamplingEngine
 from refrain.sampling.modes.base import Layout, Outputs, lyrics_flags, lyrics_from_flags, register_mode
 from refrain.sampling.options import SamplerOptions
+from refrain.sampling.sidecar import resolve_identity
 from refrain.sampling.solvers import sample
 from refrain.sampling.song import LyricsLayout, SongRequest, SongResult
 
@@ -36,12 +37,16 @@ def text2music_batch(
         raise RefrainInputError("prompts", "no song requested", "pass at least one prompt")
     base = int(options.seed) if options.seed is not None else 0
     items = [replace(r, seed=base + i if r.seed is None else r.seed) for i, r in enumerate(items)]
+    items = [replace(r, timbre_audio=_absolute(r.timbre_audio)) for r in items]
     frames = [engine.frames_for(r.duration) for r in items]
     total = max(frames)
     timed = [engine.timed_lyrics(r.lyrics, r.duration, r.layout) for r in items]
-    conds, noises, generators = [], [], []
+    conds, noises, generators, timbres = [], [], [], {}
     for index, (request, lyrics, length) in enumerate(zip(items, timed, frames, strict=True)):
-        conds.append(engine.conditioning(request.prompt, lyrics, length, total))
+        timbre = None
+        if request.timbre_audio:  # the file's identity goes to the sidecar: a changed file is refused
+            timbre, timbres[index] = engine.timbre_reference(request.timbre_audio)
+        conds.append(engine.conditioning(request.prompt, lyrics, length, total, timbre=timbre))
         noise, generator = engine.noise(int(request.seed), length)
         if retake is not None and retake[0] == index:
             noise = retake_noise(noise, engine.noise(retake[2], length)[0], retake[1])
@@ -59,6 +64,8 @@ def text2music_batch(
         latent = latents[index : index + 1, :, :length]
         audio = engine.decode(latent, round(request.duration * engine.sample_rate))
         facts = {"batch": {"index": index, "requests": requested}} if len(items) > 1 else {}
+        if index in timbres:
+            facts["timbre_audio"] = timbres[index]
         songs.append(engine.result("text2music", requested[index], options, latent, audio, lyrics, **facts))
     return songs
 
@@ -66,12 +73,24 @@ def text2music_batch(
 def _regenerate(engine: SamplingEngine, sidecar: Mapping[str, Any], options: SamplerOptions) -> SongResult:
     """A batch song comes back from its whole batch (padding and batch size change the numbers)."""
     batch = sidecar.get("batch") or {"index": 0, "requests": [sidecar["params"]]}
+    if sidecar.get("timbre_audio"):
+        resolve_identity(sidecar["timbre_audio"], "timbre audio")  # unchanged since the song was made
     return text2music_batch(engine, batch["requests"], options)[int(batch["index"])]
+
+
+def _absolute(path: str | None) -> str | None:
+    return str(Path(path).expanduser().resolve()) if path else None
 
 
 def _flags(parser: argparse.ArgumentParser) -> None:
     lyrics_flags(parser)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds")
+    parser.add_argument(
+        "--timbre_audio",
+        type=Path,
+        default=None,
+        help="a reference audio file for the timbre (ace15: AceStepPipeline's reference_audio)",
+    )
     parser.add_argument(
         "--prompts_file",
         type=Path,
@@ -94,14 +113,30 @@ def _command(
     lyrics = lyrics_from_flags(args) or ""
     if args.prompts_file is None:
         return [
-            (args.out, text2music(engine, args.prompt, lyrics, args.duration, layout=layout, options=options))
+            (
+                args.out,
+                text2music(
+                    engine,
+                    args.prompt,
+                    lyrics,
+                    args.duration,
+                    layout=layout,
+                    options=options,
+                    timbre_audio=args.timbre_audio,
+                ),
+            )
         ]
     if args.batch_size < 1:
         raise RefrainInputError("--batch_size", f"must be >= 1, got {args.batch_size}", "use e.g. 4")
     from refrain.sampling.prompts_file import read_prompts
 
     items = read_prompts(args.prompts_file, int(options.seed))
-    defaults = {"prompt": args.prompt, "duration": args.duration, **layout}
+    defaults = {
+        "prompt": args.prompt,
+        "duration": args.duration,
+        "timbre_audio": _absolute(args.timbre_audio),
+        **layout,
+    }
     out_dir = args.out_dir or args.out.parent
     songs = []
     for first in range(0, len(items), args.batch_size):
@@ -129,8 +164,10 @@ def text2music(
     *,
     layout: Layout = None,
     options: SamplerOptions | None = None,
+    timbre_audio: str | Path | None = None,
 ) -> SongResult:
-    """A song from a style prompt, lyrics (LRC, or structured text laid out at ``layout.bpm``) and seconds."""
+    """A song from a style prompt, lyrics (LRC, or structured text laid out at ``layout.bpm``) and seconds;
+    ``timbre_audio``: a reference audio file whose timbre the song takes (backbones with a timbre input)."""
     fields = asdict(LyricsLayout.from_any(layout))
-    request = SongRequest(prompt, lyrics, duration, **fields)
+    request = SongRequest(prompt, lyrics, duration, **fields, timbre_audio=_absolute(timbre_audio))
     return text2music_batch(engine, [request], (options or SamplerOptions()).resolved())[0]
