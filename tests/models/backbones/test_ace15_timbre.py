@@ -222,3 +222,34 @@ def test_text2music_with_timbre_audio_is_the_reference_pipelines_song(
     assert diff < 1e-5
     silent = pipe.text2music(prompt, lyrics, 2.0, options=options)
     assert (silent.latent.T[None] - latents).abs().max().item() > 1e-3  # the reference really mattered
+
+
+@pytest.mark.slow
+def test_refrain_infer_takes_timbre_audio_and_regenerates_it_bit_exact(
+    ace15_low_rate_release: Path,  # noqa: F811
+    songs: list[Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+
+    from refrain.cli.infer import main
+
+    out = tmp_path / "song.wav"
+    argv = ["text2music", "--bundle", str(ace15_low_rate_release), "--prompt", "synth pop", "--duration", "1"]
+    argv += [
+        "--timbre_audio",
+        str(songs[0]),
+        "--seed",
+        "3",
+        "--steps",
+        "3",
+        "--out",
+        str(out),
+        "--no_progress",
+    ]
+    assert main(argv) in (0, None), capsys.readouterr().err[-2000:]
+    sidecar = json.loads(out.with_suffix(".json").read_text())
+    assert sidecar["params"]["timbre_audio"] == str(songs[0].resolve())
+    assert main(["--from_sidecar", str(out.with_suffix(".json")), "--no_progress"]) in (0, None)
+    assert np.array_equal(sf.read(out)[0], sf.read(tmp_path / "song.again.wav")[0])
