@@ -294,26 +294,39 @@ class ConditionEmbedder(nn.Module):
         default) reads them where that costs nothing (CPU tensors) and uses the hints elsewhere.
         """
         skip = cond.frame_mask.device.type == "cpu" if skip_dropped is None else skip_dropped  # read flags
-        frame_mask = cond.frame_mask
-        frame = self._lyrics(cond, skip)
+        idle: list[Tensor] = []  # zero (.., d) terms of parameters this batch does not need (see _unused)
+        valid = cond.known_all_valid()
+        frame = self._lyrics(cond, skip, valid, idle)
         if self.use_context:
-            frame = frame + self._context(cond)
+            frame = frame + self._context(cond, idle)
         elif cond.context_present().any():
             raise RefrainInputError(
                 "model.dit.config.use_context",
                 "the batch carries a context latent but the model has no context input",
                 "set use_context: true or stop passing context",
             )
-        frame = frame * frame_mask.unsqueeze(-1).to(frame.dtype)
+        if not valid:  # multiplying by a mask of ones changes nothing: skipped when every frame is valid
+            frame = frame * cond.frame_mask.unsqueeze(-1).to(frame.dtype)
         style, style_mask, pooled = self._style(cond, skip)
         vector = pooled + self._speaker(cond, pooled)
+        for term in idle:
+            vector = vector + term.to(vector.dtype)
         return EmbeddedConditioning(frame=frame, style=style, style_mask=style_mask, vector=vector)
 
-    def _lyrics(self, cond: DiTConditioning, skip: bool) -> Tensor:
+    @staticmethod
+    def _unused(value: Tensor) -> Tensor:
+        """``value`` times zero, added to the (B, d) vector: a parameter whose output this batch does not
+        need stays in the graph (gradient exactly zero, as through a ``where`` that discards it) for DDP
+        without find_unused_parameters, at the cost of a d-sized op instead of a pass over (B, T, d)."""
+        return value.reshape(-1, value.shape[-1])[:1] * 0.0
+
+    def _lyrics(self, cond: DiTConditioning, skip: bool, valid: bool, idle: list[Tensor]) -> Tensor:
         keep, hinted = _kept(cond.drop_lyrics, cond.host_dropped_lyrics, skip)
-        valid = cond.known_all_valid()
         if keep is None:
             emb = self.lyric_proj(self.lyric_embedder(cond.lyrics, cond.frame_mask, valid))
+            if skip:  # the flags were read: no row drops its lyrics, the where would copy emb unchanged
+                idle.append(self._unused(self.null_lyrics))
+                return emb
             return torch.where(cond.drop_lyrics[:, None, None], self.null_lyrics.to(emb.dtype), emb)
         emb = self.lyric_proj(self.lyric_embedder(cond.lyrics[keep], cond.frame_mask[keep], valid))
         out = _scatter_rows(self.null_lyrics, keep, emb, (cond.batch_size, cond.num_frames))
@@ -321,21 +334,20 @@ class ConditionEmbedder(nn.Module):
             out = torch.where(cond.drop_lyrics[:, None, None], self.null_lyrics.to(out.dtype), out)
         return out
 
-    def _context(self, cond: DiTConditioning) -> Tensor:
+    def _context(self, cond: DiTConditioning, idle: list[Tensor]) -> Tensor:
         assert self.context_proj is not None and self.null_context is not None
         b, t = cond.batch_size, cond.num_frames
         null = self.null_context.expand(b, t, -1)
         weight = self.context_proj.weight
-        if (cond.context is None or cond.context_mask is None) and not torch.is_grad_enabled():
-            return null  # no reference and no graph to keep whole (sampling): the null embedding, no GEMM
         if cond.context is None or cond.context_mask is None:
-            # No reference in this batch: the projection still runs (on zeros, then discarded by the
-            # where below) so it takes part in every step's graph; DDP without find_unused_parameters
-            # hangs when one rank's batch has a context span and another's has none.
-            feats = weight.new_zeros(b, t, weight.shape[1])
-        else:
-            mask = cond.context_mask.to(cond.context.dtype)
-            feats = torch.cat([cond.context * mask, mask], dim=1).transpose(1, 2).to(weight.dtype)
+            if torch.is_grad_enabled():
+                # No reference in this batch: the projection still runs (on one zero row, discarded) so
+                # it takes part in every step's graph; DDP without find_unused_parameters hangs when one
+                # rank's batch has a context span and another's has none.
+                idle.append(self._unused(self.context_proj(weight.new_zeros(1, weight.shape[1]))))
+            return null  # the null embedding everywhere, as the where over an all-absent batch gives
+        mask = cond.context_mask.to(cond.context.dtype)
+        feats = torch.cat([cond.context * mask, mask], dim=1).transpose(1, 2).to(weight.dtype)
         emb = self.context_proj(feats)
         return torch.where(cond.context_present()[:, None, None], emb, null.to(emb.dtype))
 
