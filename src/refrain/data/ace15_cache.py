@@ -52,12 +52,17 @@ class PrefillReport:
     new_lyrics: int = 0
     timbres: int = 0
     new_timbres: int = 0
+    timbre_folder: Path | None = None  # where the timbre references went (``--ace15_timbre``)
 
     def summary(self) -> str:
         return (
             f"ACE-Step 1.5 text cache {self.folder}: {self.records} records, {self.prompts} SFT prompts "
             f"({self.new_prompts} encoded now), {self.lyrics} lyric prompts ({self.new_lyrics} new)"
-            + (f", {self.timbres} timbre references ({self.new_timbres} new)" if self.timbres else "")
+            + (
+                f"; timbre references {self.timbre_folder}: {self.timbres} ({self.new_timbres} new)"
+                if self.timbres
+                else ""
+            )
             + (
                 f"; {self.missing} records without a cache entry left to the online path"
                 if self.missing
@@ -130,6 +135,7 @@ def prefill_ace15(
     side = TextSide(check_release_folder(release), cache_dir=text_cache_dir(dataset_path))
     timbres = timbre_side("song" if timbre else "silence", release, dataset_path)
     report = PrefillReport(text_cache_dir(dataset_path))
+    report.timbre_folder = timbres.cache_dir if timbres is not None else None
     layout = read_layout(dataset_path)
     roles = layout.roles_by_key() if layout is not None else {}
     for record in _records(Path(dataset_path), splits):
