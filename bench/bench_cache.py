@@ -5,7 +5,9 @@ encoded twice by ``refrain.data.cache_build.build_cache`` (the code ``refrain-en
 
 - **native**: float32 latents, float32 teacher features at the teachers' own frame rates (the default);
 - **compact**: bfloat16 latents and features, teacher features average-pooled to the latent frame rate
-  (``--latent_dtype bfloat16 --feature_dtype bfloat16 --teacher_rate latent``).
+  (``--latent_dtype bfloat16 --feature_dtype bfloat16 --teacher_rate latent``);
+- **int8**: as compact, with the teacher features as int8 codes plus float32 scales per channel and per
+  64-frame block (``--feature_dtype int8``; the style embeddings stay bfloat16).
 
 Encoders: a random tiny Oobleck with Stable Audio Open's hop (2048 at 44.1 kHz: 21.5 latent frames/s,
 16 channels), conf/repa/tiny_random's two random HuBERT teachers (MERT's 24 kHz / 75 frames/s and
@@ -15,9 +17,10 @@ same shapes, hence the same bytes, as trained ones.
 1. Bytes per minute of audio of every stored stream, as stored (safetensors holds raw tensor bytes),
    then projected to full-size encoders (64-channel latents; MERT-v1-330M 1024-d at 75/s; mHuBERT-147
    768-d at 50/s) at Stable Audio Open's (44.1 kHz / 2048) and ACE-Step 1.5's (48 kHz / 1920 = 25/s)
-   latent rates, with the style embeddings as measured, and to 100,000 hours.
+   latent rates, with the style embeddings as measured, and to 100,000 hours, against the target of
+   under 5 MB per minute with both teachers.
 2. REPA loss curves of a tiny DiT (conf/model/dit/tiny) trained on each cache with the same seed, and,
-   as the noise floor, on the native cache with another seed.
+   as the noise floor, on the native and the pooled bf16 caches with another seed.
 3. Read throughput of the cache: training items (crop + collate inputs) per second from one process.
 
     python bench/bench_cache.py [--steps 150] [--batch 4] [--frames 256] [--threads N]
@@ -46,6 +49,7 @@ from refrain.data.cache_build import build_cache
 from refrain.data.collate import collate_dit
 from refrain.data.conditioning_encoder import ConditioningEncoder, EncodeSettings
 from refrain.data.dit_dataset import DiTDataModule
+from refrain.data.feature_quant import QUANT_BLOCK
 from refrain.data.options import LoaderOptions, OnlineEncoding
 from refrain.losses.flow_matching import FlowMatchingLoss
 from refrain.losses.repa import REPALoss
@@ -55,6 +59,22 @@ from refrain.tasks.dit_task import DiTTask
 
 NATIVE = EncodeSettings()
 COMPACT = EncodeSettings(latent_dtype="bfloat16", feature_dtype="bfloat16", teacher_rate="latent")
+INT8 = replace(COMPACT, feature_dtype="int8")
+CACHES = {"native": NATIVE, "compact": COMPACT, "int8": INT8}
+TARGET_MB = 5.0  # per minute of audio, with both teachers
+RUNS = {  # REPA curve label: (cache, seed)
+    "native fp32": ("native", 0),
+    "pooled bf16": ("compact", 0),
+    "pooled int8": ("int8", 0),
+    "native fp32, seed 1": ("native", 1),
+    "pooled bf16, seed 1": ("compact", 1),
+}
+GAPS = (  # the differences printed: storage effects first, then the seed-to-seed noise floor
+    ("native fp32", "pooled bf16"),
+    ("pooled bf16", "pooled int8"),
+    ("native fp32", "native fp32, seed 1"),
+    ("pooled bf16", "pooled bf16, seed 1"),
+)
 FULL_TEACHERS = {"mert": (1024, 75.0), "mhubert": (768, 50.0)}  # MERT-v1-330M, mHuBERT-147: dim, frames/s
 SETTINGS = {"Stable Audio Open": 44100 / 2048, "ACE-Step 1.5": 48000 / 1920}  # latent frames/s
 LATENT_CHANNELS = 64
@@ -117,31 +137,45 @@ def stream_bytes(folder: Path) -> tuple[dict[str, int], dict[str, int], float]:
             for name in handle.keys():  # noqa: SIM118 (safe_open is not iterable)
                 tensor = handle.get_slice(name)
                 shape = tensor.get_shape()
-                size = {"F32": 4, "BF16": 2, "F16": 2, "I64": 8, "BOOL": 1, "U8": 1}[tensor.get_dtype()]
+                size = {"F32": 4, "BF16": 2, "F16": 2, "I64": 8, "BOOL": 1, "U8": 1, "I8": 1}[
+                    tensor.get_dtype()
+                ]
                 nbytes[name] = nbytes.get(name, 0) + size * int(torch.tensor(shape).prod())
                 frames[name] = frames.get(name, 0) + (shape[-1] if name.startswith("latent") else shape[0])
     return nbytes, frames, seconds / 60.0
 
 
+def feature_bytes(settings: EncodeSettings) -> float:
+    """Bytes per stored teacher value: the dtype's, plus int8's float32 scale per QUANT_BLOCK frames."""
+    return {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "int8": 1.0 + 4.0 / QUANT_BLOCK}[
+        settings.feature_dtype
+    ]
+
+
 def storage_tables(folders: dict[str, Path]) -> list[str]:
     measured = {label: stream_bytes(folder) for label, folder in folders.items()}
+    labels = list(measured)
     lines = [
-        "| stream (tiny encoders, as stored) | native: frames/s | native: kB/min | compact: frames/s | compact: kB/min |",
-        "|---|---|---|---|---|",
+        "| stream (tiny encoders, as stored) | "
+        + " | ".join(f"{label}: frames/s | {label}: kB/min" for label in labels)
+        + " |",
+        "|---|" + "---|---|" * len(labels),
     ]
-    names = sorted(measured["native"][0])
-    for name in names:
+    for name in sorted(set().union(*(m[0] for m in measured.values()))):
         row = [name]
-        for label in ("native", "compact"):
+        for label in labels:
             nbytes, frames, minutes = measured[label]
+            if name not in nbytes:
+                row += ["-", "-"]
+                continue
             rate = "per song" if name.startswith("style") else f"{frames[name] / minutes / 60:.2f}"
             row += [rate, f"{nbytes[name] / minutes / 1e3:.1f}"]
         lines.append("| " + " | ".join(row) + " |")
-    totals = [sum(measured[label][0].values()) / measured[label][2] / 1e6 for label in ("native", "compact")]
-    lines.append(f"| all (MB/min) | | {totals[0]:.3f} | | {totals[1]:.3f} |")
+    totals = [sum(measured[label][0].values()) / measured[label][2] / 1e6 for label in labels]
+    lines.append("| all (MB/min) | " + " | ".join(f" | {total:.3f}" for total in totals) + " |")
     style = {  # the text encoder's output does not depend on the audio encoders: carried over as measured
         label: sum(v for k, v in measured[label][0].items() if k.startswith("style")) / measured[label][2]
-        for label in ("native", "compact")
+        for label in labels
     }
     lines += [
         "",
@@ -149,22 +183,32 @@ def storage_tables(folders: dict[str, Path]) -> list[str]:
         "| total | 100,000 h |",
         "|---|---|---|---|---|---|---|",
     ]
+    names = {"native": "native fp32", "compact": "compact bf16", "int8": "compact int8 + scales"}
+    best: dict[str, float] = {}
     for setting, rate in SETTINGS.items():
-        for label, settings in (("native fp32", NATIVE), ("compact bf16", COMPACT)):
-            latent_bytes = 4 if settings.latent_dtype == "float32" else 2
-            feature_bytes = 4 if settings.feature_dtype == "float32" else 2
-            latents = 2 * LATENT_CHANNELS * rate * 60 * latent_bytes
+        for label in labels:
+            settings = CACHES[label]
+            latents = 2 * LATENT_CHANNELS * rate * 60 * (4 if settings.latent_dtype == "float32" else 2)
             teachers = [
-                dim * (rate if settings.teacher_rate == "latent" else native) * 60 * feature_bytes
+                dim * (rate if settings.teacher_rate == "latent" else native) * 60 * feature_bytes(settings)
                 for dim, native in FULL_TEACHERS.values()
             ]
-            style_min = style["native" if label.startswith("native") else "compact"]
-            total = latents + sum(teachers) + style_min
+            total = latents + sum(teachers) + style[label]
+            best[setting] = min(best.get(setting, float("inf")), total / 1e6)
             lines.append(
-                f"| {setting} ({rate:.2f} latent frames/s), {label} | {latents / 1e6:.3f} | "
-                f"{teachers[0] / 1e6:.2f} | {teachers[1] / 1e6:.2f} | {style_min / 1e6:.3f} | "
+                f"| {setting} ({rate:.2f} latent frames/s), {names[label]} | {latents / 1e6:.3f} | "
+                f"{teachers[0] / 1e6:.2f} | {teachers[1] / 1e6:.2f} | {style[label] / 1e6:.3f} | "
                 f"{total / 1e6:.2f} | {total * MINUTES_100K_HOURS / 1e12:.1f} TB |"
             )
+    met = all(value < TARGET_MB for value in best.values())
+    lines += [
+        "",
+        f"target: under {TARGET_MB:g} MB per minute with both teachers at both settings: "
+        + ("met" if met else "NOT met")
+        + " (smallest: "
+        + ", ".join(f"{setting} {value:.2f} MB" for setting, value in best.items())
+        + ")",
+    ]
     return lines
 
 
@@ -234,10 +278,10 @@ def train_curve(
 
 @torch.no_grad()
 def native_repa(task: DiTTask, data: DiTDataModule, batches: int = 4) -> float:
-    """A trained task's REPA loss against native-rate float32 features, on fixed crops and noise.
+    """A trained task's REPA loss against the features of ``data``'s cache, on fixed crops and noise.
 
-    A DiT trained on pooled features is judged here against the same native targets as one trained on
-    them (its projection is resampled to the native frame count, as in training)."""
+    DiTs trained on different caches are judged here against the same targets (against native-rate
+    ones the projection is resampled to the native frame count, as in training)."""
     loader = data.train_dataloader()
     loader.sampler.set_epoch(10_000)  # crops no training epoch drew
     torch.manual_seed(1234)
@@ -262,16 +306,19 @@ def repa_table(curves: dict[str, dict[str, list[float]]], window: int) -> list[s
             means[label].append(value)
             row.append(f"{value:.4f}")
         lines.append("| " + " | ".join(row) + " |")
-    native, compact, other_seed = labels
-    gap = statistics.fmean(abs(a - b) for a, b in zip(means[native], means[compact], strict=True))
-    noise = statistics.fmean(abs(a - b) for a, b in zip(means[native], means[other_seed], strict=True))
-    tail = slice(len(means[native]) // 2, None)
+    tail = slice(len(means[labels[0]]) // 2, None)
+
+    def gap(a: str, b: str) -> str:
+        windows = statistics.fmean(abs(x - y) for x, y in zip(means[a], means[b], strict=True))
+        step = max(abs(x - y) for x, y in zip(curves[a]["repa"], curves[b]["repa"], strict=True))
+        return f"{windows:.5f} (largest single step {step:.5f})"
+
     lines += [
         "",
-        f"mean |native - compact| over the {window}-step windows: {gap:.4f}; "
-        f"seed-to-seed (native, seed 0 vs 1): {noise:.4f}",
-        f"second half, mean REPA: native {statistics.fmean(means[native][tail]):.4f}, "
-        f"compact {statistics.fmean(means[compact][tail]):.4f}, native seed 1 {statistics.fmean(means[other_seed][tail]):.4f}",
+        f"mean |difference| over the {window}-step windows: "
+        + "; ".join(f"{a} vs {b}: {gap(a, b)}" for a, b in GAPS if a in means and b in means),
+        "second half, mean REPA: "
+        + ", ".join(f"{label} {statistics.fmean(means[label][tail]):.4f}" for label in labels),
     ]
     return lines
 
@@ -304,29 +351,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dataset, bundle, teachers = build_world(args.workdir or Path(tmp), args.tracks)
         folders, encode_s = {}, {}
-        for label, settings in (("native", NATIVE), ("compact", COMPACT)):
+        for label, settings in CACHES.items():
             encoder = ConditioningEncoder.from_paths(bundle, None, teachers, settings)
             report = build_cache(dataset, encoder, ["train"], progress=False)
             folders[label], encode_s[label] = report.cache_dir, report.wall_seconds
             print(f"{label}: {report.summary().splitlines()[1]}; {report.summary().splitlines()[3]}")
         print("\n".join(["", *storage_tables(folders), ""]))
-        rates = {}
-        for label, settings in (("native", NATIVE), ("compact", COMPACT)):
-            rates[label] = read_rate(data_module(dataset, bundle, teachers, settings, args))
-        print("| per-song cache read, one process | native | compact |\n|---|---|---|")
-        print(f"| items/s ({args.frames}-frame crops) | {rates['native']:.0f} | {rates['compact']:.0f} |\n")
+        rates = {
+            label: read_rate(data_module(dataset, bundle, teachers, settings, args))
+            for label, settings in CACHES.items()
+        }
+        print(
+            "| per-song cache read, one process | " + " | ".join(CACHES) + " |\n|---|" + "---|" * len(CACHES)
+        )
+        print(
+            f"| items/s ({args.frames}-frame crops) | "
+            + " | ".join(f"{rates[k]:.0f}" for k in CACHES)
+            + " |\n"
+        )
         runs = {
-            "native fp32": train_curve(dataset, bundle, teachers, NATIVE, 0, args),
-            "pooled bf16": train_curve(dataset, bundle, teachers, COMPACT, 0, args),
-            "native fp32, seed 1": train_curve(dataset, bundle, teachers, NATIVE, 1, args),
+            label: train_curve(dataset, bundle, teachers, CACHES[cache], seed, args)
+            for label, (cache, seed) in RUNS.items()
         }
         print("\n".join(repa_table({label: curve for label, (curve, _) in runs.items()}, args.window)))
-        native_data = data_module(dataset, bundle, teachers, NATIVE, args)
-        judged = {label: native_repa(task, native_data) for label, (_, task) in runs.items()}
-        print(
-            "REPA after training, against native fp32 features (same crops and noise): "
-            + ", ".join(f"{label} {value:.4f}" for label, value in judged.items())
-        )
+        for target, cache in (("native fp32", NATIVE), ("pooled bf16", COMPACT)):
+            target_data = data_module(dataset, bundle, teachers, cache, args)
+            judged = {label: native_repa(task, target_data) for label, (_, task) in runs.items()}
+            print(
+                f"REPA after training, against {target} features (same crops and noise): "
+                + ", ".join(f"{label} {value:.4f}" for label, value in judged.items())
+            )
 
 
 if __name__ == "__main__":
