@@ -57,7 +57,9 @@ class EncodeSettings:
         for name, allowed in (("latent_dtype", tuple(DTYPES)), ("feature_dtype", FEATURE_DTYPES)):
             if getattr(self, name) not in allowed:
                 raise RefrainInputError(
-                    name, f"{getattr(self, name)!r} is not a storage dtype", f"use one of {', '.join(allowed)}"
+                    name,
+                    f"{getattr(self, name)!r} is not a storage dtype",
+                    f"use one of {', '.join(allowed)}",
                 )
         if self.tag_shuffles < 1:
             raise RefrainInputError("tag_shuffles", f"{self.tag_shuffles} is below 1", "use 1 or more")
