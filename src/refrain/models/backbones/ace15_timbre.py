@@ -79,7 +79,8 @@ class TimbreSide:
     """Each song's timbre reference for training (``timbre=song``): a cached file, else computed and stored.
 
     The VAE is the release folder's ``vae/``, loaded on first use and held outside the backbone's module
-    tree (frozen; not trained, saved or averaged), like ``TextSide``'s Qwen3.
+    tree (frozen; not trained, saved or averaged), like ``TextSide``'s Qwen3. It runs on the CPU wherever
+    training runs, as ``refrain-encode`` runs it, so a pre-filled reference equals an online one bit for bit.
     """
 
     def __init__(self, root: str | Path, cache_dir: str | Path | None = None) -> None:
