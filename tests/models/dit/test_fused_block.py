@@ -172,3 +172,67 @@ def test_lyric_embedder_skips_the_padding_multiplies_when_every_frame_is_valid()
     ids = torch.randint(1, 30, (2, 9), generator=torch.Generator().manual_seed(0))
     valid = torch.ones(2, 9, dtype=torch.bool)
     assert torch.equal(embedder(ids, valid, all_valid=True), embedder(ids, valid))  # x * 1 is x, bit for bit
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_swiglu_projection_equals_the_linear_then_swiglu_composition(dtype: torch.dtype) -> None:
+    """Two F-wide GEMMs on row views of the (2 F, d) weight == diffusers' proj + chunk + silu (previous)."""
+    from refrain.models.dit.fused import swiglu_projection
+
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 7, 12, generator=g, dtype=dtype, requires_grad=True)
+    weight = (0.3 * torch.randn(2 * 20, 12, generator=g, dtype=dtype)).requires_grad_()
+    a, gate = F.linear(x, weight).chunk(2, dim=-1)
+    reference = a * F.silu(gate)
+    fused = swiglu_projection(x, weight)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    _assert_within(fused, reference, tol)
+    for got, want in zip(_grads(fused, [x, weight]), _grads(reference, [x, weight]), strict=True):
+        _assert_within(got, want, tol)
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(swiglu_projection, (x[:, :3], weight))
+    frozen = swiglu_projection(x, weight.detach())  # a frozen weight: only the input's gradient
+    a, gate = F.linear(x, weight.detach()).chunk(2, dim=-1)
+    _assert_within(_grads(frozen, [x])[0], _grads(a * F.silu(gate), [x])[0], tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_norm_rope_equals_rope_of_the_norm(dtype: torch.dtype) -> None:
+    """QK-norm and RoPE in one function (weight folded into the tables) == the two functions in turn."""
+    from refrain.models.dit.fused import rms_norm_rope
+
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 9, 3, 8, generator=g, dtype=dtype, requires_grad=True)
+    norm = RMSNorm(8, 1e-6).to(dtype)
+    with torch.no_grad():
+        norm.weight.copy_(1 + 0.3 * torch.randn(8, generator=g))
+    cos, sin = (t.to(dtype)[:, None] for t in rotary_tables(8, 9, 10000.0, x.device))
+    fused = rms_norm_rope(x, norm, cos, sin)
+    reference = apply_rope(rms_norm(x, norm), cos, sin)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    _assert_within(fused, reference, tol)
+    for got, want in zip(_grads(fused, [x, norm.weight]), _grads(reference, [x, norm.weight]), strict=True):
+        _assert_within(got, want, tol)
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(
+            lambda a, _w: rms_norm_rope(a, norm, cos[:4], sin[:4]), (x[:, :4], norm.weight)
+        )
+
+
+def test_a_wrapped_feed_forward_projection_is_called_as_a_module() -> None:
+    """A hook (as a LoRA wrapper or an FSDP unit would add) on ff.net.0.proj still runs: the block only
+    takes the two-GEMM path for a plain bias-free nn.Linear, and both paths give the same output."""
+    torch.manual_seed(0)
+    block = _randomized(DiTBlock(32, 4, 48))
+    h, c, shared, style, self_mask, style_mask = _inputs(torch.float32)
+    rope = rotary_tables(8, h.shape[1], 10000.0, h.device)
+    args = (h, c, shared, rope, self_mask, style, style_mask)
+    plain = block(*args)
+    calls = []
+    handle = block.ff.net[0].proj.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        hooked = block(*args)
+    finally:
+        handle.remove()
+    assert calls == [1]
+    _assert_within(hooked, plain, 1e-6)

@@ -19,7 +19,14 @@ from diffusers.models.embeddings import get_1d_rotary_pos_embed
 from diffusers.models.normalization import RMSNorm
 from torch import Tensor, nn
 
-from refrain.models.dit.fused import apply_rope, modulated_rms_norm, rms_norm, swiglu
+from refrain.models.dit.fused import (
+    apply_rope,
+    modulated_rms_norm,
+    rms_norm,
+    rms_norm_rope,
+    swiglu,
+    swiglu_projection,
+)
 
 Rope = tuple[Tensor, Tensor]
 
@@ -51,22 +58,26 @@ class Attention(nn.Module):
         self.norm_q: nn.Module = RMSNorm(self.head_dim, eps) if qk_norm else nn.Identity()
         self.norm_k: nn.Module = RMSNorm(self.head_dim, eps) if qk_norm else nn.Identity()
 
-    def _heads(self, x: Tensor, norm: nn.Module | None = None) -> Tensor:
-        """(B, T, d) -> (B, T, heads, head_dim), QK-normed when ``norm`` is an RMSNorm."""
+    def _heads(self, x: Tensor, norm: nn.Module | None = None, rope: Rope | None = None) -> Tensor:
+        """(B, T, d) -> (B, T, heads, head_dim), QK-normed when ``norm`` is an RMSNorm, then rotated when
+        ``rope`` is given (a weighted norm and the rotation in one function)."""
         x = x.unflatten(-1, (self.num_heads, self.head_dim))
-        return x if norm is None or isinstance(norm, nn.Identity) else rms_norm(x, norm)
+        normed = norm is not None and not isinstance(norm, nn.Identity)
+        if rope is None:
+            return rms_norm(x, norm) if normed else x
+        cos, sin = rope[0][:, None], rope[1][:, None]  # (T, 1, head_dim): broadcast over heads
+        if normed and getattr(norm, "weight", None) is not None:
+            return rms_norm_rope(x, norm, cos, sin)  # type: ignore[arg-type]
+        return apply_rope(rms_norm(x, norm) if normed else x, cos, sin)  # type: ignore[arg-type]
 
     def forward(
         self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None, rope: Rope | None = None
     ) -> Tensor:
         """mask: bool (B, 1, 1, S), True = key may be attended (bidirectional, no causal mask)."""
         kv = x if context is None else context
-        q = self._heads(self.to_q(x), self.norm_q)
-        k = self._heads(self.to_k(kv), self.norm_k)
+        q = self._heads(self.to_q(x), self.norm_q, rope)
+        k = self._heads(self.to_k(kv), self.norm_k, rope)
         v = self._heads(self.to_v(kv))
-        if rope is not None:
-            cos, sin = rope[0][:, None], rope[1][:, None]  # (T, 1, head_dim): broadcast over heads
-            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out = out.transpose(1, 2).flatten(2)
@@ -141,10 +152,27 @@ class DiTBlock(nn.Module):
         return torch.addcmul(h, gate_f, self._feed_forward(x))
 
     def _feed_forward(self, x: Tensor) -> Tensor:
-        """diffusers' FeedForward, its SwiGLU through ``fused.swiglu`` (modules, so LoRA targets still apply)."""
+        """diffusers' FeedForward, its SwiGLU through ``fused``: the projection and activation in one
+        function while ``proj`` is a plain bias-free ``nn.Linear``; a wrapped one (a LoRA layer, a hook)
+        is called as a module, so adapters and hooks still apply."""
         for layer in self.ff.net:
-            x = swiglu(layer.proj(x)) if isinstance(layer, SwiGLU) else layer(x)
+            if not isinstance(layer, SwiGLU):
+                x = layer(x)
+            elif _plain_linear(layer.proj):
+                x = swiglu_projection(x, layer.proj.weight)
+            else:
+                x = swiglu(layer.proj(x))
         return x
+
+
+def _plain_linear(module: nn.Module) -> bool:
+    """An ``nn.Linear`` itself (no subclass, bias or hooks), so its forward is exactly ``F.linear(x, w)``."""
+    return (
+        type(module) is nn.Linear
+        and module.bias is None
+        and not (module._forward_hooks or module._forward_pre_hooks)
+        and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+    )
 
 
 class FinalLayer(nn.Module):

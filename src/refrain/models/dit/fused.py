@@ -30,8 +30,11 @@ def _acc(x: Tensor) -> torch.dtype:
 
 
 def _inv_rms(x: Tensor, eps: float) -> Tensor:
-    """1 / sqrt(mean(x^2) + eps) over the last dim (diffusers' RMSNorm, op for op)."""
-    return torch.rsqrt(x.to(_acc(x)).pow(2).mean(-1, keepdim=True) + eps)
+    """1 / sqrt(mean(x^2) + eps) over the last dim, as diffusers' RMSNorm; mean(x^2) is taken as
+    |x|^2 / d from one ``vector_norm`` pass (``pow`` + ``mean`` wrote and re-read an x-sized square;
+    the two agree to float rounding)."""
+    ss = torch.linalg.vector_norm(x, dim=-1, keepdim=True, dtype=_acc(x))
+    return torch.rsqrt(ss.square_().div_(x.shape[-1]).add_(eps))
 
 
 def _norm_backward(g: Tensor, n: Tensor, rstd: Tensor) -> Tensor:
@@ -135,6 +138,92 @@ class _SwiGLU(Function):
         torch.mul(grad, act, out=grad_a)
         torch.ops.aten.silu_backward.grad_input(grad * a, gate, grad_input=grad_gate)
         return out
+
+
+class _RMSNormRope(Function):
+    """rope(rms_norm(x) * weight): the attention's QK-norm and rotary embedding in one function.
+
+    The weight is folded into the rotation tables (rope(n * w) = n * (w cos) + rotate_half(n) * (w' sin),
+    w' the half-swapped weight), so the forward takes four passes over x instead of seven, and the
+    backward reuses (g' * n) for both the weight gradient and the norm's dot product (a matrix-vector
+    product). Equal to ``apply_rope(rms_norm(x, norm), cos, sin)`` up to float rounding.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, cos: Tensor, sin: Tensor, eps: float) -> Tensor:
+        rstd = _inv_rms(x, eps)
+        n = x * rstd
+        w = weight.to(n.dtype)
+        half = x.shape[-1] // 2
+        w_sin = torch.cat([-w[half:] * sin[..., :half], w[:half] * sin[..., half:]], dim=-1)
+        out = n * (w * cos)
+        out[..., :half].addcmul_(n[..., half:], w_sin[..., :half])
+        out[..., half:].addcmul_(n[..., :half], w_sin[..., half:])
+        ctx.save_for_backward(n, rstd, weight, cos, sin)
+        ctx.x_dtype = x.dtype
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None, None, None]:
+        n, rstd, weight, cos, sin = ctx.saved_tensors
+        gy = _rotate(grad.to(n.dtype), cos, sin, -1.0)  # dL/d(n * w): the inverse rotation
+        gyn = gy * n
+        w = weight.to(n.dtype)
+        grad_weight = gyn.sum_to_size(weight.shape).to(weight.dtype) if ctx.needs_input_grad[1] else None
+        dot = torch.matmul(gyn, w).unsqueeze(-1).div_(n.shape[-1])  # mean(g' w n) over the last dim
+        grad_x = gy.mul_(w).addcmul_(n, dot, value=-1.0).mul_(rstd)
+        return grad_x.to(ctx.x_dtype), grad_weight, None, None, None
+
+
+def rms_norm_rope(x: Tensor, norm: torch.nn.Module, cos: Tensor, sin: Tensor) -> Tensor:
+    """``apply_rope(rms_norm(x, norm), cos, sin)`` in one function; ``norm`` must carry a weight."""
+    return _RMSNormRope.apply(x, norm.weight, cos, sin, norm.eps)  # type: ignore[no-any-return]
+
+
+class _SwiGLUProjection(Function):
+    """a * silu(g) for a = x W[:F]^T, g = x W[F:]^T: diffusers' SwiGLU projection and activation in one.
+
+    The projection runs as two GEMMs on row views of the one (2 F, d) weight (its state-dict key and shape
+    unchanged). Why: the fused (.., 2 F) projection output made the backward write the two half-gradients
+    into strided column halves of a (.., 2 F) buffer, which took twice the time of contiguous writes, and
+    its forward GEMM ran ~5% slower per FLOP than the F-wide ones here (measured in bench/bench_dit.py);
+    LLaMA's MLP computes the same two GEMMs. Under autocast the GEMMs run in autocast's dtype as
+    ``F.linear`` does; the backward computes in that dtype and returns gradients in the inputs' dtypes.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor) -> Tensor:
+        half = weight.shape[0] // 2
+        a, gate = F.linear(x, weight[:half]), F.linear(x, weight[half:])
+        act = F.silu(gate)
+        ctx.save_for_backward(x, weight, a, gate, act)
+        return a * act
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        x, weight, a, gate, act = ctx.saved_tensors
+        half, dtype = weight.shape[0] // 2, a.dtype  # dtype: the one the forward GEMMs ran in
+        grad = grad.to(dtype)
+        grad_a = (grad * act).flatten(0, -2)
+        grad_gate = torch.ops.aten.silu_backward(grad * a, gate).flatten(0, -2)
+        w = weight.to(dtype)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.mm(grad_a, w[:half]).addmm_(grad_gate, w[half:])
+            grad_x = grad_x.view(x.shape).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            rows = x.flatten(0, -2).to(dtype)
+            grad_w = torch.empty(weight.shape, dtype=dtype, device=weight.device)
+            torch.mm(grad_a.t(), rows, out=grad_w[:half])
+            torch.mm(grad_gate.t(), rows, out=grad_w[half:])
+            grad_w = grad_w.to(weight.dtype)
+        return grad_x, grad_w
+
+
+def swiglu_projection(x: Tensor, weight: Tensor) -> Tensor:
+    """silu(x W[F:]^T) * x W[:F]^T for a bias-free (2 F, d) ``weight``: a SwiGLU layer's ``proj`` and
+    activation, through two F-wide GEMMs."""
+    return _SwiGLUProjection.apply(x, weight)  # type: ignore[no-any-return]
 
 
 def rms_norm(x: Tensor, norm: torch.nn.Module) -> Tensor:
