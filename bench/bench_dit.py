@@ -14,13 +14,17 @@ the DiT (A B A B ...) so a neighbour's burst hits both; printed as a time ratio 
 ratio (refrain's FLOP/s over the reference's). The DiT does more work per block (style cross-attention,
 adaLN), so equal time is not the target; equal or better FLOP/s is.
 
+Both sides run in one process with the allocator setting refrain's CPU runs use (refrain/allocator.py:
+glibc keeps freed memory instead of re-faulting it every step; ``--system_allocator`` leaves it off).
+The loss draws no CFG drops here, so every timed step does the work whose FLOPs were counted.
+
 Sizes: ``tiny`` (the demo preset, 4 x 256 frames), ``realistic`` (hidden 512, 8 heads, 4 blocks,
 1 x 1,024 frames), ``small`` (the 0.22 B preset at 1 x 1,024 frames; slow on a CPU, opt-in).
 One thread by default: on a shared machine two threads under load collapse the step but not the probe.
 ``--cache_speedup tiny,small`` adds the conditioning cache's speed-up (bench/dit_online.py).
 
     python bench/bench_dit.py [--sizes tiny,realistic] [--steps 10] [--threads 1] [--cache_speedup tiny] [--torch_compile]
-        [--style_cross_attention false]
+        [--style_cross_attention false] [--system_allocator]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from dit_flops import LlamaStack, count_flops, llama_step  # noqa: E402  (bench/
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from refrain.allocator import keep_freed_memory
 from refrain.config import compose_config
 from refrain.losses.flow_matching import FlowMatchingLoss
 from refrain.tasks.dit_task import DiTTask
@@ -94,7 +99,9 @@ def build(size: Size) -> tuple[DiTTask, torch.optim.Optimizer, dict[str, Any]]:
     model = instantiate(cfg.model.dit, gradient_checkpointing=False)
     task = DiTTask(
         model,
-        loss=FlowMatchingLoss(shift=3.0),
+        # no CFG drops: every timed step does the work the FLOP counter counted once (a dropped lyric
+        # or style row skips its encoder, so a random drop made some timed steps cheaper than counted)
+        loss=FlowMatchingLoss(shift=3.0, drop_style_prob=0.0, drop_lyrics_prob=0.0, drop_context_prob=0.0),
         optimizer=partial(torch.optim.AdamW, lr=1e-4, fused=True),
         ema=partial(EMA, decay=0.9999),
     )
@@ -235,8 +242,15 @@ def main() -> None:
         choices=("true", "false"),
         help="DiTConfig switch for every size",
     )
+    parser.add_argument(
+        "--system_allocator",
+        action="store_true",
+        help="leave glibc's trimming on (refrain's CPU runs turn it off: refrain/allocator.py)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = not args.system_allocator and keep_freed_memory()  # both sides of A B A B, as a refrain run
+    print(f"allocator: {'glibc keeps freed memory (refrain.allocator)' if kept else 'system default'}")
     peaks = [gemm_peak()]
     rows = []
     xattn = args.style_cross_attention == "true"

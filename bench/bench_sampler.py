@@ -17,7 +17,10 @@ this CPU's figures are for scale only). ``small`` is opt-in (``--presets tiny,sm
 
 Models are randomly initialised: speed does not depend on training. Runs on CUDA when available.
 
-    .venv/bin/python bench/bench_sampler.py [--quick] [--threads N]
+Runs with the allocator setting refrain-infer uses on a CPU (refrain/allocator.py; ``--system_allocator``
+leaves glibc's default).
+
+    .venv/bin/python bench/bench_sampler.py [--quick] [--threads N] [--system_allocator]
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 import torch
 import yaml
 
+from refrain.allocator import keep_freed_memory
 from refrain.bundles.dit import build_from_spec
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.sampling.options import SamplerOptions
@@ -129,8 +133,14 @@ def main() -> None:
     )
     parser.add_argument("--presets", default="tiny", help=f"comma-separated: {', '.join(PRESETS)}")
     parser.add_argument("--steps", default=",".join(map(str, STEPS)), help="comma-separated step counts")
+    parser.add_argument(
+        "--system_allocator",
+        action="store_true",
+        help="leave glibc's trimming on (refrain-infer turns it off on CPU: refrain/allocator.py)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = not args.system_allocator and keep_freed_memory()  # what refrain-infer does on the CPU
     step_counts = [int(n) for n in args.steps.split(",")]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     where = (
@@ -139,7 +149,8 @@ def main() -> None:
         else f"{platform.processor() or 'CPU'}, {torch.get_num_threads()} threads"
     )
     print(
-        f"device: {where}; torch {torch.__version__}; guidance APG 15, interval 0.5 (2 passes per guided step)\n"
+        f"device: {where}; torch {torch.__version__}; guidance APG 15, interval 0.5 (2 passes per guided step); "
+        f"allocator: {'glibc keeps freed memory (refrain.allocator)' if kept else 'system default'}\n"
     )
     print(
         "| preset | params | solver | steps | model calls | audio s | wall s | RTF (audio s / wall s) "

@@ -219,6 +219,10 @@ def run(args: argparse.Namespace, regenerate: bool) -> list[Path]:
     has_sampler = sidecar is None and hasattr(args, "steps")
     preflight(args, Path(bundle), sampler_options(args) if has_sampler else None)  # before the slow load
     dtype = getattr(torch, args.dtype)
+    if resolve_device(args.device) == "cpu":
+        from refrain.allocator import keep_freed_memory
+
+        keep_freed_memory()  # the sampler's tensors re-fault freed memory between model calls otherwise
     with ExitStack() as stack:
         from refrain.models.backbones.ace15 import is_release_folder
 

@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
+from refrain.allocator import keep_freed_memory
 from refrain.config import register_resolvers, resolve_checked
 from refrain.errors import RefrainInputError
 from refrain.training import run_folder
@@ -177,6 +178,14 @@ def build_run(cfg: DictConfig, **trainer_kwargs: Any) -> Run:
     return Run(cfg, datamodule, task, trainer, callbacks)
 
 
+def _runs_on_cpu(cfg: DictConfig) -> bool:
+    """The model steps on the CPU: accelerator "cpu", or "auto" without a GPU."""
+    import torch
+
+    accelerator = str(OmegaConf.select(cfg, "trainer.accelerator", default="auto"))
+    return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+
+
 def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
     """Build data, task, loggers, callbacks and a Lightning Trainer from ``cfg`` and fit (or only validate)."""
     if cfg.get("validate_only"):
@@ -184,6 +193,8 @@ def train(cfg: DictConfig, **trainer_kwargs: Any) -> TrainResult:
 
         return validate(cfg, **trainer_kwargs)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if _runs_on_cpu(cfg):
+        keep_freed_memory()  # steps re-fault their freed activations otherwise (refrain.allocator)
     run_dir = run_folder.claim_run_dir(cfg)  # before anything is built or written there
     run = build_run(cfg, **trainer_kwargs)
     remove_stale_partial_checkpoints(run.callbacks)  # .tmp files of a save killed in an earlier start
