@@ -1,7 +1,8 @@
 """The sampler's per-step math in fewer tensor passes: same results as the textbook formulas.
 
 The solvers, CFG and APG were rewritten to cut the time the sampler spends outside the network
-(``torch.add(x, v, alpha=dt)`` for ``x + dt * v``; APG's projection as one ``addcmul``). These tests hold
+(``torch.add(x, v, alpha=dt)`` for ``x + dt * v``; APG's projection as one ``addcmul``, on the CPU its
+dot products from one batched product and its scalars in Python; ping-pong's noise drawn once per run). These tests hold
 them to the plain formulas within 1e-6, and the guided sampler's reuse of the prepared guidance batch
 for its unguided steps to ``prepare`` of the conditional rows (the encoders ran on batches of another
 size there, so equal to float rounding).
@@ -39,17 +40,18 @@ def _reference_apg(
     return v_c + (scale - 1.0) * (d - parallel + eta * parallel)
 
 
-def _pair(seed: int) -> tuple[Tensor, Tensor]:
+def _pair(seed: int, batch: int = 3) -> tuple[Tensor, Tensor]:
     g = torch.Generator().manual_seed(seed)
-    return torch.randn(3, 4, 50, generator=g), torch.randn(3, 4, 50, generator=g)
+    return torch.randn(batch, 4, 50, generator=g), torch.randn(batch, 4, 50, generator=g)
 
 
 @pytest.mark.parametrize("threshold", [0.0, 2.5, 1e6])  # off, binding, loose
 @pytest.mark.parametrize("eta", [0.0, 0.3, 1.0])
-def test_apg_matches_the_textbook_form_over_steps(threshold: float, eta: float) -> None:
+@pytest.mark.parametrize("batch", [1, 3])  # the CPU path's Python scalars (one song) and per-row tensors
+def test_apg_matches_the_textbook_form_over_steps(threshold: float, eta: float, batch: int) -> None:
     fast, slow = MomentumBuffer(-0.75), MomentumBuffer(-0.75)
     for step in range(4):  # momentum carried across steps
-        v_c, v_u = _pair(step)
+        v_c, v_u = _pair(step, batch)
         got = apg(v_c, v_u, 15.0, fast, threshold, eta, step_index=step)
         want = _reference_apg(v_c, v_u, 15.0, slow, threshold, eta)
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-5)  # values of order 10-100
@@ -120,3 +122,33 @@ def test_unguided_steps_reuse_the_prepared_guidance_batch(lyrics_scale: float | 
     with torch.no_grad():
         got, want = model(x, sigma, single).velocity, model(x, sigma, direct).velocity
     torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "predrawn"),
+    [((1, 16, 50), torch.float32, True), ((2, 8, 6), torch.float64, True), ((1, 5, 7), torch.float32, False)],
+)
+@pytest.mark.parametrize("start", [0, 3])
+def test_pingpong_draws_the_step_by_step_noise_stream_in_one_call(
+    shape: tuple[int, ...], dtype: torch.dtype, predrawn: bool, start: int
+) -> None:
+    """sample() draws a ping-pong run's noise at once: the same values in the same order as each step
+    drawing its own (so seeds and sidecars give the songs they gave), and the generator ends equal."""
+    from refrain.sampling.solvers import NoiseDraws, predraw, sample
+
+    field = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=dtype)
+
+    def velocity(z: Tensor, sigma: Tensor, index: int) -> Tensor:
+        return field * sigma.view(-1, 1, 1) + 0.1 * z
+
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    sigmas = torch.linspace(1.0, 0.0, 9, dtype=torch.float64)
+    assert isinstance(predraw(x, 8, torch.Generator()), NoiseDraws) == predrawn
+    fast_gen = torch.Generator().manual_seed(3)
+    fast = sample(velocity, x, sigmas, "pingpong", start_index=start, generator=fast_gen)
+    slow_gen = torch.Generator().manual_seed(3)
+    slow, values = x, sigmas.tolist()
+    for index in range(start, len(values) - 1):
+        slow = pingpong_step(velocity, slow, values[index], values[index + 1], index, slow_gen)
+    assert torch.equal(fast, slow)
+    assert torch.equal(fast_gen.get_state(), slow_gen.get_state())
