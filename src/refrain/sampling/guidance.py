@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from refrain.errors import RefrainInputError
+from refrain.sampling.apg_cpu import apg_scalars, apg_update, as_dtype, scalar_path_applies
 
 DecayKind = Literal["none", "linear", "cosine"]
 DECAYS: tuple[str, ...] = get_args(DecayKind)
@@ -113,13 +114,13 @@ def apg_direction(
     kept only with weight ``eta`` (0 in ACE-Step); the clip bounds the step size per sample.
     """
     work_dtype = torch.float32 if diff.dtype in (torch.float16, torch.bfloat16) else diff.dtype
-    d = diff.to(work_dtype)
+    d = as_dtype(diff, work_dtype)
     if momentum is not None:
         d = momentum.update(d, step_index)
     dims = tuple(dims)
-    cond = v_cond.to(work_dtype)
-    if d.device.type == "cpu" and {i % d.dim() for i in dims} == set(range(1, d.dim())):
-        return _apg_update_cpu(d, cond, norm_threshold, eta).to(diff.dtype)
+    cond = as_dtype(v_cond, work_dtype)
+    if scalar_path_applies(d, dims):
+        return as_dtype(apg_update(d, cond, norm_threshold, eta), diff.dtype)
     # orthogonal + eta * parallel = d - (1 - eta) <d, u> u with u = cond / |cond|: one pass builds it
     # (the sampler runs this at every guided step; separate unit/parallel/orthogonal tensors cost four)
     cond_sq = cond.norm(p=2, dim=dims, keepdim=True).clamp_min(1e-12).square()
@@ -127,30 +128,7 @@ def apg_direction(
     update = torch.addcmul(d, cond, coef)
     if norm_threshold > 0:  # clipping d scales its projections by the same factor
         update.mul_(torch.clamp(norm_threshold / d.norm(p=2, dim=dims, keepdim=True), max=1.0))
-    return update.to(diff.dtype)
-
-
-def _apg_update_cpu(d: Tensor, cond: Tensor, norm_threshold: float, eta: float) -> Tensor:
-    """``apg_direction``'s update when the norms run over every dim but the batch, on the CPU.
-
-    The per-sample dot products <d, d>, <d, c>, <c, c> come from one (B, 2, N) x (B, N, 2) product and
-    the scalar math runs in Python (a host read is free on the CPU): eight tensor ops instead of
-    eighteen, each of which pays a cold dispatch between two model calls. Same formula as the tensor
-    path; the dot products are summed in another order (float rounding).
-    """
-    b = d.shape[0]
-    rows = torch.stack((d.reshape(b, -1), cond.reshape(b, -1)), dim=1)
-    gram = torch.bmm(rows, rows.transpose(1, 2)).tolist()
-    coefs, clips = [], []
-    for (dd, dc), (_, cc) in gram:
-        coefs.append((eta - 1.0) * dc / max(cc, 1e-24))  # |cond| clamped at 1e-12, as the tensor path
-        norm = math.sqrt(max(dd, 0.0))
-        clips.append(1.0 if norm_threshold <= 0 or norm <= norm_threshold else norm_threshold / norm)
-    if b == 1:
-        return torch.add(d, cond, alpha=coefs[0]).mul_(clips[0])
-    shape = (b,) + (1,) * (d.dim() - 1)
-    coef = torch.tensor(coefs, dtype=d.dtype).view(shape)
-    return torch.addcmul(d, cond, coef).mul_(torch.tensor(clips, dtype=d.dtype).view(shape))
+    return as_dtype(update, diff.dtype)
 
 
 def apg(
@@ -164,6 +142,17 @@ def apg(
     step_index: int | None = None,
 ) -> Tensor:
     """Adaptive projected guidance: v_c + (w - 1) * orth(clip(momentum(v_c - v_u)))."""
+    if (
+        v_cond.shape[0] == 1
+        and v_cond.dtype in (torch.float32, torch.float64)
+        and scalar_path_applies(v_cond, dims)
+    ):
+        d = v_cond - v_uncond  # one song on the CPU: v_c (1 + a coef) + a d with a = (w - 1) clip, two ops
+        if momentum is not None:
+            d = momentum.update(d, step_index)
+        ((coef, clip),) = apg_scalars(d, v_cond, norm_threshold, eta)
+        weight = (scale - 1.0) * clip
+        return torch.mul(v_cond, 1.0 + weight * coef).add_(d, alpha=weight)
     update = apg_direction(v_cond - v_uncond, v_cond, momentum, norm_threshold, eta, dims, step_index)
     return torch.add(v_cond, update, alpha=scale - 1.0)
 

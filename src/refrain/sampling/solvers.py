@@ -8,6 +8,7 @@ guidance, editing modes and plain toy fields all plug in the same way and test o
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
@@ -23,9 +24,23 @@ StepCallback = Callable[[int, Tensor, float], "Tensor | None"]
 SolverStep = Callable[[VelocityFn, Tensor, float, float, int, "torch.Generator | None"], Tensor]
 
 
+_RUN_SIGMAS: ContextVar[dict[tuple[float, int, torch.dtype, torch.device], Tensor] | None] = ContextVar(
+    "refrain_run_sigmas", default=None
+)
+
+
 def sigma_batch(x: Tensor, sigma: float) -> Tensor:
-    """A (B,) sigma for the model; float32 unless x is float64, so bf16 latents keep exact sigmas."""
+    """A (B,) sigma for the model; float32 unless x is float64, so bf16 latents keep exact sigmas.
+
+    Inside ``sample`` the run's grid was built once before the first step and is handed out from
+    there (velocity functions read sigma, never write it): a tensor made between two model calls pays a
+    cold dispatch, one made in a row with the others does not.
+    """
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    table = _RUN_SIGMAS.get()
+    key = (sigma, x.shape[0], dtype, x.device)
+    if table is not None and key in table:
+        return table[key]
     return torch.full((x.shape[0],), sigma, dtype=dtype, device=x.device)
 
 
@@ -46,7 +61,7 @@ class NoiseDraws:
     def next_like(self, x: Tensor) -> Tensor:
         noise = self.draws[self.used]
         self.used += 1
-        return noise.to(x.device)
+        return noise if noise.device == x.device else noise.to(x.device)
 
 
 PREDRAW_MAX_BYTES = 64 << 20  # longer runs of long songs keep drawing step by step
@@ -186,10 +201,16 @@ def sample(
     noise: torch.Generator | NoiseDraws | None = generator
     if solver in NOISY:  # the same stream, drawn once (see NoiseDraws)
         noise = predraw(x, sum(values[i + 1] != 0.0 for i in range(start_index, end)), generator)
-    for index in range(start_index, end):
-        x = step(velocity_fn, x, values[index], values[index + 1], index, noise)  # type: ignore[arg-type]
-        if callback is not None:
-            replaced = callback(index, x, values[index + 1])
-            if replaced is not None:
-                x = replaced
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    grid = {(v, x.shape[0], dtype, x.device): sigma_batch(x, v) for v in values[start_index : end + 1]}
+    token = _RUN_SIGMAS.set(grid)
+    try:
+        for index in range(start_index, end):
+            x = step(velocity_fn, x, values[index], values[index + 1], index, noise)  # type: ignore[arg-type]
+            if callback is not None:
+                replaced = callback(index, x, values[index + 1])
+                if replaced is not None:
+                    x = replaced
+    finally:
+        _RUN_SIGMAS.reset(token)
     return x
