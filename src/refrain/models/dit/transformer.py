@@ -190,8 +190,12 @@ class DiffusionTransformer(nn.Module):
             h = checkpoint(block, *args, use_reentrant=False) if use_ckpt else block(*args)
             if return_hidden and index + 1 == self.repa_layer:
                 hidden = h
-        velocity = self.final_layer(h, c).transpose(1, 2)
-        velocity = velocity * cond.frame_mask[:, None, :].to(velocity.dtype)
+        velocity = self.final_layer(h, c)  # (B, T, C)
+        if self_mask is not None:  # padding: zero its velocity (with every frame valid this was a * 1)
+            velocity = velocity * cond.frame_mask[:, :, None].to(velocity.dtype)
+        # laid out as x, (B, C, T) contiguous: a transposed view made every solver and guidance op after
+        # the call read strided memory (and copy it to flatten), time outside the network in the sampler
+        velocity = velocity.transpose(1, 2).contiguous()
         return VelocityOutput(velocity=velocity.to(x.dtype), hidden=hidden)
 
 
