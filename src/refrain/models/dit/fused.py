@@ -37,9 +37,15 @@ def _inv_rms(x: Tensor, eps: float) -> Tensor:
     return torch.rsqrt(ss.square_().div_(x.shape[-1]).add_(eps))
 
 
-def _norm_backward(g: Tensor, n: Tensor, rstd: Tensor) -> Tensor:
-    """d/dx of n = x * rstd given dL/dn = g: rstd * (g - n * mean(g * n)), in rstd's precision."""
-    dot = (g * n).mean(-1, keepdim=True)
+def _norm_backward(g: Tensor, n: Tensor, rstd: Tensor, dot: Tensor | None = None) -> Tensor:
+    """d/dx of n = x * rstd given dL/dn = g: rstd * (g - n * mean(g * n)), in rstd's precision.
+
+    ``dot``: mean(g * n) when the caller has it already. With g = grad * w (a weight or adaLN's 1 + scale,
+    constant over the tokens) it is (grad * n) @ w / d, a matrix-vector product over the (grad * n) the
+    weight's gradient needs anyway, instead of another multiply pass and a mean.
+    """
+    if dot is None:
+        dot = (g * n).mean(-1, keepdim=True)
     return torch.addcmul(g, n, dot, value=-1.0).mul_(rstd)
 
 
@@ -64,12 +70,14 @@ class _RMSNorm(Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:
         n, rstd, weight = ctx.saved_tensors
         g, nf = grad.to(rstd.dtype), n.to(rstd.dtype)
-        grad_weight = None
+        grad_weight = dot = None
         if weight is not None:
+            gn, w = g * nf, weight.to(rstd.dtype)
             if ctx.needs_input_grad[1]:
-                grad_weight = (g * nf).sum_to_size(weight.shape).to(weight.dtype)
-            g = g * weight
-        return _norm_backward(g, nf, rstd).to(ctx.x_dtype), grad_weight, None
+                grad_weight = gn.sum_to_size(weight.shape).to(weight.dtype)
+            dot = torch.matmul(gn, w).unsqueeze(-1).div_(w.shape[-1])
+            g = g * w
+        return _norm_backward(g, nf, rstd, dot).to(ctx.x_dtype), grad_weight, None
 
 
 class _ModulatedRMSNorm(Function):
@@ -90,8 +98,12 @@ class _ModulatedRMSNorm(Function):
         h_dtype, shift_shape, shift_dtype, scale_shape, scale_dtype = ctx.meta
         g, nf = grad.to(rstd.dtype), n.to(rstd.dtype)
         grad_shift = g.sum_to_size(shift_shape).to(shift_dtype)
-        grad_scale = (g * nf).sum_to_size(scale_shape).to(scale_dtype)
-        grad_h = _norm_backward(g * scale1, nf, rstd)
+        gn, s1 = g * nf, scale1.to(rstd.dtype)
+        grad_scale = gn.sum_to_size(scale_shape).to(scale_dtype)
+        dot = None
+        if gn.dim() == 3 and s1.shape == (gn.shape[0], 1, gn.shape[2]):  # (B, 1, d): one per sample
+            dot = torch.matmul(gn, s1.transpose(1, 2)).div_(gn.shape[2])
+        grad_h = _norm_backward(g * s1, nf, rstd, dot)
         return grad_h.to(h_dtype), grad_shift, grad_scale, None
 
 
