@@ -218,10 +218,10 @@ def report(rows: list[dict[str, Any]], peak: float, steps: int) -> None:
         print(
             f"\ntargets at {r['size']} ({r['tokens']} tokens): "
             + "; ".join(
-                f"{k} {v:.2f} (target >= {TARGETS[k]:.2f}: {'met' if v >= TARGETS[k] else 'NOT met'})"
+                f"{k} {v:.3f} (target >= {TARGETS[k]:.2f}: {'met' if v >= TARGETS[k] else 'NOT met'})"
                 for k, v in checks.items()
             )
-            + f"; per_flop_vs_llama in thread CPU time {r['flops'] / r['ref_flops'] * r['cpu_time_ratio']:.2f}"
+            + f"; per_flop_vs_llama in thread CPU time {r['flops'] / r['ref_flops'] * r['cpu_time_ratio']:.3f}"
         )
     print(
         "sampler targets (overhead outside the network <= 1%, real-time factor at 30 and 60 steps): "
