@@ -36,6 +36,10 @@ class DiTConfig:
     shared_adaln: bool = True  # adaLN-single: one modulation for all blocks
     style_cross_attention: bool = True  # False: the pooled style reaches blocks through adaLN only
     rope_theta: float = 10000.0
+    # Self-attention reaches at most attention_window // 2 frames either way (None = the whole sequence).
+    # Set it to about twice the training crop: a DiT trained on short crops then samples a long song with
+    # the distances it learned, instead of attending across distances it never saw (which flattens it).
+    attention_window: int | None = None
     norm_eps: float = 1e-6
     dropout: float = 0.0
     timestep_scale: float = 1000.0
@@ -48,6 +52,12 @@ class DiTConfig:
                 "model.dit.config.repa_layer",
                 f"{self.repa_layer} is outside [0, num_layers={self.num_layers}]",
                 "pick the block whose output REPA aligns (ACE-Step: 8 of 24)",
+            )
+        if self.attention_window is not None and self.attention_window < 2:
+            raise RefrainInputError(
+                "model.dit.config.attention_window",
+                f"{self.attention_window} frames is no window",
+                "use null (whole sequence) or a frame count >= 2, e.g. twice data.max_frames",
             )
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
             raise RefrainInputError(

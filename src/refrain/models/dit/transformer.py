@@ -53,6 +53,7 @@ class DiffusionTransformer(nn.Module):
         self.head_dim = hidden_size // config.num_heads
         self.repa_layer = config.repa_layer
         self.rope_theta = config.rope_theta
+        self.attention_window = config.attention_window
         self.timestep_scale = config.timestep_scale
         self.gradient_checkpointing = gradient_checkpointing
         ff = config.intermediate_size or llama_intermediate_size(hidden_size)
@@ -182,6 +183,7 @@ class DiffusionTransformer(nn.Module):
         shared = self.adaLN_modulation(c) if self.adaLN_modulation is not None else None
         rope = rotary_tables(self.head_dim, x.shape[-1], self.rope_theta, x.device)
         self_mask = None if _all_valid(prepared, cond) else cond.frame_mask[:, None, None, :]
+        self_mask = _windowed(self_mask, x.shape[-1], self.attention_window, x.device)
         style_key_mask = style_mask[:, None, None, :] if style_mask is not None else None
         hidden = h if (return_hidden and self.repa_layer == 0) else None
         use_ckpt = self.gradient_checkpointing and torch.is_grad_enabled()
@@ -197,6 +199,16 @@ class DiffusionTransformer(nn.Module):
         # the call read strided memory (and copy it to flatten), time outside the network in the sampler
         velocity = velocity.transpose(1, 2).contiguous()
         return VelocityOutput(velocity=velocity.to(x.dtype), hidden=hidden)
+
+
+def _windowed(mask: Tensor | None, frames: int, window: int | None, device: torch.device) -> Tensor | None:
+    """The self-attention mask, limited to ``window // 2`` frames either way when the sequence is longer
+    than ``window`` (shorter sequences, e.g. every training crop of a run that sets it so, are untouched)."""
+    if window is None or frames <= window:
+        return mask
+    index = torch.arange(frames, device=device)
+    band = (index[:, None] - index[None, :]).abs() <= window // 2
+    return band if mask is None else mask & band
 
 
 def _all_valid(prepared: DiTConditioning | PreparedConditioning, cond: DiTConditioning) -> bool:
