@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.ace15 import ace15_low_rate_release, ace15_release  # noqa: F401 - the tiny release folder fixtures
+from helpers.ace15 import ace15_low_rate_release, ace15_release, vae_encodes  # noqa: F401 - fixtures
 from helpers.tiny_runs import ace15_run_argv, release_world, train_in_process
 from transformers.models.qwen3.modeling_qwen3 import Qwen3Model
 
@@ -21,7 +21,6 @@ from refrain.data.schema import load_prepared
 from refrain.models.backbones.ace15 import load_ace15
 from refrain.models.backbones.ace15_text import text_cache_dir
 from refrain.models.backbones.ace15_timbre import TimbreSide, timbre_cache_dir
-from refrain.models.vae.oobleck import OobleckVAE
 
 pytestmark = pytest.mark.slow
 MAX_FRAMES = 32
@@ -114,21 +113,10 @@ def timbre_world(ace15_low_rate_release: Path, tmp_path_factory: pytest.TempPath
     return world
 
 
-@pytest.fixture
-def vae_encodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts one-pass VAE encodes (what a timbre reference costs; the conditioning cache is already full)."""
-    calls: list[int] = []
-    original = OobleckVAE.encode
-
-    def counted(self, audio):
-        calls.append(1)
-        return original(self, audio)
-
-    monkeypatch.setattr(OobleckVAE, "encode", counted)
-    return calls
-
-
-def test_prefilled_timbre_references_are_the_online_ones(timbre_world, vae_encodes: list[int]) -> None:
+def test_prefilled_timbre_references_are_the_online_ones(
+    timbre_world,
+    vae_encodes: list[int],  # noqa: F811
+) -> None:
     dataset, release = timbre_world["dataset"], timbre_world["release"]
     files = sorted(timbre_cache_dir(dataset).rglob("*.safetensors"))
     records = {str(r["content_hash"]) for part in load_prepared(dataset).values() for r in part}
@@ -149,7 +137,10 @@ def test_prefilled_timbre_references_are_the_online_ones(timbre_world, vae_encod
 
 
 def test_a_song_timbre_run_reads_the_prefilled_references(
-    timbre_world, vae_encodes, capsys, monkeypatch: pytest.MonkeyPatch
+    timbre_world,
+    vae_encodes,  # noqa: F811
+    capsys,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     before = sorted(timbre_cache_dir(timbre_world["dataset"]).rglob("*.safetensors"))
     songs: list[str] = []

@@ -24,6 +24,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3Model
 
 from refrain.models.backbones.ace15 import AceStep15, load_ace15
+from refrain.models.vae.oobleck import OobleckVAE
 
 END = "<|endoftext|>"
 CHANNELS = 8
@@ -145,3 +146,17 @@ def write_low_rate_release(release: str | Path, folder: str | Path) -> Path:
 def ace15_low_rate_release(ace15_release: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny release with a 1200 Hz VAE (``write_low_rate_release``): fast timbre references."""
     return write_low_rate_release(ace15_release, tmp_path_factory.mktemp("ace15_low_rate") / "release")
+
+
+@pytest.fixture
+def vae_encodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts one-pass VAE encodes (what a timbre reference costs when it is not read from the cache)."""
+    calls: list[int] = []
+    original = OobleckVAE.encode
+
+    def counted(self, audio):
+        calls.append(1)
+        return original(self, audio)
+
+    monkeypatch.setattr(OobleckVAE, "encode", counted)
+    return calls

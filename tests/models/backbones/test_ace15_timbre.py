@@ -10,12 +10,11 @@ import pytest
 import soundfile as sf
 import torch
 from diffusers.models.autoencoders.autoencoder_oobleck import OobleckDiagonalGaussianDistribution
-from helpers.ace15 import ace15_low_rate_release, ace15_release  # noqa: F401 - fixtures
+from helpers.ace15 import ace15_low_rate_release, ace15_release, vae_encodes  # noqa: F401 - fixtures
 
 from refrain.errors import RefrainInputError
 from refrain.models.backbones.ace15 import AceStep15, load_ace15
 from refrain.models.backbones.ace15_timbre import TimbreSide, reference_latents, timbre_cache_dir
-from refrain.models.vae.oobleck import OobleckVAE
 
 RATE = 1200  # the low-rate release's VAE
 
@@ -46,19 +45,6 @@ def song_batch(paths: list[Path], frames: int = 12) -> dict[str, object]:
     }
 
 
-@pytest.fixture
-def vae_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    calls: list[int] = []
-    original = OobleckVAE.encode
-
-    def counted(self, audio):
-        calls.append(1)
-        return original(self, audio)
-
-    monkeypatch.setattr(OobleckVAE, "encode", counted)
-    return calls
-
-
 def test_a_reference_is_the_pipelines_30_s_selection_encoded_to_its_mean(
     ace15_low_rate_release: Path,  # noqa: F811
     songs: list[Path],
@@ -87,19 +73,19 @@ def test_song_timbre_cached_equals_online_and_is_read_back_without_the_vae(
     ace15_low_rate_release: Path,  # noqa: F811
     songs: list[Path],
     tmp_path: Path,
-    vae_calls: list[int],
+    vae_encodes: list[int],  # noqa: F811
 ) -> None:
     batch = song_batch(songs)
     cached = load_ace15(ace15_low_rate_release, repa_layer=2, dataset_path=tmp_path, timbre="song").eval()
     first = cached.conditioning_from_batch(batch)  # computes both songs and writes them
-    assert len(vae_calls) == 2
+    assert len(vae_encodes) == 2
     files = sorted(timbre_cache_dir(tmp_path).rglob("*.safetensors"))
     assert [f.stem for f in files] == ["hash0", "hash1"]
     again = cached.conditioning_from_batch(batch)
-    assert len(vae_calls) == 2  # read back: no VAE forward
+    assert len(vae_encodes) == 2  # read back: no VAE forward
     online = load_ace15(ace15_low_rate_release, repa_layer=2, timbre="song").eval()  # no cache at all
     computed = online.conditioning_from_batch(batch)
-    assert len(vae_calls) == 4
+    assert len(vae_encodes) == 4
     assert first.timbre is not None and first.timbre.shape == (2, 750, 8)
     assert torch.equal(first.timbre, again.timbre) and torch.equal(first.timbre, computed.timbre)
     assert not torch.equal(first.timbre[0], first.timbre[1])  # each song its own reference
