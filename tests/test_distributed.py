@@ -108,7 +108,9 @@ def test_every_dit_parameter_takes_part_in_a_step_without_context_or_speaker() -
     assert [n for n, p in task.named_parameters() if p.requires_grad and p.grad is None] == []
     # the zero-weighted use changes no number: a batch without them still gets the null embeddings
     conditioner, cond = model.conditioner, batch_conditioning(batch)
-    assert torch.equal(conditioner._context(cond, []), conditioner.null_context.expand(2, cond.num_frames, -1))
+    assert torch.equal(
+        conditioner._context(cond, []), conditioner.null_context.expand(2, cond.num_frames, -1)
+    )
     like = torch.zeros(2, 32)
     assert torch.equal(conditioner._speaker(cond, like), conditioner.null_speaker.expand_as(like))
 
