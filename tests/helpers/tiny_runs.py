@@ -73,6 +73,11 @@ def common_overrides(run_dir: Path) -> list[str]:
     ]
 
 
+def step_flags(steps: int) -> list[str]:
+    """Stop after ``steps`` steps, checkpoint at the last one, never plot: what every tiny run sets."""
+    return ["--max_steps", str(steps), "--every_n_train_steps", str(steps), "--every_plot_step", "1000"]
+
+
 def dit_argv(world: dict[str, Path], run_dir: Path, steps: int = 2) -> list[str]:
     """A few steps of the tiny DiT on the world's dataset, conditioning encoded online (cached on first use)."""
     return [
@@ -83,12 +88,7 @@ def dit_argv(world: dict[str, Path], run_dir: Path, steps: int = 2) -> list[str]
         str(world["dataset"]),
         "--vae_bundle",
         str(world["vae"]),
-        "--max_steps",
-        str(steps),
-        "--every_n_train_steps",
-        str(steps),
-        "--every_plot_step",
-        "1000",
+        *step_flags(steps),
         "data.batch_size=2",
         "data.max_frames=32",
         "data.val_items=1",
@@ -108,12 +108,7 @@ def vae_argv(world: dict[str, Path], run_dir: Path, steps: int = 2) -> list[str]
         "model/vae=tiny",
         "--dataset_path",
         str(world["dataset"]),
-        "--max_steps",
-        str(steps),
-        "--every_n_train_steps",
-        str(steps),
-        "--every_plot_step",
-        "1000",
+        *step_flags(steps),
         "data.crop_samples=16384",
         "data.val_items=1",
         "trainer.val_check_interval=null",
@@ -153,12 +148,7 @@ def ace15_run_argv(
         *adapter,
         "--dataset_path",
         str(world["dataset"]),
-        "--max_steps",
-        str(steps),
-        "--every_n_train_steps",
-        str(steps),
-        "--every_plot_step",
-        "1000",
+        *step_flags(steps),
         "--shift",
         "1",
         "task.loss.logit_mean=-0.4",
