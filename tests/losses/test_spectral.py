@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from auraloss.freq import MultiResolutionSTFTLoss
 
-from refrain.losses.spectral import MelDistance, StereoMRSTFTLoss
+from refrain.losses.spectral import MagnitudeMRSTFTLoss, MagnitudeSTFTLoss, MelDistance, StereoMRSTFTLoss
 
 RATE = 44100
 
@@ -27,6 +28,33 @@ def test_terms_are_named_and_weighted() -> None:
     expected = (terms["stft_mid"] + terms["stft_side"]) / 2 + 0.5 * (terms["stft_left"] + terms["stft_right"])
     assert terms["stft"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert all(value.item() > 0 for value in terms.values())
+
+
+@pytest.mark.parametrize("perceptual_weighting", [False, True])
+def test_magnitude_loss_equals_auralosss_value_and_gradient(perceptual_weighting: bool) -> None:
+    """Skipping the unused phase changes nothing auraloss's MultiResolutionSTFTLoss computes."""
+    ffts, hops = [512, 128, 32], [128, 32, 8]
+    terms = {"sample_rate": RATE, "perceptual_weighting": perceptual_weighting, "w_sc": 1.0}
+    target = stereo()[:, :1]
+    gradients, values = [], []
+    for loss in (
+        MultiResolutionSTFTLoss(ffts, hops, ffts, **terms),
+        MagnitudeMRSTFTLoss(ffts, hops, ffts, **terms),
+    ):
+        prediction = (target + 0.05 * stereo(seed=1)[:, :1]).requires_grad_()
+        value = loss(prediction, target)
+        value.backward()
+        values.append(value.detach())
+        gradients.append(prediction.grad)
+    torch.testing.assert_close(values[1], values[0], rtol=1e-6, atol=0)
+    torch.testing.assert_close(gradients[1], gradients[0], rtol=1e-5, atol=1e-9)
+
+
+def test_magnitude_stft_keeps_the_phase_when_a_phase_term_reads_it() -> None:
+    signal = stereo()[:, 0]
+    assert MagnitudeSTFTLoss(256, 64, 256)(signal[:, None], signal[:, None]).item() == 0.0
+    assert MagnitudeSTFTLoss(256, 64, 256).stft(signal)[1] is None
+    assert MagnitudeSTFTLoss(256, 64, 256, w_phs=1.0).stft(signal)[1] is not None
 
 
 def test_identical_audio_scores_zero_and_worse_audio_scores_higher() -> None:
