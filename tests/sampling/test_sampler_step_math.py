@@ -152,3 +152,52 @@ def test_pingpong_draws_the_step_by_step_noise_stream_in_one_call(
         slow = pingpong_step(velocity, slow, values[index], values[index + 1], index, slow_gen)
     assert torch.equal(fast, slow)
     assert torch.equal(fast_gen.get_state(), slow_gen.get_state())
+
+
+@pytest.mark.parametrize(("batch", "dtype"), [(1, torch.float32), (2, torch.float32), (1, torch.float64)])
+def test_sample_hands_out_the_sigmas_torch_full_gives(batch: int, dtype: torch.dtype) -> None:
+    """sample() builds the run's sigma tensors in one go (rows of one tensor); each step's sigma equals,
+    bit for bit, the ``torch.full`` a step outside a run makes, and guidance passes one song's sigma
+    repeated to every row of its batched call."""
+    from refrain.sampling.solvers import sample, sigma_batch
+
+    seen: list[Tensor] = []
+
+    def velocity(z: Tensor, sigma: Tensor, index: int) -> Tensor:
+        seen.append(sigma.clone())
+        return 0.1 * z
+
+    x = torch.randn(batch, 3, 16, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    values = [1.0, 0.8133, 0.5, 1 / 3, 0.0]
+    sample(velocity, x, torch.tensor(values, dtype=torch.float64), "heun")
+    expected = [v for i, v in enumerate(values[:-1]) for v in (v, values[i + 1]) if v != 0.0]
+    assert len(seen) == len(expected)
+    for got, value in zip(seen, expected, strict=True):
+        want = sigma_batch(x, value)  # outside a run: torch.full
+        assert got.dtype == want.dtype and torch.equal(got, want)
+
+    class Recorder(torch.nn.Module):
+        def forward(self, z: Tensor, sigma: Tensor, cond: object) -> Tensor:
+            seen.append(sigma.clone())
+            return z
+
+    seen.clear()
+    cond = DiTConditioning(
+        style=torch.randn(batch, 3, 8),
+        style_mask=torch.ones(batch, 3, dtype=torch.bool),
+        lyrics=torch.ones(batch, 6, dtype=torch.long),
+    )
+    GuidedVelocity(Recorder(), cond, CFG(), 3.0, 2.0)(torch.randn(batch, 3, 6), torch.full((batch,), 0.5), 0)
+    assert torch.equal(seen[0], torch.full((3 * batch,), 0.5))
+
+
+def test_one_song_apg_scalars_match_the_batched_product() -> None:
+    """One song takes its three dot products from ``dot`` calls, several from one batched product:
+    the same scalars to float rounding."""
+    from refrain.sampling.apg_cpu import apg_scalars
+
+    d, c = _pair(7)
+    batched = apg_scalars(d, c, 2.5, 0.0)
+    for row in range(3):
+        (single,) = apg_scalars(d[row : row + 1], c[row : row + 1], 2.5, 0.0)
+        assert single == pytest.approx(batched[row], rel=1e-6)

@@ -112,9 +112,9 @@ class GuidedVelocity:
         if scales is None:
             return velocity_of(self.model(x, sigma, self.conditioning("single")))
         k = self.num_passes
-        stacked = velocity_of(
-            self.model(torch.cat([x] * k), torch.cat([sigma] * k), self.conditioning("batched"))
-        )
+        # one song's sigma repeated as a stride-0 view: no copy between two model calls (sigma is read only)
+        sigmas = sigma.expand(k) if sigma.shape == (1,) else torch.cat([sigma] * k)
+        stacked = velocity_of(self.model(torch.cat([x] * k), sigmas, self.conditioning("batched")))
         parts = stacked.chunk(k)
         scale, lyrics_scale = scales
         if k == 2:

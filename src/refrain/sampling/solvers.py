@@ -202,7 +202,9 @@ def sample(
     if solver in NOISY:  # the same stream, drawn once (see NoiseDraws)
         noise = predraw(x, sum(values[i + 1] != 0.0 for i in range(start_index, end)), generator)
     dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    grid = {(v, x.shape[0], dtype, x.device): sigma_batch(x, v) for v in values[start_index : end + 1]}
+    used = values[start_index : end + 1]  # the run's (B,) sigmas: rows of one tensor, built in three ops
+    rows = torch.tensor(used, dtype=dtype, device=x.device)[:, None].expand(-1, x.shape[0]).contiguous()
+    grid = {(v, x.shape[0], dtype, x.device): row for v, row in zip(used, rows.unbind(0), strict=True)}
     token = _RUN_SIGMAS.set(grid)
     try:
         for index in range(start_index, end):
