@@ -123,3 +123,26 @@ def test_embedder_skips_equal_the_full_composition_and_keep_every_parameter(
     if not context and not drop_lyrics:  # used by no row: in the graph with an exactly zero gradient
         for name in ("null_lyrics", "context_proj.weight", "context_proj.bias"):
             assert not got[list(params).index(name)].any(), name
+
+
+@pytest.mark.parametrize("frames", [40, 3, 1])  # longer and shorter than the kernel's reach
+def test_depthwise_same_conv_backward_equals_the_stock_one(frames: int) -> None:
+    """The lyric conv's hand-written backward against the stock convolution's (float64 gradcheck and the
+    Conv1d gradients), including sequences shorter than the kernel, where taps only read padding."""
+    from refrain.models.dit.lyrics import _DepthwiseSame, depthwise_conv_tokens
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(6, 6, 7, padding=3, groups=6).double()
+    x = torch.randn(2, frames, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda a, w, b: _DepthwiseSame.apply(a, w, b), (x, conv.weight, conv.bias)
+    )
+    grad = torch.randn(2, frames, 6, dtype=torch.float64)
+    out = depthwise_conv_tokens(conv, x)
+    ref = conv(x.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    wanted = [x, conv.weight, conv.bias]
+    for a, b in zip(
+        torch.autograd.grad(out, wanted, grad), torch.autograd.grad(ref, wanted, grad), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

@@ -15,10 +15,12 @@ Same weights and math; outputs agree with ``Conv1d`` to float rounding.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd import Function
 
 from refrain.errors import RefrainInputError
 
@@ -36,17 +38,79 @@ def sinusoidal_positions(num_positions: int, dim: int, device: torch.device, dty
 
 def depthwise_conv_tokens(conv: nn.Conv1d, x: Tensor) -> Tensor:
     """``conv`` (a depthwise ``Conv1d``) over (B, T, D) tokens, returning (B, T, D) without a transpose copy:
-    the token layout is channels-last for a (B, D, 1, T) image, which the 2-D kernels take as it is."""
+    the token layout is channels-last for a (B, D, 1, T) image, which the 2-D kernels take as it is.
+
+    A "same" convolution (stride and dilation 1, odd kernel, padding k // 2) in float32/float64 outside
+    autocast runs through ``_DepthwiseSame``, whose backward is cheaper than the stock one."""
+    k = conv.kernel_size[0]
+    if (
+        conv.stride[0] == 1
+        and conv.dilation[0] == 1
+        and k % 2 == 1
+        and conv.padding == (k // 2,)
+        and conv.groups == x.shape[-1] == conv.weight.shape[0]
+        and x.dtype in (torch.float32, torch.float64)
+        and conv.weight.dtype == x.dtype
+        and not torch.is_autocast_enabled(x.device.type)
+    ):
+        return _DepthwiseSame.apply(x, conv.weight, conv.bias)  # type: ignore[no-any-return]
+    return _conv_tokens(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0], conv.dilation[0])  # type: ignore[index]
+
+
+def _conv_tokens(
+    x: Tensor, weight: Tensor, bias: Tensor | None, stride: int, padding: int, dilation: int
+) -> Tensor:
+    """The depthwise (D, 1, k) ``weight`` over (B, T, D) tokens read as a channels-last (B, D, 1, T) image."""
     out = F.conv2d(
         x.transpose(1, 2).unsqueeze(2),
-        conv.weight.unsqueeze(2),
-        conv.bias,
-        stride=(1, conv.stride[0]),
-        padding=(0, conv.padding[0]),  # type: ignore[index]
-        dilation=(1, conv.dilation[0]),
-        groups=conv.groups,
+        weight.unsqueeze(2),
+        bias,
+        stride=(1, stride),
+        padding=(0, padding),
+        dilation=(1, dilation),
+        groups=weight.shape[0],
     )
     return out.squeeze(2).transpose(1, 2)
+
+
+class _DepthwiseSame(Function):
+    """A depthwise "same" convolution over (B, T, D) tokens with a hand-written backward.
+
+    Why: the stock convolution backward of this depthwise conv took ~5.5 ms at 1,024 frames x 512 channels
+    on one CPU thread (forward ~1 ms), 1 % of the realistic bench_dit step for four lyric blocks. Here the
+    input gradient is the forward kernel run on the gradient with the flipped taps (same padding), and the
+    weight gradient takes one multiply and token sum per tap (k of them, over (B, T, D) slices); the bias
+    gradient is the gradient's token sum. Same forward; gradients equal to float rounding (tested).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _conv_tokens(x, weight, bias, 1, weight.shape[-1] // 2, 1)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        x, weight = ctx.saved_tensors
+        k, frames = weight.shape[-1], x.shape[1]
+        pad = k // 2
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _conv_tokens(grad, weight.flip(-1), None, 1, pad, 1)
+        if ctx.needs_input_grad[1]:
+            taps = []
+            for tap in range(k):  # out[t] += w[tap] x[t + tap - pad]: sum over t of grad[t] x[t + shift]
+                shift, n = tap - pad, frames - abs(tap - pad)
+                if n <= 0:  # a tap that only ever reads padding
+                    taps.append(weight.new_zeros(weight.shape[0]))
+                    continue
+                xs = x[:, shift : shift + n] if shift >= 0 else x[:, :n]
+                gs = grad[:, :n] if shift >= 0 else grad[:, -shift:]
+                taps.append((xs * gs).sum((0, 1)))
+            grad_w = torch.stack(taps, dim=-1).unsqueeze(1)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 1))
+        return grad_x, grad_w, grad_b
 
 
 class ConvNeXtBlock1d(nn.Module):
