@@ -1,12 +1,16 @@
-"""The VAE's spectral loss against the same loss on auraloss's stock modules, side by side in one run.
+"""The demo VAE's training step on this machine: its loss and its activations, each against the stock code.
 
-``StereoMRSTFTLoss`` (mid/side + left/right, 7 FFT sizes) computes auraloss's magnitude terms through
-``MagnitudeSTFTLoss``, which skips the phase auraloss's ``STFTLoss.stft`` always computes. Here the same
-loss is also built on auraloss's ``MultiResolutionSTFTLoss``; both run forward + backward on the same
-batch, interleaved (A B A B ...), and the script prints their median times, the speed-up and the largest
-difference of their values (they must agree).
+1. ``StereoMRSTFTLoss`` (mid/side + left/right, 7 FFT sizes) computes auraloss's magnitude terms through
+   ``MagnitudeSTFTLoss``, which skips the phase auraloss's ``STFTLoss.stft`` always computes. The same
+   loss is also built on auraloss's ``MultiResolutionSTFTLoss``; both run forward + backward on the same
+   batch, interleaved (A B A B ...): median times, speed-up, and the difference of their values (none).
+2. The whole step of the demo recipe (``experiment=demo_vae``: the real ``VAETask`` in a Lightning
+   Trainer on an in-memory batch of its 2 x 0.74 s crops): eager and with ``--torch_compile`` (the
+   Oobleck Snake activations compiled in place, refrain/models/compile.py), alternating E C E C so drift
+   on a shared machine hits both; printed with each run's first step (compiling, unless torch's on-disk
+   cache already holds the kernels) and the speed-up of the medians.
 
-    python bench/bench_vae_loss.py [--batch 2] [--crop 32768] [--repeats 10] [--threads 1]
+    python bench/bench_vae_step.py [--batch 2] [--crop 32768] [--repeats 10] [--steps 20] [--threads 1]
 """
 
 from __future__ import annotations
@@ -14,12 +18,21 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
 
+import lightning.pytorch as pl
 import torch
 from auraloss.freq import MultiResolutionSTFTLoss
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from torch.utils.data import DataLoader
 
+from refrain.allocator import keep_freed_memory
+from refrain.config import compose_config
+from refrain.data.audio_dataset import collate_crops
 from refrain.losses.spectral import StereoMRSTFTLoss
+from refrain.models.compile import compile_blocks
 
 
 def stock_auraloss(loss: StereoMRSTFTLoss) -> StereoMRSTFTLoss:
@@ -48,14 +61,45 @@ def timed(loss: StereoMRSTFTLoss, prediction: torch.Tensor, target: torch.Tensor
     return time.perf_counter() - start, float(value.detach())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=2, help="the demo recipe's batch")
-    parser.add_argument("--crop", type=int, default=32768, help="samples per crop (the demo's 0.74 s)")
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=1)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+class StepClock(Callback):
+    """Wall-clock time at the end of every training batch."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.times.append(time.perf_counter())
+
+
+def demo_step_seconds(batch: int, crop: int, steps: int, compiled: bool) -> tuple[float, float]:
+    """Median seconds per step of the demo recipe's VAETask, and the seconds its first step took."""
+    torch.manual_seed(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = compose_config(["experiment=demo_vae", f"run_dir={tmp}", f"dataset_path={tmp}"])
+        task = instantiate(cfg.task)
+        if compiled and (note := compile_blocks(task.model)):
+            print(f"note: {note}")
+        audio = 0.1 * torch.randn(2, crop, generator=torch.Generator().manual_seed(0))
+        item = {"audio": audio, "degraded": audio, "mask": torch.ones(1, crop), "setting": "clean"}
+        loader = DataLoader([item] * (batch * (steps + 2)), batch_size=batch, collate_fn=collate_crops)
+        clock = StepClock()
+        trainer = pl.Trainer(
+            max_steps=steps + 2,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[clock],
+            default_root_dir=tmp,
+        )
+        start = time.perf_counter()
+        trainer.fit(task, loader)
+        gaps = [b - a for a, b in zip(clock.times[1:], clock.times[2:], strict=False)]
+        return statistics.median(gaps), clock.times[0] - start
+
+
+def loss_table(args: argparse.Namespace) -> None:
+    """Section 1 of the module doc."""
     generator = torch.Generator().manual_seed(0)
     target = 0.1 * torch.randn(args.batch, 2, args.crop, generator=generator)
     prediction = target + 0.02 * torch.randn(target.shape, generator=generator)
@@ -82,6 +126,38 @@ def main() -> None:
         f"\nspeed-up {median['auraloss'] / median['refrain']:.2f}x; "
         f"value difference {abs(values['refrain'] - values['auraloss']):.2e}"
     )
+
+
+def step_table(args: argparse.Namespace) -> None:
+    """Section 2 of the module doc."""
+    rows = [("eager", False), ("--torch_compile", True)] * 2
+    results = [
+        (name, *demo_step_seconds(args.batch, args.crop, args.steps, compiled)) for name, compiled in rows
+    ]
+    print(f"\nThe demo VAE's training step (experiment=demo_vae, {args.steps} timed steps each)\n")
+    print("| run | median s per step | first step s |")
+    print("|---|---|---|")
+    for name, seconds, first in results:
+        print(f"| {name} | {seconds:.3f} | {first:.1f} |")
+    eager = statistics.median(seconds for name, seconds, _ in results if name == "eager")
+    compiled = statistics.median(seconds for name, seconds, _ in results if name != "eager")
+    print(
+        f"\n--torch_compile speed-up {eager / compiled:.2f}x (median of the eager runs over the compiled ones)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=2, help="the demo recipe's batch")
+    parser.add_argument("--crop", type=int, default=32768, help="samples per crop (the demo's 0.74 s)")
+    parser.add_argument("--repeats", type=int, default=10, help="loss forward + backward passes each")
+    parser.add_argument("--steps", type=int, default=20, help="timed training steps per run")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    keep_freed_memory()  # what refrain's CPU runs use
+    loss_table(args)
+    step_table(args)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from refrain.cli.demo import PROMPTS, STAGES, main
 
 
@@ -24,3 +26,16 @@ def test_the_app_command_is_printed_once_a_dit_bundle_exists(tmp_path: Path, cap
     (tmp_path / "dit_bundle").mkdir()
     assert main(["--output", str(tmp_path), "--stages", ""]) == 0
     assert f"refrain-app --bundle {tmp_path / 'dit_bundle'}" in capsys.readouterr().out
+
+
+def test_the_vae_stage_trains_the_demo_recipe_with_compiled_activations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from refrain.cli import demo
+
+    calls: list[tuple[str, ...]] = []
+    monkeypatch.setattr(
+        demo, "_train", lambda experiment, out, *overrides: calls.append((experiment, *overrides))
+    )
+    demo.stage_vae(tmp_path)
+    assert calls == [("demo_vae", f"run_dir={tmp_path / 'vae'}", "torch_compile=true")]

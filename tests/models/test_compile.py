@@ -37,6 +37,54 @@ def test_compiled_blocks_match_eager_and_keep_parameter_names() -> None:
         torch.testing.assert_close(got, want, atol=TOLERANCE, rtol=TOLERANCE)
 
 
+def tiny_oobleck() -> torch.nn.Module:
+    from refrain.models.vae.oobleck import build_oobleck_vae
+
+    torch.manual_seed(0)
+    return build_oobleck_vae(
+        downsampling_ratios=[2, 4],
+        channel_multiples=[1, 2],
+        encoder_hidden_size=8,
+        decoder_channels=8,
+        latent_channels=4,
+        hop_length=8,
+    )
+
+
+def test_an_oobleck_vaes_repeated_units_are_its_snake_activations() -> None:
+    from diffusers.models.autoencoders.autoencoder_oobleck import Snake1d
+
+    model = tiny_oobleck()
+    units, dynamic = compile_module._repeated_units(model)
+    assert units and all(isinstance(m, Snake1d) for m in units) and dynamic is True
+    assert len(units) == sum(isinstance(m, Snake1d) for m in model.modules())
+
+
+@pytest.mark.slow
+def test_compiled_vae_activations_match_eager_and_keep_parameter_names() -> None:
+    """The demo VAE recipe trains with --torch_compile: same outputs and gradients, same state dict."""
+    if compile_unavailable() is not None:
+        pytest.skip(f"torch.compile cannot run here: {compile_unavailable()}")
+    model = tiny_oobleck().train()
+    audio = 0.1 * torch.randn(2, 2, 256, generator=torch.Generator().manual_seed(0))
+
+    def forward_backward() -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        out = model.decode(model.encode(audio).mode())
+        out.square().mean().backward()
+        alpha = next(p for name, p in model.named_parameters() if name.endswith("alpha"))
+        return out.detach(), alpha.grad.clone()
+
+    names = [name for name, _ in model.named_parameters()]
+    eager = forward_backward()
+    assert compile_blocks(model) is None
+    assert all(is_compiled(m) for m in compile_module._repeated_units(model)[0])
+    assert [name for name, _ in model.named_parameters()] == names
+    compiled = forward_backward()
+    for got, want in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(got, want, atol=TOLERANCE, rtol=TOLERANCE)
+
+
 def test_platform_without_compiler_runs_eager_with_a_one_line_note(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         compile_module, "compile_unavailable", lambda: "InvalidCxxCompiler: no working C++ compiler"

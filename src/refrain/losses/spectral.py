@@ -28,7 +28,7 @@ class MagnitudeSTFTLoss(STFTLoss):
     """auraloss's ``STFTLoss`` without the phase it computes and drops when ``w_phs`` is 0.
 
     ``STFTLoss.stft`` always returns ``torch.angle`` of the spectrum; with no phase term nothing reads
-    it, and on a CPU it was a third of the VAE loss's forward + backward time (bench/bench_vae.py
+    it, and on a CPU it was about a quarter of the VAE loss's forward + backward time (bench/bench_vae_step.py
     prints the loss's time beside auraloss's). Magnitudes and loss terms are auraloss's own.
     """
 

@@ -1,10 +1,14 @@
-"""``--torch_compile`` for training and sampling: ``torch.compile`` of a backbone's repeated blocks.
+"""``--torch_compile`` for training and sampling: ``torch.compile`` of a model's repeated units.
 
-Why the blocks and not the whole model: every block has the same code, so one compiled graph serves
+Why the units and not the whole model: every unit has the same code, so one compiled graph serves
 all of them; the conditioning, the sampler and the loss (data-dependent shapes, host-side logic) stay
 eager; and ``nn.Module.compile`` works in place, so parameter names, checkpoints, EMA copies and LoRA
-injection see the same module tree as an eager run. Which blocks: the backbone's FSDP wrap classes
-(``BackboneSpec.fsdp_wrap``), the one place a backbone names its repeated unit.
+injection see the same module tree as an eager run. Which units: a backbone's FSDP wrap classes
+(``BackboneSpec.fsdp_wrap``), the one place a backbone names its repeated unit; in an Oobleck VAE, its
+Snake activations. A VAE's convolutions already run as single library kernels, but each Snake
+(``x + sin(alpha x)^2 / beta``) is five elementwise passes forward and more backward over full-rate
+audio: a third of the demo VAE's CPU training step, which inductor fuses into one loop each way
+(bench/bench_vae_step.py prints the step time both ways).
 
 Where the platform cannot compile (no C++ compiler for the CPU backend, an unsupported Python or
 accelerator), a tiny probe fails once and the caller gets a one-line note; the model runs eager.
@@ -18,6 +22,20 @@ import torch
 from torch import nn
 
 from refrain.models.backbone import backbone_of, fsdp_unit_classes
+
+
+def _repeated_units(model: nn.Module) -> tuple[list[nn.Module], bool | None]:
+    """The modules to compile and the ``dynamic`` setting they need (see the module doc)."""
+    try:
+        classes = fsdp_unit_classes(backbone_of(model))
+    except Exception:  # noqa: BLE001 - not a backbone (a VAE): look for its activations below
+        classes = set()
+    if classes:
+        return [m for m in model.modules() if isinstance(m, tuple(classes))], None
+    from diffusers.models.autoencoders.autoencoder_oobleck import Snake1d
+
+    # Snakes differ in width and length: symbolic shapes give all of them one graph, not one each.
+    return [m for m in model.modules() if isinstance(m, Snake1d)], True
 
 
 @functools.cache
@@ -34,23 +52,19 @@ def compile_unavailable() -> str | None:
 
 
 def compile_blocks(model: nn.Module, mode: str | None = None, dynamic: bool | None = None) -> str | None:
-    """Compile every block of ``model``'s backbone in place; returns a one-line note when it runs eager.
+    """Compile every repeated unit of ``model`` in place; returns a one-line note when it runs eager.
 
-    ``mode``/``dynamic`` go to ``torch.compile`` (None: torch's defaults; shapes that change between
-    calls, as training crops do, make torch recompile once with dynamic shapes).
+    ``mode``/``dynamic`` go to ``torch.compile`` (None: torch's defaults, or what the units need;
+    shapes that change between calls, as training crops do, make torch recompile once with dynamic shapes).
     """
-    try:
-        classes = fsdp_unit_classes(backbone_of(model))
-    except Exception:  # noqa: BLE001 - not a backbone (a VAE): nothing to compile by this rule
-        classes = set()
-    blocks = [m for m in model.modules() if classes and isinstance(m, tuple(classes))]
+    blocks, units_dynamic = _repeated_units(model)
     if not blocks:
         return f"torch.compile: {type(model).__name__} declares no repeated blocks; it runs eager"
     reason = compile_unavailable()
     if reason is not None:
         return f"torch.compile unavailable here ({reason}); running eager"
     for block in blocks:
-        block.compile(mode=mode, dynamic=dynamic)
+        block.compile(mode=mode, dynamic=units_dynamic if dynamic is None else dynamic)
     return None
 
 
