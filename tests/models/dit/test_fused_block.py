@@ -236,3 +236,54 @@ def test_a_wrapped_feed_forward_projection_is_called_as_a_module() -> None:
         handle.remove()
     assert calls == [1]
     _assert_within(hooked, plain, 1e-6)
+
+
+@pytest.mark.parametrize(("batch", "frames"), [(1, 10), (2, 48)])  # addmm (one song), baddbmm (a batch)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gates_folded_into_the_output_projections_match_the_composition(
+    batch: int, frames: int, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attention and FFN output GEMMs accumulate into the residual with the adaLN gate folded into
+    their weights (``gated_residual_linear``): the block's output and every gradient equal the
+    ``h + gate * proj(x)`` composition within 1e-6 of their scale, and the folded path is the one taken."""
+    import refrain.models.dit.blocks as blocks
+
+    calls: list[bool] = []
+    real = blocks.gated_residual_linear
+    monkeypatch.setattr(blocks, "gated_residual_linear", lambda *a: calls.append(a[3] is None) or real(*a))
+    torch.manual_seed(0)
+    block = _randomized(DiTBlock(32, 4, 48)).to(dtype)
+    h, c, shared, style, self_mask, style_mask = _inputs(dtype, t=frames)
+    h, shared, style = (t[:batch].detach().requires_grad_() for t in (h, shared, style))
+    rope = tuple(t.to(dtype) for t in rotary_tables(8, frames, 10000.0, h.device))
+    args = (h, c[:batch], shared, rope, self_mask[:batch], style, style_mask[:batch])
+    fused = block(*args)
+    assert calls == [False, True, False]  # self-attention (gated), cross-attention (no gate), FFN (gated)
+    reference = _reference_block(block, *args)
+    _assert_within(fused, reference, 1e-6)
+    wanted = [h, style, shared, *block.parameters()]
+    for a, b in zip(_grads(fused, wanted), _grads(reference, wanted), strict=True):
+        _assert_within(a, b, 1e-6)
+
+
+def test_gate_folding_steps_aside_for_hooks_dropout_and_short_batches() -> None:
+    """A hooked (or LoRA-wrapped) output projection is still called as a module, active dropout still
+    drops, and a batch with fewer tokens than the projection's width keeps the addcmul (no weight copies)."""
+    torch.manual_seed(0)
+    block = _randomized(DiTBlock(32, 4, 48))
+    h, c, shared, style, self_mask, style_mask = _inputs(torch.float32)
+    rope = rotary_tables(8, h.shape[1], 10000.0, h.device)
+    args = (h[:1], c[:1], shared[:1], rope, self_mask[:1], style[:1], style_mask[:1])
+    seen: list[str] = []
+    block.attn.to_out[0].register_forward_hook(lambda *_: seen.append("attn"))
+    block.ff.net[-1].register_forward_hook(lambda *_: seen.append("ff"))
+    _assert_within(block(*args), _reference_block(block, *args), 1e-6)
+    assert seen == ["attn", "ff"] * 2  # once in the block, once in the reference
+    block = _randomized(DiTBlock(32, 4, 48, dropout=0.5)).train()
+    torch.manual_seed(1)
+    dropped = block(*args)
+    torch.manual_seed(1)
+    _assert_within(dropped, _reference_block(block, *args), 1e-6)
+    short = _randomized(DiTBlock(32, 4, 48))  # 2 samples x 10 tokens < 32 input features: addcmul path
+    full = (h, c, shared, rope, self_mask, style, style_mask)
+    _assert_within(short(*full), _reference_block(short, *full), 1e-6)

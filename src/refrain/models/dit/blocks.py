@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from refrain.models.dit.fused import (
     apply_rope,
+    gated_residual_linear,
     modulated_rms_norm,
     rms_norm,
     rms_norm_rope,
@@ -74,14 +75,35 @@ class Attention(nn.Module):
         self, x: Tensor, context: Tensor | None = None, mask: Tensor | None = None, rope: Rope | None = None
     ) -> Tensor:
         """mask: bool (B, 1, 1, S), True = key may be attended (bidirectional, no causal mask)."""
+        return self.to_out[1](self.to_out[0](self._attend(x, context, mask, rope)))
+
+    def residual(
+        self,
+        h: Tensor,
+        gate: Tensor | None,
+        x: Tensor,
+        context: Tensor | None = None,
+        mask: Tensor | None = None,
+        rope: Rope | None = None,
+    ) -> Tensor:
+        """h + gate * attention(x) (gate (B, 1, d), None = 1): with a plain output projection and no active
+        dropout the gate and the residual add fold into the projection's GEMM (``gated_residual_linear``)."""
+        out = self._attend(x, context, mask, rope)
+        proj, dropout = self.to_out[0], self.to_out[1]
+        if _foldable(proj, h, out) and (dropout.p == 0 or not dropout.training):  # type: ignore[operator]
+            return gated_residual_linear(h, out, proj.weight, gate)
+        y = dropout(proj(out))
+        return h + y if gate is None else torch.addcmul(h, gate, y)
+
+    def _attend(self, x: Tensor, context: Tensor | None, mask: Tensor | None, rope: Rope | None) -> Tensor:
+        """The heads' attention output, (B, T, d), before the output projection."""
         kv = x if context is None else context
         q = self._heads(self.to_q(x), self.norm_q, rope)
         k = self._heads(self.to_k(kv), self.norm_k, rope)
         v = self._heads(self.to_v(kv))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        out = out.transpose(1, 2).flatten(2)
-        return self.to_out[1](self.to_out[0](out))
+        return out.transpose(1, 2).flatten(2)
 
 
 def zero_linear(layer: nn.Linear) -> nn.Linear:
@@ -145,17 +167,21 @@ class DiTBlock(nn.Module):
         mod = mod.view(-1, 6, self.dim) + self.scale_shift_table[None].to(mod.dtype)
         shift_a, scale_a, gate_a, shift_f, scale_f, gate_f = (m.unsqueeze(1) for m in mod.unbind(1))
         x = modulated_rms_norm(h, shift_a, scale_a, self.norm1.eps)
-        h = torch.addcmul(h, gate_a, self.attn(x, mask=self_mask, rope=rope))
+        h = self.attn.residual(h, gate_a, x, mask=self_mask, rope=rope)
         if self.cross_attn is not None and self.norm2 is not None:
-            h = h + self.cross_attn(rms_norm(h, self.norm2), context=style, mask=style_mask)
+            h = self.cross_attn.residual(h, None, rms_norm(h, self.norm2), context=style, mask=style_mask)
         x = modulated_rms_norm(h, shift_f, scale_f, self.norm3.eps)
-        return torch.addcmul(h, gate_f, self._feed_forward(x))
+        layers = list(self.ff.net)
+        last = layers[-1]
+        if isinstance(last, nn.Linear) and _foldable(last, h, x):
+            return gated_residual_linear(h, self._feed_forward(x, layers[:-1]), last.weight, gate_f)
+        return torch.addcmul(h, gate_f, self._feed_forward(x, layers))
 
-    def _feed_forward(self, x: Tensor) -> Tensor:
+    def _feed_forward(self, x: Tensor, layers: list[nn.Module]) -> Tensor:
         """diffusers' FeedForward, its SwiGLU through ``fused``: the projection and activation in one
         function while ``proj`` is a plain bias-free ``nn.Linear``; a wrapped one (a LoRA layer, a hook)
         is called as a module, so adapters and hooks still apply."""
-        for layer in self.ff.net:
+        for layer in layers:
             if not isinstance(layer, SwiGLU):
                 x = layer(x)
             elif _plain_linear(layer.proj):
@@ -173,6 +199,19 @@ def _plain_linear(module: nn.Module) -> bool:
         and not (module._forward_hooks or module._forward_pre_hooks)
         and not (nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
     )
+
+
+def _foldable(proj: nn.Module, h: Tensor, x: Tensor) -> bool:
+    """``gated_residual_linear`` may replace ``h + gate * proj(x)``: a plain bias-free linear (no LoRA
+    wrapper or hook), no autocast (its GEMM would round the float32 residual stream to the low dtype), one
+    dtype, and for several samples (one scaled weight copy each) at least as many tokens per sample as
+    the projection's input width, so the weight copies cost no more than the pass they save."""
+    if not _plain_linear(proj) or torch.is_autocast_enabled(h.device.type):
+        return False
+    weight = proj.weight  # type: ignore[union-attr]
+    if not (h.dtype == x.dtype == weight.dtype):
+        return False
+    return h.shape[0] == 1 or h.shape[1] >= weight.shape[1]
 
 
 class FinalLayer(nn.Module):

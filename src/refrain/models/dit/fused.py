@@ -253,6 +253,25 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return _Rope.apply(x, cos, sin)  # type: ignore[no-any-return]
 
 
+def gated_residual_linear(h: Tensor, x: Tensor, weight: Tensor, gate: Tensor | None) -> Tensor:
+    """h + gate * (x W^T) for a bias-free (d, k) ``weight``, gate (B, 1, d) per sample or None (= 1).
+
+    Why: the gate scales the projection's output rows, so it folds into the weight's rows (d x k values
+    instead of a (B, T, d) pass) and the residual add into the GEMM (``addmm``/``baddbmm`` accumulate into
+    h): one GEMM instead of GEMM + addcmul, and in the backward no (B, T, d) multiply for the projection's
+    input gradient nor a multiply and token sum for the gate's (both come from the d x k weight gradient).
+    Equal to ``torch.addcmul(h, gate, F.linear(x, W))`` up to float rounding; autograd differentiates it.
+    """
+    d, k = weight.shape
+    rows = x.reshape(-1, k)
+    if gate is None:
+        return torch.addmm(h.reshape(-1, d), rows, weight.t()).view(h.shape)
+    if h.shape[0] == 1:
+        return torch.addmm(h.reshape(-1, d), rows, (weight * gate.reshape(d, 1)).t()).view(h.shape)
+    scaled = weight * gate.reshape(h.shape[0], d, 1)  # (B, d, k): one weight copy per sample
+    return torch.baddbmm(h, x, scaled.transpose(1, 2))
+
+
 def swiglu(proj: Tensor) -> Tensor:
     """diffusers' SwiGLU activation on its projection's output (first half value, second half gate)."""
     return _SwiGLU.apply(proj)  # type: ignore[no-any-return]
