@@ -52,6 +52,7 @@ def depthwise_conv_tokens(conv: nn.Conv1d, x: Tensor) -> Tensor:
         and x.dtype in (torch.float32, torch.float64)
         and conv.weight.dtype == x.dtype
         and not torch.is_autocast_enabled(x.device.type)
+        and torch.is_grad_enabled()  # without a backward to shorten, the plain call (sampling's prepare)
     ):
         return _DepthwiseSame.apply(x, conv.weight, conv.bias)  # type: ignore[no-any-return]
     return _conv_tokens(x, conv.weight, conv.bias, conv.stride[0], conv.padding[0], conv.dilation[0])  # type: ignore[index]
