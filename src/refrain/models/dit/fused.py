@@ -217,7 +217,9 @@ class _SwiGLUProjection(Function):
         half, dtype = weight.shape[0] // 2, a.dtype  # dtype: the one the forward GEMMs ran in
         grad = grad.to(dtype)
         grad_a = (grad * act).flatten(0, -2)
-        grad_gate = torch.ops.aten.silu_backward(grad * a, gate).flatten(0, -2)
+        grad_gate = grad * a  # silu's backward written over it: no third (.., F) buffer
+        torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
+        grad_gate = grad_gate.flatten(0, -2)
         w = weight.to(dtype)
         grad_x = grad_w = None
         if ctx.needs_input_grad[0]:
