@@ -24,17 +24,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
+from vae_clock import step_end_times
 
 from refrain.audio.io import audio_info
 from refrain.audio.mp3 import Mp3Degrader
 from refrain.config import conf_dir
-from refrain.data.audio_dataset import AudioCropDataset, collate_crops
+from refrain.data.audio_dataset import AudioCropDataset
 from refrain.data.embedded import embedded_tracks_dir
 from refrain.models.vae.discriminator import MultiScaleSTFTDiscriminator
 from refrain.tasks.vae_task import VAEObjective, VAETask
@@ -61,16 +59,6 @@ class Result:
         return self.pipeline_seconds_per_second / self.consumed
 
 
-class StepClock(Callback):
-    """Wall-clock time at the end of every training batch."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_train_batch_end(self, *args: object) -> None:
-        self.times.append(time.perf_counter())
-
-
 def build_task(preset: str, run_dir: Path) -> VAETask:
     vae = instantiate(OmegaConf.load(conf_dir() / "model" / "vae" / f"{preset}.yaml"))
     optimizer = functools.partial(torch.optim.AdamW, lr=1e-4, betas=(0.8, 0.99), weight_decay=1e-3)
@@ -90,23 +78,9 @@ def training_steps_per_second(
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         task = build_task(preset, Path(tmp))
-        generator = torch.Generator().manual_seed(0)
-        audio = 0.1 * torch.randn(2, crop, generator=generator)
-        item = {"audio": audio, "degraded": audio, "mask": torch.ones(1, crop), "setting": "clean"}
-        loader = DataLoader([item] * (batch * (steps + warmup)), batch_size=batch, collate_fn=collate_crops)
-        clock = StepClock()
-        trainer = pl.Trainer(
-            max_steps=steps + warmup,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[clock],
-            default_root_dir=tmp,
-        )
-        trainer.fit(task, loader)
-        elapsed = clock.times[-1] - clock.times[warmup - 1]
-        return steps / elapsed, sum(p.numel() for p in task.model.parameters())
+    _, times = step_end_times(task, batch, crop, steps + warmup)
+    elapsed = times[-1] - times[warmup - 1]
+    return steps / elapsed, sum(p.numel() for p in task.model.parameters())
 
 
 def corpus() -> list[tuple[str, float]]:

@@ -21,16 +21,13 @@ import statistics
 import tempfile
 import time
 
-import lightning.pytorch as pl
 import torch
 from auraloss.freq import MultiResolutionSTFTLoss
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import Callback
-from torch.utils.data import DataLoader
+from vae_clock import step_end_times
 
 from refrain.allocator import keep_freed_memory
 from refrain.config import compose_config
-from refrain.data.audio_dataset import collate_crops
 from refrain.losses.spectral import StereoMRSTFTLoss
 from refrain.models.compile import compile_blocks
 
@@ -61,16 +58,6 @@ def timed(loss: StereoMRSTFTLoss, prediction: torch.Tensor, target: torch.Tensor
     return time.perf_counter() - start, float(value.detach())
 
 
-class StepClock(Callback):
-    """Wall-clock time at the end of every training batch."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def on_train_batch_end(self, *args: object) -> None:
-        self.times.append(time.perf_counter())
-
-
 def demo_step_seconds(batch: int, crop: int, steps: int, compiled: bool) -> tuple[float, float]:
     """Median seconds per step of the demo recipe's VAETask, and the seconds its first step took."""
     torch.manual_seed(0)
@@ -79,23 +66,9 @@ def demo_step_seconds(batch: int, crop: int, steps: int, compiled: bool) -> tupl
         task = instantiate(cfg.task)
         if compiled and (note := compile_blocks(task.model)):
             print(f"note: {note}")
-        audio = 0.1 * torch.randn(2, crop, generator=torch.Generator().manual_seed(0))
-        item = {"audio": audio, "degraded": audio, "mask": torch.ones(1, crop), "setting": "clean"}
-        loader = DataLoader([item] * (batch * (steps + 2)), batch_size=batch, collate_fn=collate_crops)
-        clock = StepClock()
-        trainer = pl.Trainer(
-            max_steps=steps + 2,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[clock],
-            default_root_dir=tmp,
-        )
-        start = time.perf_counter()
-        trainer.fit(task, loader)
-        gaps = [b - a for a, b in zip(clock.times[1:], clock.times[2:], strict=False)]
-        return statistics.median(gaps), clock.times[0] - start
+        start, times = step_end_times(task, batch, crop, steps + 2)
+    gaps = [b - a for a, b in zip(times[1:], times[2:], strict=False)]
+    return statistics.median(gaps), times[0] - start
 
 
 def loss_table(args: argparse.Namespace) -> None:
