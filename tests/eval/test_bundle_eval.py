@@ -97,7 +97,9 @@ def test_adapter_moves_the_songs_and_switched_off_it_does_not(world: dict[str, P
 
     off = run(world, world["root"] / "off", f"{world['adapter']}:0")
     base_off, adapted_off = off["rows"]
-    assert {k: v for k, v in adapted_off.items() if k != "set"} == {
-        k: v for k, v in base_off.items() if k != "set"
-    }
+    # Equal to float32 rounding, not bit for bit: a LoRA-wrapped projection keeps the unfused gated residual
+    # (h + gate * proj(x)) while the plain model folds the gate into its GEMM (fused.gated_residual_linear).
+    assert {k: v for k, v in adapted_off.items() if k != "set"} == pytest.approx(
+        {k: v for k, v in base_off.items() if k != "set"}, rel=1e-4, abs=1e-6
+    )
     assert base_off == base  # same prompts, same seeds: the base songs are the same songs
