@@ -26,9 +26,10 @@ def apg_scalars(d: Tensor, cond: Tensor, norm_threshold: float, eta: float) -> l
     """Per sample (projection coefficient, clip factor) of APG's update ``(d + coef * cond) * clip``.
 
     On the CPU: the dot products <d, d>, <d, c>, <c, c> come from one (B, 2, N) x (B, N, 2) product (for
-    one song from three ``dot`` calls, which skip the stacked copy) and the scalar math runs in Python (a host read is free there). Why: between two model calls each
-    tensor op pays a cold dispatch (~12 us against ~2.5 us warm, measured), and the tensor path takes
-    eighteen. Same formula; the dot products are summed in another order (float rounding).
+    one song from three ``dot`` calls, which skip the stacked copy) and the scalar math runs in Python (a
+    host read is free there). Why: between two model calls each tensor op pays a cold dispatch (~12 us
+    against ~2.5 us warm, measured), and the tensor path takes eighteen. Same formula; the dot products
+    are summed in another order (float rounding).
     """
     b = d.shape[0]
     if b == 1:  # one song: three dot products, no stacked copy of d and cond (fewer, cheaper ops)
