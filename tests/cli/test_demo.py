@@ -14,6 +14,13 @@ def test_stages_end_with_sampling_two_prompts_and_the_figures() -> None:
     assert set(PROMPTS) == {"calm", "energetic"} and len(set(PROMPTS.values())) == 2
 
 
+def test_each_prompt_is_a_tag_set_of_the_embedded_corpus() -> None:
+    from refrain.data.embedded import embedded_tags
+
+    tag_sets = {", ".join(tags) for tags in embedded_tags().values()}
+    assert set(PROMPTS.values()) <= tag_sets
+
+
 def test_an_unknown_stage_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
     assert main(["--output", str(tmp_path), "--stages", "vae,nope"]) == 2
     err = capsys.readouterr().err.strip()
