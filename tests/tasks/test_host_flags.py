@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers.lora import TEXT, VOCAB, C, tiny_dit
 
 from refrain.data.collate import collate_dit
 from refrain.losses.flow_matching import FlowMatchingLoss
-from refrain.models.dit import blocks
 from refrain.tasks.dit_task import DiTTask
 
 FRAMES = 12
@@ -59,12 +59,12 @@ class _MaskSpy:
 
     def __init__(self) -> None:
         self.masks: list[bool] = []
-        self.original = blocks.attention
+        self.original = F.scaled_dot_product_attention
 
-    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any) -> torch.Tensor:
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         if k.shape[-2] == FRAMES:
-            self.masks.append(mask is not None)
-        return self.original(q, k, v, mask)
+            self.masks.append(kwargs.get("attn_mask") is not None)
+        return self.original(q, k, v, **kwargs)
 
 
 def _loss(task: DiTTask, batch: dict[str, Any]) -> torch.Tensor:
@@ -79,7 +79,7 @@ def test_all_frames_valid_drops_the_mask_with_the_masked_loss(monkeypatch: pytes
     model = tiny_dit().train()
     task = DiTTask(model, loss=FlowMatchingLoss(masked_span_prob=0.0), optimizer=partial(torch.optim.AdamW))
     spy = _MaskSpy()
-    monkeypatch.setattr(blocks, "attention", spy)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     batch = collate_dit([_item(FRAMES, 3, 0), _item(FRAMES, 2, 1)])
     unmasked = _loss(task, batch)
     grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]

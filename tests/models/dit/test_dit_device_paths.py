@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from helpers.lora import VOCAB, tiny_dit
 
 from refrain.losses.flow_matching import FlowMatchingLoss
@@ -36,14 +37,16 @@ def batch(
 def self_attention_masks(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The attn_mask of every self-attention call (the calls whose keys are the frames)."""
     seen: list[Any] = []
-    original = blocks.attention
+    original = F.scaled_dot_product_attention
 
-    def spy(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Any) -> torch.Tensor:
+    def spy(
+        q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: Any = None, **kw: Any
+    ) -> torch.Tensor:
         if q.shape[-2] == k.shape[-2]:
-            seen.append(mask)
-        return original(q, k, v, mask)
+            seen.append(attn_mask)
+        return original(q, k, v, attn_mask=attn_mask, **kw)
 
-    monkeypatch.setattr(blocks, "attention", spy)
+    monkeypatch.setattr(blocks.F, "scaled_dot_product_attention", spy)
     return seen
 
 

@@ -102,24 +102,8 @@ class Attention(nn.Module):
         k = self._heads(self.to_k(kv), self.norm_k, rope)
         v = self._heads(self.to_v(kv))
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        return attention(q, k, v, mask).transpose(1, 2).flatten(2)
-
-
-SHORT_CONTEXT = 64  # keys: up to this many, CPU attention runs as two matmuls (``attention``)
-
-
-def attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    """``scaled_dot_product_attention`` over (B, heads, T, head_dim), except on CPU over a short key
-    sequence (the style prompt's few tokens): there the flash kernel's per-block work costs about 2.5x
-    the same math as two matmuls and a softmax (forward + backward, 1,024 queries, 24 keys)."""
-    if q.device.type != "cpu" or k.shape[-2] > SHORT_CONTEXT:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    scores = (q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-    if mask is None:
-        return scores.softmax(-1) @ v
-    # a finite fill and a zeroed row where no key may be attended: SDPA's output and gradient there (0)
-    weights = scores.masked_fill(~mask, torch.finfo(scores.dtype).min).softmax(-1)
-    return (weights * mask.any(-1, keepdim=True)) @ v
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out.transpose(1, 2).flatten(2)
 
 
 def zero_linear(layer: nn.Linear) -> nn.Linear:
