@@ -19,10 +19,8 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
@@ -59,7 +57,7 @@ class Result:
         return self.pipeline_seconds_per_second / self.consumed
 
 
-def build_task(preset: str, run_dir: Path) -> VAETask:
+def build_task(preset: str) -> VAETask:
     vae = instantiate(OmegaConf.load(conf_dir() / "model" / "vae" / f"{preset}.yaml"))
     optimizer = functools.partial(torch.optim.AdamW, lr=1e-4, betas=(0.8, 0.99), weight_decay=1e-3)
     return VAETask(
@@ -76,8 +74,7 @@ def training_steps_per_second(
     preset: str, batch: int, crop: int, steps: int, warmup: int = 1
 ) -> tuple[float, int]:
     torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
-        task = build_task(preset, Path(tmp))
+    task = build_task(preset)
     _, times = step_end_times(task, batch, crop, steps + warmup)
     elapsed = times[-1] - times[warmup - 1]
     return steps / elapsed, sum(p.numel() for p in task.model.parameters())

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from refrain.cli.demo import PROMPTS, STAGES, main
+from refrain.data.embedded import embedded_tags
 
 
 def test_stages_end_with_sampling_two_prompts_and_the_figures() -> None:
@@ -15,8 +16,6 @@ def test_stages_end_with_sampling_two_prompts_and_the_figures() -> None:
 
 
 def test_each_prompt_is_a_tag_set_of_the_embedded_corpus() -> None:
-    from refrain.data.embedded import embedded_tags
-
     tag_sets = {", ".join(tags) for tags in embedded_tags().values()}
     assert set(PROMPTS.values()) <= tag_sets
 
