@@ -101,3 +101,48 @@ def test_mel_distance() -> None:
     assert mel(target * 0.5, target)["mel"].item() == pytest.approx(
         10 * torch.log10(torch.tensor(4.0)).item(), rel=1e-3
     )
+
+
+def _band_scaled(audio: torch.Tensor, low_hz: float, high_hz: float, gain: float) -> torch.Tensor:
+    """``audio`` with the FFT bins between ``low_hz`` and ``high_hz`` multiplied by ``gain``."""
+    spectrum = torch.fft.rfft(audio)
+    frequencies = torch.fft.rfftfreq(audio.shape[-1], 1 / RATE)
+    band = (frequencies >= low_hz) & (frequencies < high_hz)
+    return torch.fft.irfft(torch.where(band, spectrum * gain, spectrum), n=audio.shape[-1])
+
+
+def test_mel_bands_equal_auralosss_mel_scaled_loss() -> None:
+    """With no band under the floor, ``mel_bins`` is auraloss's own ``scale="mel"`` term on the same bank."""
+    ffts, hops = [1024, 256], [256, 64]
+    generator = torch.Generator().manual_seed(3)
+    target = 0.1 * torch.randn(1, 1, 8192, generator=generator)
+    prediction = target + 0.05 * torch.randn(1, 1, 8192, generator=generator)
+    ours = MagnitudeMRSTFTLoss(ffts, hops, ffts, sample_rate=RATE, mel_bins=64)
+    auralosss = MultiResolutionSTFTLoss(ffts, hops, ffts, sample_rate=RATE)
+    for mine, theirs in zip(ours.stft_losses, auralosss.stft_losses, strict=True):
+        assert mine.mel_fb.shape[0] == min(64, mine.fft_size // 8)
+        theirs.scale, theirs.fb = "mel", mine.mel_fb  # what scale="mel" sets, without librosa
+    torch.testing.assert_close(ours(prediction, target), auralosss(prediction, target), rtol=1e-6, atol=0)
+
+
+def test_mel_bands_weigh_the_middle_octaves_as_the_ear_does() -> None:
+    """Doubling 0.5-1 kHz against doubling 11-22 kHz of white noise: on FFT bins the top octave (22x the
+    bins) costs 6x more; on mel bands the two octaves cost about the same (1.06x)."""
+    target = 0.1 * torch.randn(1, 2, 16384, generator=torch.Generator().manual_seed(4))
+    middle, top = _band_scaled(target, 500, 1000, 2.0), _band_scaled(target, 11025, 22051, 2.0)
+    linear = StereoMRSTFTLoss(RATE, fft_sizes=(2048, 512))
+    mel = StereoMRSTFTLoss(RATE, fft_sizes=(2048, 512), mel_bins=128)
+    assert linear(top, target)["stft"] > 3 * linear(middle, target)["stft"]
+    assert mel(top, target)["stft"] < 1.5 * mel(middle, target)["stft"]
+    assert mel(target, target)["stft"].item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_mel_bands_train_and_refuse_a_phase_term() -> None:
+    target = stereo()
+    prediction = (target + 0.05 * torch.randn_like(target)).requires_grad_(True)
+    StereoMRSTFTLoss(RATE, fft_sizes=(512, 64), mel_bins=128)(prediction, target)["stft"].backward()
+    assert prediction.grad is not None and torch.isfinite(prediction.grad).all()
+    with pytest.raises(ValueError, match="mel bands"):
+        MagnitudeSTFTLoss(256, 64, 256, sample_rate=RATE, mel_bins=32, w_phs=1.0).stft(target[:, 0])
+    with pytest.raises(ValueError, match="sample_rate"):
+        MagnitudeSTFTLoss(256, 64, 256, mel_bins=32)

@@ -3,6 +3,12 @@
 The stereo recipe is stable-audio-tools' for the Stable Audio Open VAE: multi-resolution STFT loss on
 mid (L+R) and side (L-R) at weight 1 plus on left and right at 0.5 each, FFT sizes 2048 down to 32 with
 hop = FFT / 4, optionally A-weighted so the loss spends its effort where hearing is sensitive.
+
+``mel_bins`` compares mel-band magnitudes instead of FFT bins. On linear bins the log-magnitude term gives
+the 5-22 kHz bins three quarters of its weight, down to their noise floor; on mel bands each octave counts
+about as much as the ear hears it. The demo VAE trained so follows each song's changes over time much
+sooner (held-out logmel_corr 0.56 / 0.75 / 0.80 at steps 250 / 500 / 1,000 against 0.19 / 0.44 / 0.77;
+README, issue 19).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from auraloss.freq import STFTLoss
 from auraloss.perceptual import SumAndDifference
 from torch import nn
 
-from refrain.audio.spectrogram import mel_spectrogram
+from refrain.audio.spectrogram import mel_filters, mel_spectrogram
 
 DEFAULT_FFT_SIZES = (2048, 1024, 512, 256, 128, 64, 32)
 
@@ -24,26 +30,51 @@ def _resolutions(fft_sizes: Sequence[int], hop_ratio: float) -> dict[str, list[i
     return {"fft_sizes": ffts, "hop_sizes": [max(1, int(n * hop_ratio)) for n in ffts], "win_lengths": ffts}
 
 
+MEL_FLOOR = 1e-4  # mel-band magnitude floor, the same as one FFT bin's (sqrt of auraloss's eps 1e-8)
+
+
 class MagnitudeSTFTLoss(STFTLoss):
-    """auraloss's ``STFTLoss`` without the phase it computes and drops when ``w_phs`` is 0.
+    """auraloss's ``STFTLoss`` without the phase it computes and drops when ``w_phs`` is 0, optionally on
+    mel bands.
 
     ``STFTLoss.stft`` always returns ``torch.angle`` of the spectrum; with no phase term nothing reads
     it, and on a CPU it was about a quarter of the VAE loss's forward + backward time (bench/bench_vae_step.py
-    prints the loss's time beside auraloss's). Magnitudes and loss terms are auraloss's own.
+    prints the loss's time beside auraloss's). Magnitudes and loss terms are auraloss's own. ``mel_bins``
+    projects the magnitudes on at most ``fft_size // 8`` Slaney mel bands (fewer than that leaves bands
+    without an FFT bin), floored at ``MEL_FLOOR``; auraloss's own ``scale="mel"`` needs librosa and leaves
+    an empty band's log at minus infinity.
     """
+
+    def __init__(
+        self, fft_size: int, hop_size: int, win_length: int, mel_bins: int | None = None, **terms: object
+    ) -> None:
+        super().__init__(fft_size, hop_size, win_length, **terms)  # type: ignore[arg-type]
+        bank = None
+        if mel_bins:
+            if not self.sample_rate:
+                raise ValueError("mel_bins needs the sample_rate")
+            bank = mel_filters(int(self.sample_rate), fft_size, min(int(mel_bins), fft_size // 8))
+            bank = bank[bank.sum(1) > 0].clone()
+        self.mel_fb: torch.Tensor | None
+        self.register_buffer("mel_fb", bank, persistent=False)
 
     def stft(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.w_phs:
+            if self.mel_fb is not None:
+                raise ValueError("a phase term has no meaning on mel bands: set w_phs 0 or mel_bins null")
             return super().stft(x)
         spectrum = torch.stft(
             x, self.fft_size, self.hop_size, self.win_length, self.window, return_complex=True
         )
         magnitude = torch.sqrt(torch.clamp(spectrum.real**2 + spectrum.imag**2, min=self.eps))
+        if self.mel_fb is not None:
+            magnitude = torch.clamp(torch.matmul(self.mel_fb, magnitude), min=MEL_FLOOR)
         return magnitude, None
 
 
 class MagnitudeMRSTFTLoss(nn.Module):
-    """auraloss's ``MultiResolutionSTFTLoss`` (mean over resolutions) built of ``MagnitudeSTFTLoss``."""
+    """auraloss's ``MultiResolutionSTFTLoss`` (mean over resolutions) built of ``MagnitudeSTFTLoss``
+    (``terms`` may carry its ``mel_bins``)."""
 
     def __init__(
         self, fft_sizes: Sequence[int], hop_sizes: Sequence[int], win_lengths: Sequence[int], **terms: object
@@ -65,7 +96,8 @@ class StereoMRSTFTLoss(nn.Module):
     (left + right)`` (auraloss's sum-and-difference average plus the per-channel terms). Mono input uses
     the per-channel term only. Spectral convergence divides by the target's spectral norm, which explodes
     on a silent target (the side of a mono song stored as stereo, a silent intro crop), so a term whose
-    target RMS is below ``silence_rms`` keeps only its log-magnitude part.
+    target RMS is below ``silence_rms`` keeps only its log-magnitude part. ``mel_bins`` (None = FFT bins):
+    every resolution compares mel bands (module doc).
     """
 
     def __init__(
@@ -80,9 +112,11 @@ class StereoMRSTFTLoss(nn.Module):
         w_log_mag: float = 1.0,
         w_lin_mag: float = 0.0,
         silence_rms: float = 1e-4,
+        mel_bins: int | None = None,
     ) -> None:
         super().__init__()
         common = {
+            "mel_bins": mel_bins,
             **_resolutions(fft_sizes, hop_ratio),
             "w_log_mag": w_log_mag,
             "w_lin_mag": w_lin_mag,
