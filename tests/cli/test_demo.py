@@ -1,4 +1,5 @@
-"""refrain-demo's command line: stage names, the figures stage in the list, the app command at the end."""
+"""refrain-demo's command line: stage names, the figures stage in the list, the app command at the end, the
+figures printed against their targets."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from refrain.cli.demo import PROMPTS, STAGES, main
+from refrain.cli.demo_report import target_mark
 from refrain.data.embedded import embedded_tags
 
 
@@ -45,3 +47,8 @@ def test_the_vae_stage_trains_the_demo_recipe_with_compiled_activations(
     )
     demo.stage_vae(tmp_path)
     assert calls == [("demo_vae", f"run_dir={tmp_path / 'vae'}", "torch_compile=true")]
+
+
+def test_a_figure_just_under_its_target_does_not_print_as_reaching_it() -> None:
+    assert target_mark(0.7959, 0.8) == "0.796 (MISSED, target >= 0.8)"
+    assert target_mark(1.5, 1.5) == "1.500 (ok, target >= 1.5)"
