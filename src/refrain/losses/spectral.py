@@ -7,7 +7,7 @@ hop = FFT / 4, optionally A-weighted so the loss spends its effort where hearing
 ``mel_bins`` compares mel-band magnitudes instead of FFT bins. On linear bins the log-magnitude term gives
 the 5-22 kHz bins three quarters of its weight, down to their noise floor; on mel bands each octave counts
 about as much as the ear hears it. The demo VAE trained so follows each song's changes over time much
-sooner (held-out logmel_corr 0.56 / 0.75 / 0.80 at steps 250 / 500 / 1,000 against 0.19 / 0.44 / 0.77;
+sooner (held-out logmel_corr 0.564 / 0.751 / 0.799 at steps 250 / 500 / 1,000 against 0.19 / 0.44 / 0.77;
 README, issue 19).
 """
 
@@ -40,8 +40,8 @@ class MagnitudeSTFTLoss(STFTLoss):
     ``STFTLoss.stft`` always returns ``torch.angle`` of the spectrum; with no phase term nothing reads
     it, and on a CPU it was about a quarter of the VAE loss's forward + backward time (bench/bench_vae_step.py
     prints the loss's time beside auraloss's). Magnitudes and loss terms are auraloss's own. ``mel_bins``
-    projects the magnitudes on at most ``fft_size // 8`` Slaney mel bands (fewer than that leaves bands
-    without an FFT bin), floored at ``MEL_FLOOR``; auraloss's own ``scale="mel"`` needs librosa and leaves
+    projects the magnitudes on at most ``fft_size // 8`` Slaney mel bands (more would leave the lowest
+    bands without an FFT bin), floored at ``MEL_FLOOR``; auraloss's own ``scale="mel"`` needs librosa and leaves
     an empty band's log at minus infinity.
     """
 
