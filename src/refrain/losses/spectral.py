@@ -53,15 +53,14 @@ class MagnitudeSTFTLoss(STFTLoss):
         if mel_bins:
             if not self.sample_rate:
                 raise ValueError("mel_bins needs the sample_rate")
-            bank = mel_filters(int(self.sample_rate), fft_size, min(int(mel_bins), fft_size // 8))
-            bank = bank[bank.sum(1) > 0].clone()
+            if self.w_phs:
+                raise ValueError("a phase term has no meaning on mel bands: set w_phs 0 or mel_bins null")
+            bank = mel_filters(int(self.sample_rate), fft_size, min(int(mel_bins), fft_size // 8)).clone()
         self.mel_fb: torch.Tensor | None
         self.register_buffer("mel_fb", bank, persistent=False)
 
     def stft(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.w_phs:
-            if self.mel_fb is not None:
-                raise ValueError("a phase term has no meaning on mel bands: set w_phs 0 or mel_bins null")
             return super().stft(x)
         spectrum = torch.stft(
             x, self.fft_size, self.hop_size, self.win_length, self.window, return_complex=True
