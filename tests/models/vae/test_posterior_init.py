@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -24,12 +26,13 @@ def test_default_init_buries_the_latent_mean_in_noise_and_the_option_does_not(ti
     assert torch.equal(before.mean, after.mean)  # only the noise changes, the latent mean is the same
 
 
-def test_demo_preset_is_the_tiny_widths_at_hop_256_with_a_quiet_posterior(music) -> None:
+def test_demo_preset_is_the_tiny_widths_one_stage_fewer_at_hop_256_with_a_quiet_posterior(music) -> None:
     demo = OmegaConf.load(conf_dir() / "model" / "vae" / "demo.yaml")
     tiny = OmegaConf.load(conf_dir() / "model" / "vae" / "tiny.yaml")
     for key in ("sample_rate", "latent_channels", "encoder_hidden_size", "decoder_channels"):
         assert demo[key] == tiny[key]
-    assert demo.hop_length == 256 and list(demo.downsampling_ratios) == list(tiny.downsampling_ratios)[1:]
+    assert demo.hop_length == 256 == math.prod(demo.downsampling_ratios)
+    assert len(demo.downsampling_ratios) == len(tiny.downsampling_ratios) - 1
     vae = instantiate(demo).eval()
     with torch.no_grad():
         posterior = vae.encode(music[..., : 172 * 256])
