@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from datasets import DatasetDict
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -17,6 +19,7 @@ from refrain.config import compose_config
 from refrain.data.cache import read_index
 from refrain.data.prepare import save_dataset_atomic
 from refrain.data.schema import empty_recaption, records_to_dataset
+from refrain.models.compile import is_compiled
 from refrain.models.teachers import create_random_hubert
 from refrain.models.vae.oobleck import build_oobleck_vae
 
@@ -158,3 +161,41 @@ def test_repa_teachers_are_composed_as_trainer_py_composes_them(tmp_path: Path) 
     assert load_repa_teachers(str(copy), [f"teacher_root={tmp_path}"]) == expected  # a file outside conf/
     default_root = load_repa_teachers("tiny_random", [])["mert"].checkpoint_dir
     assert default_root == "exps/refrain/random_teachers/mert"  # ${run_dir} as trainer.py's default
+
+
+@pytest.mark.slow
+def test_torch_compile_writes_the_eager_cache_within_float_tolerance(
+    setup_dirs: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from diffusers.models.autoencoders.autoencoder_oobleck import Snake1d
+    from safetensors.torch import load_file
+
+    from refrain.models import compile as compile_module
+
+    if compile_module.compile_unavailable() is not None:
+        pytest.skip(f"torch.compile cannot run here: {compile_module.compile_unavailable()}")
+    compiled_models: list[torch.nn.Module] = []
+
+    def spy(model: torch.nn.Module, *args: object, **kwargs: object) -> str | None:
+        compiled_models.append(model)
+        return real(model, *args, **kwargs)
+
+    real = compile_module.compile_blocks
+    monkeypatch.setattr(compile_module, "compile_blocks", spy)
+    argv = ["--dataset_path", str(setup_dirs["data"]), "--vae_bundle", str(setup_dirs["bundle"])]
+    argv += ["--num_workers", "0", "--device", "cpu", "--no_progress"]
+    assert main(argv) == 0 and not compiled_models
+    (folder,) = (setup_dirs["data"] / "cache").iterdir()
+    eager = {path.name: load_file(path) for path in folder.glob("*.safetensors")}
+    shutil.rmtree(folder)
+
+    assert main([*argv, "--torch_compile"]) == 0
+    (vae,) = compiled_models
+    assert all(is_compiled(m) for m in vae.modules() if isinstance(m, Snake1d))
+    (again,) = (setup_dirs["data"] / "cache").iterdir()
+    assert again.name == folder.name and sorted(p.name for p in again.glob("*.safetensors")) == sorted(eager)
+    for name, tensors in eager.items():
+        got = load_file(again / name)
+        assert set(got) == set(tensors)
+        for key, want in tensors.items():
+            torch.testing.assert_close(got[key], want, atol=1e-5, rtol=1e-5)
