@@ -46,7 +46,7 @@ def _train(experiment: str, out: Path, *overrides: str) -> Path:
 
 
 def stage_vae(out: Path) -> None:
-    """Train the tiny compression-robust VAE for a few CPU minutes (plots every 50 steps)."""
+    """Train the demo VAE (experiment=demo_vae) for a few CPU minutes, with plots every 500 steps."""
     # --torch_compile: the VAE's Snake activations compiled, ~1.3x a CPU step for ~15 s of compiling
     # (bench/bench_vae_step.py); where nothing can compile, the run says so in one line and stays eager.
     _train("demo_vae", out, f"run_dir={out / 'vae'}", "torch_compile=true")

@@ -1,4 +1,4 @@
-"""``--torch_compile`` for training and sampling: ``torch.compile`` of a model's repeated units.
+"""``--torch_compile`` for training, sampling and encoding: ``torch.compile`` of a model's repeated units.
 
 Why the units and not the whole model: every unit has the same code, so one compiled graph serves
 all of them; the conditioning, the sampler and the loss (data-dependent shapes, host-side logic) stay
