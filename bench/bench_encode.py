@@ -24,7 +24,6 @@ from refrain.models.compile import compile_blocks
 
 
 def build(preset: str) -> torch.nn.Module:
-    torch.manual_seed(0)
     cfg = compose_config([f"model/vae={preset}"])
     return instantiate(cfg.model.vae).eval()
 
@@ -38,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     eager, compiled = build(args.vae), build(args.vae)
-    compiled.load_state_dict(eager.state_dict())
+    compiled.load_state_dict(eager.state_dict())  # the same weights: the latents must agree
     rate = eager.sample_rate
     song = torch.randn(
         1, eager.audio_channels, int(args.seconds * rate), generator=torch.Generator().manual_seed(0)

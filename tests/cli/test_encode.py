@@ -175,12 +175,12 @@ def test_torch_compile_writes_the_eager_cache_within_float_tolerance(
     if compile_module.compile_unavailable() is not None:
         pytest.skip(f"torch.compile cannot run here: {compile_module.compile_unavailable()}")
     compiled_models: list[torch.nn.Module] = []
+    real = compile_module.compile_blocks
 
     def spy(model: torch.nn.Module, *args: object, **kwargs: object) -> str | None:
         compiled_models.append(model)
         return real(model, *args, **kwargs)
 
-    real = compile_module.compile_blocks
     monkeypatch.setattr(compile_module, "compile_blocks", spy)
     argv = ["--dataset_path", str(setup_dirs["data"]), "--vae_bundle", str(setup_dirs["bundle"])]
     argv += ["--num_workers", "0", "--device", "cpu", "--no_progress"]

@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--torch_compile",
         action="store_true",
-        help="torch.compile the VAE's Snake activations: same latents within float tolerance, 1.6x a CPU "
-        "encode of the demo VAE for about 5 s of compiling (eager, with a one-line note, where it cannot compile)",
+        help="torch.compile the VAE's Snake activations: the same latents within float tolerance, faster on a "
+        "CPU (bench/bench_encode.py); eager, with a one-line note, where the platform cannot compile",
     )
     return parser
 
