@@ -217,6 +217,30 @@ def test_nonfinite_stop_is_one_line_and_names_no_checkpoint_it_lacks(world, tmp_
     assert not list((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").exists() else True
 
 
+def test_bf16_mixed_trains_with_the_fused_adamw_and_clipping_of_the_dit_recipes(
+    world, tmp_path, capsys, monkeypatch
+) -> None:
+    """experiment=dit_repa's settings (bf16-mixed, fused AdamW, gradient_clip_val 0.5): Lightning alone refuses
+    to clip for a fused optimizer at the first step; the task clips the unscaled bf16 gradients itself."""
+    import refrain.tasks.dit_task as dit_task
+
+    clipped: list[bool] = []
+    real = dit_task.clip_unscaled_gradients
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        clipped.append(real(*args, **kwargs))
+        return clipped[-1]
+
+    monkeypatch.setattr(dit_task, "clip_unscaled_gradients", spy)
+    run_dir = tmp_path / "bf16"
+    argv = [*dit_argv(world, run_dir, steps=2), "--precision", "bf16-mixed", "--gradient_clip_val", "0.5"]
+    code, err = train_in_process(argv, capsys)
+    assert code == 0, err[-2000:]
+    assert clipped == [True, True] and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["task"]["optimizer"]["fused"] is True and config["trainer"]["precision"] == "bf16-mixed"
+
+
 def test_a_sweep_gives_each_job_its_own_folder(world, tmp_path, capsys) -> None:
     run_dir = tmp_path / "sweep"
     sweep = ["learning_rate=0.001,0.002", f"hydra.sweep.dir={tmp_path / 'hydra'}"]

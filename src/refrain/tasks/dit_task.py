@@ -29,6 +29,7 @@ from refrain.models.backbone import backbone_of, check_loss, spec_of
 from refrain.models.dit.conditioning import DiTConditioning
 from refrain.models.dit.lyrics import LyricEmbedder
 from refrain.text.vocab import VOCAB_FILE
+from refrain.training.clipping import clip_unscaled_gradients
 from refrain.training.dit_plotting import SamplePlotter
 from refrain.training.ema import EMA
 from refrain.training.faults import gradients_finite
@@ -248,6 +249,17 @@ class DiTTask(pl.LightningModule):
             if scaler is None:
                 optimizer.zero_grad(set_to_none=True)
         self.log("train/nonfinite_skips", float(self.nonfinite_skips))
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """bf16-mixed with a fused AdamW clips like fp32 (refrain.training.clipping); the rest is Lightning's."""
+        plugin = self.trainer.precision_plugin
+        if not clip_unscaled_gradients(plugin, optimizer, gradient_clip_val, gradient_clip_algorithm):
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def optimizer_step(
         self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None

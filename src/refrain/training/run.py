@@ -24,6 +24,7 @@ from refrain.training.checkpoint_io import (
     check_safe_loading,
     remove_stale_partial_checkpoints,
 )
+from refrain.training.clipping import check_fused_clipping
 from refrain.training.cluster import release_process_group
 from refrain.training.console import quiet_console
 
@@ -90,6 +91,10 @@ def check_trainer_fits_task(trainer: pl.Trainer, task: pl.LightningModule) -> No
             f"{type(task).__name__} steps its optimisers by hand (generator and discriminator), so Lightning "
             f"cannot accumulate {accumulate} batches",
             "drop it (keep 1) and raise data.batch_size (--batch_size) or add devices for a larger batch",
+        )
+    if task.automatic_optimization:  # the Trainer clips; a manual task (the VAE's) clips on its own
+        check_fused_clipping(
+            trainer.precision_plugin, trainer.gradient_clip_val, getattr(task, "optimizer_factory", None)
         )
 
 
