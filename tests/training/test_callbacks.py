@@ -55,3 +55,21 @@ def test_a_step_bounded_run_shows_its_epoch_without_a_negative_total() -> None:
     assert bar._get_train_description(3).strip() == "Epoch 3"
     bar._trainer = SimpleNamespace(max_epochs=10)
     assert bar._get_train_description(3).strip() == "Epoch 3/9"
+
+
+def test_curves_are_rewritten_once_a_minute_whatever_the_step_rate(tmp_path, monkeypatch) -> None:
+    now = [100.0]
+    plot = LossCurvePlot(tmp_path / "curves.png", every_seconds=60.0, clock=lambda: now[0])
+    writes: list[float] = []
+    real_write = plot.write
+    monkeypatch.setattr(plot, "write", lambda: (writes.append(now[0]), real_write())[1])
+    trainer = SimpleNamespace(
+        global_step=1, callback_metrics={"train/loss": torch.tensor(1.0)}, is_global_zero=True
+    )
+    plot.on_train_start(trainer, None)
+    for _ in range(100):  # 100 steps of 1.5 s: a write at 60 s, 120 s
+        now[0] += 1.5
+        trainer.global_step += 1
+        plot.on_train_batch_end(trainer, None, None, None, 0)
+    assert writes == [160.0, 220.0]
+    assert len(plot.history["train/loss"]) == 100  # every step is still recorded

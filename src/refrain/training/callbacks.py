@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +59,24 @@ class LossCurvePlot(Callback):
     Train series are every logged scalar named ``*loss*`` (not ``val*``), sampled at each batch end;
     validation series are every ``val/*`` scalar except the per-sigma-bin breakdown, sampled at each
     validation end. The history is part of the callback's checkpoint state, so a resumed run plots the
-    whole run, not just the part since the resume. The PNG is rewritten at each checkpoint, every
-    ``every_n_steps`` and at the end, so a person can look at a run without starting TensorBoard.
+    whole run, not just the part since the resume. The PNG is rewritten at each checkpoint, validation and
+    at the end, and in between once ``every_seconds`` have passed, so a person can look at a run without
+    starting TensorBoard. Time, not steps: a write takes ~0.4 s (matplotlib), which every 50 steps cost
+    the CPU demo 3 % of its training and a fast GPU run more; once a minute it stays under 1 % at any speed.
     """
 
-    def __init__(self, path: str | Path, every_n_steps: int = 50, max_points: int = 2000) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        every_seconds: float = 60.0,
+        max_points: int = 2000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = Path(path)
-        self.every_n_steps = every_n_steps
+        self.every_seconds = every_seconds
         self.max_points = max_points
+        self.clock = clock
+        self.last_write = clock()
         self.history: dict[str, Series] = defaultdict(list)
         self.validation: dict[str, Series] = defaultdict(list)
 
@@ -76,6 +88,9 @@ class LossCurvePlot(Callback):
             series.append((step, float(value)))
             store[name] = thin(series, self.max_points)
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.last_write = self.clock()  # the first write comes every_seconds into training, not into set-up
+
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -83,7 +98,8 @@ class LossCurvePlot(Callback):
         for name, value in trainer.callback_metrics.items():
             if "loss" in name and not name.startswith("val") and value.numel() == 1:
                 self._record(self.history, name, step, value)
-        if self.every_n_steps and step and step % self.every_n_steps == 0 and trainer.is_global_zero:
+        due = self.every_seconds and self.clock() - self.last_write >= self.every_seconds
+        if due and trainer.is_global_zero:
             self.write()
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -116,6 +132,7 @@ class LossCurvePlot(Callback):
                 store[name] = [(int(step), float(value)) for step, value in table.tolist()]
 
     def write(self) -> Path | None:
+        self.last_write = self.clock()
         panels = [
             (title, store)
             for title, store in (("train", self.history), ("validation", self.validation))
