@@ -113,6 +113,11 @@ def load_vae_bundle(path: str | Path, device: str | torch.device = "cpu", verify
         autoencoder,
         chunk_seconds=float(codec.get("chunk_seconds", 20.0)),
         overlap_seconds=float(codec.get("overlap_seconds", 2.0)),
+        encode_overlap_seconds=_optional_float(codec.get("encode_overlap_seconds")),
     )
     model = model.to(device).eval()
     return VAEBundle(model, config or {}, manifest, root)
+
+
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]

@@ -137,6 +137,7 @@ class VAETask(pl.LightningModule):
             self.ema.shadow,
             chunk_seconds=self.model.chunk_seconds,
             overlap_seconds=self.model.overlap_seconds,
+            encode_overlap_seconds=self.model.encode_overlap_seconds,
         )
 
     # ----- training -----

@@ -72,3 +72,26 @@ def test_chunked_codec_runs_with_little_or_no_overlap(
     latents = tiny_vae.encode_chunked(music, chunk_seconds=0.3, overlap_seconds=overlap).mode()
     audio = tiny_vae.decode_chunked(latents, chunk_seconds=0.3, overlap_seconds=overlap)
     assert audio.shape == music.shape and torch.isfinite(audio).all()
+
+
+def test_the_demo_presets_short_encode_overlap_matches_one_shot_encoding() -> None:
+    """model/vae=demo encodes with 0.15 s of overlap (decodes with 0.5 s): its encoder sees ~5 latent frames
+    either way, so once the crossfade drops the outer quarter of each overlap the chunks agree exactly."""
+    from hydra.utils import instantiate
+
+    from refrain.config import compose_config
+
+    torch.manual_seed(0)
+    vae = instantiate(compose_config(["model/vae=demo"]).model.vae).eval()
+    assert vae.encode_overlap_seconds == 0.15 and vae.overlap_seconds == 0.5
+    audio = vae.pad_to_hop(
+        0.3 * torch.randn(1, 2, int(44100 * 5.5), generator=torch.Generator().manual_seed(1))
+    )
+    with torch.no_grad():
+        one_shot = vae.encode(audio).mean
+    chunked = vae.encode_chunked(audio).mean  # 2 s chunks, the preset's encode overlap
+    assert relative_error(chunked, one_shot) < 1e-5
+    wider = vae.encode_chunked(audio, overlap_seconds=0.5).mean
+    assert relative_error(chunked, wider) < 1e-5
+    too_short = vae.encode_chunked(audio, overlap_seconds=0.02).mean  # inside the receptive field: it shows
+    assert relative_error(too_short, one_shot) > 1e-4

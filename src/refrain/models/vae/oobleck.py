@@ -42,12 +42,16 @@ class OobleckVAE(nn.Module):
         gradient_checkpointing: bool = False,
         chunk_seconds: float = 20.0,
         overlap_seconds: float = 2.0,
+        encode_overlap_seconds: float | None = None,
     ) -> None:
+        """``encode_overlap_seconds``: the chunks' overlap when encoding (None = ``overlap_seconds``); the
+        encoder's receptive field is far shorter than the decoder's, so it can overlap less."""
         super().__init__()
         self.autoencoder = autoencoder
         self.gradient_checkpointing = gradient_checkpointing
         self.chunk_seconds = chunk_seconds
         self.overlap_seconds = overlap_seconds
+        self.encode_overlap_seconds = encode_overlap_seconds
 
     # ----- shape facts other components read (the DiT reads frame_rate) -----
     @property
@@ -133,6 +137,8 @@ class OobleckVAE(nn.Module):
         The waveform may live on the CPU while the model is on a GPU: only one chunk at a time is moved.
         """
         audio = self.pad_to_hop(audio)
+        if overlap_seconds is None:
+            overlap_seconds = self.encode_overlap_seconds
         chunk, overlap = self._chunk_frames(chunk_seconds, overlap_seconds)
         device = next(self.parameters()).device
         hop = self.hop_length
@@ -214,12 +220,14 @@ def build_oobleck_vae(
     chunk_seconds: float = 20.0,
     overlap_seconds: float = 2.0,
     initial_posterior_std: float | None = None,
+    encode_overlap_seconds: float | None = None,
 ) -> OobleckVAE:
     """Build the VAE a preset describes (Hydra target), optionally from a released VAE's local folder.
 
     ``hop_length`` and ``latent_channels`` are stated by every preset so other configs can read the
     frame rate; they are checked against the strides and, with ``pretrained_path``, against the weights.
     ``initial_posterior_std`` (a new model only) starts the posterior's noise there (``set_posterior_std``).
+    ``encode_overlap_seconds``: the chunks' overlap when encoding whole songs (None = ``overlap_seconds``).
     """
     ratios = [int(r) for r in downsampling_ratios]
     hop = math.prod(ratios)
@@ -262,7 +270,9 @@ def build_oobleck_vae(
         )
         if initial_posterior_std is not None:
             set_posterior_std(autoencoder, float(initial_posterior_std))
-    return OobleckVAE(autoencoder, gradient_checkpointing, chunk_seconds, overlap_seconds)
+    return OobleckVAE(
+        autoencoder, gradient_checkpointing, chunk_seconds, overlap_seconds, encode_overlap_seconds
+    )
 
 
 @torch.no_grad()
