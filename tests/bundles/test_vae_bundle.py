@@ -64,3 +64,14 @@ def test_existing_output_is_kept_unless_overwrite(tmp_path: Path, tiny_vae: Oobl
     save_vae_bundle(out, tiny_vae.autoencoder, {"seed": 2}, overwrite=True)
     assert load_vae_bundle(out).config == {"seed": 2}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle"]  # no staging folders left behind
+
+
+def test_the_encode_overlap_travels_with_the_bundle(tmp_path: Path, tiny_vae: OobleckVAE) -> None:
+    """A preset's encode_overlap_seconds reaches refrain-encode through the bundle; an older bundle has none."""
+    codec = {"chunk_seconds": 2.0, "overlap_seconds": 0.5, "encode_overlap_seconds": 0.15}
+    bundle = load_vae_bundle(
+        save_vae_bundle(tmp_path / "new", tiny_vae.autoencoder, {"model": {"vae": codec}})
+    )
+    assert (bundle.model.overlap_seconds, bundle.model.encode_overlap_seconds) == (0.5, 0.15)
+    older = load_vae_bundle(save_vae_bundle(tmp_path / "old", tiny_vae.autoencoder, CONFIG))
+    assert older.model.encode_overlap_seconds is None and older.model.overlap_seconds == 0.1

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+from lightning.pytorch.utilities.enums import GradClipAlgorithmType
 
 from refrain.errors import RefrainInputError
 from refrain.training.clipping import check_fused_clipping, clip_unscaled_gradients, unscales_in_step
@@ -39,9 +40,12 @@ def test_bf16_without_a_scaler_clips_a_fused_optimizer_by_norm_and_by_value() ->
     assert clip_unscaled_gradients(bf16, optimizer, 0.5, "norm")
     assert total_norm(optimizer) == pytest.approx(0.5, rel=1e-4)
 
-    optimizer = optimizer_with_gradients(fused=True)
-    assert clip_unscaled_gradients(bf16, optimizer, 0.01, "value")
-    assert max(float(p.grad.abs().max()) for p in optimizer.param_groups[0]["params"]) == pytest.approx(0.01)
+    for algorithm in ("value", GradClipAlgorithmType.VALUE):  # the Trainer hands over its enum
+        optimizer = optimizer_with_gradients(fused=True)
+        assert clip_unscaled_gradients(bf16, optimizer, 0.01, algorithm)
+        assert max(float(p.grad.abs().max()) for p in optimizer.param_groups[0]["params"]) == pytest.approx(
+            0.01
+        )
 
 
 def test_every_other_case_is_left_to_lightning_untouched() -> None:

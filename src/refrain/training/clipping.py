@@ -35,7 +35,10 @@ def clip_unscaled_gradients(
         return False
     if clip_val:
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        if str(algorithm or "norm").lower() == "value":
+        by_value = (
+            str(getattr(algorithm, "value", algorithm) or "norm").lower() == "value"
+        )  # str or Lightning's enum
+        if by_value:
             torch.nn.utils.clip_grad_value_(parameters, clip_val)
         else:
             torch.nn.utils.clip_grad_norm_(parameters, clip_val)
