@@ -186,3 +186,25 @@ def test_crop_not_a_multiple_of_the_hop_is_a_config_error(tmp_path: Path) -> Non
     task = make_task(tmp_path)
     with pytest.raises(RefrainInputError, match="data.crop_samples"):
         trainer(tmp_path, max_steps=1).fit(task, loader(fixed_items(frames=2000)))
+
+
+def test_skipped_items_are_counted_over_every_rank(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under DDP each rank loads its own items; the epoch's count is their sum, on every rank."""
+    from types import SimpleNamespace
+
+    task = make_task(tmp_path)
+    other_rank = 3.0
+    strategy = SimpleNamespace(
+        reduce=lambda tensor, reduce_op: tensor + other_rank if reduce_op == "sum" else None
+    )
+    task._trainer = SimpleNamespace(world_size=2, strategy=strategy)  # type: ignore[assignment]
+    logged: dict[str, float] = {}
+    monkeypatch.setattr(task, "log", lambda name, value, **kwargs: logged.update({name: value}))
+    warnings: list[str] = []
+    monkeypatch.setattr("refrain.tasks.vae_task.rank_zero_warn", warnings.append)
+    monkeypatch.setattr(VAETask, "current_epoch", property(lambda self: 4))
+    task.on_train_epoch_start()
+    task.skipped_items_epoch = 2
+    task.on_train_epoch_end()
+    assert logged == {"data/skipped_items_epoch": 5.0} and task.skipped_items_total == 5
+    assert warnings and warnings[0].startswith("epoch 4: 5 audio items failed to load")

@@ -289,11 +289,18 @@ class VAETask(pl.LightningModule):
         self.skipped_items_epoch = 0
 
     def on_train_epoch_end(self) -> None:
-        self.skipped_items_total += self.skipped_items_epoch
-        self.log("data/skipped_items_epoch", float(self.skipped_items_epoch))
-        if self.skipped_items_epoch:
+        """Under DDP each rank loads its own items: the epoch's count (logged and said) is every rank's sum."""
+        count = self.skipped_items_epoch
+        if self._multi_process():
+            local = torch.tensor(float(count), device=self.device)
+            count = int(self.trainer.strategy.reduce(local, reduce_op="sum").item())
+        self.skipped_items_total += count
+        self.log(
+            "data/skipped_items_epoch", float(count), sync_dist=True, reduce_fx="max"
+        )  # equal on every rank
+        if count:
             rank_zero_warn(
-                f"epoch {self.current_epoch}: {self.skipped_items_epoch} audio items failed to load and were skipped "
+                f"epoch {self.current_epoch}: {count} audio items failed to load and were skipped "
                 f"({self.skipped_items_total} in total); see the warnings above for the files"
             )
 
