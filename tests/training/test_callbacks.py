@@ -73,3 +73,13 @@ def test_curves_are_rewritten_once_a_minute_whatever_the_step_rate(tmp_path, mon
         plot.on_train_batch_end(trainer, None, None, None, 0)
     assert writes == [160.0, 220.0]
     assert len(plot.history["train/loss"]) == 100  # every step is still recorded
+
+
+def test_the_cadence_is_a_config_key_as_the_readme_names_it() -> None:
+    from hydra.utils import instantiate
+
+    from refrain.config import compose_config
+
+    assert compose_config([]).callbacks.loss_curves.every_seconds == 60.0
+    node = compose_config(["callbacks.loss_curves.every_seconds=30"]).callbacks.loss_curves
+    assert instantiate(node, path="x.png").every_seconds == 30.0

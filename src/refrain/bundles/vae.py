@@ -109,15 +109,12 @@ def load_vae_bundle(path: str | Path, device: str | torch.device = "cpu", verify
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     autoencoder = load_autoencoder(root / WEIGHTS_DIR)  # the listed files by name, safetensors only
     codec = ((config or {}).get("model") or {}).get("vae") or {}
+    encode_overlap = codec.get("encode_overlap_seconds")  # absent from bundles made before the field
     model = OobleckVAE(
         autoencoder,
         chunk_seconds=float(codec.get("chunk_seconds", 20.0)),
         overlap_seconds=float(codec.get("overlap_seconds", 2.0)),
-        encode_overlap_seconds=_optional_float(codec.get("encode_overlap_seconds")),
+        encode_overlap_seconds=None if encode_overlap is None else float(encode_overlap),
     )
     model = model.to(device).eval()
     return VAEBundle(model, config or {}, manifest, root)
-
-
-def _optional_float(value: object) -> float | None:
-    return None if value is None else float(value)  # type: ignore[arg-type]

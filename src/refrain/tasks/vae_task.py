@@ -295,9 +295,8 @@ class VAETask(pl.LightningModule):
             local = torch.tensor(float(count), device=self.device)
             count = int(self.trainer.strategy.reduce(local, reduce_op="sum").item())
         self.skipped_items_total += count
-        self.log(
-            "data/skipped_items_epoch", float(count), sync_dist=True, reduce_fx="max"
-        )  # equal on every rank
+        # the sum is equal on every rank: "max" keeps it, and sync_dist says so to Lightning
+        self.log("data/skipped_items_epoch", float(count), sync_dist=True, reduce_fx="max")
         if count:
             rank_zero_warn(
                 f"epoch {self.current_epoch}: {count} audio items failed to load and were skipped "

@@ -35,10 +35,8 @@ def clip_unscaled_gradients(
         return False
     if clip_val:
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        by_value = (
-            str(getattr(algorithm, "value", algorithm) or "norm").lower() == "value"
-        )  # str or Lightning's enum
-        if by_value:
+        # a str from a caller or Lightning's GradClipAlgorithmType from the Trainer (its str() is its name)
+        if str(getattr(algorithm, "value", algorithm) or "norm").lower() == "value":
             torch.nn.utils.clip_grad_value_(parameters, clip_val)
         else:
             torch.nn.utils.clip_grad_norm_(parameters, clip_val)
