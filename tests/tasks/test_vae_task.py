@@ -93,11 +93,13 @@ def test_loss_falls_on_a_fixed_batch(tmp_path: Path) -> None:
     task = make_task(tmp_path)
     batch = collate_crops(fixed_items())
     before = reconstruction_loss(task, batch)
-    trainer(tmp_path, max_steps=24).fit(task, loader(fixed_items()))
+    # 48 steps: the posterior mean's loss is bumpy early on (6.9 -> 3.6 / 3.4 / 2.4 / 2.8 after 24 / 32 / 40 /
+    # 48 steps on auraloss's loss, 5.1 / 5.2 / 2.7 / 2.6 on refrain's equal one, rounding apart)
+    trainer(tmp_path, max_steps=48).fit(task, loader(fixed_items()))
     after = reconstruction_loss(task, batch)
-    print(f"MR-STFT loss on the fixed batch: {before:.3f} -> {after:.3f} after 24 steps")
+    print(f"MR-STFT loss on the fixed batch: {before:.3f} -> {after:.3f} after 48 steps")
     assert after < 0.7 * before
-    assert task.nonfinite_skips == 0 and int(task.ema.num_updates) == 24
+    assert task.nonfinite_skips == 0 and int(task.ema.num_updates) == 48
 
 
 def test_gan_phase_plots_checkpoint_restore_and_resume(tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 
 import torch
 from auraloss.freq import STFTLoss
-from auraloss.perceptual import SumAndDifference
 from torch import nn
 
 from refrain.audio.spectrogram import mel_filters, mel_spectrogram
@@ -97,6 +96,13 @@ class StereoMRSTFTLoss(nn.Module):
     on a silent target (the side of a mono song stored as stereo, a silent intro crop), so a term whose
     target RMS is below ``silence_rms`` keeps only its log-magnitude part. ``mel_bins`` (None = FFT bins):
     every resolution compares mel bands (module doc).
+
+    Each term is auraloss's ``MultiResolutionSTFTLoss`` on that signal (``tests/losses`` checks values and
+    gradients against it), computed once for all signals: the A-weighting filter and the STFT are linear,
+    so the audio is filtered once (not once per resolution and signal) and the mid and side spectra are
+    the sum and difference of the left and right ones (half the transforms); the magnitudes and terms of
+    all signals then run as one batch. ``bench/bench_vae_step.py`` prints the time beside the signal by
+    signal computation (``refrain.losses.spectral_reference``).
     """
 
     def __init__(
@@ -114,44 +120,101 @@ class StereoMRSTFTLoss(nn.Module):
         mel_bins: int | None = None,
     ) -> None:
         super().__init__()
-        common = {
-            "mel_bins": mel_bins,
-            **_resolutions(fft_sizes, hop_ratio),
-            "w_log_mag": w_log_mag,
-            "w_lin_mag": w_lin_mag,
-            "sample_rate": sample_rate,
-            "perceptual_weighting": perceptual_weighting,
-        }
         self.mid_side_weight = mid_side_weight
         self.channel_weight = channel_weight
         self.silence_rms = silence_rms
-        self.sum_and_difference = SumAndDifference()
-        self.with_sc = MagnitudeMRSTFTLoss(**common, w_sc=w_sc)
-        self.without_sc = MagnitudeMRSTFTLoss(**common, w_sc=0.0)
+        self.perceptual_weighting = perceptual_weighting
+        self.mel_bins = mel_bins
+        # One auraloss STFTLoss per resolution holds its window, mel bank, weights and A-weighting filter.
+        self.resolutions = MagnitudeMRSTFTLoss(
+            **_resolutions(fft_sizes, hop_ratio),
+            mel_bins=mel_bins,
+            w_sc=w_sc,
+            w_log_mag=w_log_mag,
+            w_lin_mag=w_lin_mag,
+            sample_rate=sample_rate,
+            perceptual_weighting=perceptual_weighting,
+        ).stft_losses
 
-    def _mrstft(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        loud = target.pow(2).mean().sqrt() > self.silence_rms
-        module = self.with_sc if loud else self.without_sc
-        return module(prediction.contiguous(), target.contiguous())
+    def signal_names(self, channels: int) -> list[str]:
+        """The terms' names, in the order of ``_signals``: mid and side first when they are computed."""
+        if channels != 2:
+            return [f"ch{i}" for i in range(channels)]
+        return ["mid", "side", "left", "right"] if self.mid_side_weight else ["left", "right"]
+
+    def _signals(self, channels: torch.Tensor) -> torch.Tensor:
+        """(batch, signal, ...): mid = L + R and side = L - R (auraloss's SumAndDifference), then each channel."""
+        if channels.shape[1] == 2 and self.mid_side_weight:
+            left, right = channels[:, :1], channels[:, 1:]
+            return torch.cat([left + right, left - right, channels], dim=1)
+        return channels
+
+    def _magnitudes(self, audio: torch.Tensor, resolution: MagnitudeSTFTLoss) -> torch.Tensor:
+        """(batch, signal, bins, frames) magnitudes of every signal, as ``MagnitudeSTFTLoss.stft`` gives them."""
+        batch, channels, samples = audio.shape
+        spectrum = torch.stft(
+            audio.reshape(batch * channels, samples),
+            resolution.fft_size,
+            resolution.hop_size,
+            resolution.win_length,
+            resolution.window.to(audio.device),
+            return_complex=True,
+        )
+        spectrum = self._signals(spectrum.view(batch, channels, *spectrum.shape[-2:]))
+        # sqrt(max(|z|^2, eps)) = max(|z|, sqrt(eps)): auraloss's floor, without forming the power
+        magnitude = spectrum.abs().clamp_min(resolution.eps**0.5)
+        if resolution.mel_fb is not None:
+            magnitude = torch.matmul(resolution.mel_fb, magnitude).clamp_min(MEL_FLOOR)
+        return magnitude
+
+    def _weighted(self, audio: torch.Tensor) -> torch.Tensor:
+        """The A-weighted audio (auraloss's FIR prefilter, the same at every resolution), or ``audio``."""
+        if not self.perceptual_weighting:
+            return audio
+        batch, channels, samples = audio.shape
+        taps = self.resolutions[0].prefilter.fir.weight.to(audio)
+        filtered = nn.functional.conv1d(
+            audio.reshape(batch * channels, 1, samples), taps, padding=taps.shape[-1] // 2
+        )
+        return filtered.view(batch, channels, -1)
+
+    def per_signal(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(signal,) multi-resolution loss of each signal of ``signal_names``: the mean over resolutions of
+        ``w_sc * spectral convergence + w_log_mag * mean |log X - log Y| + w_lin_mag * mean |X - Y|``."""
+        loud = self._signals(target).pow(2).mean(dim=(0, 2)).sqrt() > self.silence_rms
+        prediction, target = self._weighted(prediction), self._weighted(target)
+        total = prediction.new_zeros(loud.shape)
+        over = (0, 2, 3)  # batch, bins, frames: auraloss's norms and means run over the whole batch
+        for resolution in self.resolutions:
+            x = self._magnitudes(prediction, resolution)
+            with torch.no_grad():
+                y = self._magnitudes(target, resolution)
+            if resolution.w_sc:
+                # a silent target's norm is ~0: its term is left out, as auraloss without w_sc computes it
+                convergence = torch.linalg.vector_norm(y - x, dim=over) / torch.linalg.vector_norm(
+                    y, dim=over
+                ).clamp_min(torch.finfo(y.dtype).tiny)
+                total = total + resolution.w_sc * torch.where(
+                    loud, convergence, torch.zeros_like(convergence)
+                )
+            if resolution.w_log_mag:
+                total = total + resolution.w_log_mag * (torch.log(x) - torch.log(y)).abs().mean(dim=over)
+            if resolution.w_lin_mag:
+                total = total + resolution.w_lin_mag * (x - y).abs().mean(dim=over)
+        return total / len(self.resolutions)
 
     def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         prediction, target = prediction.float(), target.float()
-        terms: dict[str, torch.Tensor] = {}
+        names = self.signal_names(prediction.shape[1])
+        losses = self.per_signal(prediction, target)
+        terms = {f"stft_{name}": losses[index] for index, name in enumerate(names)}
         total = prediction.new_zeros(())
-        stereo = prediction.shape[1] == 2
-        if stereo and self.mid_side_weight:
-            pred_mid, pred_side = self.sum_and_difference(prediction)
-            true_mid, true_side = self.sum_and_difference(target)
-            terms["stft_mid"] = self._mrstft(pred_mid, true_mid)
-            terms["stft_side"] = self._mrstft(pred_side, true_side)
+        if "stft_mid" in terms:
             total = total + self.mid_side_weight * (terms["stft_mid"] + terms["stft_side"]) / 2
-        names = ("left", "right") if stereo else tuple(f"ch{i}" for i in range(prediction.shape[1]))
-        weight = self.channel_weight if stereo else 1.0
-        for index, name in enumerate(names):
-            terms[f"stft_{name}"] = self._mrstft(
-                prediction[:, index : index + 1], target[:, index : index + 1]
-            )
-            total = total + weight * terms[f"stft_{name}"]
+        weight = self.channel_weight if prediction.shape[1] == 2 else 1.0
+        for name in names:
+            if name not in ("mid", "side"):
+                total = total + weight * terms[f"stft_{name}"]
         terms["stft"] = total
         return terms
 
