@@ -97,8 +97,8 @@ class StereoMRSTFTLoss(nn.Module):
     target RMS is below ``silence_rms`` keeps only its log-magnitude part. ``mel_bins`` (None = FFT bins):
     every resolution compares mel bands (module doc).
 
-    Each term is auraloss's ``MultiResolutionSTFTLoss`` on that signal (``tests/losses`` checks values and
-    gradients against it), computed once for all signals: the A-weighting filter and the STFT are linear,
+    Each term is the multi-resolution loss auraloss composes for that signal (``tests/losses`` checks values
+    and gradients against ``refrain.losses.spectral_reference``), computed once for all signals: the A-weighting filter and the STFT are linear,
     so the audio is filtered once (not once per resolution and signal) and the mid and side spectra are
     the sum and difference of the left and right ones (half the transforms); the magnitudes and terms of
     all signals then run as one batch. ``bench/bench_vae_step.py`` prints the time beside the signal by
@@ -123,8 +123,7 @@ class StereoMRSTFTLoss(nn.Module):
         self.mid_side_weight = mid_side_weight
         self.channel_weight = channel_weight
         self.silence_rms = silence_rms
-        self.perceptual_weighting = perceptual_weighting
-        self.mel_bins = mel_bins
+        self.mel_bins = mel_bins  # as asked: each resolution's bank is capped at its FFT size / 8
         # One auraloss STFTLoss per resolution holds its window, mel bank, weights and A-weighting filter.
         self.resolutions = MagnitudeMRSTFTLoss(
             **_resolutions(fft_sizes, hop_ratio),
@@ -169,7 +168,7 @@ class StereoMRSTFTLoss(nn.Module):
 
     def _weighted(self, audio: torch.Tensor) -> torch.Tensor:
         """The A-weighted audio (auraloss's FIR prefilter, the same at every resolution), or ``audio``."""
-        if not self.perceptual_weighting:
+        if not self.resolutions[0].perceptual_weighting:
             return audio
         batch, channels, samples = audio.shape
         taps = self.resolutions[0].prefilter.fir.weight.to(audio)
@@ -177,6 +176,16 @@ class StereoMRSTFTLoss(nn.Module):
             audio.reshape(batch * channels, 1, samples), taps, padding=taps.shape[-1] // 2
         )
         return filtered.view(batch, channels, -1)
+
+    def weighted_total(self, terms: dict[str, torch.Tensor], channels: int) -> torch.Tensor:
+        """``stft``: ``mid_side_weight`` x the mean of mid and side, plus each channel's term at
+        ``channel_weight`` (stereo) or 1 (any other layout)."""
+        names = self.signal_names(channels)
+        total = next(iter(terms.values())).new_zeros(())
+        if "mid" in names:
+            total = total + self.mid_side_weight * (terms["stft_mid"] + terms["stft_side"]) / 2
+        weight = self.channel_weight if channels == 2 else 1.0
+        return total + weight * sum(terms[f"stft_{name}"] for name in names[-channels:])
 
     def per_signal(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """(signal,) multi-resolution loss of each signal of ``signal_names``: the mean over resolutions of
@@ -208,14 +217,7 @@ class StereoMRSTFTLoss(nn.Module):
         names = self.signal_names(prediction.shape[1])
         losses = self.per_signal(prediction, target)
         terms = {f"stft_{name}": losses[index] for index, name in enumerate(names)}
-        total = prediction.new_zeros(())
-        if "stft_mid" in terms:
-            total = total + self.mid_side_weight * (terms["stft_mid"] + terms["stft_side"]) / 2
-        weight = self.channel_weight if prediction.shape[1] == 2 else 1.0
-        for name in names:
-            if name not in ("mid", "side"):
-                total = total + weight * terms[f"stft_{name}"]
-        terms["stft"] = total
+        terms["stft"] = self.weighted_total(terms, prediction.shape[1])
         return terms
 
 

@@ -58,9 +58,5 @@ class StereoReference(nn.Module):
         names = self.loss.signal_names(channels)[-channels:]
         pairs |= {name: (prediction[:, i : i + 1], target[:, i : i + 1]) for i, name in enumerate(names)}
         terms = {f"stft_{name}": self._term(*pair) for name, pair in pairs.items()}
-        total = prediction.new_zeros(())
-        if "stft_mid" in terms:
-            total = total + self.loss.mid_side_weight * (terms["stft_mid"] + terms["stft_side"]) / 2
-        weight = self.loss.channel_weight if channels == 2 else 1.0
-        terms["stft"] = total + weight * sum(terms[f"stft_{name}"] for name in names)
+        terms["stft"] = self.loss.weighted_total(terms, channels)
         return terms
