@@ -156,3 +156,45 @@ def test_presets_on_meta_device() -> None:
     print(f"\nDiT parameters: small {counts['small'] / 1e6:.1f} M, base_1b {counts['base_1b'] / 1e9:.3f} B")
     assert 1.05e9 < counts["base_1b"] < 1.15e9  # DiffRhythm-base: about 1.1 B
     assert 1e8 < counts["small"] < 4e8
+
+
+@pytest.mark.parametrize("frames", [12, 11])
+def test_patch_tokens_predict_every_frame(frames: int) -> None:
+    """patch_size 2: half the tokens, a velocity for every frame (an odd count too), REPA's hidden state
+    one per frame (each frame its token's), and padding still never reaches a valid frame."""
+    model = randomize(tiny(patch_size=2)).eval()
+    x, cond = batch(t=frames, valid=(frames, 7))
+    sigma = torch.tensor([0.4, 0.7])
+    ref = model(x, sigma, cond, return_hidden=True)
+    assert ref.velocity.shape == (2, C, frames) and ref.hidden.shape == (2, frames, 32)
+    assert torch.equal(ref.hidden[:, 0], ref.hidden[:, 1]) and not torch.equal(ref.hidden[:, 1], ref.hidden[:, 2])
+    assert torch.equal(ref.velocity[1, :, 7:], torch.zeros(C, frames - 7))
+    x2 = x.clone()
+    x2[1, :, 7:] = 100.0  # frame 7 shares a token with the valid frame 6
+    cond.lyrics[1, 7:] = 39
+    out = model(x2, sigma, cond, return_hidden=True)
+    assert torch.allclose(out.velocity[1, :, :7], ref.velocity[1, :, :7], atol=1e-5)
+    x2[1, :, 6] += 1.0
+    assert not torch.allclose(model(x2, sigma, cond).velocity[1, :, :6], ref.velocity[1, :, :6], atol=1e-4)
+
+
+def test_patch_round_trip_and_token_mask() -> None:
+    from refrain.models.dit.transformer import patchify, token_mask, unpatchify
+
+    y = torch.randn(2, 7, 3)
+    tokens = patchify(y, 2)
+    assert tokens.shape == (2, 4, 6) and torch.equal(tokens[:, 1], torch.cat([y[:, 2], y[:, 3]], dim=-1))
+    assert torch.equal(unpatchify(tokens, 2, 7), y)
+    mask = torch.tensor([[True] * 7, [True] * 3 + [False] * 4])
+    assert token_mask(mask, 2).tolist() == [[True] * 4, [True, True, False, False]]
+    with pytest.raises(RefrainInputError, match="patch_size"):
+        tiny(patch_size=0)
+
+
+def test_patch_one_is_the_unpatched_model() -> None:
+    """patch_size 1 (every bundle written before the field) builds the same parameters as before."""
+    names = {name: p.shape for name, p in tiny().named_parameters()}
+    assert "frame_merge.weight" not in names and names["proj_in.weight"] == (32, C)
+    patched = dict(tiny(patch_size=2).named_parameters())
+    assert patched["proj_in.weight"].shape == (32, 2 * C) and patched["frame_merge.weight"].shape == (32, 64)
+    assert patched["final_layer.proj_out.weight"].shape == (2 * C, 32)

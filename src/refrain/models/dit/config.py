@@ -40,6 +40,9 @@ class DiTConfig:
     # Set it to about twice the training crop: a DiT trained on short crops then samples a long song with
     # the distances it learned, instead of attending across distances it never saw (which flattens it).
     attention_window: int | None = None
+    # Latent frames per transformer token (ACE-Step 1.5 merges 2). Attention then costs patch_size^2 less
+    # and every other layer patch_size less; the velocity is still predicted for every frame.
+    patch_size: int = 1
     norm_eps: float = 1e-6
     dropout: float = 0.0
     timestep_scale: float = 1000.0
@@ -58,6 +61,12 @@ class DiTConfig:
                 "model.dit.config.attention_window",
                 f"{self.attention_window} frames is no window",
                 "use null (whole sequence) or a frame count >= 2, e.g. twice data.max_frames",
+            )
+        if self.patch_size < 1:
+            raise RefrainInputError(
+                "model.dit.config.patch_size",
+                f"{self.patch_size} latent frames per token",
+                "use 1 (one token per latent frame) or a small integer such as 2 or 4",
             )
         if self.hidden_size % self.num_heads or (self.hidden_size // self.num_heads) % 2:
             raise RefrainInputError(

@@ -1,8 +1,8 @@
 """LLaMA-style diffusion transformer over VAE latents, the default ``VelocityModel``.
 
 Data path: latent (B, C, T) -> linear -> + frame conditioning (aligned lyrics, context latent + mask)
--> N x [adaLN-zero self-attention with RoPE and the padding mask, cross-attention to the style prompt,
-SwiGLU MLP] -> adaLN final layer -> velocity (B, C, T). The timestep (sigma scaled to [0, 1000]) goes
+-> tokens of ``patch_size`` frames (1 = one token per frame) -> N x [adaLN-zero self-attention with RoPE and the padding mask, cross-attention to the style prompt,
+SwiGLU MLP] -> adaLN final layer -> velocity (B, C, T), every frame's own. The timestep (sigma scaled to [0, 1000]) goes
 through diffusers' ``Timesteps``/``TimestepEmbedding``; pooled style and speaker are added to it and
 drive every block's modulation.
 
@@ -20,12 +20,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from refrain.errors import RefrainInputError
-from refrain.models.backbone import BackboneSpec, seeded_noise
+from refrain.models.backbone import BackboneSpec, frames_to_tokens, seeded_noise
 from refrain.models.dit.blocks import DiTBlock, FinalLayer, rotary_tables, zero_linear
 from refrain.models.dit.conditioning import ConditionEmbedder, DiTConditioning, PreparedConditioning
 from refrain.models.dit.config import DiTConfig
@@ -54,11 +55,14 @@ class DiffusionTransformer(nn.Module):
         self.repa_layer = config.repa_layer
         self.rope_theta = config.rope_theta
         self.attention_window = config.attention_window
+        self.patch_size = patch = config.patch_size
         self.timestep_scale = config.timestep_scale
         self.gradient_checkpointing = gradient_checkpointing
         ff = config.intermediate_size or llama_intermediate_size(hidden_size)
 
-        self.proj_in = nn.Linear(latent_channels, hidden_size)
+        self.proj_in = nn.Linear(latent_channels * patch, hidden_size)
+        # A token's conditioning: its frames' embeddings side by side, projected (nothing to merge at 1).
+        self.frame_merge = nn.Linear(patch * hidden_size, hidden_size) if patch > 1 else None
         self.conditioner = ConditionEmbedder(
             hidden_size,
             latent_channels,
@@ -92,7 +96,9 @@ class DiffusionTransformer(nn.Module):
             )
             for _ in range(config.num_layers)
         )
-        self.final_layer = FinalLayer(hidden_size, latent_channels, config.norm_eps, config.zero_init_output)
+        self.final_layer = FinalLayer(
+            hidden_size, latent_channels * patch, config.norm_eps, config.zero_init_output
+        )
 
     @property
     def latent_channels(self) -> int:
@@ -146,15 +152,26 @@ class DiffusionTransformer(nn.Module):
     def embed(
         self, x: Tensor, sigma: Tensor, cond: DiTConditioning | PreparedConditioning
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """Input tokens h (B, T, d), conditioning vector c (B, d), style tokens and style key mask."""
+        """Input tokens h (B, T / patch_size, d), conditioning vector c (B, d), style tokens and key mask."""
         dtype = self.proj_in.weight.dtype
         emb = cond.embedded if isinstance(cond, PreparedConditioning) else self.conditioner(cond)
-        h = self.proj_in(x.transpose(1, 2).to(dtype)) + emb.frame.to(dtype)
+        h = self._tokens(x.transpose(1, 2).to(dtype), emb.frame.to(dtype), cond)
         sigma = sigma.to(x.device).reshape(-1).expand(x.shape[0])
         t = self.time_proj(sigma.float() * self.timestep_scale).to(dtype)
         c = self.time_embed(t) + emb.vector.to(dtype)
         style = emb.style.to(dtype) if emb.style is not None else None
         return h, c, style, emb.style_mask
+
+    def _tokens(self, latent: Tensor, frame: Tensor, cond: DiTConditioning | PreparedConditioning) -> Tensor:
+        """(B, T, C) latent frames and their (B, T, d) conditioning -> (B, T / patch_size, d) tokens."""
+        if self.frame_merge is None:
+            return self.proj_in(latent) + frame
+        plain = cond.cond if isinstance(cond, PreparedConditioning) else cond
+        if not _all_valid(cond, plain):  # a token holding a song's last frames and padding: padding as zeros
+            valid = plain.frame_mask[:, :, None].to(latent.dtype)
+            latent, frame = latent * valid, frame * valid
+        patch = self.patch_size
+        return self.proj_in(patchify(latent, patch)) + self.frame_merge(patchify(frame, patch))
 
     def forward(
         self,
@@ -181,9 +198,12 @@ class DiffusionTransformer(nn.Module):
             cond.validate_latent(x)
         h, c, style, style_mask = self.embed(x, sigma, prepared)
         shared = self.adaLN_modulation(c) if self.adaLN_modulation is not None else None
-        rope = rotary_tables(self.head_dim, x.shape[-1], self.rope_theta, x.device)
-        self_mask = None if _all_valid(prepared, cond) else cond.frame_mask[:, None, None, :]
-        self_mask = _windowed(self_mask, x.shape[-1], self.attention_window, x.device)
+        frames, tokens, patch = x.shape[-1], h.shape[1], self.patch_size
+        rope = rotary_tables(self.head_dim, tokens, self.rope_theta, x.device)
+        all_valid = _all_valid(prepared, cond)
+        self_mask = None if all_valid else token_mask(cond.frame_mask, patch)[:, None, None, :]
+        window = None if self.attention_window is None else max(2, self.attention_window // patch)
+        self_mask = _windowed(self_mask, tokens, window, x.device)
         style_key_mask = style_mask[:, None, None, :] if style_mask is not None else None
         hidden = h if (return_hidden and self.repa_layer == 0) else None
         use_ckpt = self.gradient_checkpointing and torch.is_grad_enabled()
@@ -192,13 +212,42 @@ class DiffusionTransformer(nn.Module):
             h = checkpoint(block, *args, use_reentrant=False) if use_ckpt else block(*args)
             if return_hidden and index + 1 == self.repa_layer:
                 hidden = h
-        velocity = self.final_layer(h, c)  # (B, T, C)
-        if self_mask is not None:  # padding: zero its velocity (with every frame valid this was a * 1)
+        if hidden is not None:  # REPA reads one state per latent frame: each frame gets its token's
+            hidden = frames_to_tokens(hidden, frames, patch)
+        velocity = unpatchify(self.final_layer(h, c), patch, frames)  # (B, T, C)
+        if not all_valid:  # padding: zero its velocity (with every frame valid this was a * 1)
             velocity = velocity * cond.frame_mask[:, :, None].to(velocity.dtype)
         # laid out as x, (B, C, T) contiguous: a transposed view made every solver and guidance op after
         # the call read strided memory (and copy it to flatten), time outside the network in the sampler
         velocity = velocity.transpose(1, 2).contiguous()
         return VelocityOutput(velocity=velocity.to(x.dtype), hidden=hidden)
+
+
+def patchify(frames: Tensor, patch: int) -> Tensor:
+    """(B, T, k) -> (B, ceil(T / patch), patch * k): each token holds ``patch`` consecutive frames side by
+    side (the last one zero-padded when T is not a multiple)."""
+    if patch == 1:
+        return frames
+    batch, length, width = frames.shape
+    pad = -length % patch
+    if pad:
+        frames = F.pad(frames, (0, 0, 0, pad))
+    return frames.reshape(batch, (length + pad) // patch, patch * width)
+
+
+def unpatchify(tokens: Tensor, patch: int, frames: int) -> Tensor:
+    """(B, N, patch * k) -> (B, frames, k): the inverse of ``patchify`` (its padding cut off)."""
+    if patch == 1:
+        return tokens
+    batch, count, width = tokens.shape
+    return tokens.reshape(batch, count * patch, width // patch)[:, :frames]
+
+
+def token_mask(frame_mask: Tensor, patch: int) -> Tensor:
+    """(B, T) valid frames -> (B, ceil(T / patch)) valid tokens: a token with any valid frame is valid."""
+    if patch == 1:
+        return frame_mask
+    return patchify(frame_mask[:, :, None], patch).any(dim=-1)
 
 
 def _windowed(mask: Tensor | None, frames: int, window: int | None, device: torch.device) -> Tensor | None:
