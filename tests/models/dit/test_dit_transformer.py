@@ -167,7 +167,9 @@ def test_patch_tokens_predict_every_frame(frames: int) -> None:
     sigma = torch.tensor([0.4, 0.7])
     ref = model(x, sigma, cond, return_hidden=True)
     assert ref.velocity.shape == (2, C, frames) and ref.hidden.shape == (2, frames, 32)
-    assert torch.equal(ref.hidden[:, 0], ref.hidden[:, 1]) and not torch.equal(ref.hidden[:, 1], ref.hidden[:, 2])
+    assert torch.equal(ref.hidden[:, 0], ref.hidden[:, 1]) and not torch.equal(
+        ref.hidden[:, 1], ref.hidden[:, 2]
+    )
     assert torch.equal(ref.velocity[1, :, 7:], torch.zeros(C, frames - 7))
     x2 = x.clone()
     x2[1, :, 7:] = 100.0  # frame 7 shares a token with the valid frame 6
