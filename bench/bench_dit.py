@@ -24,7 +24,7 @@ One thread by default: on a shared machine two threads under load collapse the s
 ``--cache_speedup tiny,small`` adds the conditioning cache's speed-up (bench/dit_online.py).
 
     python bench/bench_dit.py [--sizes tiny,realistic] [--steps 10] [--threads 1] [--cache_speedup tiny] [--torch_compile]
-        [--style_cross_attention false] [--system_allocator]
+        [--style_cross_attention false] [--patch_size 2] [--system_allocator]
 """
 
 from __future__ import annotations
@@ -146,7 +146,8 @@ def measure(name: str, steps: int, warmup: int = 2, compile_blocks: bool = False
     cfg = task.model.config
     ff = cfg.intermediate_size or 256 * ((int(8 * cfg.hidden_size / 3) + 255) // 256)
     stack = LlamaStack(cfg.hidden_size, cfg.num_heads, ff, cfg.num_layers)
-    reference = llama_step(stack, size.batch, size.frames, cfg.hidden_size)
+    tokens = -(-size.frames // cfg.patch_size)  # the DiT's sequence: patch_size latent frames per token
+    reference = llama_step(stack, size.batch, tokens, cfg.hidden_size)
     for _ in range(warmup):
         dit_phases(task, optimizer, batch)
         reference()
@@ -167,7 +168,8 @@ def measure(name: str, steps: int, warmup: int = 2, compile_blocks: bool = False
         "size": name,
         "params": sum(p.numel() for p in task.model.parameters()),
         "ref_params": sum(p.numel() for p in stack.parameters()),
-        "shape": f"{size.batch} x {size.frames}",
+        "shape": f"{size.batch} x {size.frames}"
+        + (f" (tokens of {cfg.patch_size})" if cfg.patch_size > 1 else ""),
         "dims": f"d {cfg.hidden_size}, {cfg.num_heads} heads, FFN {ff}, {cfg.num_layers} blocks",
         "flops": dit_flops,
         "attention": dit_attention,
@@ -176,7 +178,7 @@ def measure(name: str, steps: int, warmup: int = 2, compile_blocks: bool = False
         "t_rest": t_rest,
         "t_ref": t_ref,
         "cpu_time_ratio": statistics.median(cpu_ratio),  # reference CPU time / DiT CPU time
-        "tokens": size.batch * size.frames,
+        "tokens": size.batch * tokens,
         "hidden": cfg.hidden_size,
         "compiled": compile_blocks,
         "xattn": cfg.style_cross_attention,
@@ -243,6 +245,12 @@ def main() -> None:
         help="DiTConfig switch for every size",
     )
     parser.add_argument(
+        "--patch_size",
+        type=int,
+        default=1,
+        help="DiTConfig.patch_size (latent frames per token) for every size",
+    )
+    parser.add_argument(
         "--system_allocator",
         action="store_true",
         help="leave glibc's trimming on (refrain's CPU runs turn it off: refrain/allocator.py)",
@@ -255,7 +263,8 @@ def main() -> None:
     rows = []
     xattn = args.style_cross_attention == "true"
     for name in (n.strip() for n in args.sizes.split(",") if n.strip()):
-        SIZES[name] = replace(SIZES[name], config={**SIZES[name].config, "style_cross_attention": xattn})
+        switches = {"style_cross_attention": xattn, "patch_size": args.patch_size}
+        SIZES[name] = replace(SIZES[name], config={**SIZES[name].config, **switches})
         rows.append(measure(name, args.steps, compile_blocks=args.torch_compile))
         peaks.append(gemm_peak())  # measured around every size: the best rate seen is the peak
     report(rows, max(peaks), args.steps)
