@@ -33,7 +33,9 @@ def test_the_app_command_is_printed_once_a_dit_bundle_exists(tmp_path: Path, cap
     assert "refrain-app" not in capsys.readouterr().out
     (tmp_path / "dit_bundle").mkdir()
     assert main(["--output", str(tmp_path), "--stages", ""]) == 0
-    assert f"refrain-app --bundle {tmp_path / 'dit_bundle'}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"refrain-app --bundle {tmp_path / 'dit_bundle'}" in out
+    assert "steps 20, guidance apg 3, seed 42" in out  # what the printed songs used, for the app's form
 
 
 def test_the_vae_stage_trains_the_demo_recipe_with_compiled_activations(
