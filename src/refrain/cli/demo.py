@@ -196,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         print(f"=== {name} done in {time.perf_counter() - started:.1f} s ===", flush=True)
     if (args.output / "dit_bundle").is_dir():
-        # The app's form starts at ACE-Step's defaults (60 steps, APG 15): on the demo DiT its songs vary
-        # 0.1-0.2 dB less over time (calm 1.45-2.05, energetic 1.51-2.19 dB over seeds 42, 1-4).
+        # The app's form starts at 30 steps, APG 15, seed 0: on the demo DiT its songs vary about 0.1 dB
+        # less over time (calm 1.52-2.12, energetic 1.58-2.28 dB over seeds 42, 1-4).
         options = _options()
         print(f"\nopen the app on the demo bundle:  refrain-app --bundle {args.output / 'dit_bundle'}")
         print(
