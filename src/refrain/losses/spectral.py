@@ -98,11 +98,11 @@ class StereoMRSTFTLoss(nn.Module):
     every resolution compares mel bands (module doc).
 
     Each term is the multi-resolution loss auraloss composes for that signal (``tests/losses`` checks values
-    and gradients against ``refrain.losses.spectral_reference``), computed once for all signals: the A-weighting filter and the STFT are linear,
-    so the audio is filtered once (not once per resolution and signal) and the mid and side spectra are
-    the sum and difference of the left and right ones (half the transforms); the magnitudes and terms of
-    all signals then run as one batch. ``bench/bench_vae_step.py`` prints the time beside the signal by
-    signal computation (``refrain.losses.spectral_reference``).
+    and gradients against ``refrain.losses.spectral_reference``), computed once for all signals: the
+    A-weighting filter and the STFT are linear, so the audio is filtered once (not once per resolution and
+    signal) and the mid and side spectra are the sum and difference of the left and right ones (half the
+    transforms); the magnitudes and terms of all signals then run as one batch. ``bench/bench_vae_step.py``
+    prints the time beside the signal by signal computation (``refrain.losses.spectral_reference``).
     """
 
     def __init__(

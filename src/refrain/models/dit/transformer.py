@@ -1,14 +1,15 @@
 """LLaMA-style diffusion transformer over VAE latents, the default ``VelocityModel``.
 
 Data path: latent (B, C, T) -> linear -> + frame conditioning (aligned lyrics, context latent + mask)
--> tokens of ``patch_size`` frames (1 = one token per frame) -> N x [adaLN-zero self-attention with RoPE and the padding mask, cross-attention to the style prompt,
-SwiGLU MLP] -> adaLN final layer -> velocity (B, C, T), every frame's own. The timestep (sigma scaled to [0, 1000]) goes
-through diffusers' ``Timesteps``/``TimestepEmbedding``; pooled style and speaker are added to it and
-drive every block's modulation.
+-> tokens of ``patch_size`` frames (1 = one token per frame) -> N x [adaLN-zero self-attention with RoPE
+and the padding mask, cross-attention to the style prompt, SwiGLU MLP] -> adaLN final layer -> velocity
+(B, C, T), every frame's own. The timestep (sigma scaled to [0, 1000]) goes through diffusers'
+``Timesteps``/``TimestepEmbedding``; pooled style and speaker are added to it and drive every block's
+modulation.
 
 Why cross-attention for the style prompt (not in-context tokens): the prompt then never changes the
-frame sequence, so RoPE positions, the padding mask and the REPA hidden state stay one token per latent
-frame; a long song (6144 frames) does not pay for prompt length in self-attention; and it matches
+token sequence, so RoPE positions, the padding mask and the REPA hidden state follow the latent frames
+alone; a long song (6144 frames) does not pay for prompt length in self-attention; and it matches
 ACE-Step v1, whose LoRA target list (``to_q/to_k/to_v/to_out.0`` in self *and* cross attention) then
 applies unchanged. DiffRhythm's finding against cross-attention concerns unaligned *lyrics*, which this
 model adds frame by frame instead.
