@@ -4,7 +4,9 @@ dropped rows without a device->host read. Checked on CPU through the same code p
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +16,9 @@ from helpers.lora import TEXT, VOCAB, C, tiny_dit
 
 from refrain.data.collate import collate_dit
 from refrain.losses.flow_matching import FlowMatchingLoss
+from refrain.losses.repa import REPALoss
+from refrain.models.dit.transformer import DiffusionTransformer
+from refrain.models.teachers import TeacherSpec
 from refrain.tasks.dit_task import DiTTask
 
 FRAMES = 12
@@ -105,3 +110,45 @@ def test_style_absent_rows_skip_the_style_encoders_without_reading_flags() -> No
     for got, want in ((hinted.style, read.style), (hinted.vector, read.vector), (hinted.frame, read.frame)):
         torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     assert torch.equal(hinted.style_mask, read.style_mask)
+
+
+@pytest.mark.parametrize("patch_size", [1, 2])
+def test_a_training_step_off_the_cpu_reads_nothing_back_from_the_device(
+    tmp_path: Path, patch_size: int
+) -> None:
+    """The meta device holds no data, so every device->host read (``.item()``, ``bool(t)``, ``int(t)``,
+    a boolean index, ``nonzero``) raises there. A whole DiTTask step on it (a padded row and a prompt-less
+    one, CFG drops, masked spans, REPA) is a GPU step's code path with no synchronisation in it."""
+    model = DiffusionTransformer(replace(tiny_dit().config, patch_size=patch_size)).train()
+    teacher = TeacherSpec(name="mert", checkpoint_dir=str(tmp_path), sample_rate=16000, feature_dim=6)
+    loss = FlowMatchingLoss(drop_style_prob=0.5, drop_lyrics_prob=0.5, masked_span_prob=1.0)
+    task = DiTTask(
+        model,
+        loss=loss,
+        optimizer=partial(torch.optim.AdamW),
+        repa=partial(REPALoss, teachers={"mert": teacher}, projector_dim=16, weight=1.0),
+    )
+    items = [_item(FRAMES, 3, 0), _item(FRAMES - 3, 2, 1), _item(FRAMES, 0, 2)]
+    for seed, item in enumerate(items):
+        item["teacher_features"] = {"mert": torch.randn(7, 6, generator=torch.Generator().manual_seed(seed))}
+    batch = collate_dit(items)
+    assert batch["all_frames_valid"] is False  # the padded row keeps the attention mask in the step
+    for probe in (
+        lambda: bool(batch["frame_mask"].to("meta").all()),
+        lambda: batch["lyrics"].to("meta")[0].tolist(),
+    ):
+        with pytest.raises((RuntimeError, NotImplementedError)):
+            probe()  # the detector: a host read of a meta tensor fails
+    task.to("meta")
+    on_meta = {
+        key: value.to("meta") if isinstance(value, torch.Tensor) else value for key, value in batch.items()
+    }
+    on_meta["teacher_features"] = {k: v.to("meta") for k, v in batch["teacher_features"].items()}
+    on_meta["teacher_masks"] = {k: v.to("meta") for k, v in batch["teacher_masks"].items()}
+    for seed in range(3):  # different CFG drop and span draws (drawn on the host)
+        torch.manual_seed(seed)
+        terms = task.compute_loss(on_meta)
+        assert set(terms) >= {"flow", "repa", "loss"} and terms["loss"].device.type == "meta"
+        terms["loss"].backward()
+    grads = [p.grad for p in task.model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and g.device.type == "meta" for g in grads)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from refrain.models.dit.fused import (
     apply_rope,
+    autocast_active,
     gated_residual_linear,
     modulated_rms_norm,
     rms_norm,
@@ -206,7 +207,7 @@ def _foldable(proj: nn.Module, h: Tensor, x: Tensor) -> bool:
     wrapper or hook), no autocast (its GEMM would round the float32 residual stream to the low dtype), one
     dtype, and for several samples (one scaled weight copy each) at least as many tokens per sample as
     the projection's input width, so the weight copies cost no more than the pass they save."""
-    if not _plain_linear(proj) or torch.is_autocast_enabled(h.device.type):
+    if not _plain_linear(proj) or autocast_active(h.device):
         return False
     weight = proj.weight  # type: ignore[union-attr]
     if not (h.dtype == x.dtype == weight.dtype):

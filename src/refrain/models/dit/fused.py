@@ -277,3 +277,9 @@ def gated_residual_linear(h: Tensor, x: Tensor, weight: Tensor, gate: Tensor | N
 def swiglu(proj: Tensor) -> Tensor:
     """diffusers' SwiGLU activation on its projection's output (first half value, second half gate)."""
     return _SwiGLU.apply(proj)  # type: ignore[no-any-return]
+
+
+def autocast_active(device: torch.device) -> bool:
+    """Whether autocast is on for ``device``'s type; False where autocast does not exist (the meta device,
+    on which the no-host-read test runs a training step), instead of the error torch raises there."""
+    return torch.amp.is_autocast_available(device.type) and torch.is_autocast_enabled(device.type)

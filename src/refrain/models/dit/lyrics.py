@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.autograd import Function
 
 from refrain.errors import RefrainInputError
+from refrain.models.dit.fused import autocast_active
 
 
 def sinusoidal_positions(num_positions: int, dim: int, device: torch.device, dtype: torch.dtype) -> Tensor:
@@ -51,7 +52,7 @@ def depthwise_conv_tokens(conv: nn.Conv1d, x: Tensor) -> Tensor:
         and conv.groups == x.shape[-1] == conv.weight.shape[0]
         and x.dtype in (torch.float32, torch.float64)
         and conv.weight.dtype == x.dtype
-        and not torch.is_autocast_enabled(x.device.type)
+        and not autocast_active(x.device)
         and torch.is_grad_enabled()  # without a backward to shorten, the plain call (sampling's prepare)
     ):
         return _DepthwiseSame.apply(x, conv.weight, conv.bias)  # type: ignore[no-any-return]
