@@ -50,6 +50,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 STEPS = (30, 60)
 OVERHEAD_TARGET = 0.01
 SOLVERS = ("euler", "heun", "pingpong")
+# ACE-Step v1's published real-time factors (its README: the 3.5 B model, one GPU, batch 1), printed beside
+# this machine's rows for scale: (device, RTF at 27 steps, RTF at 60 steps)
+ACE_STEP_V1_RTF = (
+    ("NVIDIA RTX 4090", 34.48, 15.63),
+    ("NVIDIA A100", 27.27, 12.27),
+    ("NVIDIA RTX 3090", 12.76, 6.48),
+    ("MacBook M2 Max", 2.27, 1.03),
+)
 
 
 class TimedModel:
@@ -174,6 +182,8 @@ def main() -> None:
                 flush=True,
             )
 
+    published = ", ".join(f"{card} {at27:.2f} / {at60:.2f}" for card, at27, at60 in ACE_STEP_V1_RTF)
+    print(f"\nfor scale, ACE-Step v1's published RTF (3.5 B, one GPU, batch 1) at 27 / 60 steps: {published}")
     verdict = "met" if worst <= OVERHEAD_TARGET else "NOT met"
     print(
         f"\ntarget: time outside the network <= {100 * OVERHEAD_TARGET:.0f} % of the loop: worst row "
