@@ -4,7 +4,8 @@ dropped rows without a device->host read. Checked on CPU through the same code p
 
 from __future__ import annotations
 
-from dataclasses import replace
+import copy
+from dataclasses import fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -12,13 +13,16 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers.lora import TEXT, VOCAB, C, tiny_dit
+from helpers.lora import TEXT, VOCAB, C, plain_cond, tiny_dit
 
 from refrain.data.collate import collate_dit
 from refrain.losses.flow_matching import FlowMatchingLoss
 from refrain.losses.repa import REPALoss
+from refrain.models.dit.conditioning import PreparedConditioning
 from refrain.models.dit.transformer import DiffusionTransformer
 from refrain.models.teachers import TeacherSpec
+from refrain.sampling.guidance import APG
+from refrain.sampling.guided import sample_guided
 from refrain.tasks.dit_task import DiTTask
 
 FRAMES = 12
@@ -152,3 +156,61 @@ def test_a_training_step_off_the_cpu_reads_nothing_back_from_the_device(
         terms["loss"].backward()
     grads = [p.grad for p in task.model.parameters() if p.requires_grad]
     assert grads and all(g is not None and g.device.type == "meta" for g in grads)
+
+
+def _on_meta(obj: Any) -> Any:
+    """A conditioning dataclass with its tensors moved to the meta device (flags and None kept)."""
+    values = {f.name: getattr(obj, f.name) for f in fields(obj)}
+    return type(obj)(**{k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in values.items()})
+
+
+class _PreparedOnHostModel:
+    """The DiT as a GPU sampling run sees it: ``prepare`` reads the host once per run (validation, the
+    lyric id range, the all-frames-valid flag), then every step runs on the device (here: meta)."""
+
+    def __init__(self, model: DiffusionTransformer) -> None:
+        self.host, self.device_model = model, copy.deepcopy(model).to("meta")
+
+    def prepare(self, cond: Any) -> PreparedConditioning:
+        prepared = self.host.prepare(cond)
+        return PreparedConditioning(
+            _on_meta(prepared.cond), _on_meta(prepared.embedded), prepared.all_frames_valid
+        )
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: PreparedConditioning) -> Any:
+        return self.device_model(x, sigma, cond)
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+@pytest.mark.parametrize("lyrics_scale", [None, 2.0])
+def test_sampling_steps_off_the_cpu_read_nothing_back_from_the_device(
+    solver: str, lyrics_scale: float | None
+) -> None:
+    """Every step of a guided sampling run (the DiT on the stacked guidance batch, APG with its momentum,
+    the solver's update) on the meta device: no step reads the device back; only ``prepare`` reads the
+    host, once per run, by design."""
+    model = _PreparedOnHostModel(tiny_dit())
+    latent = sample_guided(
+        model,
+        plain_cond(batch=2, frames=10),
+        torch.randn(2, C, 10, device="meta"),
+        torch.linspace(1.0, 0.0, 7),
+        solver,
+        guidance=APG(),
+        scale=15.0,
+        lyrics_scale=lyrics_scale,
+        interval=0.5,
+    )
+    assert latent.device.type == "meta" and latent.shape == (2, C, 10)
+
+
+def test_a_padded_songs_forward_off_the_cpu_reads_nothing_back_from_the_device() -> None:
+    """With a padded row the step keeps the attention mask and zeroes the padding's velocity: still no read."""
+    cond = plain_cond(batch=2, frames=10)
+    cond = replace(cond, frame_mask=torch.arange(10)[None] < torch.tensor([10, 7])[:, None])
+    model = _PreparedOnHostModel(tiny_dit())
+    prepared = model.prepare(cond)
+    assert prepared.all_frames_valid is False
+    with torch.no_grad():
+        out = model(torch.randn(2, C, 10, device="meta"), torch.full((2,), 0.5, device="meta"), prepared)
+    assert out.velocity.device.type == "meta" and out.velocity.shape == (2, C, 10)
