@@ -5,7 +5,7 @@ dropped rows without a device->host read. Checked on CPU through the same code p
 from __future__ import annotations
 
 import copy
-from dataclasses import fields, replace
+from dataclasses import fields, is_dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -116,6 +116,18 @@ def test_style_absent_rows_skip_the_style_encoders_without_reading_flags() -> No
     assert torch.equal(hinted.style_mask, read.style_mask)
 
 
+def _on_meta(value: Any) -> Any:
+    """``value`` with every tensor in it moved to the meta device: a tensor, a dict (a collated batch and
+    its teacher dicts) or a dataclass (a conditioning); flags, strings and None kept."""
+    if isinstance(value, torch.Tensor):
+        return value.to("meta")
+    if isinstance(value, dict):
+        return {key: _on_meta(item) for key, item in value.items()}
+    if is_dataclass(value) and not isinstance(value, type):
+        return type(value)(**{f.name: _on_meta(getattr(value, f.name)) for f in fields(value)})
+    return value
+
+
 @pytest.mark.parametrize("patch_size", [1, 2])
 def test_a_training_step_off_the_cpu_reads_nothing_back_from_the_device(
     tmp_path: Path, patch_size: int
@@ -144,11 +156,7 @@ def test_a_training_step_off_the_cpu_reads_nothing_back_from_the_device(
         with pytest.raises((RuntimeError, NotImplementedError)):
             probe()  # the detector: a host read of a meta tensor fails
     task.to("meta")
-    on_meta = {
-        key: value.to("meta") if isinstance(value, torch.Tensor) else value for key, value in batch.items()
-    }
-    on_meta["teacher_features"] = {k: v.to("meta") for k, v in batch["teacher_features"].items()}
-    on_meta["teacher_masks"] = {k: v.to("meta") for k, v in batch["teacher_masks"].items()}
+    on_meta = _on_meta(batch)
     for seed in range(3):  # different CFG drop and span draws (drawn on the host)
         torch.manual_seed(seed)
         terms = task.compute_loss(on_meta)
@@ -156,12 +164,6 @@ def test_a_training_step_off_the_cpu_reads_nothing_back_from_the_device(
         terms["loss"].backward()
     grads = [p.grad for p in task.model.parameters() if p.requires_grad]
     assert grads and all(g is not None and g.device.type == "meta" for g in grads)
-
-
-def _on_meta(obj: Any) -> Any:
-    """A conditioning dataclass with its tensors moved to the meta device (flags and None kept)."""
-    values = {f.name: getattr(obj, f.name) for f in fields(obj)}
-    return type(obj)(**{k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in values.items()})
 
 
 class _PreparedOnHostModel:

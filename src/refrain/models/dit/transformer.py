@@ -151,24 +151,33 @@ class DiffusionTransformer(nn.Module):
         return PreparedConditioning(cond, embedded, all_frames_valid=bool(cond.frame_mask.all()))
 
     def embed(
-        self, x: Tensor, sigma: Tensor, cond: DiTConditioning | PreparedConditioning
+        self,
+        x: Tensor,
+        sigma: Tensor,
+        cond: DiTConditioning | PreparedConditioning,
+        all_valid: bool | None = None,
     ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-        """Input tokens h (B, T / patch_size, d), conditioning vector c (B, d), style tokens and key mask."""
+        """Input tokens h (B, T / patch_size, d), conditioning vector c (B, d), style tokens and key mask.
+        ``all_valid``: every frame known valid, as ``forward`` decided it once (None: decided here)."""
+        if all_valid is None:
+            all_valid = _all_valid(cond, cond.cond if isinstance(cond, PreparedConditioning) else cond)
         dtype = self.proj_in.weight.dtype
         emb = cond.embedded if isinstance(cond, PreparedConditioning) else self.conditioner(cond)
-        h = self._tokens(x.transpose(1, 2).to(dtype), emb.frame.to(dtype), cond)
+        h = self._tokens(x.transpose(1, 2).to(dtype), emb.frame.to(dtype), cond, all_valid)
         sigma = sigma.to(x.device).reshape(-1).expand(x.shape[0])
         t = self.time_proj(sigma.float() * self.timestep_scale).to(dtype)
         c = self.time_embed(t) + emb.vector.to(dtype)
         style = emb.style.to(dtype) if emb.style is not None else None
         return h, c, style, emb.style_mask
 
-    def _tokens(self, latent: Tensor, frame: Tensor, cond: DiTConditioning | PreparedConditioning) -> Tensor:
+    def _tokens(
+        self, latent: Tensor, frame: Tensor, cond: DiTConditioning | PreparedConditioning, all_valid: bool
+    ) -> Tensor:
         """(B, T, C) latent frames and their (B, T, d) conditioning -> (B, T / patch_size, d) tokens."""
         if self.frame_merge is None:
             return self.proj_in(latent) + frame
         plain = cond.cond if isinstance(cond, PreparedConditioning) else cond
-        if not _all_valid(cond, plain):  # a token holding a song's last frames and padding: padding as zeros
+        if not all_valid:  # a token holding a song's last frames and padding: padding as zeros
             valid = plain.frame_mask[:, :, None].to(latent.dtype)
             latent, frame = latent * valid, frame * valid
         patch = self.patch_size
@@ -197,11 +206,11 @@ class DiffusionTransformer(nn.Module):
             cond.validate(x)
         else:
             cond.validate_latent(x)
-        h, c, style, style_mask = self.embed(x, sigma, prepared)
+        all_valid = _all_valid(prepared, cond)
+        h, c, style, style_mask = self.embed(x, sigma, prepared, all_valid)
         shared = self.adaLN_modulation(c) if self.adaLN_modulation is not None else None
         frames, tokens, patch = x.shape[-1], h.shape[1], self.patch_size
         rope = rotary_tables(self.head_dim, tokens, self.rope_theta, x.device)
-        all_valid = _all_valid(prepared, cond)
         self_mask = None if all_valid else token_mask(cond.frame_mask, patch)[:, None, None, :]
         window = None if self.attention_window is None else max(2, self.attention_window // patch)
         self_mask = _windowed(self_mask, tokens, window, x.device)
